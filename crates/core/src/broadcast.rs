@@ -1,0 +1,191 @@
+//! Application broadcasts carried by foca: member meta (name + tags), leave intents and
+//! operator force-leaves; and the foca [`BroadcastHandler`] that feeds them to the table.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use foca::{BroadcastHandler, Invalidates};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::identity::Identity;
+use crate::membership::{Membership, Meta};
+
+/// Longest node name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+/// Largest total size of a member's tags (keys + values), in bytes (Serf's limit).
+pub const MAX_TAGS_LEN: usize = 512;
+
+/// One custom broadcast item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Broadcast {
+    /// A member's current name and tags.
+    Meta(Meta),
+    /// The member is about to leave gracefully.
+    Leave(Identity),
+    /// An operator declared this failed member gone (`shoal force-leave`).
+    ForceLeave(Identity),
+}
+
+impl Broadcast {
+    /// Serialises the item (postcard).
+    pub fn encode(&self) -> Result<Vec<u8>, BroadcastError> {
+        postcard::to_stdvec(self).map_err(BroadcastError::Encode)
+    }
+}
+
+/// Why a broadcast item was refused. The table is unchanged.
+#[derive(Debug, Error)]
+pub enum BroadcastError {
+    /// Not a valid postcard `Broadcast`.
+    #[error("undecodable broadcast item: {0}")]
+    Decode(postcard::Error),
+    /// Could not be serialised.
+    #[error("cannot encode broadcast item: {0}")]
+    Encode(postcard::Error),
+    /// A meta over the size limits.
+    #[error("{0}")]
+    Invalid(#[from] MetaError),
+}
+
+/// A name or tag set that breaks the limits.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MetaError {
+    /// Empty node name.
+    #[error("node name is empty")]
+    EmptyName,
+    /// Node name too long.
+    #[error("node name is {0} bytes; the limit is {MAX_NAME_LEN}")]
+    NameTooLong(usize),
+    /// Tags too large.
+    #[error("tags take {0} bytes; the limit is {MAX_TAGS_LEN}")]
+    TagsTooLarge(usize),
+}
+
+/// Checks a meta against the limits.
+pub fn validate_meta(meta: &Meta) -> Result<(), MetaError> {
+    if meta.name.is_empty() {
+        return Err(MetaError::EmptyName);
+    }
+    if meta.name.len() > MAX_NAME_LEN {
+        return Err(MetaError::NameTooLong(meta.name.len()));
+    }
+    let size: usize = meta.tags.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_TAGS_LEN {
+        return Err(MetaError::TagsTooLarge(size));
+    }
+    Ok(())
+}
+
+/// What makes a newer broadcast replace an older one in foca's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BroadcastKey {
+    /// Meta of `addr`, ordered by `(generation, version)`.
+    Meta(SocketAddr, (u64, u64)),
+    /// Leave intent (own or forced) of `addr` at `generation`.
+    Leave(SocketAddr, u64),
+}
+
+impl Invalidates for BroadcastKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (BroadcastKey::Meta(a, x), BroadcastKey::Meta(b, y)) => a == b && x >= y,
+            (BroadcastKey::Leave(a, x), BroadcastKey::Leave(b, y)) => a == b && x >= y,
+            _ => false,
+        }
+    }
+}
+
+/// State shared between the node's owner task and foca's broadcast handler.
+///
+/// foca owns its handler and offers no accessor, so the table sits behind a mutex that only the
+/// owner task ever locks (the handler runs inside the owner's foca calls, and the owner never
+/// holds the lock across one): it is never contended.
+#[derive(Debug)]
+pub struct Shared {
+    /// The member table.
+    pub table: Membership,
+    /// Set when a received item was news, so the owner forwards it at once.
+    pub news: bool,
+}
+
+/// Locks the shared state. Poisoning means the owner panicked mid-update; the table is then
+/// still structurally valid, so carry on with it.
+pub fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// foca's custom-broadcast handler: decodes items and applies them to the table.
+pub struct Inbox {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Inbox {
+    /// A handler feeding `shared`.
+    pub fn new(shared: Arc<Mutex<Shared>>) -> Self {
+        Self { shared }
+    }
+}
+
+impl BroadcastHandler<Identity> for Inbox {
+    type Key = BroadcastKey;
+    type Error = BroadcastError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&Identity>,
+    ) -> Result<Option<Self::Key>, Self::Error> {
+        let item: Broadcast = postcard::from_bytes(data).map_err(BroadcastError::Decode)?;
+        let mut shared = lock(&self.shared);
+        let (key, news) = match item {
+            Broadcast::Meta(meta) => {
+                validate_meta(&meta)?;
+                let key = BroadcastKey::Meta(meta.id.addr, (meta.id.generation, meta.version));
+                (key, shared.table.apply_meta(meta))
+            }
+            Broadcast::Leave(id) => (
+                BroadcastKey::Leave(id.addr, id.generation),
+                shared.table.apply_intent(id, false),
+            ),
+            Broadcast::ForceLeave(id) => (
+                BroadcastKey::Leave(id.addr, id.generation),
+                shared.table.apply_intent(id, true),
+            ),
+        };
+        // Our own items (no sender) are always queued; received ones only when they were news,
+        // so a known item is never re-gossiped forever.
+        if sender.is_none() {
+            return Ok(Some(key));
+        }
+        shared.news |= news;
+        Ok(news.then_some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn newer_meta_key_invalidates_older_of_the_same_member_only() {
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        assert!(BroadcastKey::Meta(a, (1, 2)).invalidates(&BroadcastKey::Meta(a, (1, 1))));
+        assert!(!BroadcastKey::Meta(a, (1, 1)).invalidates(&BroadcastKey::Meta(a, (1, 2))));
+        assert!(!BroadcastKey::Meta(a, (1, 2)).invalidates(&BroadcastKey::Meta(b, (1, 1))));
+        assert!(!BroadcastKey::Leave(a, 1).invalidates(&BroadcastKey::Meta(a, (1, 1))));
+    }
+
+    #[test]
+    fn oversized_tags_are_refused() {
+        let meta = Meta {
+            id: Identity::new("127.0.0.1:1".parse().expect("addr")),
+            version: 0,
+            name: "n".into(),
+            tags: BTreeMap::from([("k".into(), "v".repeat(600))]),
+        };
+        assert_eq!(validate_meta(&meta), Err(MetaError::TagsTooLarge(601)));
+    }
+}

@@ -1,0 +1,546 @@
+//! The pure membership table: foca notifications and application broadcasts in, events out.
+//!
+//! No sockets, no clocks, no tokio: every input carries the `Instant` it happened at, so the
+//! rules are unit-tested by feeding inputs. The driver ([`crate::node`]) owns one `Membership`.
+//!
+//! Rules, in Serf's words:
+//! - a member joins (`member-join`) once foca says it is up *and* its name and tags are known;
+//! - foca's "down" becomes `member-leave` when the member announced a leave intent first, else
+//!   `member-failed`; an intent that arrives after the down notice turns `failed` into `left`
+//!   and runs `member-leave` (the notices crossed);
+//! - a newer tag version of a joined member is a `member-update`;
+//! - failed members are reaped after `reconnect_timeout`, left ones after `tombstone_timeout`
+//!   (`member-reap`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Identity;
+
+/// A member's name and tags, versioned; travels as a custom broadcast and in push-pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Whose meta this is.
+    pub id: Identity,
+    /// Bumped on every change by the member itself; `(id.generation, version)` orders metas.
+    pub version: u64,
+    /// The member's node name.
+    pub name: String,
+    /// The member's tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Meta {
+    fn order(&self) -> (u64, u64) {
+        (self.id.generation, self.version)
+    }
+}
+
+/// A member's status, as `shoal members` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; declared failed unless it refutes in time.
+    Suspect,
+    /// Announced that it is leaving; not yet gone.
+    Leaving,
+    /// Left gracefully.
+    Left,
+    /// Stopped answering without leaving.
+    Failed,
+}
+
+impl Status {
+    /// The lowercase word Serf uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Alive => "alive",
+            Status::Suspect => "suspect",
+            Status::Leaving => "leaving",
+            Status::Left => "left",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One member as the rest of the program sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Node name (the address until the member's meta arrives).
+    pub name: String,
+    /// Gossip address.
+    pub addr: SocketAddr,
+    /// The identity generation this row describes.
+    pub generation: u64,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Status.
+    pub status: Status,
+}
+
+/// The kind of a member event, with Serf's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberEventKind {
+    /// `member-join`
+    Join,
+    /// `member-leave`
+    Leave,
+    /// `member-failed`
+    Failed,
+    /// `member-update`
+    Update,
+    /// `member-reap`
+    Reap,
+}
+
+impl MemberEventKind {
+    /// Serf's event name, as in `SERF_EVENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberEventKind::Join => "member-join",
+            MemberEventKind::Leave => "member-leave",
+            MemberEventKind::Failed => "member-failed",
+            MemberEventKind::Update => "member-update",
+            MemberEventKind::Reap => "member-reap",
+        }
+    }
+}
+
+/// Something handlers may react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member changed.
+    Member {
+        /// What happened.
+        kind: MemberEventKind,
+        /// The member, as it is after the change.
+        member: Member,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: Identity,
+    meta: Option<Meta>,
+    /// foca has told us about this identity (up or down).
+    known: bool,
+    /// foca counts it active.
+    up: bool,
+    suspect: bool,
+    /// A leave intent (own or forced) exists for `id`.
+    intent: bool,
+    /// The intent was a force-leave by an operator, not the member's own.
+    forced: bool,
+    /// Handlers were told it joined and not told it went away since.
+    joined: bool,
+    /// Handlers were told it failed (so a late intent must still tell them it left).
+    told_failed: bool,
+    /// When it went down.
+    down_since: Option<Instant>,
+}
+
+impl Entry {
+    fn new(id: Identity) -> Self {
+        Self {
+            id,
+            meta: None,
+            known: false,
+            up: false,
+            suspect: false,
+            intent: false,
+            forced: false,
+            joined: false,
+            told_failed: false,
+            down_since: None,
+        }
+    }
+
+    fn status(&self) -> Status {
+        match (self.up, self.intent && !self.forced, self.suspect) {
+            (true, true, _) => Status::Leaving,
+            (true, false, true) => Status::Suspect,
+            (true, false, false) => Status::Alive,
+            (false, ..) if self.intent => Status::Left,
+            (false, ..) => Status::Failed,
+        }
+    }
+
+    fn member(&self) -> Member {
+        let (name, tags) = match &self.meta {
+            Some(meta) => (meta.name.clone(), meta.tags.clone()),
+            None => (self.id.addr.to_string(), BTreeMap::new()),
+        };
+        Member {
+            name,
+            addr: self.id.addr,
+            generation: self.id.generation,
+            tags,
+            status: self.status(),
+        }
+    }
+}
+
+/// The member table. See the module docs for the rules.
+#[derive(Debug)]
+pub struct Membership {
+    local: SocketAddr,
+    entries: HashMap<SocketAddr, Entry>,
+    events: Vec<Event>,
+    changed: bool,
+    reconnect_timeout: Duration,
+    tombstone_timeout: Duration,
+}
+
+impl Membership {
+    /// A table holding only the local member, which "joins" at once (Serf runs `member-join`
+    /// for the local node too).
+    pub fn new(local: Meta, reconnect_timeout: Duration, tombstone_timeout: Duration) -> Self {
+        let addr = local.id.addr;
+        let mut entry = Entry::new(local.id);
+        entry.meta = Some(local);
+        entry.known = true;
+        entry.up = true;
+        let mut table = Self {
+            local: addr,
+            entries: HashMap::from([(addr, entry)]),
+            events: Vec::new(),
+            changed: true,
+            reconnect_timeout,
+            tombstone_timeout,
+        };
+        table.try_join(addr);
+        table
+    }
+
+    /// The local member's current meta.
+    pub fn local_meta(&self) -> &Meta {
+        self.entries[&self.local]
+            .meta
+            .as_ref()
+            .expect("the local entry is created with its meta and never loses it")
+    }
+
+    /// Replaces the local name/tags, bumping the version. Returns the meta to broadcast.
+    pub fn set_local_tags(&mut self, tags: BTreeMap<String, String>) -> Meta {
+        let mut meta = self.local_meta().clone();
+        meta.version += 1;
+        meta.tags = tags;
+        self.apply_meta(meta.clone());
+        meta
+    }
+
+    /// The local identity changed (foca renewed it after being declared down). Returns the meta
+    /// to broadcast under the new identity.
+    pub fn renew_local(&mut self, id: Identity) -> Meta {
+        let mut meta = self.local_meta().clone();
+        meta.id = id;
+        meta.version = 0;
+        if let Some(entry) = self.entries.get_mut(&self.local) {
+            entry.id = id;
+            entry.meta = Some(meta.clone());
+            entry.intent = false;
+        }
+        self.changed = true;
+        meta
+    }
+
+    /// Marks the local member as leaving (its intent is on its way).
+    pub fn set_local_leaving(&mut self) {
+        if let Some(entry) = self.entries.get_mut(&self.local) {
+            entry.intent = true;
+            self.changed = true;
+        }
+    }
+
+    fn entry_for(entries: &mut HashMap<SocketAddr, Entry>, id: Identity) -> Option<&mut Entry> {
+        let entry = entries.entry(id.addr).or_insert_with(|| Entry::new(id));
+        if id.generation < entry.id.generation {
+            return None; // stale news about an older incarnation
+        }
+        if id.generation > entry.id.generation {
+            entry.id = id;
+            entry.intent = false;
+            entry.forced = false;
+            entry.suspect = false;
+            entry.up = false;
+            entry.told_failed = false;
+        }
+        Some(entry)
+    }
+
+    /// foca: `MemberUp`.
+    pub fn member_up(&mut self, id: Identity) {
+        if id.addr == self.local {
+            return;
+        }
+        let Some(entry) = Self::entry_for(&mut self.entries, id) else {
+            return;
+        };
+        entry.known = true;
+        entry.up = true;
+        entry.down_since = None;
+        self.changed = true;
+        self.try_join(id.addr);
+    }
+
+    /// foca: `MemberDown`.
+    pub fn member_down(&mut self, id: Identity, now: Instant) {
+        if id.addr == self.local {
+            return;
+        }
+        let Some(entry) = Self::entry_for(&mut self.entries, id) else {
+            return;
+        };
+        entry.known = true;
+        if !entry.up && entry.down_since.is_some() {
+            return;
+        }
+        entry.up = false;
+        entry.suspect = false;
+        entry.down_since = Some(now);
+        self.changed = true;
+        if entry.joined {
+            entry.joined = false;
+            let kind = if entry.intent {
+                MemberEventKind::Leave
+            } else {
+                entry.told_failed = true;
+                MemberEventKind::Failed
+            };
+            let member = entry.member();
+            self.events.push(Event::Member { kind, member });
+        }
+    }
+
+    /// foca: `Rename(old, new)`: the member at that address came back with a new identity.
+    pub fn rename(&mut self, _old: Identity, new: Identity) {
+        if new.addr == self.local {
+            return;
+        }
+        if let Some(entry) = Self::entry_for(&mut self.entries, new) {
+            entry.known = true;
+            self.changed = true;
+        }
+    }
+
+    /// Sets whether foca currently suspects the member at `addr` (polled, foca has no notice).
+    pub fn set_suspect(&mut self, id: Identity, suspect: bool) {
+        if let Some(entry) = self.entries.get_mut(&id.addr)
+            && entry.id == id
+            && entry.up
+            && entry.suspect != suspect
+        {
+            entry.suspect = suspect;
+            self.changed = true;
+        }
+    }
+
+    /// A meta arrived (broadcast or push-pull). Returns true when it was news.
+    pub fn apply_meta(&mut self, meta: Meta) -> bool {
+        let addr = meta.id.addr;
+        if addr == self.local && meta.id.generation != self.entries[&self.local].id.generation {
+            return false; // an echo of an older (or foreign) self
+        }
+        let entry = self.entries.entry(addr).or_insert_with(|| Entry::new(meta.id));
+        if entry.meta.as_ref().is_some_and(|m| m.order() >= meta.order()) {
+            return false;
+        }
+        let before = entry.meta.replace(meta);
+        self.changed = true;
+        let entry = &self.entries[&addr];
+        if entry.joined
+            && before.is_some_and(|b| {
+                let now = entry.meta.as_ref().expect("just set");
+                b.name != now.name || b.tags != now.tags
+            })
+        {
+            let member = entry.member();
+            self.events.push(Event::Member {
+                kind: MemberEventKind::Update,
+                member,
+            });
+        }
+        self.try_join(addr);
+        true
+    }
+
+    /// A leave intent arrived for `id`. `forced` marks an operator's `force-leave`, which never
+    /// turns a live member into `leaving`. Returns true when it was news.
+    pub fn apply_intent(&mut self, id: Identity, forced: bool) -> bool {
+        if id.addr == self.local {
+            return false;
+        }
+        let Some(entry) = Self::entry_for(&mut self.entries, id) else {
+            return false;
+        };
+        if entry.intent && (forced || !entry.forced) {
+            return false;
+        }
+        entry.intent = true;
+        entry.forced = forced;
+        self.changed = true;
+        if !entry.up && entry.told_failed {
+            entry.told_failed = false;
+            let member = entry.member();
+            self.events.push(Event::Member {
+                kind: MemberEventKind::Leave,
+                member,
+            });
+        }
+        true
+    }
+
+    fn try_join(&mut self, addr: SocketAddr) {
+        let Some(entry) = self.entries.get_mut(&addr) else {
+            return;
+        };
+        if entry.up && !entry.joined && entry.meta.is_some() {
+            entry.joined = true;
+            let member = entry.member();
+            self.events.push(Event::Member {
+                kind: MemberEventKind::Join,
+                member,
+            });
+        }
+    }
+
+    /// Removes members that stayed failed or left past their timeout (`member-reap`).
+    /// Returns the identities reaped, so the driver can forget them too.
+    pub fn reap(&mut self, now: Instant) -> Vec<Identity> {
+        let (reconnect, tombstone) = (self.reconnect_timeout, self.tombstone_timeout);
+        let expired: Vec<SocketAddr> = self
+            .entries
+            .values()
+            .filter(|e| {
+                e.down_since.is_some_and(|since| {
+                    let limit = if e.intent { tombstone } else { reconnect };
+                    now.saturating_duration_since(since) >= limit
+                })
+            })
+            .map(|e| e.id.addr)
+            .collect();
+        let mut reaped = Vec::with_capacity(expired.len());
+        for addr in expired {
+            if let Some(entry) = self.entries.remove(&addr) {
+                reaped.push(entry.id);
+                self.changed = true;
+                if entry.meta.is_some() {
+                    let member = entry.member();
+                    self.events.push(Event::Member {
+                        kind: MemberEventKind::Reap,
+                        member,
+                    });
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Events produced since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// True (once) when the visible table changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.changed, false)
+    }
+
+    /// Every member foca has told us about (and the local one), sorted by name.
+    pub fn members(&self) -> Vec<Member> {
+        let mut out: Vec<Member> = self
+            .entries
+            .values()
+            .filter(|e| e.known)
+            .map(Entry::member)
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
+        out
+    }
+
+    /// The member row for `name`, if any.
+    pub fn find_by_name(&self, name: &str) -> Option<(Identity, Status)> {
+        self.entries
+            .values()
+            .filter(|e| e.known)
+            .find(|e| e.meta.as_ref().is_some_and(|m| m.name == name))
+            .map(|e| (e.id, e.status()))
+    }
+
+    /// All known metas (for push-pull).
+    pub fn metas(&self) -> Vec<Meta> {
+        self.entries.values().filter_map(|e| e.meta.clone()).collect()
+    }
+
+    /// Identities with a leave intent (for push-pull), with whether it was forced.
+    pub fn intents(&self) -> Vec<(Identity, bool)> {
+        self.entries
+            .values()
+            .filter(|e| e.intent)
+            .map(|e| (e.id, e.forced))
+            .collect()
+    }
+
+    /// True when the member at `id.addr` has a meta for `id`'s generation or newer.
+    pub fn has_current_meta(&self, id: Identity) -> bool {
+        self.entries
+            .get(&id.addr)
+            .and_then(|e| e.meta.as_ref())
+            .is_some_and(|m| m.id.generation >= id.generation)
+    }
+
+    /// A digest of the live membership: identities that are up and their meta versions.
+    /// Two nodes with the same view have the same digest; a difference triggers a push-pull.
+    pub fn digest(&self) -> u64 {
+        self.entries
+            .values()
+            .filter(|e| e.up)
+            .map(|e| {
+                let version = e
+                    .meta
+                    .as_ref()
+                    .filter(|m| m.id.generation == e.id.generation)
+                    .map_or(0, |m| m.version);
+                let mut h = Fnv::new();
+                h.write(e.id.addr.to_string().as_bytes());
+                h.write(&e.id.generation.to_le_bytes());
+                h.write(&version.to_le_bytes());
+                h.finish()
+            })
+            .fold(0u64, |acc, h| acc.wrapping_add(h))
+    }
+
+    /// Counts of members per status.
+    pub fn count(&self, status: Status) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.known && e.status() == status)
+            .count()
+    }
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike `DefaultHasher`.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

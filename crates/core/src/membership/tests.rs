@@ -1,0 +1,190 @@
+use super::*;
+
+fn id(port: u16, generation: u64) -> Identity {
+    Identity {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        generation,
+    }
+}
+
+fn meta(port: u16, generation: u64, version: u64, name: &str) -> Meta {
+    Meta {
+        id: id(port, generation),
+        version,
+        name: name.to_string(),
+        tags: BTreeMap::from([("role".to_string(), "web".to_string())]),
+    }
+}
+
+fn table() -> Membership {
+    let mut t = Membership::new(
+        meta(1, 1, 0, "self"),
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+    );
+    t.take_events();
+    t
+}
+
+fn kinds(t: &mut Membership) -> Vec<(MemberEventKind, String, Status)> {
+    t.take_events()
+        .into_iter()
+        .map(|Event::Member { kind, member }| (kind, member.name, member.status))
+        .collect()
+}
+
+#[test]
+fn local_member_joins_at_start_like_serf() {
+    let mut t = Membership::new(meta(1, 1, 0, "self"), Duration::ZERO, Duration::ZERO);
+    assert_eq!(
+        kinds(&mut t),
+        vec![(MemberEventKind::Join, "self".into(), Status::Alive)]
+    );
+}
+
+#[test]
+fn member_joins_only_once_up_and_named() {
+    let mut t = table();
+    t.member_up(id(2, 5));
+    assert!(kinds(&mut t).is_empty(), "no name yet, no join");
+    assert!(t.apply_meta(meta(2, 5, 0, "web-1")));
+    assert_eq!(
+        kinds(&mut t),
+        vec![(MemberEventKind::Join, "web-1".into(), Status::Alive)]
+    );
+    assert!(!t.apply_meta(meta(2, 5, 0, "web-1")), "same version is not news");
+}
+
+#[test]
+fn meta_before_up_joins_when_up_arrives() {
+    let mut t = table();
+    t.apply_meta(meta(2, 5, 0, "web-1"));
+    assert!(kinds(&mut t).is_empty());
+    assert!(t.members().iter().all(|m| m.name != "web-1"), "not listed before foca knows it");
+    t.member_up(id(2, 5));
+    assert_eq!(kinds(&mut t)[0].0, MemberEventKind::Join);
+}
+
+#[test]
+fn down_without_intent_is_failed_and_with_intent_is_left() {
+    let mut t = table();
+    let now = Instant::now();
+    for (port, name) in [(2, "a"), (3, "b")] {
+        t.member_up(id(port, 1));
+        t.apply_meta(meta(port, 1, 0, name));
+    }
+    t.take_events();
+    assert!(t.apply_intent(id(3, 1), false));
+    assert_eq!(t.find_by_name("b").map(|x| x.1), Some(Status::Leaving));
+    t.member_down(id(2, 1), now);
+    t.member_down(id(3, 1), now);
+    assert_eq!(
+        kinds(&mut t),
+        vec![
+            (MemberEventKind::Failed, "a".into(), Status::Failed),
+            (MemberEventKind::Leave, "b".into(), Status::Left),
+        ]
+    );
+}
+
+#[test]
+fn intent_after_down_turns_failed_into_left() {
+    let mut t = table();
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 0, "a"));
+    t.take_events();
+    t.member_down(id(2, 1), Instant::now());
+    assert!(t.apply_intent(id(2, 1), false));
+    assert_eq!(
+        kinds(&mut t),
+        vec![
+            (MemberEventKind::Failed, "a".into(), Status::Failed),
+            (MemberEventKind::Leave, "a".into(), Status::Left),
+        ]
+    );
+}
+
+#[test]
+fn force_leave_never_marks_a_live_member_leaving() {
+    let mut t = table();
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 0, "a"));
+    assert!(t.apply_intent(id(2, 1), true));
+    assert_eq!(t.find_by_name("a").map(|x| x.1), Some(Status::Alive));
+}
+
+#[test]
+fn newer_tags_of_a_joined_member_are_an_update() {
+    let mut t = table();
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 0, "a"));
+    t.take_events();
+    let mut newer = meta(2, 1, 1, "a");
+    newer.tags.insert("weight".into(), "5".into());
+    assert!(t.apply_meta(newer));
+    assert!(!t.apply_meta(meta(2, 1, 0, "a")), "older version ignored");
+    assert_eq!(
+        kinds(&mut t),
+        vec![(MemberEventKind::Update, "a".into(), Status::Alive)]
+    );
+}
+
+#[test]
+fn restarted_member_joins_again_after_failing() {
+    let mut t = table();
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 0, "a"));
+    t.member_down(id(2, 1), Instant::now());
+    t.take_events();
+    t.rename(id(2, 1), id(2, 2));
+    t.member_up(id(2, 2));
+    assert_eq!(
+        kinds(&mut t),
+        vec![(MemberEventKind::Join, "a".into(), Status::Alive)]
+    );
+    t.member_down(id(2, 1), Instant::now());
+    assert!(kinds(&mut t).is_empty(), "news about the old generation is stale");
+    assert_eq!(t.find_by_name("a").map(|x| x.1), Some(Status::Alive));
+}
+
+#[test]
+fn failed_and_left_members_are_reaped_after_their_timeouts() {
+    let mut t = table();
+    let start = Instant::now();
+    for (port, name) in [(2, "a"), (3, "b")] {
+        t.member_up(id(port, 1));
+        t.apply_meta(meta(port, 1, 0, name));
+    }
+    t.apply_intent(id(3, 1), false);
+    t.member_down(id(2, 1), start);
+    t.member_down(id(3, 1), start);
+    t.take_events();
+    assert!(t.reap(start + Duration::from_secs(10)).is_empty());
+    assert_eq!(t.reap(start + Duration::from_secs(30)), vec![id(3, 1)]);
+    assert_eq!(t.reap(start + Duration::from_secs(60)), vec![id(2, 1)]);
+    let reaped: Vec<_> = kinds(&mut t).into_iter().map(|k| (k.0, k.1)).collect();
+    assert_eq!(
+        reaped,
+        vec![
+            (MemberEventKind::Reap, "b".into()),
+            (MemberEventKind::Reap, "a".into())
+        ]
+    );
+    assert_eq!(t.members().len(), 1);
+}
+
+#[test]
+fn digest_matches_for_the_same_live_view_in_any_order() {
+    let mut a = table();
+    let mut b = table();
+    a.member_up(id(2, 1));
+    a.apply_meta(meta(2, 1, 0, "x"));
+    a.member_up(id(3, 1));
+    b.member_up(id(3, 1));
+    b.apply_meta(meta(2, 1, 0, "x"));
+    assert_ne!(a.digest(), b.digest());
+    b.member_up(id(2, 1));
+    assert_eq!(a.digest(), b.digest());
+    b.member_down(id(3, 1), Instant::now());
+    assert_ne!(a.digest(), b.digest());
+}

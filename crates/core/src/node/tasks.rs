@@ -1,0 +1,113 @@
+//! Tasks beside the owner: the push-pull server, outgoing push-pulls and the join resolver.
+//! Each reports back through the owner's inbox.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::{Command, NodeError, Stats};
+use crate::sync::{self, SyncState};
+
+/// At most this many inbound push-pulls are served at once; more wait in the listen backlog.
+const MAX_INBOUND_SYNCS: usize = 32;
+
+/// Accepts push-pull connections: read theirs, answer with ours, hand theirs to the owner.
+pub(super) fn spawn_sync_server(
+    listener: TcpListener,
+    inbox: mpsc::Sender<Command>,
+    stats: Arc<Stats>,
+    limit: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(MAX_INBOUND_SYNCS));
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    warn!(%error, "push-pull accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let inbox = inbox.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(error) = serve_one(stream, &inbox, &stats, limit).await {
+                    debug!(%peer, %error, "push-pull from peer failed");
+                }
+            });
+        }
+    })
+}
+
+async fn serve_one(
+    mut stream: tokio::net::TcpStream,
+    inbox: &mpsc::Sender<Command>,
+    stats: &Stats,
+    limit: Duration,
+) -> Result<(), sync::SyncError> {
+    let theirs = sync::with_timeout(limit, sync::read_state(&mut stream)).await?;
+    let (tx, rx) = oneshot::channel();
+    if inbox.send(Command::GetState { reply: tx }).await.is_err() {
+        return Ok(());
+    }
+    let Ok(ours) = rx.await else { return Ok(()) };
+    sync::with_timeout(limit, sync::write_state(&mut stream, &ours)).await?;
+    Stats::add(&stats.push_pulls, 1);
+    let _ = inbox.send(Command::ApplyState { state: theirs }).await;
+    Ok(())
+}
+
+/// Push-pulls with each address; applies every answer; reports how many answered.
+pub(super) fn spawn_join(
+    addrs: Vec<SocketAddr>,
+    ours: SyncState,
+    inbox: mpsc::Sender<Command>,
+    stats: Arc<Stats>,
+    limit: Duration,
+    reply: Option<oneshot::Sender<Result<usize, NodeError>>>,
+    tried: String,
+) {
+    tokio::spawn(async move {
+        let mut joined = 0;
+        for addr in addrs {
+            match sync::push_pull(addr, &ours, limit).await {
+                Ok(theirs) => {
+                    joined += 1;
+                    Stats::add(&stats.push_pulls, 1);
+                    if inbox.send(Command::ApplyState { state: theirs }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => debug!(%addr, %error, "push-pull failed"),
+            }
+        }
+        let _ = inbox
+            .send(Command::JoinedVia {
+                joined,
+                reply,
+                tried,
+            })
+            .await;
+    });
+}
+
+/// Resolves the join targets and hands the addresses to the owner.
+pub(super) fn spawn_resolve(targets: Vec<String>, inbox: mpsc::Sender<Command>) {
+    tokio::spawn(async move {
+        let (addrs, failed) = super::resolve_targets(&targets).await;
+        for (target, error) in failed {
+            warn!(%target, %error, "join target does not resolve; will retry");
+        }
+        let _ = inbox.send(Command::Resolved { addrs }).await;
+    });
+}

@@ -1,0 +1,169 @@
+//! Timing profiles: `lan` (default), `wan` and `local` (sub-second timers for tests on loopback).
+
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::str::FromStr;
+use std::time::Duration;
+
+use foca::{Config, PeriodicParams};
+
+/// A named set of protocol timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// A data-centre or container network: sub-millisecond RTT, failures found in a few seconds.
+    #[default]
+    Lan,
+    /// Links with RTTs in the hundreds of milliseconds.
+    Wan,
+    /// Loopback only: everything several times faster, for tests and demos.
+    Local,
+}
+
+impl FromStr for Profile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lan" => Ok(Profile::Lan),
+            "wan" => Ok(Profile::Wan),
+            "local" => Ok(Profile::Local),
+            other => Err(format!("unknown profile {other:?}: expected lan, wan or local")),
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+            Profile::Local => "local",
+        })
+    }
+}
+
+/// The timings a profile stands for, beyond foca's own [`Config`].
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// SWIM probe period.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its ack before asking others.
+    pub probe_rtt: Duration,
+    /// Suspicion multiplier: a suspect is declared down after
+    /// `multiplier * max(1, log10(n)) * probe_period`.
+    pub suspicion_mult: f64,
+    /// Never declare a suspect down sooner than this.
+    pub suspicion_min: Duration,
+    /// How often updates are pushed to a few random members.
+    pub gossip_interval: Duration,
+    /// How often a digest of the member set is sent to one random member (anti-entropy).
+    pub sync_interval: Duration,
+    /// How long a leaving node keeps gossiping its intent before it leaves.
+    pub leave_propagate: Duration,
+    /// How often announces go out toward members known as down (partition healing).
+    pub reconnect_interval: Duration,
+    /// First delay between join attempts while alone; doubles up to `retry_max_interval`.
+    pub retry_interval: Duration,
+    /// Longest delay between join attempts.
+    pub retry_max_interval: Duration,
+}
+
+impl Profile {
+    /// The timings of this profile.
+    pub fn timings(self) -> Timings {
+        match self {
+            Profile::Lan => Timings {
+                probe_period: Duration::from_millis(400),
+                probe_rtt: Duration::from_millis(150),
+                suspicion_mult: 3.0,
+                suspicion_min: Duration::from_millis(1200),
+                gossip_interval: Duration::from_millis(100),
+                sync_interval: Duration::from_millis(1000),
+                leave_propagate: Duration::from_millis(150),
+                reconnect_interval: Duration::from_secs(2),
+                retry_interval: Duration::from_millis(500),
+                retry_max_interval: Duration::from_secs(10),
+            },
+            Profile::Wan => Timings {
+                probe_period: Duration::from_secs(5),
+                probe_rtt: Duration::from_secs(2),
+                suspicion_mult: 6.0,
+                suspicion_min: Duration::from_secs(10),
+                gossip_interval: Duration::from_millis(500),
+                sync_interval: Duration::from_secs(5),
+                leave_propagate: Duration::from_millis(1500),
+                reconnect_interval: Duration::from_secs(15),
+                retry_interval: Duration::from_secs(2),
+                retry_max_interval: Duration::from_secs(30),
+            },
+            Profile::Local => Timings {
+                probe_period: Duration::from_millis(200),
+                probe_rtt: Duration::from_millis(80),
+                suspicion_mult: 3.0,
+                suspicion_min: Duration::from_millis(600),
+                gossip_interval: Duration::from_millis(50),
+                sync_interval: Duration::from_millis(300),
+                leave_propagate: Duration::from_millis(80),
+                reconnect_interval: Duration::from_millis(500),
+                retry_interval: Duration::from_millis(100),
+                retry_max_interval: Duration::from_secs(2),
+            },
+        }
+    }
+}
+
+impl Timings {
+    /// foca's configuration for a cluster of `cluster_size` members, with `max_packet_size` the
+    /// UDP budget left after the envelope.
+    pub fn foca_config(&self, cluster_size: usize, max_packet_size: usize) -> Config {
+        let n = cluster_size.max(1) as f64;
+        let scale = n.log10().max(1.0);
+        let suspicion = self.probe_period.mul_f64(self.suspicion_mult * scale);
+        // memberlist's retransmit rule: mult * log10(n + 1), with a floor that still reaches
+        // everyone in a small cluster.
+        let max_tx = ((4.0 * (n + 1.0).log10()).ceil() as u8).clamp(4, 30);
+        let fanout = NonZeroUsize::new(3).expect("3 is not zero");
+        Config {
+            probe_period: self.probe_period,
+            probe_rtt: self.probe_rtt,
+            num_indirect_probes: fanout,
+            max_transmissions: NonZeroU8::new(max_tx).expect("clamped to at least 4"),
+            suspect_to_down_after: suspicion.max(self.suspicion_min),
+            remove_down_after: Some(Duration::from_secs(24 * 3600)),
+            max_packet_size: NonZeroUsize::new(max_packet_size.max(512))
+                .expect("at least 512 bytes"),
+            notify_down_members: true,
+            periodic_announce: Some(PeriodicParams {
+                frequency: self.sync_interval * 30,
+                num_members: NonZeroUsize::new(1).expect("1 is not zero"),
+            }),
+            periodic_announce_to_down_members: Some(PeriodicParams {
+                frequency: self.reconnect_interval,
+                num_members: NonZeroUsize::new(2).expect("2 is not zero"),
+            }),
+            periodic_gossip: Some(PeriodicParams {
+                frequency: self.gossip_interval,
+                num_members: fanout,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_suspicion_grows_slowly_with_the_cluster() {
+        let t = Profile::Lan.timings();
+        let small = t.foca_config(5, 1400).suspect_to_down_after;
+        let big = t.foca_config(100, 1400).suspect_to_down_after;
+        assert_eq!(small, Duration::from_millis(1200));
+        assert!(big > small && big <= Duration::from_millis(2400), "{big:?}");
+    }
+
+    #[test]
+    fn profiles_parse_by_name_and_reject_others() {
+        assert_eq!("wan".parse::<Profile>(), Ok(Profile::Wan));
+        assert!("fast".parse::<Profile>().is_err());
+    }
+}
