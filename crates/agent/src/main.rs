@@ -1,1 +1,79 @@
-fn main(){}
+//! `shoal`: parse the command line, run the subcommand, map errors to exit codes
+//! (64: usage or configuration, 2: runtime, 0: success).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use shoal::cli::{Cli, Command};
+use shoal::{agent, commands, config, logging};
+
+const USAGE: u8 = 64;
+const RUNTIME: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal: cannot start the runtime: {e}");
+            return ExitCode::from(RUNTIME);
+        }
+    };
+    let output = match cli.command {
+        Command::Agent(args) => return run_agent(args, &runtime),
+        Command::Version => Ok(format!("shoal {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Members(a) => runtime.block_on(commands::members::run(&a)),
+        Command::Join(a) => runtime.block_on(commands::join::run(&a)),
+        Command::Leave(a) => runtime.block_on(commands::leave::run(&a)),
+        Command::ForceLeave(a) => runtime.block_on(commands::force_leave::run(&a)),
+        Command::Info(a) => runtime.block_on(commands::info::run(&a)),
+    };
+    match output {
+        Ok(text) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            ExitCode::from(RUNTIME)
+        }
+    }
+}
+
+fn run_agent(args: shoal::cli::AgentArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let cfg = match config::load(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let log = match logging::init(&cfg.log_level, cfg.log_format) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    match runtime.block_on(agent::run(args, cfg, log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "agent stopped");
+            eprintln!("shoal: {e:#}");
+            ExitCode::from(RUNTIME)
+        }
+    }
+}

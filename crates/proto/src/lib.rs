@@ -1,1 +1,18 @@
-pub fn x(){}
+//! shoal-proto: the control API's JSON types and a small HTTP client for it.
+//!
+//! Layout:
+//! - [`api`]: request and response bodies, one struct per endpoint, and the error body.
+//! - [`client`]: [`Client`], used by the `shoal` CLI; `curl` works just as well.
+//!
+//! Endpoints (HTTP/1.1, JSON, loopback by default):
+//! `GET /v1/members`, `POST /v1/join`, `POST /v1/leave`, `POST /v1/force-leave`, `GET /v1/info`.
+//! Errors are `{"error":{"code":"...","message":"..."}}` with a stable `code`.
+
+pub mod api;
+pub mod client;
+
+pub use api::*;
+pub use client::{Client, ClientError};
+
+/// The default control address.
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:7373";

@@ -1,0 +1,131 @@
+//! `shoal agent`: start the node, the control API and the handlers; print the readiness line;
+//! leave gracefully on SIGTERM/SIGINT (a second signal exits at once); reload on SIGHUP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use shoal_core::{NodeConfig, NodeHandle};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::cli::AgentArgs;
+use crate::config::{self, AgentConfig};
+use crate::control::{self, ControlState};
+use crate::handlers::dispatch::{self, Counters, Settings};
+use crate::handlers::filter::HandlerSpec;
+use crate::logging::LogHandle;
+
+/// Longest a graceful leave may take before the agent exits anyway.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs the agent until it has left. `Ok` means a clean exit (status 0).
+pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::Result<()> {
+    let node_cfg = NodeConfig {
+        name: cfg.node.clone(),
+        bind: cfg.bind,
+        advertise: cfg.advertise,
+        tags: cfg.tags.clone(),
+        profile: cfg.profile,
+        join: cfg.join.clone(),
+        retry_max: cfg.retry_max,
+        retry_interval: cfg.retry_interval,
+        reconnect_timeout: cfg.reconnect_timeout,
+        tombstone_timeout: cfg.tombstone_timeout,
+        max_packet_size: 1400,
+    };
+    let control = TcpListener::bind(cfg.control)
+        .await
+        .with_context(|| format!("cannot bind control address {}", cfg.control))?;
+    let control_addr = control.local_addr().context("control address")?;
+    let (node, events) = shoal_core::start(node_cfg).await?;
+    println!(
+        "{}",
+        serde_json::json!({"ready": {
+            "name": cfg.node,
+            "gossip": node.local_addr().to_string(),
+            "advertise": node.advertise_addr().to_string(),
+            "control": control_addr.to_string(),
+        }})
+    );
+    info!(name = %cfg.node, gossip = %node.local_addr(), advertise = %node.advertise_addr(),
+          control = %control_addr, profile = %cfg.profile, "agent ready");
+
+    let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
+    let counters = Arc::new(Counters::default());
+    let settings = Settings {
+        coalesce: cfg.coalesce,
+        timeout: cfg.handler_timeout,
+    };
+    tokio::spawn(dispatch::run(events, node.clone(), handlers_rx, settings, counters.clone()));
+    let (stopped_tx, mut stopped_rx) = mpsc::channel(1);
+    let state = Arc::new(ControlState {
+        node: node.clone(),
+        name: cfg.node.clone(),
+        profile: cfg.profile.to_string(),
+        control: control_addr.to_string(),
+        counters,
+        stopped: stopped_tx,
+    });
+    tokio::spawn(control::serve(control, state));
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break; }
+            _ = int.recv() => { info!("SIGINT: leaving the cluster"); break; }
+            _ = hup.recv() => reload(&args, &node, &handlers_tx, &log).await,
+            _ = stopped_rx.recv() => {
+                info!("left on request; exiting");
+                node.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+    tokio::select! {
+        result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
+            Ok(Ok(())) => info!("graceful leave complete"),
+            Ok(Err(e)) => warn!(error = %e, "leave failed"),
+            Err(_) => warn!("leave did not finish in time; exiting anyway"),
+        },
+        _ = term.recv() => { warn!("second signal: exiting now"); std::process::exit(1); }
+        _ = int.recv() => { warn!("second signal: exiting now"); std::process::exit(1); }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// SIGHUP: re-reads the config files; applies handlers, tags and log level. On error the old
+/// configuration stays.
+async fn reload(
+    args: &AgentArgs,
+    node: &NodeHandle,
+    handlers: &watch::Sender<Arc<Vec<HandlerSpec>>>,
+    log: &LogHandle,
+) {
+    if args.config.is_empty() {
+        info!("SIGHUP: no --config file to reload");
+        return;
+    }
+    let cfg = match config::load(args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            error!(error = %e, "SIGHUP: reload failed; keeping the current configuration");
+            return;
+        }
+    };
+    if let Err(e) = log.set_level(&cfg.log_level) {
+        error!(error = %e, "SIGHUP: log level not changed");
+    }
+    handlers.send_replace(Arc::new(cfg.handlers.clone()));
+    if node.snapshot().local.tags != cfg.tags
+        && let Err(e) = node.set_tags(cfg.tags.clone()).await
+    {
+        error!(error = %e, "SIGHUP: tags not changed");
+    }
+    info!(handlers = cfg.handlers.len(), tags = cfg.tags.len(), "SIGHUP: configuration reloaded");
+}

@@ -1,0 +1,172 @@
+//! Command-line definitions (clap). Every agent flag also reads a `SHOAL_*` variable; validation
+//! into a typed config happens in [`crate::config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// shoal: gossip cluster membership with Serf-compatible event handlers.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (one per host or container).
+    Agent(AgentArgs),
+    /// List the members this agent knows.
+    Members(MembersArgs),
+    /// Ask the agent to join the cluster of the given addresses.
+    Join(JoinArgs),
+    /// Make the agent leave the cluster gracefully and exit.
+    Leave(ClientArgs),
+    /// Mark a failed member as left, everywhere.
+    ForceLeave(ForceLeaveArgs),
+    /// Show the agent's own state and counters.
+    Info(InfoArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Flags of `shoal agent`.
+#[derive(Debug, Args, Default)]
+pub struct AgentArgs {
+    /// Node name, unique in the cluster [default: the hostname].
+    #[arg(long, env = "SHOAL_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// Address for gossip (UDP and TCP); port 0 picks a free one [default: 0.0.0.0:7948].
+    #[arg(long, env = "SHOAL_BIND", value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Address other members should use to reach this one [default: the bound address].
+    #[arg(long, env = "SHOAL_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<String>,
+    /// A member to join: ip:port or name:port (a name joins every address it resolves to).
+    /// Repeatable; SHOAL_JOIN takes a comma-separated list.
+    #[arg(long, env = "SHOAL_JOIN", value_name = "ADDR", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// A tag KEY=VALUE. Repeatable; SHOAL_TAG takes a comma-separated list.
+    #[arg(long = "tag", env = "SHOAL_TAG", value_name = "K=V", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// An event handler: [FILTER=]SCRIPT, run with `sh -c` (Serf's syntax). Repeatable.
+    #[arg(long = "event-handler", env = "SHOAL_EVENT_HANDLER", value_name = "[FILTER=]SCRIPT")]
+    pub event_handlers: Vec<String>,
+    /// Timing profile: lan, wan or local (loopback tests) [default: lan].
+    #[arg(long, env = "SHOAL_PROFILE", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// Control API address (HTTP on loopback) [default: 127.0.0.1:7373].
+    #[arg(long, env = "SHOAL_CONTROL", value_name = "ADDR")]
+    pub control: Option<String>,
+    /// Log level: error, warn, info, debug, trace, or a tracing filter [default: info].
+    #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// A TOML config file; repeatable, later files override earlier ones, flags override files.
+    #[arg(long = "config", env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+    /// Kill a handler still running after this long [default: 30s].
+    #[arg(long, env = "SHOAL_HANDLER_TIMEOUT", value_name = "DURATION")]
+    pub handler_timeout: Option<String>,
+    /// Quiet window over which member events are coalesced; 0 disables [default: 100ms].
+    #[arg(long, env = "SHOAL_COALESCE", value_name = "DURATION")]
+    pub coalesce: Option<String>,
+    /// Give up joining after this many attempts while alone; 0 retries forever [default: 0].
+    #[arg(long, env = "SHOAL_RETRY_MAX", value_name = "N")]
+    pub retry_max: Option<u32>,
+    /// First wait between join attempts while alone; doubles each time [default: profile's].
+    #[arg(long, env = "SHOAL_RETRY_INTERVAL", value_name = "DURATION")]
+    pub retry_interval: Option<String>,
+    /// How long a failed member stays listed before it is reaped [default: 24h].
+    #[arg(long, env = "SHOAL_RECONNECT_TIMEOUT", value_name = "DURATION")]
+    pub reconnect_timeout: Option<String>,
+    /// How long a left member stays listed before it is reaped [default: 24h].
+    #[arg(long, env = "SHOAL_TOMBSTONE_TIMEOUT", value_name = "DURATION")]
+    pub tombstone_timeout: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The control address, shared by every client command.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Control API address of the agent.
+    #[arg(long, env = "SHOAL_CONTROL", default_value = shoal_proto::DEFAULT_CONTROL)]
+    pub control: String,
+}
+
+/// Flags of `shoal members`.
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only members whose status matches this regular expression (anchored).
+    #[arg(long, value_name = "RE")]
+    pub status: Option<String>,
+    /// Only members whose name matches this regular expression (anchored).
+    #[arg(long, value_name = "RE")]
+    pub name: Option<String>,
+    /// Only members with tag KEY whose value matches RE (anchored). Repeatable.
+    #[arg(long = "tag", value_name = "KEY=RE")]
+    pub tags: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// Output format of client commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// Flags of `shoal join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Addresses to join: ip:port or name:port.
+    #[arg(required = true, value_name = "ADDR")]
+    pub addrs: Vec<String>,
+}
+
+/// Flags of `shoal force-leave`.
+#[derive(Debug, Args)]
+pub struct ForceLeaveArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Name of the failed member.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+/// Flags of `shoal info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}

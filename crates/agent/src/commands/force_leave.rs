@@ -1,0 +1,15 @@
+//! `shoal force-leave NODE`
+
+use shoal_proto::{Client, ForceLeaveRequest, OkResponse};
+
+use crate::cli::ForceLeaveArgs;
+
+/// Marks a failed member as left.
+pub async fn run(args: &ForceLeaveArgs) -> Result<String, String> {
+    let req = ForceLeaveRequest { node: args.node.clone() };
+    let _: OkResponse = Client::new(&args.client.control)
+        .post("/v1/force-leave", &req)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(String::new())
+}

@@ -1,0 +1,29 @@
+//! `shoal info`
+
+use shoal_proto::{Client, InfoResponse};
+
+use crate::cli::{InfoArgs, OutputFormat};
+use crate::handlers::env::tags_string;
+
+/// Shows the agent's own state and counters.
+pub async fn run(args: &InfoArgs) -> Result<String, String> {
+    let i: InfoResponse = Client::new(&args.client.control)
+        .get("/v1/info")
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.format == OutputFormat::Json {
+        return Ok(serde_json::to_string_pretty(&i).map_err(|e| e.to_string())? + "\n");
+    }
+    let (a, m, s) = (&i.agent, &i.members, &i.stats);
+    Ok(format!(
+        "agent:\n\tname = {}\n\tversion = {}\n\tbind = {}\n\tadvertise = {}\n\tcontrol = {}\n\t\
+         profile = {}\n\ttags = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
+         left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
+         bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tevents_dropped = {}\n\t\
+         handler_runs = {}\n\thandler_timeouts = {}\n",
+        a.name, a.version, a.bind, a.advertise, a.control, a.profile, tags_string(&a.tags),
+        m.alive, m.suspect, m.leaving, m.left, m.failed, s.packets_in, s.packets_out, s.bytes_in,
+        s.bytes_out, s.packets_dropped, s.push_pulls, s.events_dropped, s.handler_runs,
+        s.handler_timeouts
+    ))
+}

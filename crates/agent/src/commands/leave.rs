@@ -1,0 +1,14 @@
+//! `shoal leave`
+
+use shoal_proto::{Client, OkResponse};
+
+use crate::cli::ClientArgs;
+
+/// Makes the agent leave gracefully and exit.
+pub async fn run(args: &ClientArgs) -> Result<String, String> {
+    let _: OkResponse = Client::new(&args.control)
+        .post("/v1/leave", &serde_json::json!({}))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok("Graceful leave complete\n".to_string())
+}

@@ -1,0 +1,120 @@
+//! `shoal members`: the agent's view, filtered by anchored regular expressions.
+
+use regex::Regex;
+use shoal_proto::{Client, MemberInfo, MembersResponse};
+
+use crate::cli::{MembersArgs, OutputFormat};
+use crate::commands::columns;
+use crate::handlers::env::tags_string;
+
+/// Filters compiled from the flags.
+pub struct MemberFilter {
+    status: Option<Regex>,
+    name: Option<Regex>,
+    tags: Vec<(String, Regex)>,
+}
+
+fn anchored(flag: &str, re: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("invalid {flag} regular expression {re:?}: {e}"))
+}
+
+impl MemberFilter {
+    /// Compiles `--status`, `--name` and `--tag K=RE`.
+    pub fn new(args: &MembersArgs) -> Result<Self, String> {
+        let mut tags = Vec::new();
+        for t in &args.tags {
+            let (k, re) = t
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("invalid --tag {t:?}: expected KEY=REGEX"))?;
+            tags.push((k.to_string(), anchored("--tag", re)?));
+        }
+        Ok(Self {
+            status: args.status.as_deref().map(|r| anchored("--status", r)).transpose()?,
+            name: args.name.as_deref().map(|r| anchored("--name", r)).transpose()?,
+            tags,
+        })
+    }
+
+    /// True when `m` passes every filter.
+    pub fn accepts(&self, m: &MemberInfo) -> bool {
+        self.status.as_ref().is_none_or(|r| r.is_match(&m.status))
+            && self.name.as_ref().is_none_or(|r| r.is_match(&m.name))
+            && self
+                .tags
+                .iter()
+                .all(|(k, r)| m.tags.get(k).is_some_and(|v| r.is_match(v)))
+    }
+}
+
+/// Runs the command; returns what to print.
+pub async fn run(args: &MembersArgs) -> Result<String, String> {
+    let filter = MemberFilter::new(args)?;
+    let client = Client::new(&args.client.control);
+    let all: MembersResponse = client.get("/v1/members").await.map_err(|e| e.to_string())?;
+    let members: Vec<MemberInfo> = all.members.into_iter().filter(|m| filter.accepts(m)).collect();
+    Ok(match args.format {
+        OutputFormat::Json => {
+            let body = MembersResponse { members };
+            serde_json::to_string_pretty(&body).map_err(|e| e.to_string())? + "\n"
+        }
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = members
+                .iter()
+                .map(|m| vec![m.name.clone(), m.addr.clone(), m.status.clone(), tags_string(&m.tags)])
+                .collect();
+            columns(&rows)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::ClientArgs;
+
+    fn args(status: Option<&str>, name: Option<&str>, tags: &[&str]) -> MembersArgs {
+        MembersArgs {
+            client: ClientArgs { control: String::new() },
+            status: status.map(Into::into),
+            name: name.map(Into::into),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            format: OutputFormat::Table,
+        }
+    }
+
+    fn member(name: &str, status: &str, role: &str) -> MemberInfo {
+        MemberInfo {
+            name: name.into(),
+            addr: "127.0.0.1:7948".into(),
+            port: 7948,
+            status: status.into(),
+            tags: [("role".to_string(), role.to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn filters_are_anchored_regexes() {
+        let f = MemberFilter::new(&args(Some("alive|left"), Some("web.*"), &["role=we"])).expect("ok");
+        assert!(!f.accepts(&member("web-1", "alive", "web")), "role=we must not match web");
+        let f = MemberFilter::new(&args(Some("alive|left"), Some("web.*"), &["role=web"])).expect("ok");
+        assert!(f.accepts(&member("web-1", "alive", "web")));
+        assert!(!f.accepts(&member("web-1", "failed", "web")));
+        assert!(!f.accepts(&member("db-web", "alive", "web")));
+    }
+
+    #[test]
+    fn bad_filters_are_reported() {
+        assert!(MemberFilter::new(&args(Some("("), None, &[])).is_err());
+        assert!(MemberFilter::new(&args(None, None, &["role"])).is_err());
+    }
+
+    #[test]
+    fn table_is_aligned_like_serf() {
+        let rows = vec![
+            vec!["a".to_string(), "1.2.3.4:1".to_string()],
+            vec!["long".to_string(), "x".to_string()],
+        ];
+        assert_eq!(columns(&rows), "a     1.2.3.4:1\nlong  x\n");
+    }
+}

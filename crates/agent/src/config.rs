@@ -1,0 +1,325 @@
+//! Agent configuration: defaults < config files < `SHOAL_*` environment < flags, validated into
+//! one typed [`AgentConfig`]. Every error names the setting and the bad value.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shoal_core::{DEFAULT_PORT, Profile};
+use thiserror::Error;
+
+use crate::cli::{AgentArgs, LogFormat};
+use crate::handlers::filter::{HandlerSpec, ParseError};
+
+/// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
+/// configuration).
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for shoal.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is malformed.
+    #[error("invalid {setting} {value:?}: {reason}")]
+    Invalid {
+        /// The flag or key.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A handler spec is malformed.
+    #[error("invalid --event-handler {spec:?}: {source}")]
+    Handler {
+        /// The spec.
+        spec: String,
+        /// Why.
+        source: ParseError,
+    },
+}
+
+fn invalid(setting: &'static str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The keys a TOML config file may hold (the same names as the flags, with `_`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    node: Option<String>,
+    bind: Option<String>,
+    advertise: Option<String>,
+    #[serde(default)]
+    join: Vec<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    event_handlers: Vec<String>,
+    profile: Option<String>,
+    control: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    handler_timeout: Option<String>,
+    coalesce: Option<String>,
+    retry_max: Option<u32>,
+    retry_interval: Option<String>,
+    reconnect_timeout: Option<String>,
+    tombstone_timeout: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses one file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Layers `other` over `self`: scalars replace, lists append, tags merge.
+    fn merge(&mut self, other: FileConfig) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(
+            node, bind, advertise, profile, control, log_level, log_format, handler_timeout,
+            coalesce, retry_max, retry_interval, reconnect_timeout, tombstone_timeout
+        );
+        self.join.extend(other.join);
+        self.tags.extend(other.tags);
+        self.event_handlers.extend(other.event_handlers);
+    }
+}
+
+/// The validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name.
+    pub node: String,
+    /// Gossip bind address.
+    pub bind: SocketAddr,
+    /// Advertised address, if set.
+    pub advertise: Option<SocketAddr>,
+    /// Join targets.
+    pub join: Vec<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Event handlers, in order.
+    pub handlers: Vec<HandlerSpec>,
+    /// Timing profile.
+    pub profile: Profile,
+    /// Control API address.
+    pub control: SocketAddr,
+    /// Log filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Handler timeout.
+    pub handler_timeout: Duration,
+    /// Member-event quiet window.
+    pub coalesce: Duration,
+    /// Join attempts while alone (0: forever).
+    pub retry_max: u32,
+    /// First wait between join attempts.
+    pub retry_interval: Option<Duration>,
+    /// Failed members are reaped after this.
+    pub reconnect_timeout: Duration,
+    /// Left members are reaped after this.
+    pub tombstone_timeout: Duration,
+    /// The files it was read from (re-read on SIGHUP).
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads the files named in `args` and layers the flags over them.
+pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
+    let mut file = FileConfig::default();
+    for path in &args.config {
+        file.merge(FileConfig::load(path)?);
+    }
+    resolve(args, file)
+}
+
+fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigError> {
+    let node = match args.node.clone().or(file.node) {
+        Some(n) if n.trim().is_empty() => return Err(invalid("--node", &n, "must not be empty")),
+        Some(n) => n,
+        None => hostname(),
+    };
+    let bind = args.bind.clone().or(file.bind);
+    let bind = match bind {
+        Some(b) => parse_addr("--bind", &b, DEFAULT_PORT)?,
+        None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+    };
+    let advertise = match args.advertise.clone().or(file.advertise) {
+        Some(a) => Some(parse_addr("--advertise", &a, bind.port())?),
+        None => None,
+    };
+    let mut tags = file.tags;
+    for pair in &args.tags {
+        let (k, v) = pair
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| invalid("--tag", pair, "expected KEY=VALUE"))?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    let mut handlers = Vec::new();
+    for spec in file.event_handlers.iter().chain(&args.event_handlers) {
+        handlers.push(HandlerSpec::parse(spec).map_err(|source| ConfigError::Handler {
+            spec: spec.clone(),
+            source,
+        })?);
+    }
+    let profile = match args.profile.clone().or(file.profile) {
+        Some(p) => p.parse().map_err(|e: String| invalid("--profile", &p, e))?,
+        None => Profile::Lan,
+    };
+    let control = args.control.clone().or(file.control);
+    let control = match control {
+        Some(c) => parse_addr("--control", &c, 7373)?,
+        None => SocketAddr::from(([127, 0, 0, 1], 7373)),
+    };
+    let mut join = file.join;
+    join.extend(args.join.iter().filter(|j| !j.trim().is_empty()).cloned());
+    Ok(AgentConfig {
+        node,
+        bind,
+        advertise,
+        join,
+        tags,
+        handlers,
+        profile,
+        control,
+        log_level: args.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".into()),
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        handler_timeout: duration("--handler-timeout", args.handler_timeout.clone().or(file.handler_timeout), "30s")?,
+        coalesce: duration("--coalesce", args.coalesce.clone().or(file.coalesce), "100ms")?,
+        retry_max: args.retry_max.or(file.retry_max).unwrap_or(0),
+        retry_interval: match args.retry_interval.clone().or(file.retry_interval) {
+            Some(v) => Some(duration("--retry-interval", Some(v), "0s")?),
+            None => None,
+        },
+        reconnect_timeout: duration("--reconnect-timeout", args.reconnect_timeout.clone().or(file.reconnect_timeout), "24h")?,
+        tombstone_timeout: duration("--tombstone-timeout", args.tombstone_timeout.clone().or(file.tombstone_timeout), "24h")?,
+        files: args.config.clone(),
+    })
+}
+
+fn duration(setting: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(setting, &text, format!("{e} (examples: 250ms, 5s, 24h)")))
+}
+
+/// `ip:port`, `[v6]:port`, a bare IP (default port) or `host:port` resolved now.
+fn parse_addr(setting: &'static str, value: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    use std::net::ToSocketAddrs;
+    let with_port = if value.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        value.to_string()
+    } else {
+        format!("{value}:{default_port}")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| invalid(setting, value, e))?
+        .next()
+        .ok_or_else(|| invalid(setting, value, "resolves to no address"))
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "shoal".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> AgentArgs {
+        AgentArgs::default()
+    }
+
+    #[test]
+    fn defaults_follow_serf_with_shoal_ports() {
+        let cfg = resolve(&args(), FileConfig::default()).expect("valid");
+        assert_eq!(cfg.bind, "0.0.0.0:7948".parse().expect("addr"));
+        assert_eq!(cfg.control, "127.0.0.1:7373".parse().expect("addr"));
+        assert_eq!(cfg.coalesce, Duration::from_millis(100));
+        assert_eq!(cfg.profile, Profile::Lan);
+        assert!(!cfg.node.is_empty());
+    }
+
+    #[test]
+    fn flags_override_file_and_lists_append() {
+        let file: FileConfig = toml::from_str(
+            "node = \"from-file\"\njoin = [\"a:1\"]\n[tags]\nrole = \"db\"\nzone = \"x\"\n",
+        )
+        .expect("toml");
+        let mut a = args();
+        a.node = Some("from-flag".into());
+        a.join = vec!["b:2".into()];
+        a.tags = vec!["role=web".into()];
+        let cfg = resolve(&a, file).expect("valid");
+        assert_eq!(cfg.node, "from-flag");
+        assert_eq!(cfg.join, vec!["a:1", "b:2"]);
+        assert_eq!(cfg.tags["role"], "web");
+        assert_eq!(cfg.tags["zone"], "x");
+    }
+
+    #[test]
+    fn malformed_values_name_the_setting() {
+        let mut a = args();
+        a.tags = vec!["novalue".into()];
+        let err = resolve(&a, FileConfig::default()).expect_err("bad tag").to_string();
+        assert!(err.contains("--tag") && err.contains("KEY=VALUE"), "{err}");
+        let mut a = args();
+        a.coalesce = Some("soon".into());
+        let err = resolve(&a, FileConfig::default()).expect_err("bad duration").to_string();
+        assert!(err.contains("--coalesce"), "{err}");
+        let mut a = args();
+        a.event_handlers = vec!["member-jion=./x.sh".into()];
+        let err = resolve(&a, FileConfig::default()).expect_err("bad filter").to_string();
+        assert!(err.contains("member-jion"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let err = toml::from_str::<FileConfig>("nodee = \"x\"\n").expect_err("typo");
+        assert!(err.to_string().contains("nodee"), "{err}");
+    }
+}

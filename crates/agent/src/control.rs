@@ -1,0 +1,194 @@
+//! The control API: HTTP/1.1 + JSON, loopback by default. The CLI is a client of it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_core::{NodeError, NodeHandle, Status};
+use shoal_proto::{
+    AgentInfo, ErrorBody, ForceLeaveRequest, InfoResponse, JoinRequest, JoinResponse,
+    MemberCounts, OkResponse, StatsInfo,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::handlers::dispatch::Counters;
+use crate::view;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers of the API need.
+pub struct ControlState {
+    /// The node.
+    pub node: NodeHandle,
+    /// Static facts for `/v1/info`.
+    pub name: String,
+    /// Profile name.
+    pub profile: String,
+    /// Control address actually bound.
+    pub control: String,
+    /// Handler counters.
+    pub counters: Arc<Counters>,
+    /// Told when `/v1/leave` completed, so the agent exits.
+    pub stopped: mpsc::Sender<()>,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// Serves the API until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                warn!(%error, "control accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(req, &state).await) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!(%peer, %error, "control connection ended with an error");
+            }
+        });
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+    json(status, &ErrorBody::new(code, message))
+}
+
+fn node_error(e: NodeError) -> Reply {
+    let (status, code) = match &e {
+        NodeError::UnknownMember(_) => (StatusCode::NOT_FOUND, "not_found"),
+        NodeError::NotFailed { .. } => (StatusCode::CONFLICT, "conflict"),
+        NodeError::Meta(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        NodeError::JoinFailed(_) => (StatusCode::BAD_GATEWAY, "join_failed"),
+        NodeError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    error(status, code, e.to_string())
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body unreadable or over {MAX_BODY} bytes: {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/v1/members") => json(StatusCode::OK, &view::members(&st.node.snapshot())),
+        (Method::POST, "/v1/join") => match body::<JoinRequest>(req).await {
+            Err(reply) => reply,
+            Ok(r) if r.addrs.is_empty() => {
+                error(StatusCode::BAD_REQUEST, "bad_request", "addrs is empty")
+            }
+            Ok(r) => match st.node.join(r.addrs).await {
+                Ok(joined) => json(StatusCode::OK, &JoinResponse { joined }),
+                Err(e) => node_error(e),
+            },
+        },
+        (Method::POST, "/v1/leave") => match st.node.leave().await {
+            Ok(()) => {
+                let _ = st.stopped.try_send(());
+                json(StatusCode::OK, &OkResponse { ok: true })
+            }
+            Err(e) => node_error(e),
+        },
+        (Method::POST, "/v1/force-leave") => match body::<ForceLeaveRequest>(req).await {
+            Err(reply) => reply,
+            Ok(r) => match st.node.force_leave(r.node).await {
+                Ok(()) => json(StatusCode::OK, &OkResponse { ok: true }),
+                Err(e) => node_error(e),
+            },
+        },
+        (Method::GET, "/v1/info") => json(StatusCode::OK, &info(st)),
+        (_, "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/info") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} does not accept {}", path, req.method()),
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {path}")),
+    }
+}
+
+fn info(st: &ControlState) -> InfoResponse {
+    let snap = st.node.snapshot();
+    let s = st.node.stats();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    InfoResponse {
+        agent: AgentInfo {
+            name: st.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            bind: st.node.local_addr().to_string(),
+            advertise: st.node.advertise_addr().to_string(),
+            control: st.control.clone(),
+            profile: st.profile.clone(),
+            tags: snap.local.tags.clone(),
+        },
+        members: MemberCounts {
+            alive: snap.count(Status::Alive),
+            suspect: snap.count(Status::Suspect),
+            leaving: snap.count(Status::Leaving),
+            left: snap.count(Status::Left),
+            failed: snap.count(Status::Failed),
+        },
+        stats: StatsInfo {
+            packets_in: get(&s.packets_in),
+            packets_out: get(&s.packets_out),
+            bytes_in: get(&s.bytes_in),
+            bytes_out: get(&s.bytes_out),
+            packets_dropped: get(&s.packets_dropped),
+            push_pulls: get(&s.push_pulls),
+            events_dropped: get(&s.events_dropped) + get(&st.counters.dropped),
+            handler_runs: get(&st.counters.runs),
+            handler_timeouts: get(&st.counters.timeouts),
+        },
+    }
+}

@@ -1,0 +1,235 @@
+//! From node events to handler runs: coalescing, the members file, and one worker per handler.
+//!
+//! Member events are collected until no new one arrived for the quiet window (or for at most
+//! [`MAX_HOLD`] in a storm); per member the latest event wins, except that a join stays a join.
+//! Then the whole view is written to `SHOAL_MEMBERS_FILE` and each batch (one per event kind,
+//! Serf's shape) is queued to every handler whose filter wants it. Each handler has its own
+//! worker and bounded queue, so a slow or hung handler delays only itself, and its events run
+//! in order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_core::{Event, Member, MemberEventKind, NodeHandle};
+use tempfile::TempDir;
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
+
+use super::env::{member_event_env, member_event_stdin};
+use super::filter::HandlerSpec;
+use super::runner::{self, Job, Outcome};
+use crate::view;
+
+/// Longest a member event is held back while events keep coming.
+const MAX_HOLD: Duration = Duration::from_secs(1);
+/// Runs queued per handler; past this, new runs for it are dropped with a warning.
+const QUEUE_PER_HANDLER: usize = 128;
+
+/// Handler counters for `shoal info`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Runs finished.
+    pub runs: AtomicU64,
+    /// Runs killed at the timeout.
+    pub timeouts: AtomicU64,
+    /// Runs dropped because the handler's queue was full.
+    pub dropped: AtomicU64,
+}
+
+struct Worker {
+    spec: HandlerSpec,
+    tx: mpsc::Sender<Job>,
+}
+
+/// Settings of the dispatcher.
+pub struct Settings {
+    /// Quiet window (zero: no coalescing).
+    pub coalesce: Duration,
+    /// Handler timeout.
+    pub timeout: Duration,
+}
+
+/// Runs until the event stream ends.
+pub async fn run(
+    mut events: mpsc::Receiver<Event>,
+    node: NodeHandle,
+    mut handlers: watch::Receiver<Arc<Vec<HandlerSpec>>>,
+    settings: Settings,
+    counters: Arc<Counters>,
+) {
+    let dir = match tempfile::Builder::new().prefix("shoal-").tempdir() {
+        Ok(dir) => Some(dir),
+        Err(error) => {
+            warn!(%error, "no temporary directory: SHOAL_MEMBERS_FILE will not be set");
+            None
+        }
+    };
+    let mut workers = spawn_workers(&handlers.borrow_and_update(), &settings, &counters);
+    let mut pending: Vec<(MemberEventKind, Member)> = Vec::new();
+    let mut first_at: Option<Instant> = None;
+    let mut last_at = Instant::now();
+    loop {
+        let flush_at = first_at.map(|first| (last_at + settings.coalesce).min(first + MAX_HOLD));
+        let sleep = async move {
+            match flush_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => {
+                let Some(Event::Member { kind, member }) = event else {
+                    flush(&mut pending, &workers, &node, dir.as_ref(), &counters);
+                    return;
+                };
+                merge(&mut pending, kind, member);
+                last_at = Instant::now();
+                first_at.get_or_insert(last_at);
+                if settings.coalesce.is_zero() {
+                    flush(&mut pending, &workers, &node, dir.as_ref(), &counters);
+                    first_at = None;
+                }
+            }
+            _ = sleep => {
+                flush(&mut pending, &workers, &node, dir.as_ref(), &counters);
+                first_at = None;
+            }
+            changed = handlers.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                // Old workers finish what they queued, then stop when their sender drops.
+                workers = spawn_workers(&handlers.borrow_and_update(), &settings, &counters);
+            }
+        }
+    }
+}
+
+/// Per member the latest event wins, except that an update after a join stays a join.
+fn merge(pending: &mut Vec<(MemberEventKind, Member)>, kind: MemberEventKind, member: Member) {
+    if let Some(slot) = pending.iter_mut().find(|(_, m)| m.addr == member.addr) {
+        let keep_join = slot.0 == MemberEventKind::Join && kind == MemberEventKind::Update;
+        *slot = (if keep_join { MemberEventKind::Join } else { kind }, member);
+    } else {
+        pending.push((kind, member));
+    }
+}
+
+/// Groups by kind in order of first appearance (one handler run per kind, as in Serf).
+fn batches(pending: Vec<(MemberEventKind, Member)>) -> Vec<(MemberEventKind, Vec<Member>)> {
+    let mut out: Vec<(MemberEventKind, Vec<Member>)> = Vec::new();
+    for (kind, member) in pending {
+        match out.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, list)) => list.push(member),
+            None => out.push((kind, vec![member])),
+        }
+    }
+    out
+}
+
+fn flush(
+    pending: &mut Vec<(MemberEventKind, Member)>,
+    workers: &[Worker],
+    node: &NodeHandle,
+    dir: Option<&TempDir>,
+    counters: &Counters,
+) {
+    if pending.is_empty() || workers.is_empty() {
+        pending.clear();
+        return;
+    }
+    let snapshot = node.snapshot();
+    let file = dir.and_then(|d| write_members_file(d, &snapshot));
+    for (kind, members) in batches(std::mem::take(pending)) {
+        let stdin = member_event_stdin(&members);
+        for worker in workers.iter().filter(|w| w.spec.wants_member(kind)) {
+            let job = Job {
+                event: kind.as_str().to_string(),
+                env: member_event_env(kind, &snapshot.local, file.as_deref()),
+                stdin: stdin.clone(),
+            };
+            if worker.tx.try_send(job).is_err() {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(handler = %worker.spec.raw, event = kind.as_str(), "handler is behind; event dropped");
+            }
+        }
+    }
+}
+
+/// Writes the view atomically (temp file + rename); returns its path.
+fn write_members_file(dir: &TempDir, snapshot: &shoal_core::Snapshot) -> Option<PathBuf> {
+    let path = dir.path().join("members.json");
+    let result = serde_json::to_vec_pretty(&view::members(snapshot))
+        .map_err(std::io::Error::other)
+        .and_then(|json| {
+            let mut tmp = tempfile::NamedTempFile::new_in(dir.path())?;
+            std::io::Write::write_all(&mut tmp, &json)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        });
+    match result {
+        Ok(()) => Some(path),
+        Err(error) => {
+            warn!(%error, path = %path.display(), "could not write the members file");
+            None
+        }
+    }
+}
+
+fn spawn_workers(specs: &[HandlerSpec], settings: &Settings, counters: &Arc<Counters>) -> Vec<Worker> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_PER_HANDLER);
+            let script = spec.script.clone();
+            let timeout = settings.timeout;
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    let outcome = runner::run(&script, job, timeout).await;
+                    counters.runs.fetch_add(1, Ordering::Relaxed);
+                    if outcome == Outcome::TimedOut {
+                        counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            Worker {
+                spec: spec.clone(),
+                tx,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::Status;
+
+    fn m(port: u16, status: Status) -> Member {
+        Member {
+            name: format!("n{port}"),
+            addr: ([127, 0, 0, 1], port).into(),
+            generation: 1,
+            tags: Default::default(),
+            status,
+        }
+    }
+
+    #[test]
+    fn latest_event_per_member_wins_but_join_stays_join() {
+        let mut p = Vec::new();
+        merge(&mut p, MemberEventKind::Join, m(1, Status::Alive));
+        merge(&mut p, MemberEventKind::Update, m(1, Status::Alive));
+        merge(&mut p, MemberEventKind::Failed, m(2, Status::Failed));
+        merge(&mut p, MemberEventKind::Leave, m(2, Status::Left));
+        merge(&mut p, MemberEventKind::Join, m(3, Status::Alive));
+        let b = batches(p);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].0, MemberEventKind::Join);
+        assert_eq!(b[0].1.iter().map(|m| m.addr.port()).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(b[1].0, MemberEventKind::Leave);
+    }
+}

@@ -1,0 +1,104 @@
+//! What a handler sees: Serf's environment (each `SERF_*` also as `SHOAL_*`) and stdin lines.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use shoal_core::{Member, MemberEventKind};
+
+/// Serf's `eventClean`: tabs and newlines escaped so a line stays a line.
+fn clean(v: &str) -> String {
+    v.replace('\t', "\\t").replace('\n', "\\n")
+}
+
+/// Serf's tag variable name: upper-cased, anything but `[A-Z0-9_]` becomes `_`.
+pub fn tag_var(key: &str) -> String {
+    key.to_uppercase()
+        .chars()
+        .map(|c| if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
+        .collect()
+}
+
+/// Tags as `k=v,k=v`, sorted by key.
+pub fn tags_string(tags: &BTreeMap<String, String>) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The environment for a member event: `SERF_EVENT`, `SERF_SELF_NAME`, `SERF_SELF_ROLE`,
+/// `SERF_TAG_<KEY>` (the local node's tags), their `SHOAL_*` twins and `SHOAL_MEMBERS_FILE`.
+pub fn member_event_env(
+    kind: MemberEventKind,
+    local: &Member,
+    members_file: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut both = |name: &str, value: String| {
+        env.push((format!("SERF_{name}"), value.clone()));
+        env.push((format!("SHOAL_{name}"), value));
+    };
+    both("EVENT", kind.as_str().to_string());
+    both("SELF_NAME", local.name.clone());
+    both("SELF_ROLE", local.tags.get("role").cloned().unwrap_or_default());
+    for (k, v) in &local.tags {
+        both(&format!("TAG_{}", tag_var(k)), v.clone());
+    }
+    if let Some(path) = members_file {
+        env.push(("SHOAL_MEMBERS_FILE".into(), path.display().to_string()));
+    }
+    env
+}
+
+/// Stdin for a member event: one `NAME<TAB>IP<TAB>ROLE<TAB>TAGS` line per member (Serf's).
+pub fn member_event_stdin(members: &[Member]) -> String {
+    let mut out = String::new();
+    for m in members {
+        let role = m.tags.get("role").map(String::as_str).unwrap_or("");
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            clean(&m.name),
+            m.addr.ip(),
+            clean(role),
+            clean(&tags_string(&m.tags))
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::Status;
+
+    fn member(name: &str, tags: &[(&str, &str)]) -> Member {
+        Member {
+            name: name.into(),
+            addr: "10.0.0.7:7948".parse().expect("addr"),
+            generation: 1,
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            status: Status::Alive,
+        }
+    }
+
+    #[test]
+    fn stdin_lines_match_serf() {
+        let m = member("web\t1", &[("role", "web"), ("dc", "east")]);
+        assert_eq!(member_event_stdin(&[m]), "web\\t1\t10.0.0.7\tweb\tdc=east,role=web\n");
+        assert_eq!(member_event_stdin(&[member("db", &[])]), "db\t10.0.0.7\t\t\n");
+    }
+
+    #[test]
+    fn environment_has_serf_names_and_shoal_twins() {
+        let local = member("me", &[("role", "lb"), ("http-port", "80")]);
+        let env = member_event_env(MemberEventKind::Failed, &local, Some(Path::new("/tmp/m.json")));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("SERF_EVENT"), Some("member-failed"));
+        assert_eq!(get("SHOAL_EVENT"), Some("member-failed"));
+        assert_eq!(get("SERF_SELF_NAME"), Some("me"));
+        assert_eq!(get("SERF_SELF_ROLE"), Some("lb"));
+        assert_eq!(get("SERF_TAG_HTTP_PORT"), Some("80"));
+        assert_eq!(get("SHOAL_TAG_ROLE"), Some("lb"));
+        assert_eq!(get("SHOAL_MEMBERS_FILE"), Some("/tmp/m.json"));
+    }
+}

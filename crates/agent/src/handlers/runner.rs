@@ -1,0 +1,161 @@
+//! Runs one handler invocation: `sh -c SCRIPT` in its own process group, stdin fed, output
+//! captured (bounded), killed with its whole group past the timeout.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tracing::{debug, info, warn};
+
+/// Output kept per stream, as in Serf.
+const MAX_OUTPUT: usize = 8 * 1024;
+
+/// One invocation.
+pub struct Job {
+    /// Event name for logs (`member-join`, ...).
+    pub event: String,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Bytes written to stdin, which is then closed.
+    pub stdin: String,
+}
+
+/// How an invocation ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exited with this code (`None`: killed by a signal).
+    Exited(Option<i32>),
+    /// Killed at the timeout.
+    TimedOut,
+    /// Could not be started.
+    SpawnFailed,
+}
+
+/// Runs `script` for `job`, never longer than `timeout`.
+pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
+    let started = Instant::now();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(script)
+        .envs(job.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            warn!(handler = script, event = %job.event, %error, "handler could not be started");
+            return Outcome::SpawnFailed;
+        }
+    };
+    let pid = child.id();
+    if let Some(mut stdin) = child.stdin.take() {
+        let data = job.stdin.into_bytes();
+        // A handler that never reads stdin must not block us: write in the background and
+        // ignore a closed pipe, as Serf does.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+        });
+    }
+    let stdout = tokio::spawn(capture(child.stdout.take()));
+    let stderr = tokio::spawn(capture(child.stderr.take()));
+    let outcome = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Outcome::Exited(status.code()),
+        Ok(Err(error)) => {
+            warn!(handler = script, %error, "waiting for handler failed");
+            Outcome::Exited(None)
+        }
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = child.kill().await;
+            Outcome::TimedOut
+        }
+    };
+    let grace = Duration::from_secs(1);
+    let out = tokio::time::timeout(grace, stdout).await.ok().and_then(Result::ok).unwrap_or_default();
+    let err = tokio::time::timeout(grace, stderr).await.ok().and_then(Result::ok).unwrap_or_default();
+    let ms = started.elapsed().as_millis() as u64;
+    match &outcome {
+        Outcome::Exited(Some(0)) => {
+            debug!(handler = script, event = %job.event, ms, stdout = %out, stderr = %err, "handler done");
+            if !err.is_empty() {
+                info!(handler = script, event = %job.event, stderr = %err, "handler wrote to stderr");
+            }
+        }
+        Outcome::Exited(code) => warn!(
+            handler = script, event = %job.event, ms, code = ?code, stderr = %err, stdout = %out,
+            "handler failed"
+        ),
+        Outcome::TimedOut => warn!(
+            handler = script, event = %job.event, timeout_ms = timeout.as_millis() as u64,
+            stderr = %err, "handler timed out and was killed"
+        ),
+        Outcome::SpawnFailed => {}
+    }
+    outcome
+}
+
+/// Reads a stream to its end, keeping the first [`MAX_OUTPUT`] bytes.
+async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
+    let Some(mut stream) = stream else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut total = 0usize;
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n;
+                let room = MAX_OUTPUT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).trim_end().to_string();
+    if total > MAX_OUTPUT {
+        text.push_str(&format!(" [truncated: {total} bytes in all]"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(stdin: &str) -> Job {
+        Job {
+            event: "member-join".into(),
+            env: vec![("SERF_EVENT".into(), "member-join".into())],
+            stdin: stdin.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn handler_gets_stdin_and_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let script = format!("cat > {0}; echo \"$SERF_EVENT\" >> {0}", out.display());
+        assert_eq!(run(&script, job("a\tb\n"), Duration::from_secs(10)).await, Outcome::Exited(Some(0)));
+        assert_eq!(std::fs::read_to_string(out).expect("out"), "a\tb\nmember-join\n");
+    }
+
+    #[tokio::test]
+    async fn hung_handler_and_its_children_are_killed_at_the_timeout() {
+        let outcome = run("sleep 30 & sleep 30", job(""), Duration::from_millis(200)).await;
+        assert_eq!(outcome, Outcome::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn exit_code_is_reported() {
+        assert_eq!(run("exit 3", job(""), Duration::from_secs(10)).await, Outcome::Exited(Some(3)));
+    }
+}

@@ -1,0 +1,152 @@
+//! Request and response bodies of the control API.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One member, in Serf's JSON shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node name.
+    pub name: String,
+    /// `ip:port` of its gossip endpoint.
+    pub addr: String,
+    /// Gossip port.
+    pub port: u16,
+    /// `alive`, `suspect`, `leaving`, `left` or `failed`.
+    pub status: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `GET /v1/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// Every known member, the agent itself included, sorted by name.
+    pub members: Vec<MemberInfo>,
+}
+
+/// `POST /v1/join` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Targets: `ip:port` or `name:port` (a name joins every address it resolves to).
+    pub addrs: Vec<String>,
+}
+
+/// `POST /v1/join` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// How many addresses answered.
+    pub joined: usize,
+}
+
+/// `POST /v1/force-leave` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceLeaveRequest {
+    /// Name of the failed member.
+    pub node: String,
+}
+
+/// Answer of requests with nothing else to say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OkResponse {
+    /// Always true.
+    pub ok: bool,
+}
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfoResponse {
+    /// About this agent.
+    pub agent: AgentInfo,
+    /// Member counts by status.
+    pub members: MemberCounts,
+    /// Traffic counters since start.
+    pub stats: StatsInfo,
+}
+
+/// About the agent answering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Node name.
+    pub name: String,
+    /// shoal version.
+    pub version: String,
+    /// Bound gossip address.
+    pub bind: String,
+    /// Advertised gossip address.
+    pub advertise: String,
+    /// Control API address.
+    pub control: String,
+    /// Timing profile.
+    pub profile: String,
+    /// Own tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Member counts by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCounts {
+    /// Alive.
+    pub alive: usize,
+    /// Suspect.
+    pub suspect: usize,
+    /// Leaving.
+    pub leaving: usize,
+    /// Left.
+    pub left: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+/// Traffic counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsInfo {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Malformed datagrams dropped.
+    pub packets_dropped: u64,
+    /// Push-pulls completed.
+    pub push_pulls: u64,
+    /// Events dropped because handlers fell behind.
+    pub events_dropped: u64,
+    /// Handler runs so far.
+    pub handler_runs: u64,
+    /// Handler runs killed at their timeout.
+    pub handler_timeouts: u64,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `not_found`, `conflict`, `unavailable`,
+    /// `method_not_allowed`, `payload_too_large`, `internal`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: message.into(),
+            },
+        }
+    }
+}
