@@ -1,1 +1,7 @@
-fn main(){}
+//! Black-box tests: real `shoal` processes on loopback, driven through the CLI and the
+//! control API.
+
+mod bad_input;
+mod handlers;
+mod harness;
+mod membership;

@@ -59,7 +59,13 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
         coalesce: cfg.coalesce,
         timeout: cfg.handler_timeout,
     };
-    tokio::spawn(dispatch::run(events, node.clone(), handlers_rx, settings, counters.clone()));
+    tokio::spawn(dispatch::run(
+        events,
+        node.clone(),
+        handlers_rx,
+        settings,
+        counters.clone(),
+    ));
     let (stopped_tx, mut stopped_rx) = mpsc::channel(1);
     let state = Arc::new(ControlState {
         node: node.clone(),
@@ -127,5 +133,9 @@ async fn reload(
     {
         error!(error = %e, "SIGHUP: tags not changed");
     }
-    info!(handlers = cfg.handlers.len(), tags = cfg.tags.len(), "SIGHUP: configuration reloaded");
+    info!(
+        handlers = cfg.handlers.len(),
+        tags = cfg.tags.len(),
+        "SIGHUP: configuration reloaded"
+    );
 }

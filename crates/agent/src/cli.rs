@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent (one per host or container).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// List the members this agent knows.
     Members(MembersArgs),
     /// Ask the agent to join the cluster of the given addresses.
@@ -50,10 +50,19 @@ pub struct AgentArgs {
     #[arg(long, env = "SHOAL_JOIN", value_name = "ADDR", value_delimiter = ',')]
     pub join: Vec<String>,
     /// A tag KEY=VALUE. Repeatable; SHOAL_TAG takes a comma-separated list.
-    #[arg(long = "tag", env = "SHOAL_TAG", value_name = "K=V", value_delimiter = ',')]
+    #[arg(
+        long = "tag",
+        env = "SHOAL_TAG",
+        value_name = "K=V",
+        value_delimiter = ','
+    )]
     pub tags: Vec<String>,
     /// An event handler: [FILTER=]SCRIPT, run with `sh -c` (Serf's syntax). Repeatable.
-    #[arg(long = "event-handler", env = "SHOAL_EVENT_HANDLER", value_name = "[FILTER=]SCRIPT")]
+    #[arg(
+        long = "event-handler",
+        env = "SHOAL_EVENT_HANDLER",
+        value_name = "[FILTER=]SCRIPT"
+    )]
     pub event_handlers: Vec<String>,
     /// Timing profile: lan, wan or local (loopback tests) [default: lan].
     #[arg(long, env = "SHOAL_PROFILE", value_name = "PROFILE")]

@@ -105,8 +105,19 @@ impl FileConfig {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
         }
         take!(
-            node, bind, advertise, profile, control, log_level, log_format, handler_timeout,
-            coalesce, retry_max, retry_interval, reconnect_timeout, tombstone_timeout
+            node,
+            bind,
+            advertise,
+            profile,
+            control,
+            log_level,
+            log_format,
+            handler_timeout,
+            coalesce,
+            retry_max,
+            retry_interval,
+            reconnect_timeout,
+            tombstone_timeout
         );
         self.join.extend(other.join);
         self.tags.extend(other.tags);
@@ -187,10 +198,12 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     }
     let mut handlers = Vec::new();
     for spec in file.event_handlers.iter().chain(&args.event_handlers) {
-        handlers.push(HandlerSpec::parse(spec).map_err(|source| ConfigError::Handler {
-            spec: spec.clone(),
-            source,
-        })?);
+        handlers.push(
+            HandlerSpec::parse(spec).map_err(|source| ConfigError::Handler {
+                spec: spec.clone(),
+                source,
+            })?,
+        );
     }
     let profile = match args.profile.clone().or(file.profile) {
         Some(p) => p.parse().map_err(|e: String| invalid("--profile", &p, e))?,
@@ -212,22 +225,46 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         handlers,
         profile,
         control,
-        log_level: args.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".into()),
+        log_level: args
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into()),
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-        handler_timeout: duration("--handler-timeout", args.handler_timeout.clone().or(file.handler_timeout), "30s")?,
-        coalesce: duration("--coalesce", args.coalesce.clone().or(file.coalesce), "100ms")?,
+        handler_timeout: duration(
+            "--handler-timeout",
+            args.handler_timeout.clone().or(file.handler_timeout),
+            "30s",
+        )?,
+        coalesce: duration(
+            "--coalesce",
+            args.coalesce.clone().or(file.coalesce),
+            "100ms",
+        )?,
         retry_max: args.retry_max.or(file.retry_max).unwrap_or(0),
         retry_interval: match args.retry_interval.clone().or(file.retry_interval) {
             Some(v) => Some(duration("--retry-interval", Some(v), "0s")?),
             None => None,
         },
-        reconnect_timeout: duration("--reconnect-timeout", args.reconnect_timeout.clone().or(file.reconnect_timeout), "24h")?,
-        tombstone_timeout: duration("--tombstone-timeout", args.tombstone_timeout.clone().or(file.tombstone_timeout), "24h")?,
+        reconnect_timeout: duration(
+            "--reconnect-timeout",
+            args.reconnect_timeout.clone().or(file.reconnect_timeout),
+            "24h",
+        )?,
+        tombstone_timeout: duration(
+            "--tombstone-timeout",
+            args.tombstone_timeout.clone().or(file.tombstone_timeout),
+            "24h",
+        )?,
         files: args.config.clone(),
     })
 }
 
-fn duration(setting: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+fn duration(
+    setting: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_string());
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
@@ -237,7 +274,11 @@ fn duration(setting: &'static str, value: Option<String>, default: &str) -> Resu
 }
 
 /// `ip:port`, `[v6]:port`, a bare IP (default port) or `host:port` resolved now.
-fn parse_addr(setting: &'static str, value: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+fn parse_addr(
+    setting: &'static str,
+    value: &str,
+    default_port: u16,
+) -> Result<SocketAddr, ConfigError> {
     let value = value.trim();
     if let Ok(addr) = value.parse::<SocketAddr>() {
         return Ok(addr);
@@ -246,7 +287,10 @@ fn parse_addr(setting: &'static str, value: &str, default_port: u16) -> Result<S
         return Ok(SocketAddr::new(ip, default_port));
     }
     use std::net::ToSocketAddrs;
-    let with_port = if value.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if value
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         value.to_string()
     } else {
         format!("{value}:{default_port}")
@@ -305,15 +349,21 @@ mod tests {
     fn malformed_values_name_the_setting() {
         let mut a = args();
         a.tags = vec!["novalue".into()];
-        let err = resolve(&a, FileConfig::default()).expect_err("bad tag").to_string();
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("bad tag")
+            .to_string();
         assert!(err.contains("--tag") && err.contains("KEY=VALUE"), "{err}");
         let mut a = args();
         a.coalesce = Some("soon".into());
-        let err = resolve(&a, FileConfig::default()).expect_err("bad duration").to_string();
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("bad duration")
+            .to_string();
         assert!(err.contains("--coalesce"), "{err}");
         let mut a = args();
         a.event_handlers = vec!["member-jion=./x.sh".into()];
-        let err = resolve(&a, FileConfig::default()).expect_err("bad filter").to_string();
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("bad filter")
+            .to_string();
         assert!(err.contains("member-jion"), "{err}");
     }
 

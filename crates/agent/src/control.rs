@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_core::{NodeError, NodeHandle, Status};
 use shoal_proto::{
-    AgentInfo, ErrorBody, ForceLeaveRequest, InfoResponse, JoinRequest, JoinResponse,
-    MemberCounts, OkResponse, StatsInfo,
+    AgentInfo, ErrorBody, ForceLeaveRequest, InfoResponse, JoinRequest, JoinResponse, MemberCounts,
+    OkResponse, StatsInfo,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -77,8 +77,10 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -154,7 +156,11 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             "method_not_allowed",
             format!("{} does not accept {}", path, req.method()),
         ),
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint {path}"),
+        ),
     }
 }
 

@@ -24,7 +24,10 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shoal: cannot start the runtime: {e}");
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     let output = match cli.command {
-        Command::Agent(args) => return run_agent(args, &runtime),
+        Command::Agent(args) => return run_agent(*args, &runtime),
         Command::Version => Ok(format!("shoal {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Members(a) => runtime.block_on(commands::members::run(&a)),
         Command::Join(a) => runtime.block_on(commands::join::run(&a)),

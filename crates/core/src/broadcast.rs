@@ -112,7 +112,9 @@ pub struct Shared {
 /// Locks the shared state. Poisoning means the owner panicked mid-update; the table is then
 /// still structurally valid, so carry on with it.
 pub fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// foca's custom-broadcast handler: decodes items and applies them to the table.

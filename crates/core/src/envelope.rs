@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(open(b"SH"), Err(EnvelopeError::Truncated(2)));
         assert_eq!(open(b"XXXXXXX"), Err(EnvelopeError::BadMagic));
         assert_eq!(open(b"SH\x09\x01\x00"), Err(EnvelopeError::Version(9)));
-        assert_eq!(open(b"SH\x01\x7f\x00"), Err(EnvelopeError::UnknownKind(0x7f)));
+        assert_eq!(
+            open(b"SH\x01\x7f\x00"),
+            Err(EnvelopeError::UnknownKind(0x7f))
+        );
         assert_eq!(open(b"SH\x01\x01\x03"), Err(EnvelopeError::UnknownKey(3)));
     }
 }

@@ -71,7 +71,7 @@ impl Status {
 /// One member as the rest of the program sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
-    /// Node name (the address until the member's meta arrives).
+    /// Node name.
     pub name: String,
     /// Gossip address.
     pub addr: SocketAddr,
@@ -346,8 +346,15 @@ impl Membership {
         if addr == self.local && meta.id.generation != self.entries[&self.local].id.generation {
             return false; // an echo of an older (or foreign) self
         }
-        let entry = self.entries.entry(addr).or_insert_with(|| Entry::new(meta.id));
-        if entry.meta.as_ref().is_some_and(|m| m.order() >= meta.order()) {
+        let entry = self
+            .entries
+            .entry(addr)
+            .or_insert_with(|| Entry::new(meta.id));
+        if entry
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.order() >= meta.order())
+        {
             return false;
         }
         let before = entry.meta.replace(meta);
@@ -451,12 +458,14 @@ impl Membership {
         std::mem::replace(&mut self.changed, false)
     }
 
-    /// Every member foca has told us about (and the local one), sorted by name.
+    /// Every member foca has told us about whose name and tags are known (and the local one),
+    /// sorted by name. A member without its meta yet is not listed, just as it has not
+    /// "joined" for the handlers.
     pub fn members(&self) -> Vec<Member> {
         let mut out: Vec<Member> = self
             .entries
             .values()
-            .filter(|e| e.known)
+            .filter(|e| e.known && e.meta.is_some())
             .map(Entry::member)
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
@@ -474,7 +483,10 @@ impl Membership {
 
     /// All known metas (for push-pull).
     pub fn metas(&self) -> Vec<Meta> {
-        self.entries.values().filter_map(|e| e.meta.clone()).collect()
+        self.entries
+            .values()
+            .filter_map(|e| e.meta.clone())
+            .collect()
     }
 
     /// Identities with a leave intent (for push-pull), with whether it was forced.
@@ -519,7 +531,7 @@ impl Membership {
     pub fn count(&self, status: Status) -> usize {
         self.entries
             .values()
-            .filter(|e| e.known && e.status() == status)
+            .filter(|e| e.known && e.meta.is_some() && e.status() == status)
             .count()
     }
 }

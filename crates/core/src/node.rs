@@ -325,7 +325,9 @@ async fn bind_pair(bind: SocketAddr) -> Result<(UdpSocket, TcpListener), NodeErr
             Err(e) => return Err(err(e)),
         }
     }
-    Err(err(last.unwrap_or_else(|| std::io::Error::other("no free port"))))
+    Err(err(
+        last.unwrap_or_else(|| std::io::Error::other("no free port"))
+    ))
 }
 
 /// For an unspecified bind IP, the local IP that routes toward the first join target (a UDP

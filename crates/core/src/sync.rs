@@ -72,7 +72,9 @@ pub async fn write_state(stream: &mut TcpStream, state: &SyncState) -> Result<()
     if frame.len() > MAX_FRAME {
         return Err(SyncError::TooLarge(frame.len()));
     }
-    stream.write_all(&(frame.len() as u32).to_be_bytes()).await?;
+    stream
+        .write_all(&(frame.len() as u32).to_be_bytes())
+        .await?;
     stream.write_all(&frame).await?;
     stream.flush().await?;
     Ok(())

@@ -15,7 +15,9 @@ use crate::api::ErrorBody;
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// Nothing answered at the address.
-    #[error("no shoal agent answers at {addr}: {source} (is `shoal agent` running? set --control or SHOAL_CONTROL)")]
+    #[error(
+        "no shoal agent answers at {addr}: {source} (is `shoal agent` running? set --control or SHOAL_CONTROL)"
+    )]
     Connect {
         /// The address tried.
         addr: String,
@@ -102,13 +104,12 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<T, ClientError> {
-        let stream =
-            TcpStream::connect(self.addr.as_str())
-                .await
-                .map_err(|source| ClientError::Connect {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
+        let stream = TcpStream::connect(self.addr.as_str())
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

@@ -6,7 +6,9 @@ use crate::cli::ForceLeaveArgs;
 
 /// Marks a failed member as left.
 pub async fn run(args: &ForceLeaveArgs) -> Result<String, String> {
-    let req = ForceLeaveRequest { node: args.node.clone() };
+    let req = ForceLeaveRequest {
+        node: args.node.clone(),
+    };
     let _: OkResponse = Client::new(&args.client.control)
         .post("/v1/force-leave", &req)
         .await

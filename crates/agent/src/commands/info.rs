@@ -21,9 +21,26 @@ pub async fn run(args: &InfoArgs) -> Result<String, String> {
          left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
          bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tevents_dropped = {}\n\t\
          handler_runs = {}\n\thandler_timeouts = {}\n",
-        a.name, a.version, a.bind, a.advertise, a.control, a.profile, tags_string(&a.tags),
-        m.alive, m.suspect, m.leaving, m.left, m.failed, s.packets_in, s.packets_out, s.bytes_in,
-        s.bytes_out, s.packets_dropped, s.push_pulls, s.events_dropped, s.handler_runs,
+        a.name,
+        a.version,
+        a.bind,
+        a.advertise,
+        a.control,
+        a.profile,
+        tags_string(&a.tags),
+        m.alive,
+        m.suspect,
+        m.leaving,
+        m.left,
+        m.failed,
+        s.packets_in,
+        s.packets_out,
+        s.bytes_in,
+        s.bytes_out,
+        s.packets_dropped,
+        s.push_pulls,
+        s.events_dropped,
+        s.handler_runs,
         s.handler_timeouts
     ))
 }

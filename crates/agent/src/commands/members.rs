@@ -15,7 +15,8 @@ pub struct MemberFilter {
 }
 
 fn anchored(flag: &str, re: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("invalid {flag} regular expression {re:?}: {e}"))
+    Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| format!("invalid {flag} regular expression {re:?}: {e}"))
 }
 
 impl MemberFilter {
@@ -30,8 +31,16 @@ impl MemberFilter {
             tags.push((k.to_string(), anchored("--tag", re)?));
         }
         Ok(Self {
-            status: args.status.as_deref().map(|r| anchored("--status", r)).transpose()?,
-            name: args.name.as_deref().map(|r| anchored("--name", r)).transpose()?,
+            status: args
+                .status
+                .as_deref()
+                .map(|r| anchored("--status", r))
+                .transpose()?,
+            name: args
+                .name
+                .as_deref()
+                .map(|r| anchored("--name", r))
+                .transpose()?,
             tags,
         })
     }
@@ -52,7 +61,11 @@ pub async fn run(args: &MembersArgs) -> Result<String, String> {
     let filter = MemberFilter::new(args)?;
     let client = Client::new(&args.client.control);
     let all: MembersResponse = client.get("/v1/members").await.map_err(|e| e.to_string())?;
-    let members: Vec<MemberInfo> = all.members.into_iter().filter(|m| filter.accepts(m)).collect();
+    let members: Vec<MemberInfo> = all
+        .members
+        .into_iter()
+        .filter(|m| filter.accepts(m))
+        .collect();
     Ok(match args.format {
         OutputFormat::Json => {
             let body = MembersResponse { members };
@@ -61,7 +74,14 @@ pub async fn run(args: &MembersArgs) -> Result<String, String> {
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = members
                 .iter()
-                .map(|m| vec![m.name.clone(), m.addr.clone(), m.status.clone(), tags_string(&m.tags)])
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        m.addr.clone(),
+                        m.status.clone(),
+                        tags_string(&m.tags),
+                    ]
+                })
                 .collect();
             columns(&rows)
         }
@@ -75,7 +95,9 @@ mod tests {
 
     fn args(status: Option<&str>, name: Option<&str>, tags: &[&str]) -> MembersArgs {
         MembersArgs {
-            client: ClientArgs { control: String::new() },
+            client: ClientArgs {
+                control: String::new(),
+            },
             status: status.map(Into::into),
             name: name.map(Into::into),
             tags: tags.iter().map(|t| t.to_string()).collect(),
@@ -95,9 +117,14 @@ mod tests {
 
     #[test]
     fn filters_are_anchored_regexes() {
-        let f = MemberFilter::new(&args(Some("alive|left"), Some("web.*"), &["role=we"])).expect("ok");
-        assert!(!f.accepts(&member("web-1", "alive", "web")), "role=we must not match web");
-        let f = MemberFilter::new(&args(Some("alive|left"), Some("web.*"), &["role=web"])).expect("ok");
+        let f =
+            MemberFilter::new(&args(Some("alive|left"), Some("web.*"), &["role=we"])).expect("ok");
+        assert!(
+            !f.accepts(&member("web-1", "alive", "web")),
+            "role=we must not match web"
+        );
+        let f =
+            MemberFilter::new(&args(Some("alive|left"), Some("web.*"), &["role=web"])).expect("ok");
         assert!(f.accepts(&member("web-1", "alive", "web")));
         assert!(!f.accepts(&member("web-1", "failed", "web")));
         assert!(!f.accepts(&member("db-web", "alive", "web")));

@@ -111,7 +111,14 @@ pub async fn run(
 fn merge(pending: &mut Vec<(MemberEventKind, Member)>, kind: MemberEventKind, member: Member) {
     if let Some(slot) = pending.iter_mut().find(|(_, m)| m.addr == member.addr) {
         let keep_join = slot.0 == MemberEventKind::Join && kind == MemberEventKind::Update;
-        *slot = (if keep_join { MemberEventKind::Join } else { kind }, member);
+        *slot = (
+            if keep_join {
+                MemberEventKind::Join
+            } else {
+                kind
+            },
+            member,
+        );
     } else {
         pending.push((kind, member));
     }
@@ -178,7 +185,11 @@ fn write_members_file(dir: &TempDir, snapshot: &shoal_core::Snapshot) -> Option<
     }
 }
 
-fn spawn_workers(specs: &[HandlerSpec], settings: &Settings, counters: &Arc<Counters>) -> Vec<Worker> {
+fn spawn_workers(
+    specs: &[HandlerSpec],
+    settings: &Settings,
+    counters: &Arc<Counters>,
+) -> Vec<Worker> {
     specs
         .iter()
         .map(|spec| {
@@ -229,7 +240,10 @@ mod tests {
         let b = batches(p);
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].0, MemberEventKind::Join);
-        assert_eq!(b[0].1.iter().map(|m| m.addr.port()).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            b[0].1.iter().map(|m| m.addr.port()).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!(b[1].0, MemberEventKind::Leave);
     }
 }

@@ -14,7 +14,13 @@ fn clean(v: &str) -> String {
 pub fn tag_var(key: &str) -> String {
     key.to_uppercase()
         .chars()
-        .map(|c| if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -40,7 +46,10 @@ pub fn member_event_env(
     };
     both("EVENT", kind.as_str().to_string());
     both("SELF_NAME", local.name.clone());
-    both("SELF_ROLE", local.tags.get("role").cloned().unwrap_or_default());
+    both(
+        "SELF_ROLE",
+        local.tags.get("role").cloned().unwrap_or_default(),
+    );
     for (k, v) in &local.tags {
         both(&format!("TAG_{}", tag_var(k)), v.clone());
     }
@@ -76,7 +85,10 @@ mod tests {
             name: name.into(),
             addr: "10.0.0.7:7948".parse().expect("addr"),
             generation: 1,
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             status: Status::Alive,
         }
     }
@@ -84,14 +96,24 @@ mod tests {
     #[test]
     fn stdin_lines_match_serf() {
         let m = member("web\t1", &[("role", "web"), ("dc", "east")]);
-        assert_eq!(member_event_stdin(&[m]), "web\\t1\t10.0.0.7\tweb\tdc=east,role=web\n");
-        assert_eq!(member_event_stdin(&[member("db", &[])]), "db\t10.0.0.7\t\t\n");
+        assert_eq!(
+            member_event_stdin(&[m]),
+            "web\\t1\t10.0.0.7\tweb\tdc=east,role=web\n"
+        );
+        assert_eq!(
+            member_event_stdin(&[member("db", &[])]),
+            "db\t10.0.0.7\t\t\n"
+        );
     }
 
     #[test]
     fn environment_has_serf_names_and_shoal_twins() {
         let local = member("me", &[("role", "lb"), ("http-port", "80")]);
-        let env = member_event_env(MemberEventKind::Failed, &local, Some(Path::new("/tmp/m.json")));
+        let env = member_event_env(
+            MemberEventKind::Failed,
+            &local,
+            Some(Path::new("/tmp/m.json")),
+        );
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("SERF_EVENT"), Some("member-failed"));
         assert_eq!(get("SHOAL_EVENT"), Some("member-failed"));

@@ -126,8 +126,15 @@ mod tests {
         );
         assert!(spec.wants_member(MemberEventKind::Join));
         assert!(!spec.wants_member(MemberEventKind::Failed));
-        assert!(HandlerSpec::parse("*=x").expect("ok").wants_member(MemberEventKind::Update));
-        assert_eq!(HandlerSpec::parse("query=x").expect("ok").filters, vec![Filter::Query(None)]);
+        assert!(
+            HandlerSpec::parse("*=x")
+                .expect("ok")
+                .wants_member(MemberEventKind::Update)
+        );
+        assert_eq!(
+            HandlerSpec::parse("query=x").expect("ok").filters,
+            vec![Filter::Query(None)]
+        );
     }
 
     #[test]
@@ -145,8 +152,14 @@ mod tests {
             HandlerSpec::parse("member-jion=./x.sh"),
             Err(ParseError::UnknownFilter("member-jion".into()))
         );
-        assert_eq!(HandlerSpec::parse("user:=./x.sh"), Err(ParseError::UnknownFilter("user:".into())));
-        assert_eq!(HandlerSpec::parse("member-join="), Err(ParseError::EmptyScript));
+        assert_eq!(
+            HandlerSpec::parse("user:=./x.sh"),
+            Err(ParseError::UnknownFilter("user:".into()))
+        );
+        assert_eq!(
+            HandlerSpec::parse("member-join="),
+            Err(ParseError::EmptyScript)
+        );
         assert_eq!(HandlerSpec::parse(""), Err(ParseError::EmptyScript));
     }
 }

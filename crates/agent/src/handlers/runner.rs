@@ -79,8 +79,16 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
         }
     };
     let grace = Duration::from_secs(1);
-    let out = tokio::time::timeout(grace, stdout).await.ok().and_then(Result::ok).unwrap_or_default();
-    let err = tokio::time::timeout(grace, stderr).await.ok().and_then(Result::ok).unwrap_or_default();
+    let out = tokio::time::timeout(grace, stdout)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let err = tokio::time::timeout(grace, stderr)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let ms = started.elapsed().as_millis() as u64;
     match &outcome {
         Outcome::Exited(Some(0)) => {
@@ -144,8 +152,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("out");
         let script = format!("cat > {0}; echo \"$SERF_EVENT\" >> {0}", out.display());
-        assert_eq!(run(&script, job("a\tb\n"), Duration::from_secs(10)).await, Outcome::Exited(Some(0)));
-        assert_eq!(std::fs::read_to_string(out).expect("out"), "a\tb\nmember-join\n");
+        assert_eq!(
+            run(&script, job("a\tb\n"), Duration::from_secs(10)).await,
+            Outcome::Exited(Some(0))
+        );
+        assert_eq!(
+            std::fs::read_to_string(out).expect("out"),
+            "a\tb\nmember-join\n"
+        );
     }
 
     #[tokio::test]
@@ -156,6 +170,9 @@ mod tests {
 
     #[tokio::test]
     async fn exit_code_is_reported() {
-        assert_eq!(run("exit 3", job(""), Duration::from_secs(10)).await, Outcome::Exited(Some(3)));
+        assert_eq!(
+            run("exit 3", job(""), Duration::from_secs(10)).await,
+            Outcome::Exited(Some(3))
+        );
     }
 }

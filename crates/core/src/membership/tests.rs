@@ -47,12 +47,16 @@ fn member_joins_only_once_up_and_named() {
     let mut t = table();
     t.member_up(id(2, 5));
     assert!(kinds(&mut t).is_empty(), "no name yet, no join");
+    assert_eq!(t.members().len(), 1, "not listed before its name is known");
     assert!(t.apply_meta(meta(2, 5, 0, "web-1")));
     assert_eq!(
         kinds(&mut t),
         vec![(MemberEventKind::Join, "web-1".into(), Status::Alive)]
     );
-    assert!(!t.apply_meta(meta(2, 5, 0, "web-1")), "same version is not news");
+    assert!(
+        !t.apply_meta(meta(2, 5, 0, "web-1")),
+        "same version is not news"
+    );
 }
 
 #[test]
@@ -60,7 +64,10 @@ fn meta_before_up_joins_when_up_arrives() {
     let mut t = table();
     t.apply_meta(meta(2, 5, 0, "web-1"));
     assert!(kinds(&mut t).is_empty());
-    assert!(t.members().iter().all(|m| m.name != "web-1"), "not listed before foca knows it");
+    assert!(
+        t.members().iter().all(|m| m.name != "web-1"),
+        "not listed before foca knows it"
+    );
     t.member_up(id(2, 5));
     assert_eq!(kinds(&mut t)[0].0, MemberEventKind::Join);
 }
@@ -143,7 +150,10 @@ fn restarted_member_joins_again_after_failing() {
         vec![(MemberEventKind::Join, "a".into(), Status::Alive)]
     );
     t.member_down(id(2, 1), Instant::now());
-    assert!(kinds(&mut t).is_empty(), "news about the old generation is stale");
+    assert!(
+        kinds(&mut t).is_empty(),
+        "news about the old generation is stale"
+    );
     assert_eq!(t.find_by_name("a").map(|x| x.1), Some(Status::Alive));
 }
 

@@ -155,8 +155,10 @@ impl Owner {
         let now = Instant::now();
         let local_meta = lock(&self.shared).table.local_meta().clone();
         self.broadcast(Broadcast::Meta(local_meta));
-        self.timers.push(now + self.timings.sync_interval, Tick::Sync);
-        self.timers.push(now + self.timings.probe_period, Tick::Housekeeping);
+        self.timers
+            .push(now + self.timings.sync_interval, Tick::Sync);
+        self.timers
+            .push(now + self.timings.probe_period, Tick::Housekeeping);
         if !self.config.join.is_empty() {
             self.timers.push(now, Tick::Resolve);
         }
@@ -321,7 +323,10 @@ impl Owner {
         Ok(())
     }
 
-    fn set_tags(&mut self, tags: std::collections::BTreeMap<String, String>) -> Result<(), NodeError> {
+    fn set_tags(
+        &mut self,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), NodeError> {
         let mut candidate = lock(&self.shared).table.local_meta().clone();
         candidate.tags = tags.clone();
         validate_meta(&candidate)?;
@@ -453,7 +458,8 @@ impl Owner {
     }
 
     fn sync_tick(&mut self, now: Instant) {
-        self.timers.push(now + self.timings.sync_interval, Tick::Sync);
+        self.timers
+            .push(now + self.timings.sync_interval, Tick::Sync);
         if self.left {
             return;
         }
@@ -479,14 +485,18 @@ impl Owner {
     }
 
     fn housekeeping(&mut self, now: Instant) {
-        self.timers.push(now + self.timings.probe_period, Tick::Housekeeping);
+        self.timers
+            .push(now + self.timings.probe_period, Tick::Housekeeping);
         let mut missing_meta = None;
         {
             let mut shared = lock(&self.shared);
             for member in self.foca.iter_membership_state() {
                 let active = member.state() != State::Down;
-                shared.table.set_suspect(*member.id(), member.state() == State::Suspect);
-                if active && missing_meta.is_none() && !shared.table.has_current_meta(*member.id()) {
+                shared
+                    .table
+                    .set_suspect(*member.id(), member.state() == State::Suspect);
+                if active && missing_meta.is_none() && !shared.table.has_current_meta(*member.id())
+                {
                     missing_meta = Some(member.id().addr);
                 }
             }
@@ -500,7 +510,10 @@ impl Owner {
         let size = self.foca.num_members() + 1;
         if size != self.cluster_size {
             self.cluster_size = size;
-            let budget = self.config.max_packet_size.saturating_sub(envelope::HEADER_LEN);
+            let budget = self
+                .config
+                .max_packet_size
+                .saturating_sub(envelope::HEADER_LEN);
             if let Err(error) = self.foca.set_config(self.timings.foca_config(size, budget)) {
                 warn!(%error, size, "could not rescale gossip config");
             }
@@ -514,11 +527,18 @@ impl Owner {
         }
         let max = self.config.retry_max;
         if max > 0 && self.retries >= max {
-            warn!(attempts = self.retries, "giving up joining: retry limit reached");
+            warn!(
+                attempts = self.retries,
+                "giving up joining: retry limit reached"
+            );
             return;
         }
         self.retries += 1;
-        debug!(attempt = self.retries, seeds = self.seeds.len(), "join attempt");
+        debug!(
+            attempt = self.retries,
+            seeds = self.seeds.len(),
+            "join attempt"
+        );
         for seed in self.seeds.clone() {
             let target = Identity {
                 addr: seed,
@@ -606,7 +626,10 @@ impl Owner {
                 drop(shared);
                 self.alone = false;
                 self.retries = 0;
-                self.retry_delay = self.config.retry_interval.unwrap_or(self.timings.retry_interval);
+                self.retry_delay = self
+                    .config
+                    .retry_interval
+                    .unwrap_or(self.timings.retry_interval);
                 info!("joined the cluster");
                 false
             }
@@ -631,7 +654,10 @@ impl Owner {
             OwnedNotification::Rejoin(id) => {
                 let meta = shared.table.renew_local(id);
                 drop(shared);
-                info!(generation = id.generation, "declared down by the cluster; rejoined");
+                info!(
+                    generation = id.generation,
+                    "declared down by the cluster; rejoined"
+                );
                 self.broadcast(Broadcast::Meta(meta));
                 true
             }

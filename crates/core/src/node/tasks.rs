@@ -84,7 +84,11 @@ pub(super) fn spawn_join(
                 Ok(theirs) => {
                     joined += 1;
                     Stats::add(&stats.push_pulls, 1);
-                    if inbox.send(Command::ApplyState { state: theirs }).await.is_err() {
+                    if inbox
+                        .send(Command::ApplyState { state: theirs })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -1,0 +1,152 @@
+//! Bad input gets a clear error; a running agent keeps running with nothing lost.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use crate::harness::{Agent, cli, wait_until};
+
+#[test]
+fn unknown_flags_malformed_tags_and_bad_filters_exit_64_naming_the_problem() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["agent", "--bogus"], "--bogus"),
+        (&["agent", "--tag", "novalue"], "--tag"),
+        (
+            &["agent", "--event-handler", "member-jion=./x.sh"],
+            "member-jion",
+        ),
+        (&["agent", "--profile", "fast"], "fast"),
+        (&["agent", "--coalesce", "soon"], "--coalesce"),
+    ];
+    for (args, needle) in cases {
+        let (code, _, err) = cli(args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr lacks {needle:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_config_file_with_a_typo_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shoal.toml");
+    std::fs::write(&path, "nodee = \"x\"\n").expect("write");
+    let (code, _, err) = cli(&["agent", "--config", &path.display().to_string()]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("shoal.toml") && err.contains("nodee"), "{err}");
+}
+
+#[test]
+fn a_join_name_that_does_not_resolve_is_retried_with_a_warning() {
+    let a = Agent::start("ra", &["--join", "no-such-host.invalid:7948"]);
+    let warned = || a.log().matches("does not resolve").count() >= 2;
+    assert!(
+        wait_until(Duration::from_secs(10), warned),
+        "log:\n{}",
+        a.log()
+    );
+    assert_eq!(a.count_alive(), 1, "still running and answering");
+    // It can still be joined by others.
+    let b = Agent::start("rb", &["--join", &a.join_arg()]);
+    assert!(wait_until(Duration::from_secs(5), || a.count_alive() == 2
+        && b.count_alive() == 2));
+}
+
+#[test]
+fn random_bytes_on_the_gossip_port_are_dropped_and_counted() {
+    let a = Agent::start("ga", &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..200usize {
+        let len = 1 + (i * 37) % 1500;
+        let mut buf = Vec::with_capacity(len);
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            buf.push(seed as u8);
+        }
+        if i % 4 == 0 && len > 5 {
+            buf[..5].copy_from_slice(b"SH\x01\x01\x00"); // a valid envelope around garbage
+        }
+        let _ = sock.send_to(&buf, a.gossip);
+    }
+    let mut stream = TcpStream::connect(a.gossip).expect("tcp");
+    let _ = stream.write_all(b"\x00\x00\x00\x08garbage!");
+    drop(stream);
+    assert!(wait_until(Duration::from_secs(5), || a
+        .info()
+        .stats
+        .packets_dropped
+        >= 150));
+    assert!(a.log().contains("dropped a bad packet"));
+    let b = Agent::start("gb", &["--join", &a.join_arg()]);
+    assert!(wait_until(Duration::from_secs(5), || a.count_alive() == 2
+        && b.count_alive() == 2));
+}
+
+fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn malformed_control_requests_get_json_errors_and_the_agent_keeps_serving() {
+    let a = Agent::start("ja", &[]);
+    let body = "{not json";
+    let resp = raw_http(
+        a.control,
+        &format!(
+            "POST /v1/join HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.contains(r#""code":"bad_request""#) && resp.contains("invalid JSON"),
+        "{resp}"
+    );
+    let resp = raw_http(
+        a.control,
+        "GET /v1/nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(
+        resp.starts_with("HTTP/1.1 404") && resp.contains(r#""code":"not_found""#),
+        "{resp}"
+    );
+    let resp = raw_http(
+        a.control,
+        "DELETE /v1/members HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
+    let resp = raw_http(a.control, "garbage\r\n\r\n");
+    assert!(!resp.contains("200 OK"), "{resp}");
+    assert_eq!(a.count_alive(), 1);
+    let (code, _, err) = cli(&["join", "--control", &a.control.to_string(), "127.0.0.1:1"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert_eq!(a.count_alive(), 1);
+}
+
+#[test]
+fn a_client_command_with_no_agent_names_the_address_it_tried() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, err) = cli(&["members", "--control", &addr]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&addr) && err.contains("no shoal agent"),
+        "{err}"
+    );
+}
