@@ -1,13 +1,16 @@
 //! Log setup: `tracing` to stderr, text or JSON, with a filter that SIGHUP can replace.
 
+use std::str::FromStr;
+
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+use tracing_subscriber::{Layer, Registry, reload};
 
 use crate::cli::LogFormat;
 
 /// Replaces the log filter at run time.
-pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
+pub struct LogHandle(reload::Handle<Targets, Registry>);
 
 impl LogHandle {
     /// Installs a new level or filter.
@@ -17,8 +20,11 @@ impl LogHandle {
     }
 }
 
-fn parse(level: &str) -> Result<EnvFilter, String> {
-    EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))
+/// A level (`info`) or a list of `target=level` directives (`info,shoal_core=debug`).
+fn parse(level: &str) -> Result<Targets, String> {
+    Targets::from_str(level).map_err(|e| {
+        format!("invalid --log-level {level:?}: {e} (expected e.g. info, or warn,shoal_core=debug)")
+    })
 }
 
 /// Installs the global subscriber.
@@ -28,7 +34,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<LogHandle, String> {
         .with_writer(std::io::stderr)
         .with_target(false);
     let fmt = match format {
-        LogFormat::Text => fmt.with_ansi(false).boxed(),
+        LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
     tracing_subscriber::registry()

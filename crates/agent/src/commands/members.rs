@@ -1,6 +1,6 @@
 //! `shoal members`: the agent's view, filtered by anchored regular expressions.
 
-use regex::Regex;
+use regex_lite::Regex;
 use shoal_proto::{Client, MemberInfo, MembersResponse};
 
 use crate::cli::{MembersArgs, OutputFormat};
