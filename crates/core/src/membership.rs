@@ -132,9 +132,9 @@ struct Entry {
     /// foca counts it active.
     up: bool,
     suspect: bool,
-    /// A leave intent (own or forced) exists for `id`.
-    intent: bool,
-    /// The intent was a force-leave by an operator, not the member's own.
+    /// Generation of the latest leave intent (own or forced) seen for this address.
+    intent_gen: Option<u64>,
+    /// That intent was an operator's force-leave, not the member's own.
     forced: bool,
     /// Handlers were told it joined and not told it went away since.
     joined: bool,
@@ -152,7 +152,7 @@ impl Entry {
             known: false,
             up: false,
             suspect: false,
-            intent: false,
+            intent_gen: None,
             forced: false,
             joined: false,
             told_failed: false,
@@ -160,12 +160,17 @@ impl Entry {
         }
     }
 
+    /// A leave intent exists for the current generation.
+    fn intent(&self) -> bool {
+        self.intent_gen == Some(self.id.generation)
+    }
+
     fn status(&self) -> Status {
-        match (self.up, self.intent && !self.forced, self.suspect) {
+        match (self.up, self.intent() && !self.forced, self.suspect) {
             (true, true, _) => Status::Leaving,
             (true, false, true) => Status::Suspect,
             (true, false, false) => Status::Alive,
-            (false, ..) if self.intent => Status::Left,
+            (false, ..) if self.intent() => Status::Left,
             (false, ..) => Status::Failed,
         }
     }
@@ -243,7 +248,7 @@ impl Membership {
         if let Some(entry) = self.entries.get_mut(&self.local) {
             entry.id = id;
             entry.meta = Some(meta.clone());
-            entry.intent = false;
+            entry.intent_gen = None;
         }
         self.changed = true;
         meta
@@ -252,22 +257,24 @@ impl Membership {
     /// Marks the local member as leaving (its intent is on its way).
     pub fn set_local_leaving(&mut self) {
         if let Some(entry) = self.entries.get_mut(&self.local) {
-            entry.intent = true;
+            entry.intent_gen = Some(entry.id.generation);
             self.changed = true;
         }
     }
 
+    /// The entry for a foca notice about `id`: created if new, moved to `id`'s generation if
+    /// that is newer (foca already decided it wins), `None` for news about an older one.
+    /// `up` is left alone: only foca's up/down notices change it (a live member that restarts
+    /// fast gets only `Rename`, and stays up).
     fn entry_for(entries: &mut HashMap<SocketAddr, Entry>, id: Identity) -> Option<&mut Entry> {
         let entry = entries.entry(id.addr).or_insert_with(|| Entry::new(id));
-        if id.generation < entry.id.generation {
-            return None; // stale news about an older incarnation
-        }
-        if id.generation > entry.id.generation {
+        if !entry.known {
             entry.id = id;
-            entry.intent = false;
-            entry.forced = false;
+        } else if id.generation < entry.id.generation {
+            return None;
+        } else if id.generation > entry.id.generation {
+            entry.id = id;
             entry.suspect = false;
-            entry.up = false;
             entry.told_failed = false;
         }
         Some(entry)
@@ -306,7 +313,7 @@ impl Membership {
         self.changed = true;
         if entry.joined {
             entry.joined = false;
-            let kind = if entry.intent {
+            let kind = if entry.intent() {
                 MemberEventKind::Leave
             } else {
                 entry.told_failed = true;
@@ -382,16 +389,25 @@ impl Membership {
         if id.addr == self.local {
             return false;
         }
-        let Some(entry) = Self::entry_for(&mut self.entries, id) else {
-            return false;
+        let entry = self.entries.entry(id.addr).or_insert_with(|| Entry::new(id));
+        if entry.known && id.generation < entry.id.generation {
+            return false; // about an older incarnation
+        }
+        let known_gen = entry.intent_gen.unwrap_or(0);
+        let news = match entry.intent_gen {
+            None => true,
+            Some(_) if id.generation > known_gen => true,
+            Some(_) if id.generation < known_gen => false,
+            // Same generation: an own intent upgrades a forced one, nothing else is news.
+            Some(_) => entry.forced && !forced,
         };
-        if entry.intent && (forced || !entry.forced) {
+        if !news {
             return false;
         }
-        entry.intent = true;
+        entry.intent_gen = Some(id.generation);
         entry.forced = forced;
         self.changed = true;
-        if !entry.up && entry.told_failed {
+        if entry.intent() && !entry.up && entry.told_failed {
             entry.told_failed = false;
             let member = entry.member();
             self.events.push(Event::Member {
@@ -425,7 +441,7 @@ impl Membership {
             .values()
             .filter(|e| {
                 e.down_since.is_some_and(|since| {
-                    let limit = if e.intent { tombstone } else { reconnect };
+                    let limit = if e.intent() { tombstone } else { reconnect };
                     now.saturating_duration_since(since) >= limit
                 })
             })
@@ -493,8 +509,10 @@ impl Membership {
     pub fn intents(&self) -> Vec<(Identity, bool)> {
         self.entries
             .values()
-            .filter(|e| e.intent)
-            .map(|e| (e.id, e.forced))
+            .filter_map(|e| {
+                let generation = e.intent_gen?;
+                Some((Identity { addr: e.id.addr, generation }, e.forced))
+            })
             .collect()
     }
 

@@ -198,3 +198,34 @@ fn digest_matches_for_the_same_live_view_in_any_order() {
     b.member_down(id(3, 1), Instant::now());
     assert_ne!(a.digest(), b.digest());
 }
+
+#[test]
+fn a_live_member_that_restarts_fast_stays_alive_under_its_new_generation() {
+    let mut t = table();
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 0, "a"));
+    t.take_events();
+    // foca: the new identity wins, the old one was active, so only Rename is notified.
+    t.rename(id(2, 1), id(2, 2));
+    assert_eq!(t.find_by_name("a").map(|x| x.1), Some(Status::Alive));
+    assert!(kinds(&mut t).is_empty(), "no event for a restart nobody saw fail");
+    let mut newer = meta(2, 2, 0, "a");
+    newer.tags.insert("v".into(), "2".into());
+    assert!(t.apply_meta(newer));
+    assert_eq!(kinds(&mut t)[0].0, MemberEventKind::Update);
+}
+
+#[test]
+fn an_intent_of_an_older_generation_does_not_mark_the_new_one_left() {
+    let mut t = table();
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 0, "a"));
+    t.apply_intent(id(2, 1), false);
+    t.member_down(id(2, 1), Instant::now());
+    t.rename(id(2, 1), id(2, 2));
+    t.member_up(id(2, 2));
+    assert_eq!(t.find_by_name("a").map(|x| x.1), Some(Status::Alive));
+    t.take_events();
+    t.member_down(id(2, 2), Instant::now());
+    assert_eq!(kinds(&mut t)[0].0, MemberEventKind::Failed);
+}
