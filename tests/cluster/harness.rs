@@ -46,16 +46,14 @@ impl Agent {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let bind: &[&str] = if args.contains(&"--bind") {
+            &[]
+        } else {
+            &["--bind", "127.0.0.1:0"]
+        };
         let mut child = Command::new(SHOAL)
-            .args([
-                "agent",
-                "--node",
-                name,
-                "--bind",
-                "127.0.0.1:0",
-                "--control",
-                "127.0.0.1:0",
-            ])
+            .args(["agent", "--node", name, "--control", "127.0.0.1:0"])
+            .args(bind)
             .args(["--profile", "local", "--log-level", "info,shoal=debug"])
             .args(args)
             .stdin(Stdio::null())

@@ -2,6 +2,7 @@
 //! control API.
 
 mod bad_input;
+mod discovery;
 mod handlers;
 mod harness;
 mod membership;

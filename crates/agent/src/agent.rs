@@ -35,6 +35,8 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
         reconnect_timeout: cfg.reconnect_timeout,
         tombstone_timeout: cfg.tombstone_timeout,
         max_packet_size: 1400,
+        snapshot: cfg.snapshot.clone(),
+        rejoin: cfg.rejoin,
     };
     let control = TcpListener::bind(cfg.control)
         .await
@@ -80,6 +82,7 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut view = node.watch();
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break; }
@@ -89,6 +92,18 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
                 info!("left on request; exiting");
                 node.shutdown().await;
                 return Ok(());
+            }
+            changed = view.changed() => {
+                let conflict = view.borrow_and_update().conflict.clone();
+                if changed.is_err() {
+                    anyhow::bail!("the gossip node stopped unexpectedly");
+                }
+                if let Some(message) = conflict {
+                    // The node is already leaving; let it finish, then exit non-zero.
+                    let _ = tokio::time::timeout(LEAVE_DEADLINE, view.wait_for(|v| v.left)).await;
+                    node.shutdown().await;
+                    anyhow::bail!("name conflict: {message}");
+                }
             }
         }
     }

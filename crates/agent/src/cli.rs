@@ -97,6 +97,13 @@ pub struct AgentArgs {
     /// How long a left member stays listed before it is reaped [default: 24h].
     #[arg(long, env = "SHOAL_TOMBSTONE_TIMEOUT", value_name = "DURATION")]
     pub tombstone_timeout: Option<String>,
+    /// File to keep the known members in (written atomically on every change); after a
+    /// restart they are rejoined with no --join.
+    #[arg(long, env = "SHOAL_SNAPSHOT", value_name = "PATH")]
+    pub snapshot: Option<PathBuf>,
+    /// Rejoin the snapshot's members even if this node left gracefully last time.
+    #[arg(long, env = "SHOAL_REJOIN")]
+    pub rejoin: bool,
 }
 
 /// Log output format.

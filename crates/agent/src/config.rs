@@ -84,6 +84,8 @@ pub struct FileConfig {
     retry_interval: Option<String>,
     reconnect_timeout: Option<String>,
     tombstone_timeout: Option<String>,
+    snapshot: Option<PathBuf>,
+    rejoin: Option<bool>,
 }
 
 impl FileConfig {
@@ -160,6 +162,10 @@ pub struct AgentConfig {
     pub reconnect_timeout: Duration,
     /// Left members are reaped after this.
     pub tombstone_timeout: Duration,
+    /// Snapshot file.
+    pub snapshot: Option<PathBuf>,
+    /// Rejoin from the snapshot even after a graceful leave.
+    pub rejoin: bool,
     /// The files it was read from (re-read on SIGHUP).
     pub files: Vec<PathBuf>,
 }
@@ -256,6 +262,8 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             args.tombstone_timeout.clone().or(file.tombstone_timeout),
             "24h",
         )?,
+        snapshot: args.snapshot.clone().or(file.snapshot),
+        rejoin: args.rejoin || file.rejoin.unwrap_or(false),
         files: args.config.clone(),
     })
 }

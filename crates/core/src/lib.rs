@@ -6,6 +6,7 @@
 //! - [`profile`]: `lan`, `wan`, `local` timings and foca's config for a cluster size.
 //! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.
 //! - [`broadcast`]: the application broadcasts (meta, leave intents) and foca's handler.
+//! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
 //! - [`sync`]: anti-entropy: digest datagrams and TCP push-pull of the full state.
 //! - [`timers`]: the one ordered timer queue.
 //! - [`node`]: the tokio driver: one task owns foca and the table; a [`NodeHandle`] talks to it.
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod membership;
 pub mod node;
 pub mod profile;
+pub mod snapshot;
 pub mod sync;
 pub mod timers;
 

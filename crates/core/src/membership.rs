@@ -389,7 +389,10 @@ impl Membership {
         if id.addr == self.local {
             return false;
         }
-        let entry = self.entries.entry(id.addr).or_insert_with(|| Entry::new(id));
+        let entry = self
+            .entries
+            .entry(id.addr)
+            .or_insert_with(|| Entry::new(id));
         if entry.known && id.generation < entry.id.generation {
             return false; // about an older incarnation
         }
@@ -419,12 +422,29 @@ impl Membership {
     }
 
     fn try_join(&mut self, addr: SocketAddr) {
-        let Some(entry) = self.entries.get_mut(&addr) else {
+        let Some(entry) = self.entries.get(&addr) else {
             return;
         };
         if entry.up && !entry.joined && entry.meta.is_some() {
-            entry.joined = true;
             let member = entry.member();
+            // Names identify members for people (Serf keys by name): a member back under its
+            // name at another address replaces its dead entry instead of standing beside it.
+            let stale: Vec<SocketAddr> = self
+                .entries
+                .values()
+                .filter(|e| {
+                    e.id.addr != addr
+                        && !e.up
+                        && e.meta.as_ref().is_some_and(|m| m.name == member.name)
+                })
+                .map(|e| e.id.addr)
+                .collect();
+            for old in stale {
+                self.entries.remove(&old);
+            }
+            if let Some(entry) = self.entries.get_mut(&addr) {
+                entry.joined = true;
+            }
             self.events.push(Event::Member {
                 kind: MemberEventKind::Join,
                 member,
@@ -497,6 +517,17 @@ impl Membership {
             .map(|e| (e.id, e.status()))
     }
 
+    /// Another live member using the local node's name, if any.
+    pub fn name_conflict(&self) -> Option<Identity> {
+        let name = &self.local_meta().name;
+        self.entries
+            .values()
+            .find(|e| {
+                e.id.addr != self.local && e.up && e.meta.as_ref().is_some_and(|m| &m.name == name)
+            })
+            .map(|e| e.id)
+    }
+
     /// All known metas (for push-pull).
     pub fn metas(&self) -> Vec<Meta> {
         self.entries
@@ -511,7 +542,13 @@ impl Membership {
             .values()
             .filter_map(|e| {
                 let generation = e.intent_gen?;
-                Some((Identity { addr: e.id.addr, generation }, e.forced))
+                Some((
+                    Identity {
+                        addr: e.id.addr,
+                        generation,
+                    },
+                    e.forced,
+                ))
             })
             .collect()
     }

@@ -57,6 +57,10 @@ pub struct NodeConfig {
     pub tombstone_timeout: Duration,
     /// UDP payload budget in bytes, envelope included (1400 suits Ethernet).
     pub max_packet_size: usize,
+    /// Where to keep the snapshot of known members (`--snapshot`); `None`: no snapshot.
+    pub snapshot: Option<std::path::PathBuf>,
+    /// Rejoin the snapshot's members even if this node left gracefully last time.
+    pub rejoin: bool,
 }
 
 impl NodeConfig {
@@ -74,6 +78,8 @@ impl NodeConfig {
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
             max_packet_size: 1400,
+            snapshot: None,
+            rejoin: false,
         }
     }
 }
@@ -146,6 +152,11 @@ pub struct Snapshot {
     pub local: Member,
     /// Every known member, the local one included, sorted by name.
     pub members: Vec<Member>,
+    /// True once this node has left the cluster.
+    pub left: bool,
+    /// Set when another live member claims this node's name and keeps it (it was there
+    /// first): this node leaves, and its owner should exit with this message.
+    pub conflict: Option<String>,
 }
 
 impl Snapshot {
@@ -196,6 +207,7 @@ pub struct NodeHandle {
     stats: Arc<Stats>,
     local_addr: SocketAddr,
     advertise: SocketAddr,
+    stopped: watch::Receiver<bool>,
 }
 
 impl NodeHandle {
@@ -258,9 +270,12 @@ impl NodeHandle {
         self.ask(|reply| Command::SetTags { tags, reply }).await?
     }
 
-    /// Stops the owner and its tasks (without leaving: call [`Self::leave`] first).
+    /// Stops the owner and its tasks (without leaving: call [`Self::leave`] first) and waits,
+    /// at most 3 s, until they are gone and the snapshot, if any, is written.
     pub async fn shutdown(&self) {
         let _ = self.inbox.send(Command::Shutdown).await;
+        let mut stopped = self.stopped.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(3), stopped.wait_for(|s| *s)).await;
     }
 }
 
@@ -282,9 +297,12 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
             }
         })
         .unwrap_or_else(|| guess_advertise(local_addr, &config.join));
+    let seeds = snapshot_seeds(&config, advertise);
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+    let (stopped_tx, stopped_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
+    let snapshot_path = config.snapshot.clone();
     let (owner, snapshot_rx) = owner::Owner::new(
         config,
         advertise,
@@ -293,6 +311,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         inbox_rx,
         event_tx,
         stats.clone(),
+        seeds,
     )?;
     let tasks = vec![tasks::spawn_sync_server(
         tcp,
@@ -300,15 +319,46 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         stats.clone(),
         owner.timings().probe_period * 10,
     )];
-    tokio::spawn(owner.run(tasks));
+    let writer = snapshot_path.map(|p| tasks::spawn_snapshot_writer(p, snapshot_rx.clone()));
+    tokio::spawn(owner.run(tasks, writer, stopped_tx));
     let handle = NodeHandle {
         inbox: inbox_tx,
         snapshot: snapshot_rx,
         stats,
         local_addr,
         advertise,
+        stopped: stopped_rx,
     };
     Ok((handle, event_rx))
+}
+
+/// The members to rejoin from the snapshot, if there is one and it may be used.
+fn snapshot_seeds(config: &NodeConfig, advertise: SocketAddr) -> Vec<SocketAddr> {
+    let Some(path) = &config.snapshot else {
+        return Vec::new();
+    };
+    match crate::snapshot::load(path) {
+        Ok(None) => Vec::new(),
+        Ok(Some(file)) if file.left && !config.rejoin => {
+            tracing::info!(path = %path.display(),
+                "this node left the cluster gracefully last time: not rejoining its snapshot (use --rejoin)");
+            Vec::new()
+        }
+        Ok(Some(file)) => {
+            let seeds: Vec<SocketAddr> = file
+                .members
+                .iter()
+                .map(|m| m.addr)
+                .filter(|a| *a != advertise)
+                .collect();
+            tracing::info!(path = %path.display(), members = seeds.len(), "rejoining members from the snapshot");
+            seeds
+        }
+        Err(error) => {
+            tracing::warn!(%error, "ignoring the snapshot");
+            Vec::new()
+        }
+    }
 }
 
 /// Binds UDP, then TCP on the same port. With port 0, retries when the TCP side of the port the

@@ -208,7 +208,10 @@ fn a_live_member_that_restarts_fast_stays_alive_under_its_new_generation() {
     // foca: the new identity wins, the old one was active, so only Rename is notified.
     t.rename(id(2, 1), id(2, 2));
     assert_eq!(t.find_by_name("a").map(|x| x.1), Some(Status::Alive));
-    assert!(kinds(&mut t).is_empty(), "no event for a restart nobody saw fail");
+    assert!(
+        kinds(&mut t).is_empty(),
+        "no event for a restart nobody saw fail"
+    );
     let mut newer = meta(2, 2, 0, "a");
     newer.tags.insert("v".into(), "2".into());
     assert!(t.apply_meta(newer));
@@ -228,4 +231,18 @@ fn an_intent_of_an_older_generation_does_not_mark_the_new_one_left() {
     t.take_events();
     t.member_down(id(2, 2), Instant::now());
     assert_eq!(kinds(&mut t)[0].0, MemberEventKind::Failed);
+}
+
+#[test]
+fn a_member_back_under_its_name_at_a_new_address_replaces_its_dead_entry() {
+    let mut t = table();
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 0, "a"));
+    t.member_down(id(2, 1), Instant::now());
+    t.member_up(id(3, 5));
+    t.apply_meta(meta(3, 5, 0, "a"));
+    let rows: Vec<_> = t.members().into_iter().filter(|m| m.name == "a").collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].addr.port(), 3);
+    assert_eq!(rows[0].status, Status::Alive);
 }

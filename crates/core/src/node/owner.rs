@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Command, NodeConfig, NodeError, Snapshot, Stats, ms, tasks};
 use crate::broadcast::{self, Broadcast, Inbox, Shared, lock, validate_meta};
@@ -57,6 +57,10 @@ pub(super) struct Owner {
     timings: Timings,
     config: NodeConfig,
     seeds: Vec<SocketAddr>,
+    /// Members remembered in the snapshot: always join targets.
+    snapshot_seeds: Vec<SocketAddr>,
+    /// The join targets' addresses at the last resolution.
+    resolved: Vec<SocketAddr>,
     alone: bool,
     retry_delay: Duration,
     retries: u32,
@@ -64,6 +68,11 @@ pub(super) struct Owner {
     leaving: Vec<oneshot::Sender<()>>,
     leave_started: bool,
     left: bool,
+    /// Why this node gave up its name (it leaves and its owner should exit).
+    conflict: Option<String>,
+    conflict_warned: Vec<SocketAddr>,
+    /// Publish the snapshot even if the table did not change (left / conflict changed).
+    republish: bool,
     cluster_size: usize,
     last_push_pull: Option<Instant>,
     send_buf: Vec<u8>,
@@ -82,6 +91,7 @@ impl Owner {
         inbox: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         stats: Arc<Stats>,
+        snapshot_seeds: Vec<SocketAddr>,
     ) -> Result<(Self, watch::Receiver<Arc<Snapshot>>), NodeError> {
         let identity = Identity::new(advertise);
         let meta = Meta {
@@ -102,7 +112,7 @@ impl Owner {
             PostcardCodec,
             Inbox::new(shared.clone()),
         );
-        let snapshot = Self::snapshot_of(&lock(&shared).table);
+        let snapshot = Self::snapshot_of(&lock(&shared).table, false, None);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(snapshot));
         let retry_delay = config.retry_interval.unwrap_or(timings.retry_interval);
         let owner = Self {
@@ -118,7 +128,9 @@ impl Owner {
             timers: Default::default(),
             timings,
             config,
-            seeds: Vec::new(),
+            seeds: snapshot_seeds.clone(),
+            snapshot_seeds,
+            resolved: Vec::new(),
             alone: true,
             retry_delay,
             retries: 0,
@@ -126,6 +138,9 @@ impl Owner {
             leaving: Vec::new(),
             leave_started: false,
             left: false,
+            conflict: None,
+            conflict_warned: Vec::new(),
+            republish: false,
             cluster_size: 1,
             last_push_pull: None,
             send_buf: Vec::with_capacity(budget + envelope::HEADER_LEN),
@@ -140,7 +155,7 @@ impl Owner {
         &self.timings
     }
 
-    fn snapshot_of(table: &Membership) -> Snapshot {
+    fn snapshot_of(table: &Membership, left: bool, conflict: Option<String>) -> Snapshot {
         let members = table.members();
         let local_addr = table.local_meta().id.addr;
         let local = members
@@ -148,10 +163,20 @@ impl Owner {
             .find(|m| m.addr == local_addr)
             .cloned()
             .expect("the local member is always in the table");
-        Snapshot { local, members }
+        Snapshot {
+            local,
+            members,
+            left,
+            conflict,
+        }
     }
 
-    pub(super) async fn run(mut self, tasks: Vec<JoinHandle<()>>) {
+    pub(super) async fn run(
+        mut self,
+        tasks: Vec<JoinHandle<()>>,
+        snapshot_writer: Option<JoinHandle<()>>,
+        stopped: watch::Sender<bool>,
+    ) {
         let now = Instant::now();
         let local_meta = lock(&self.shared).table.local_meta().clone();
         self.broadcast(Broadcast::Meta(local_meta));
@@ -161,6 +186,10 @@ impl Owner {
             .push(now + self.timings.probe_period, Tick::Housekeeping);
         if !self.config.join.is_empty() {
             self.timers.push(now, Tick::Resolve);
+        }
+        if !self.seeds.is_empty() {
+            self.rejoin_scheduled = true;
+            self.timers.push(now, Tick::Rejoin);
         }
         self.drain();
         info!(name = %self.config.name, addr = %self.foca.identity().addr, "node started");
@@ -181,6 +210,13 @@ impl Owner {
         for reply in self.leaving.drain(..) {
             let _ = reply.send(());
         }
+        // Dropping the owner closes the view channel: the snapshot writer writes the final
+        // state and ends.
+        drop(self);
+        if let Some(writer) = snapshot_writer {
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
+        let _ = stopped.send(true);
         debug!("node owner stopped");
     }
 
@@ -259,7 +295,7 @@ impl Owner {
                     let _ = reply.send(result);
                 }
             }
-            Command::Leave { reply } => self.start_leave(reply),
+            Command::Leave { reply } => self.start_leave(Some(reply)),
             Command::ForceLeave { name, reply } => {
                 let _ = reply.send(self.force_leave(&name));
             }
@@ -270,15 +306,52 @@ impl Owner {
                 let _ = reply.send(self.state());
             }
             Command::ApplyState { state } => self.apply_state(state),
-            Command::Resolved { addrs } => {
-                let me = self.local().addr;
-                self.seeds = addrs.into_iter().filter(|a| *a != me).collect();
-                if self.alone && !self.rejoin_scheduled && !self.left {
-                    self.rejoin_scheduled = true;
-                    self.timers.push(Instant::now(), Tick::Rejoin);
-                }
-            }
+            Command::Resolved { addrs } => self.resolved(addrs),
             Command::Shutdown => {}
+        }
+    }
+
+    /// New resolution of the join names: they and the snapshot's members are the seeds. While
+    /// alone, try them now; otherwise contact only addresses that are new in DNS and not yet
+    /// members (a service scaled up).
+    fn resolved(&mut self, addrs: Vec<SocketAddr>) {
+        let me = self.local().addr;
+        let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| *a != me).collect();
+        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let fresh: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.resolved.contains(a) && !members.contains(a))
+            .collect();
+        self.resolved = addrs.clone();
+        self.seeds = addrs;
+        for s in &self.snapshot_seeds {
+            if !self.seeds.contains(s) {
+                self.seeds.push(*s);
+            }
+        }
+        if self.left {
+            return;
+        }
+        if self.alone {
+            if !self.rejoin_scheduled {
+                self.rejoin_scheduled = true;
+                self.timers.push(Instant::now(), Tick::Rejoin);
+            }
+        } else if !fresh.is_empty() {
+            debug!(
+                count = fresh.len(),
+                "join names resolve to new addresses; contacting them"
+            );
+            tasks::spawn_join(
+                fresh,
+                self.state(),
+                self.inbox_tx.clone(),
+                self.stats.clone(),
+                self.sync_limit(),
+                None,
+                String::new(),
+            );
         }
     }
 
@@ -286,12 +359,14 @@ impl Owner {
         self.timings.probe_period * 10
     }
 
-    fn start_leave(&mut self, reply: oneshot::Sender<()>) {
+    fn start_leave(&mut self, reply: Option<oneshot::Sender<()>>) {
         if self.left {
-            let _ = reply.send(());
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
             return;
         }
-        self.leaving.push(reply);
+        self.leaving.extend(reply);
         if self.leave_started {
             return;
         }
@@ -448,6 +523,7 @@ impl Owner {
                         warn!(%error, "leave failed");
                     }
                     self.left = true;
+                    self.republish = true;
                     info!("left the cluster");
                     for reply in self.leaving.drain(..) {
                         let _ = reply.send(());
@@ -502,6 +578,7 @@ impl Owner {
             }
             shared.table.reap(now);
         }
+        self.check_name_conflict();
         if let Some(addr) = missing_meta
             && !self.left
         {
@@ -517,6 +594,34 @@ impl Owner {
             if let Err(error) = self.foca.set_config(self.timings.foca_config(size, budget)) {
                 warn!(%error, size, "could not rescale gossip config");
             }
+        }
+    }
+
+    /// Two live members with one name: the one that started first (lower generation, then
+    /// lower address) keeps it; the other logs the conflict, leaves, and reports it in its view
+    /// so the agent exits.
+    fn check_name_conflict(&mut self) {
+        if self.conflict.is_some() || self.leave_started {
+            return;
+        }
+        let Some(other) = lock(&self.shared).table.name_conflict() else {
+            return;
+        };
+        let me = self.local();
+        let name = self.config.name.clone();
+        if (other.generation, other.addr) < (me.generation, me.addr) {
+            let message = format!(
+                "node name {name:?} is already used by the member at {}, which started first",
+                other.addr
+            );
+            error!(%name, other = %other.addr, "name conflict: this node gives up the name and leaves");
+            self.conflict = Some(message);
+            self.republish = true;
+            self.start_leave(None);
+        } else if !self.conflict_warned.contains(&other.addr) {
+            self.conflict_warned.push(other.addr);
+            warn!(%name, other = %other.addr,
+                "name conflict: a member that started later claims this node's name; it will leave");
         }
     }
 
@@ -676,8 +781,8 @@ impl Owner {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        if shared.table.take_changed() {
-            let snapshot = Self::snapshot_of(&shared.table);
+        if shared.table.take_changed() || std::mem::take(&mut self.republish) {
+            let snapshot = Self::snapshot_of(&shared.table, self.left, self.conflict.clone());
             self.snapshot_tx.send_replace(Arc::new(snapshot));
         }
     }

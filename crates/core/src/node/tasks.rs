@@ -105,6 +105,40 @@ pub(super) fn spawn_join(
     });
 }
 
+/// Writes the snapshot file whenever the published view changes (and once at start and at the
+/// end), except while the node knows no other member. Runs beside the owner so file I/O never blocks gossip.
+pub(super) fn spawn_snapshot_writer(
+    path: std::path::PathBuf,
+    mut view: tokio::sync::watch::Receiver<Arc<super::Snapshot>>,
+) -> JoinHandle<()> {
+    use crate::snapshot::{self, SnapshotFile};
+    tokio::spawn(async move {
+        let mut last: Option<SnapshotFile> = None;
+        let mut first = true;
+        loop {
+            let closed = !first && view.changed().await.is_err();
+            first = false;
+            let file = SnapshotFile::from_view(&view.borrow_and_update());
+            // A node alone has learned nothing yet: keep what the file remembers (a node that
+            // did not rejoin from it may still be restarted with --rejoin later).
+            let worth_writing = !file.members.is_empty() || file.left;
+            if worth_writing && last.as_ref() != Some(&file) {
+                let (p, f) = (path.clone(), file.clone());
+                match tokio::task::spawn_blocking(move || snapshot::write(&p, &f)).await {
+                    Ok(Ok(())) => last = Some(file),
+                    Ok(Err(error)) => {
+                        warn!(path = %path.display(), %error, "could not write the snapshot")
+                    }
+                    Err(error) => warn!(%error, "snapshot writer failed"),
+                }
+            }
+            if closed {
+                return;
+            }
+        }
+    })
+}
+
 /// Resolves the join targets and hands the addresses to the owner.
 pub(super) fn spawn_resolve(targets: Vec<String>, inbox: mpsc::Sender<Command>) {
     tokio::spawn(async move {

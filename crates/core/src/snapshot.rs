@@ -1,0 +1,158 @@
+//! `--snapshot PATH`: the members this node knew, written atomically whenever the view changes,
+//! so a restarted node rejoins them without `--join`. Also records whether the node left
+//! gracefully: such a node does not rejoin from its snapshot unless told to (`--rejoin`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::membership::Status;
+use crate::node::Snapshot;
+
+/// The current file format version.
+pub const FORMAT: u32 = 1;
+
+/// What the snapshot file holds (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// Format version, [`FORMAT`].
+    pub format: u32,
+    /// This node's name when it was written.
+    pub name: String,
+    /// True once the node left the cluster gracefully.
+    pub left: bool,
+    /// Members worth rejoining: every other member not known to have left.
+    pub members: Vec<SnapshotMember>,
+}
+
+/// One remembered member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMember {
+    /// Its name.
+    pub name: String,
+    /// Its gossip address.
+    pub addr: SocketAddr,
+}
+
+/// A snapshot that cannot be used. The node starts without it.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    /// The file could not be read.
+    #[error("cannot read snapshot {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is corrupt or truncated.
+    #[error("snapshot {path} is corrupt or truncated: {message}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SnapshotFile {
+    /// The file content for a published view.
+    pub fn from_view(view: &Snapshot) -> Self {
+        let members = view
+            .members
+            .iter()
+            .filter(|m| m.addr != view.local.addr && m.status != Status::Left)
+            .map(|m| SnapshotMember {
+                name: m.name.clone(),
+                addr: m.addr,
+            })
+            .collect();
+        Self {
+            format: FORMAT,
+            name: view.local.name.clone(),
+            left: view.left,
+            members,
+        }
+    }
+}
+
+/// Reads the snapshot at `path`; `Ok(None)` when there is none yet.
+pub fn load(path: &Path) -> Result<Option<SnapshotFile>, SnapshotError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SnapshotError::Read {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let corrupt = |message: String| SnapshotError::Corrupt {
+        path: path.display().to_string(),
+        message,
+    };
+    let file: SnapshotFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+    if file.format != FORMAT {
+        return Err(corrupt(format!(
+            "unknown format {} (expected {FORMAT})",
+            file.format
+        )));
+    }
+    Ok(Some(file))
+}
+
+/// Writes `file` to `path` atomically: a temporary file in the same directory, synced, then
+/// renamed over the old one. A crash leaves the old or the new file, never half of one.
+pub fn write(path: &Path, file: &SnapshotFile) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let json = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &json)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SnapshotFile {
+        SnapshotFile {
+            format: FORMAT,
+            name: "n1".into(),
+            left: false,
+            members: vec![SnapshotMember {
+                name: "n2".into(),
+                addr: "127.0.0.1:7948".parse().expect("addr"),
+            }],
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_an_atomic_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("snap.json");
+        assert!(load(&path).expect("missing is fine").is_none());
+        write(&path, &sample()).expect("write");
+        assert_eq!(load(&path).expect("load"), Some(sample()));
+    }
+
+    #[test]
+    fn truncated_or_garbage_snapshots_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("snap.json");
+        let full = serde_json::to_vec(&sample()).expect("json");
+        std::fs::write(&path, &full[..full.len() / 2]).expect("write");
+        let err = load(&path).expect_err("truncated").to_string();
+        assert!(err.contains("corrupt or truncated"), "{err}");
+        std::fs::write(&path, b"\x00\xffgarbage").expect("write");
+        assert!(load(&path).is_err());
+    }
+}
