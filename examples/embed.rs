@@ -12,7 +12,10 @@ use shoal_core::{Event, NodeConfig, Profile};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let bind: SocketAddr = args.next().unwrap_or_else(|| "127.0.0.1:0".into()).parse()?;
+    let bind: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:0".into())
+        .parse()?;
     let mut config = NodeConfig::new(format!("embed-{}", std::process::id()), bind);
     config.profile = Profile::Local;
     config.join = args.collect();

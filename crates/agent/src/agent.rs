@@ -37,6 +37,7 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
         max_packet_size: 1400,
         snapshot: cfg.snapshot.clone(),
         rejoin: cfg.rejoin,
+        discover: cfg.discover.clone(),
     };
     let control = TcpListener::bind(cfg.control)
         .await

@@ -104,6 +104,9 @@ pub struct AgentArgs {
     /// Rejoin the snapshot's members even if this node left gracefully last time.
     #[arg(long, env = "SHOAL_REJOIN")]
     pub rejoin: bool,
+    /// Find members of cluster CLUSTER on the local network by multicast, with no address.
+    #[arg(long, env = "SHOAL_DISCOVER", value_name = "CLUSTER")]
+    pub discover: Option<String>,
 }
 
 /// Log output format.

@@ -86,6 +86,7 @@ pub struct FileConfig {
     tombstone_timeout: Option<String>,
     snapshot: Option<PathBuf>,
     rejoin: Option<bool>,
+    discover: Option<String>,
 }
 
 impl FileConfig {
@@ -166,6 +167,8 @@ pub struct AgentConfig {
     pub snapshot: Option<PathBuf>,
     /// Rejoin from the snapshot even after a graceful leave.
     pub rejoin: bool,
+    /// Discovery cluster name.
+    pub discover: Option<String>,
     /// The files it was read from (re-read on SIGHUP).
     pub files: Vec<PathBuf>,
 }
@@ -264,6 +267,14 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         )?,
         snapshot: args.snapshot.clone().or(file.snapshot),
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
+        discover: match args.discover.clone().or(file.discover) {
+            Some(c) => {
+                shoal_core::discover::validate_cluster(&c)
+                    .map_err(|e| invalid("--discover", &c, e))?;
+                Some(c)
+            }
+            None => None,
+        },
         files: args.config.clone(),
     })
 }

@@ -26,6 +26,8 @@ pub enum Kind {
     Digest,
     /// A push-pull frame over TCP (either direction).
     PushPull,
+    /// A discovery beacon on the multicast group.
+    Beacon,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Swim => 1,
             Kind::Digest => 2,
             Kind::PushPull => 3,
+            Kind::Beacon => 4,
         }
     }
 
@@ -42,6 +45,7 @@ impl Kind {
             1 => Some(Kind::Swim),
             2 => Some(Kind::Digest),
             3 => Some(Kind::PushPull),
+            4 => Some(Kind::Beacon),
             _ => None,
         }
     }

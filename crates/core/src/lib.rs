@@ -7,11 +7,13 @@
 //! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.
 //! - [`broadcast`]: the application broadcasts (meta, leave intents) and foca's handler.
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
+//! - [`discover`]: `--discover`: the multicast beacon that finds members with no address.
 //! - [`sync`]: anti-entropy: digest datagrams and TCP push-pull of the full state.
 //! - [`timers`]: the one ordered timer queue.
 //! - [`node`]: the tokio driver: one task owns foca and the table; a [`NodeHandle`] talks to it.
 
 pub mod broadcast;
+pub mod discover;
 pub mod envelope;
 pub mod identity;
 pub mod membership;

@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub snapshot: Option<std::path::PathBuf>,
     /// Rejoin the snapshot's members even if this node left gracefully last time.
     pub rejoin: bool,
+    /// Cluster name for multicast discovery (`--discover`); `None`: off.
+    pub discover: Option<String>,
 }
 
 impl NodeConfig {
@@ -80,6 +82,7 @@ impl NodeConfig {
             max_packet_size: 1400,
             snapshot: None,
             rejoin: false,
+            discover: None,
         }
     }
 }
@@ -95,6 +98,9 @@ pub enum NodeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The discovery cluster name is invalid. Nothing is running.
+    #[error("{0}")]
+    Discover(#[from] crate::discover::DiscoverError),
     /// Name or tags break the limits. Nothing changed.
     #[error("invalid name or tags: {0}")]
     Meta(#[from] crate::broadcast::MetaError),
@@ -195,6 +201,9 @@ pub(crate) enum Command {
     },
     Resolved {
         addrs: Vec<SocketAddr>,
+    },
+    Discovered {
+        addr: SocketAddr,
     },
     Shutdown,
 }
@@ -298,6 +307,19 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         })
         .unwrap_or_else(|| guess_advertise(local_addr, &config.join));
     let seeds = snapshot_seeds(&config, advertise);
+    let beacon = match &config.discover {
+        Some(cluster) => {
+            crate::discover::validate_cluster(cluster)?;
+            match crate::discover::socket(advertise.ip()) {
+                Ok(sock) => Some(Arc::new(sock)),
+                Err(error) => {
+                    tracing::error!(%error, "discovery is off: the beacon socket could not be set up");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
     let (stopped_tx, stopped_rx) = watch::channel(false);
@@ -313,12 +335,22 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         stats.clone(),
         seeds,
     )?;
-    let tasks = vec![tasks::spawn_sync_server(
+    let mut tasks = vec![tasks::spawn_sync_server(
         tcp,
         inbox_tx.clone(),
         stats.clone(),
         owner.timings().probe_period * 10,
     )];
+    let mut owner = owner;
+    if let (Some(sock), Some(cluster)) = (beacon, owner_cluster(&owner)) {
+        tasks.push(tasks::spawn_beacon_listener(
+            sock.clone(),
+            cluster,
+            advertise,
+            inbox_tx.clone(),
+        ));
+        owner.set_beacon(sock);
+    }
     let writer = snapshot_path.map(|p| tasks::spawn_snapshot_writer(p, snapshot_rx.clone()));
     tokio::spawn(owner.run(tasks, writer, stopped_tx));
     let handle = NodeHandle {
@@ -330,6 +362,10 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         stopped: stopped_rx,
     };
     Ok((handle, event_rx))
+}
+
+fn owner_cluster(owner: &owner::Owner) -> Option<String> {
+    owner.discover_cluster()
 }
 
 /// The members to rejoin from the snapshot, if there is one and it may be used.

@@ -31,6 +31,8 @@ enum Tick {
     Housekeeping,
     /// Join attempt while alone.
     Rejoin,
+    /// Send a discovery beacon.
+    Beacon,
     /// Re-resolve join names.
     Resolve,
     /// The leave intent had its time: leave now.
@@ -79,6 +81,11 @@ pub(super) struct Owner {
     recv_buf: Vec<u8>,
     last_warn: Option<Instant>,
     rng: StdRng,
+    /// The discovery socket, when `--discover` is on.
+    beacon: Option<Arc<UdpSocket>>,
+    beacon_delay: Duration,
+    /// When each discovered address was last contacted.
+    discovered: std::collections::HashMap<SocketAddr, Instant>,
 }
 
 impl Owner {
@@ -147,12 +154,23 @@ impl Owner {
             recv_buf: vec![0u8; 65536],
             last_warn: None,
             rng: rand::make_rng::<StdRng>(),
+            beacon: None,
+            beacon_delay: retry_delay,
+            discovered: Default::default(),
         };
         Ok((owner, snapshot_rx))
     }
 
     pub(super) fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    pub(super) fn discover_cluster(&self) -> Option<String> {
+        self.config.discover.clone()
+    }
+
+    pub(super) fn set_beacon(&mut self, socket: Arc<UdpSocket>) {
+        self.beacon = Some(socket);
     }
 
     fn snapshot_of(table: &Membership, left: bool, conflict: Option<String>) -> Snapshot {
@@ -190,6 +208,9 @@ impl Owner {
         if !self.seeds.is_empty() {
             self.rejoin_scheduled = true;
             self.timers.push(now, Tick::Rejoin);
+        }
+        if self.beacon.is_some() {
+            self.timers.push(now, Tick::Beacon);
         }
         self.drain();
         info!(name = %self.config.name, addr = %self.foca.identity().addr, "node started");
@@ -307,6 +328,7 @@ impl Owner {
             }
             Command::ApplyState { state } => self.apply_state(state),
             Command::Resolved { addrs } => self.resolved(addrs),
+            Command::Discovered { addr } => self.discovered(addr),
             Command::Shutdown => {}
         }
     }
@@ -353,6 +375,75 @@ impl Owner {
                 String::new(),
             );
         }
+    }
+
+    /// A beacon of our cluster from `addr`: join it unless it is already a member (or was
+    /// contacted less than a retry interval ago).
+    fn discovered(&mut self, addr: SocketAddr) {
+        if self.left || self.foca.iter_members().any(|m| m.id().addr == addr) {
+            return;
+        }
+        let now = Instant::now();
+        let recent = self.timings.retry_interval;
+        if self
+            .discovered
+            .get(&addr)
+            .is_some_and(|t| now.duration_since(*t) < recent)
+        {
+            return;
+        }
+        self.discovered.insert(addr, now);
+        self.discovered
+            .retain(|_, t| now.duration_since(*t) < recent * 20);
+        debug!(%addr, "discovered a member by its beacon");
+        let target = Identity {
+            addr,
+            generation: 0,
+        };
+        if let Err(error) = self.foca.announce(target, &mut self.runtime) {
+            debug!(%error, %addr, "announce failed");
+        }
+        tasks::spawn_join(
+            vec![addr],
+            self.state(),
+            self.inbox_tx.clone(),
+            self.stats.clone(),
+            self.sync_limit(),
+            None,
+            String::new(),
+        );
+    }
+
+    /// Sends a beacon: quickly (backing off) while alone, every ten sync intervals otherwise,
+    /// so two clusters that formed apart on one LAN still merge.
+    fn beacon_tick(&mut self, now: Instant) {
+        let Some(socket) = self.beacon.clone() else {
+            return;
+        };
+        if self.left {
+            return;
+        }
+        let beacon = crate::discover::Beacon {
+            cluster: self.config.discover.clone().unwrap_or_default(),
+            from: self.local(),
+        };
+        match crate::discover::encode(&beacon) {
+            Ok(packet) => {
+                if let Err(error) = socket.try_send_to(&packet, crate::discover::group()) {
+                    debug!(%error, "beacon send failed");
+                }
+            }
+            Err(error) => warn!(%error, "beacon could not be encoded"),
+        }
+        let next = if self.alone {
+            let d = self.beacon_delay;
+            self.beacon_delay = (d * 2).min(self.timings.retry_max_interval);
+            d
+        } else {
+            self.beacon_delay = self.timings.retry_interval;
+            self.timings.sync_interval * 10
+        };
+        self.timers.push(now + next, Tick::Beacon);
     }
 
     fn sync_limit(&self) -> Duration {
@@ -509,6 +600,7 @@ impl Owner {
                 Tick::Sync => self.sync_tick(now),
                 Tick::Housekeeping => self.housekeeping(now),
                 Tick::Rejoin => self.rejoin_tick(now),
+                Tick::Beacon => self.beacon_tick(now),
                 Tick::Resolve => {
                     tasks::spawn_resolve(self.config.join.clone(), self.inbox_tx.clone());
                     let every = if self.alone {

@@ -139,6 +139,43 @@ pub(super) fn spawn_snapshot_writer(
     })
 }
 
+/// Listens on the discovery group: beacons of our cluster from others go to the owner.
+pub(super) fn spawn_beacon_listener(
+    socket: Arc<tokio::net::UdpSocket>,
+    cluster: String,
+    own: SocketAddr,
+    inbox: mpsc::Sender<Command>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let len = match socket.recv_from(&mut buf).await {
+                Ok((len, _)) => len,
+                Err(error) => {
+                    debug!(%error, "beacon receive failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(beacon) = crate::discover::decode(&buf[..len]) else {
+                continue;
+            };
+            if beacon.cluster != cluster || beacon.from.addr == own {
+                continue;
+            }
+            if inbox
+                .send(Command::Discovered {
+                    addr: beacon.from.addr,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
 /// Resolves the join targets and hands the addresses to the owner.
 pub(super) fn spawn_resolve(targets: Vec<String>, inbox: mpsc::Sender<Command>) {
     tokio::spawn(async move {

@@ -1,0 +1,120 @@
+//! `--discover CLUSTER`: zero-address discovery on the local network by a multicast beacon.
+//!
+//! Every agent with discovery on joins the group [`GROUP`] on [`PORT`] and sends a small
+//! enveloped beacon there: its cluster name and gossip address. An agent that hears a beacon
+//! of its own cluster from an address it does not know yet joins it (announce + push-pull).
+//! Beacons of other cluster names (or sealed with other keys) are ignored.
+//!
+//! Why an own beacon and not mDNS: the only message needed is "cluster X has a member at A";
+//! it must carry shoal's envelope (version, key id) like every other packet, and mDNS would add
+//! a responder and DNS-SD record conventions for nothing else. The beacon is one datagram,
+//! TTL 1 (it never leaves the LAN).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tokio::net::UdpSocket;
+
+use crate::envelope::{self, Kind};
+use crate::identity::Identity;
+
+/// The multicast group beacons go to (organisation-local scope).
+pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 79, 48);
+/// The UDP port of the beacon group.
+pub const PORT: u16 = 7949;
+/// Longest cluster name accepted.
+pub const MAX_CLUSTER_LEN: usize = 64;
+
+/// One beacon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beacon {
+    /// The cluster name (`--discover CLUSTER`).
+    pub cluster: String,
+    /// Who sent it: where to join.
+    pub from: Identity,
+}
+
+/// Discovery could not be set up. The node runs without it.
+#[derive(Debug, Error)]
+pub enum DiscoverError {
+    /// The cluster name is empty or too long.
+    #[error("invalid discovery cluster name {0:?}: 1 to {MAX_CLUSTER_LEN} bytes")]
+    Name(String),
+    /// The multicast socket could not be set up.
+    #[error("cannot listen for discovery beacons on {GROUP}:{PORT}: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
+/// Checks a cluster name.
+pub fn validate_cluster(name: &str) -> Result<(), DiscoverError> {
+    if name.is_empty() || name.len() > MAX_CLUSTER_LEN {
+        return Err(DiscoverError::Name(name.to_string()));
+    }
+    Ok(())
+}
+
+/// The beacon socket: bound to the group port with address reuse (several agents on one host
+/// all hear every beacon), member of the group on the interface of `local_ip` (or the one the
+/// routing table picks when that is unspecified), multicast loop on so agents on one host hear
+/// each other, TTL 1.
+pub fn socket(local_ip: IpAddr) -> Result<UdpSocket, DiscoverError> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT)).into())?;
+    let iface = match local_ip {
+        IpAddr::V4(ip) if !ip.is_loopback() => ip,
+        _ => Ipv4Addr::UNSPECIFIED,
+    };
+    sock.join_multicast_v4(&GROUP, &iface)?;
+    if !iface.is_unspecified() {
+        sock.set_multicast_if_v4(&iface)?;
+    }
+    sock.set_multicast_loop_v4(true)?;
+    sock.set_multicast_ttl_v4(1)?;
+    Ok(UdpSocket::from_std(sock.into())?)
+}
+
+/// Encodes a beacon datagram.
+pub fn encode(beacon: &Beacon) -> Result<Vec<u8>, postcard::Error> {
+    Ok(envelope::seal(Kind::Beacon, &postcard::to_stdvec(beacon)?))
+}
+
+/// Decodes a beacon datagram; `None` for anything else (dropped silently: the group is shared).
+pub fn decode(packet: &[u8]) -> Option<Beacon> {
+    match envelope::open(packet) {
+        Ok((Kind::Beacon, payload)) => postcard::from_bytes(payload).ok(),
+        _ => None,
+    }
+}
+
+/// The group address.
+pub fn group() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(GROUP, PORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beacons_round_trip_and_garbage_is_ignored() {
+        let b = Beacon {
+            cluster: "prod".into(),
+            from: Identity::new("10.0.0.1:7948".parse().expect("addr")),
+        };
+        assert_eq!(decode(&encode(&b).expect("encode")), Some(b));
+        assert_eq!(decode(b"junk"), None);
+        assert_eq!(decode(&envelope::seal(Kind::Digest, b"x")), None);
+    }
+
+    #[test]
+    fn cluster_names_are_bounded() {
+        assert!(validate_cluster("").is_err());
+        assert!(validate_cluster(&"x".repeat(65)).is_err());
+        assert!(validate_cluster("web").is_ok());
+    }
+}
