@@ -12,7 +12,7 @@
 //! - failed members are reaped after `reconnect_timeout`, left ones after `tombstone_timeout`
 //!   (`member-reap`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -194,7 +194,7 @@ impl Entry {
 #[derive(Debug)]
 pub struct Membership {
     local: SocketAddr,
-    entries: HashMap<SocketAddr, Entry>,
+    entries: BTreeMap<SocketAddr, Entry>,
     events: Vec<Event>,
     changed: bool,
     reconnect_timeout: Duration,
@@ -212,7 +212,7 @@ impl Membership {
         entry.up = true;
         let mut table = Self {
             local: addr,
-            entries: HashMap::from([(addr, entry)]),
+            entries: BTreeMap::from([(addr, entry)]),
             events: Vec::new(),
             changed: true,
             reconnect_timeout,
@@ -266,7 +266,7 @@ impl Membership {
     /// that is newer (foca already decided it wins), `None` for news about an older one.
     /// `up` is left alone: only foca's up/down notices change it (a live member that restarts
     /// fast gets only `Rename`, and stays up).
-    fn entry_for(entries: &mut HashMap<SocketAddr, Entry>, id: Identity) -> Option<&mut Entry> {
+    fn entry_for(entries: &mut BTreeMap<SocketAddr, Entry>, id: Identity) -> Option<&mut Entry> {
         let entry = entries.entry(id.addr).or_insert_with(|| Entry::new(id));
         if !entry.known {
             entry.id = id;

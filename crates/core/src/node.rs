@@ -6,6 +6,7 @@
 //! schedule, then notify) and publishes what changed. Nothing in a turn awaits: datagrams go out
 //! with `try_send_to`, events with `try_send`.
 
+pub(crate) mod engine;
 mod owner;
 mod tasks;
 
@@ -13,12 +14,13 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::identity::Identity;
 use crate::membership::{Event, Member, Status};
 use crate::profile::Profile;
 use crate::sync::SyncState;
@@ -325,33 +327,42 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
     let snapshot_path = config.snapshot.clone();
-    let (owner, snapshot_rx) = owner::Owner::new(
+    let discover = config.discover.clone();
+    let engine = engine::Engine::new(
         config,
-        advertise,
-        Arc::new(udp),
-        inbox_tx.clone(),
-        inbox_rx,
-        event_tx,
-        stats.clone(),
+        Identity::new(advertise),
         seeds,
+        beacon.is_some(),
+        None,
+        stats.clone(),
+        Instant::now(),
     )?;
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(engine.view()));
     let mut tasks = vec![tasks::spawn_sync_server(
         tcp,
         inbox_tx.clone(),
         stats.clone(),
-        owner.timings().probe_period * 10,
+        engine.sync_limit(),
     )];
-    let mut owner = owner;
-    if let (Some(sock), Some(cluster)) = (beacon, owner_cluster(&owner)) {
+    if let (Some(sock), Some(cluster)) = (&beacon, discover) {
         tasks.push(tasks::spawn_beacon_listener(
             sock.clone(),
             cluster,
             advertise,
             inbox_tx.clone(),
         ));
-        owner.set_beacon(sock);
     }
     let writer = snapshot_path.map(|p| tasks::spawn_snapshot_writer(p, snapshot_rx.clone()));
+    let owner = owner::Owner {
+        engine,
+        socket: Arc::new(udp),
+        beacon,
+        inbox_tx: inbox_tx.clone(),
+        inbox: inbox_rx,
+        events: event_tx,
+        snapshot_tx,
+        stats: stats.clone(),
+    };
     tokio::spawn(owner.run(tasks, writer, stopped_tx));
     let handle = NodeHandle {
         inbox: inbox_tx,
@@ -362,10 +373,6 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         stopped: stopped_rx,
     };
     Ok((handle, event_rx))
-}
-
-fn owner_cluster(owner: &owner::Owner) -> Option<String> {
-    owner.discover_cluster()
 }
 
 /// The members to rejoin from the snapshot, if there is one and it may be used.
