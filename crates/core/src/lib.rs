@@ -9,6 +9,7 @@
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
 //! - [`discover`]: `--discover`: the multicast beacon that finds members with no address.
 //! - [`sync`]: anti-entropy: digest datagrams and TCP push-pull of the full state.
+//! - [`sim`]: deterministic simulation of whole clusters (virtual time, loss, partitions).
 //! - [`timers`]: the one ordered timer queue.
 //! - [`node`]: the tokio driver: one task owns foca and the table; a [`NodeHandle`] talks to it.
 
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod membership;
 pub mod node;
 pub mod profile;
+pub mod sim;
 pub mod snapshot;
 pub mod sync;
 pub mod timers;

@@ -460,16 +460,22 @@ impl Membership {
             .entries
             .values()
             .filter(|e| {
-                e.down_since.is_some_and(|since| {
-                    let limit = if e.intent() { tombstone } else { reconnect };
-                    now.saturating_duration_since(since) >= limit
-                })
+                // An intent about a member foca never told us of (a push-pull from a node that
+                // has not reaped it yet) is dropped again at once.
+                (!e.known && e.intent_gen.is_some() && e.id.addr != self.local)
+                    || e.down_since.is_some_and(|since| {
+                        let limit = if e.intent() { tombstone } else { reconnect };
+                        now.saturating_duration_since(since) >= limit
+                    })
             })
             .map(|e| e.id.addr)
             .collect();
         let mut reaped = Vec::with_capacity(expired.len());
         for addr in expired {
             if let Some(entry) = self.entries.remove(&addr) {
+                if !entry.known {
+                    continue;
+                }
                 reaped.push(entry.id);
                 self.changed = true;
                 if entry.meta.is_some() {
@@ -561,9 +567,22 @@ impl Membership {
             .is_some_and(|m| m.id.generation >= id.generation)
     }
 
-    /// A digest of the live membership: identities that are up and their meta versions.
-    /// Two nodes with the same view have the same digest; a difference triggers a push-pull.
+    /// A digest of the membership that matters: identities that are up with their meta
+    /// versions, and members known to have left. Two nodes with the same view have the same
+    /// digest; a difference triggers a push-pull. (Leave knowledge is in it so that a node that
+    /// missed an intent, say across a partition, still gets it: it would list `failed` forever.)
     pub fn digest(&self) -> u64 {
+        let left = self
+            .entries
+            .values()
+            .filter(|e| e.known && !e.up && e.intent())
+            .map(|e| {
+                let mut h = Fnv::new();
+                h.write(b"left");
+                h.write(e.id.addr.to_string().as_bytes());
+                h.write(&e.id.generation.to_le_bytes());
+                h.finish()
+            });
         self.entries
             .values()
             .filter(|e| e.up)
@@ -579,6 +598,7 @@ impl Membership {
                 h.write(&version.to_le_bytes());
                 h.finish()
             })
+            .chain(left)
             .fold(0u64, |acc, h| acc.wrapping_add(h))
     }
 

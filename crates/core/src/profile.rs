@@ -82,8 +82,8 @@ impl Profile {
                 sync_interval: Duration::from_millis(1000),
                 leave_propagate: Duration::from_millis(150),
                 reconnect_interval: Duration::from_secs(2),
-                retry_interval: Duration::from_millis(500),
-                retry_max_interval: Duration::from_secs(10),
+                retry_interval: Duration::from_millis(250),
+                retry_max_interval: Duration::from_secs(2),
             },
             Profile::Wan => Timings {
                 probe_period: Duration::from_secs(5),
@@ -107,7 +107,7 @@ impl Profile {
                 leave_propagate: Duration::from_millis(80),
                 reconnect_interval: Duration::from_millis(500),
                 retry_interval: Duration::from_millis(100),
-                retry_max_interval: Duration::from_secs(2),
+                retry_max_interval: Duration::from_secs(1),
             },
         }
     }

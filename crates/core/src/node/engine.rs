@@ -92,7 +92,6 @@ pub(crate) struct Engine {
     snapshot_seeds: Vec<SocketAddr>,
     /// The join targets' addresses at the last resolution.
     resolved: Vec<SocketAddr>,
-    alone: bool,
     retry_delay: Duration,
     retries: u32,
     rejoin_scheduled: bool,
@@ -113,6 +112,8 @@ pub(crate) struct Engine {
     beacon_delay: Duration,
     /// When each discovered address was last contacted.
     discovered: std::collections::BTreeMap<SocketAddr, Instant>,
+    /// Since when each member has been suspect.
+    suspect_since: std::collections::BTreeMap<SocketAddr, Instant>,
 }
 
 /// How an engine is seeded: real randomness for agents, a seed for simulations.
@@ -168,7 +169,6 @@ impl Engine {
             seeds: snapshot_seeds.clone(),
             snapshot_seeds,
             resolved: Vec::new(),
-            alone: true,
             retry_delay,
             retries: 0,
             rejoin_scheduled: false,
@@ -185,17 +185,30 @@ impl Engine {
             beacon_on,
             beacon_delay: retry_delay,
             discovered: Default::default(),
+            suspect_since: Default::default(),
         };
         Ok(engine)
-    }
-
-    pub(crate) fn timings(&self) -> &Timings {
-        &self.timings
     }
 
     /// Everything the engine wants done since the last call.
     pub(crate) fn take_outbox(&mut self) -> Outbox {
         std::mem::take(&mut self.out)
+    }
+
+    /// Internal state for simulation reports.
+    #[cfg(test)]
+    pub(crate) fn debug_line(&self) -> String {
+        format!(
+            "id={:?} alone={} rejoin_scheduled={} retries={} delay={:?} foca_members={} seeds={} timers={}",
+            self.local(),
+            self.alone(),
+            self.rejoin_scheduled,
+            self.retries,
+            self.retry_delay,
+            self.foca.num_members(),
+            self.seeds.len(),
+            self.timers.len()
+        )
     }
 
     /// The earliest timer.
@@ -253,6 +266,12 @@ impl Engine {
         for reply in self.leaving.drain(..) {
             let _ = reply.send(());
         }
+    }
+
+    /// No other live member. Derived from foca every time: foca's renewal after being declared
+    /// down resets it to disconnected without an `Idle` notice, so a flag would go stale.
+    fn alone(&self) -> bool {
+        self.foca.num_members() == 0
     }
 
     fn local(&self) -> Identity {
@@ -357,7 +376,7 @@ impl Engine {
         if self.left {
             return;
         }
-        if self.alone {
+        if self.alone() {
             if !self.rejoin_scheduled {
                 self.rejoin_scheduled = true;
                 self.timers.push(self.now, Tick::Rejoin);
@@ -424,7 +443,7 @@ impl Engine {
             Ok(packet) => self.out.beacons.push(packet),
             Err(error) => warn!(%error, "beacon could not be encoded"),
         }
-        let next = if self.alone {
+        let next = if self.alone() {
             let d = self.beacon_delay;
             self.beacon_delay = (d * 2).min(self.timings.retry_max_interval);
             d
@@ -433,6 +452,17 @@ impl Engine {
             self.timings.sync_interval * 10
         };
         self.timers.push(now + next, Tick::Beacon);
+    }
+
+    /// foca's current suspicion timeout.
+    fn foca_suspicion(&self) -> Duration {
+        let budget = self
+            .config
+            .max_packet_size
+            .saturating_sub(envelope::HEADER_LEN);
+        self.timings
+            .foca_config(self.cluster_size, budget)
+            .suspect_to_down_after
     }
 
     /// How long a push-pull may take.
@@ -603,7 +633,7 @@ impl Engine {
                 Tick::Beacon => self.beacon_tick(now),
                 Tick::Resolve => {
                     self.out.resolve = Some(self.config.join.clone());
-                    let every = if self.alone {
+                    let every = if self.alone() {
                         self.retry_delay.max(self.timings.retry_interval)
                     } else {
                         self.timings.sync_interval * 30
@@ -656,25 +686,51 @@ impl Engine {
         self.timers
             .push(now + self.timings.probe_period, Tick::Housekeeping);
         let mut missing_meta = None;
+        let mut stuck = None;
+        let stuck_after = self.foca_suspicion() * 2;
+        let mut suspects = std::mem::take(&mut self.suspect_since);
         {
             let mut shared = lock(&self.shared);
+            let mut suspected = Vec::new();
             for member in self.foca.iter_membership_state() {
-                let active = member.state() != State::Down;
-                shared
-                    .table
-                    .set_suspect(*member.id(), member.state() == State::Suspect);
-                if active && missing_meta.is_none() && !shared.table.has_current_meta(*member.id())
+                let (id, state) = (*member.id(), member.state());
+                shared.table.set_suspect(id, state == State::Suspect);
+                if state == State::Suspect {
+                    suspected.push(id.addr);
+                    let since = *suspects.entry(id.addr).or_insert(now);
+                    if stuck.is_none() && now.duration_since(since) > stuck_after {
+                        stuck = Some(id.addr);
+                    }
+                }
+                if state != State::Down
+                    && missing_meta.is_none()
+                    && !shared.table.has_current_meta(id)
                 {
-                    missing_meta = Some(member.id().addr);
+                    missing_meta = Some(id.addr);
                 }
             }
+            suspects.retain(|a, _| suspected.contains(a));
             shared.table.reap(now);
         }
+        self.suspect_since = suspects;
         self.check_name_conflict();
         if let Some(addr) = missing_meta
             && !self.left
         {
             self.push_pull(addr);
+        }
+        // A suspicion that outlived its timeout twice is stuck (foca drops its timer when it
+        // goes idle, and the member never heard of it to refute it): a push-pull shows the
+        // member our state, suspicion included, and it refutes.
+        if let Some(addr) = stuck
+            && !self.left
+        {
+            debug!(%addr, "suspicion outlived its timeout; pushing our state to the member");
+            self.suspect_since.insert(addr, now);
+            self.push_pull(addr);
+        }
+        if self.alone() {
+            self.schedule_rejoin(now + self.retry_delay);
         }
         let size = self.foca.num_members() + 1;
         if size != self.cluster_size {
@@ -717,9 +773,34 @@ impl Engine {
         }
     }
 
+    /// Where to try while alone: the seeds (join names, snapshot) and, after a partition or a
+    /// restart of everyone else, up to 8 members foca knows as down. foca's own announces to
+    /// down members only run while it is connected, so a node left alone needs this.
+    fn rejoin_targets(&self) -> Vec<SocketAddr> {
+        let mut targets = self.seeds.clone();
+        let me = self.local().addr;
+        let limit = self.seeds.len() + 8;
+        for m in self.foca.iter_membership_state() {
+            let a = m.id().addr;
+            if m.state() == State::Down && a != me && !targets.contains(&a) && targets.len() < limit
+            {
+                targets.push(a);
+            }
+        }
+        targets
+    }
+
+    fn schedule_rejoin(&mut self, at: Instant) {
+        if !self.rejoin_scheduled && !self.left {
+            self.rejoin_scheduled = true;
+            self.timers.push(at, Tick::Rejoin);
+        }
+    }
+
     fn rejoin_tick(&mut self, now: Instant) {
         self.rejoin_scheduled = false;
-        if !self.alone || self.left || self.seeds.is_empty() {
+        let targets = self.rejoin_targets();
+        if !self.alone() || self.left || targets.is_empty() {
             return;
         }
         let max = self.config.retry_max;
@@ -733,10 +814,10 @@ impl Engine {
         self.retries += 1;
         debug!(
             attempt = self.retries,
-            seeds = self.seeds.len(),
+            targets = targets.len(),
             "join attempt"
         );
-        for seed in self.seeds.clone() {
+        for seed in targets.clone() {
             let target = Identity {
                 addr: seed,
                 generation: 0,
@@ -746,7 +827,7 @@ impl Engine {
             }
         }
         self.out.push_pulls.push(PushPull {
-            addrs: self.seeds.clone(),
+            addrs: targets,
             state: self.state(),
             reply: None,
             tried: String::new(),
@@ -811,7 +892,6 @@ impl Engine {
             }
             OwnedNotification::Active => {
                 drop(shared);
-                self.alone = false;
                 self.retries = 0;
                 self.retry_delay = self
                     .config
@@ -822,13 +902,9 @@ impl Engine {
             }
             OwnedNotification::Idle => {
                 drop(shared);
-                self.alone = true;
                 if !self.left {
                     info!("no other live member: alone");
-                    if !self.rejoin_scheduled && !self.seeds.is_empty() {
-                        self.rejoin_scheduled = true;
-                        self.timers.push(now + self.retry_delay, Tick::Rejoin);
-                    }
+                    self.schedule_rejoin(now + self.retry_delay);
                 }
                 false
             }
@@ -846,6 +922,14 @@ impl Engine {
                     "declared down by the cluster; rejoined"
                 );
                 self.broadcast(Broadcast::Meta(meta));
+                if self.alone() {
+                    // The new identity is accepted where the old one was down: try at once.
+                    self.retry_delay = self
+                        .config
+                        .retry_interval
+                        .unwrap_or(self.timings.retry_interval);
+                    self.schedule_rejoin(now);
+                }
                 true
             }
         }

@@ -1,0 +1,479 @@
+//! Deterministic simulation of whole clusters.
+//!
+//! [`Sim`] runs many [`Engine`]s (the same code the agent runs) against virtual time and a
+//! simulated network with latency, loss and partitions, all drawn from one seed: the same seed
+//! gives the same run. Faults: partition into groups and heal, packet loss, crash, restart (a
+//! new generation at the same address) and graceful leave. Push-pulls and DNS are simulated
+//! too; every node joins by one name that resolves to every node, as with identical config.
+//!
+//! The sweep in `sim/tests.rs` checks, for many seeds: after the faults end and the network is
+//! quiet, every live node lists every live node alive (itself included), nobody lists a live
+//! node failed, and a node that left stays left.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use rand::rngs::StdRng;
+use tokio::sync::oneshot;
+
+use crate::identity::Identity;
+use crate::membership::{Event, Status};
+use crate::node::engine::{Engine, Outbox, rng};
+use crate::node::{Command, NodeConfig, Snapshot, Stats};
+use crate::profile::Profile;
+
+/// The name every simulated node joins by; it resolves to every node's address.
+pub const CLUSTER_NAME: &str = "cluster:7948";
+
+enum Delivery {
+    Datagram {
+        from: SocketAddr,
+        to: SocketAddr,
+        packet: Vec<u8>,
+    },
+    Command {
+        to: SocketAddr,
+        generation: u64,
+        cmd: Command,
+    },
+}
+
+struct Node {
+    engine: Engine,
+    generation: u64,
+    view: Snapshot,
+    events: Vec<Event>,
+    leave_done: Option<oneshot::Receiver<()>>,
+}
+
+/// A simulated cluster.
+pub struct Sim {
+    start: Instant,
+    now: Instant,
+    rng: StdRng,
+    seq: u64,
+    profile: Profile,
+    nodes: BTreeMap<SocketAddr, Node>,
+    names: BTreeMap<SocketAddr, String>,
+    /// Addresses of nodes that left gracefully and were not restarted.
+    left: Vec<SocketAddr>,
+    /// Crashed and not restarted.
+    crashed: Vec<SocketAddr>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    deliveries: BTreeMap<usize, Delivery>,
+    next_delivery: usize,
+    /// Partition group of each address; packets between different groups are dropped.
+    groups: BTreeMap<SocketAddr, u8>,
+    loss: f64,
+    /// Datagrams delivered and dropped, for reports.
+    pub delivered: u64,
+    /// Datagrams lost to loss or partitions.
+    pub dropped: u64,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 7948))
+}
+
+impl Sim {
+    /// A cluster of `n` nodes, all started at time zero with identical configuration.
+    pub fn new(seed: u64, n: usize, profile: Profile) -> Self {
+        let start = Instant::now();
+        let mut sim = Self {
+            start,
+            now: start,
+            rng: rng(Some(seed)),
+            seq: 0,
+            profile,
+            nodes: BTreeMap::new(),
+            names: BTreeMap::new(),
+            left: Vec::new(),
+            crashed: Vec::new(),
+            queue: BinaryHeap::new(),
+            deliveries: BTreeMap::new(),
+            next_delivery: 0,
+            groups: BTreeMap::new(),
+            loss: 0.0,
+            delivered: 0,
+            dropped: 0,
+        };
+        for i in 0..n {
+            sim.names.insert(addr(i), format!("n{i}"));
+        }
+        for i in 0..n {
+            sim.boot(addr(i));
+        }
+        sim
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Addresses of the nodes running now.
+    pub fn live(&self) -> Vec<SocketAddr> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Addresses of nodes that left gracefully and are gone.
+    pub fn departed(&self) -> &[SocketAddr] {
+        &self.left
+    }
+
+    /// Addresses of crashed nodes not restarted.
+    pub fn crashed(&self) -> &[SocketAddr] {
+        &self.crashed
+    }
+
+    /// The view of the node at `at`.
+    pub fn view(&self, at: SocketAddr) -> Option<&Snapshot> {
+        self.nodes.get(&at).map(|n| &n.view)
+    }
+
+    /// Events the node at `at` produced so far.
+    pub fn events(&self, at: SocketAddr) -> &[Event] {
+        self.nodes.get(&at).map_or(&[], |n| &n.events)
+    }
+
+    fn boot(&mut self, at: SocketAddr) {
+        let name = self.names[&at].clone();
+        let mut config = NodeConfig::new(name, at);
+        config.profile = self.profile;
+        config.join = vec![CLUSTER_NAME.to_string()];
+        config.reconnect_timeout = Duration::from_secs(3600);
+        config.tombstone_timeout = Duration::from_secs(3600);
+        let generation = 1 + self.elapsed().as_millis() as u64;
+        let seed = self.rng.random::<u64>();
+        let id = Identity {
+            addr: at,
+            generation,
+        };
+        let engine = Engine::new(
+            config,
+            id,
+            Vec::new(),
+            false,
+            Some(seed),
+            Arc::new(Stats::default()),
+            self.now,
+        )
+        .expect("simulated configs are valid");
+        let view = engine.view();
+        self.nodes.insert(
+            at,
+            Node {
+                engine,
+                generation,
+                view,
+                events: Vec::new(),
+                leave_done: None,
+            },
+        );
+        if let Some(node) = self.nodes.get_mut(&at) {
+            node.engine.start(self.now);
+        }
+        self.flush(at);
+    }
+
+    /// Splits the network: each address goes to the group at its index in `groups`
+    /// (addresses not named stay in group 0).
+    pub fn partition(&mut self, groups: &[Vec<SocketAddr>]) {
+        self.groups.clear();
+        for (g, members) in groups.iter().enumerate() {
+            for a in members {
+                self.groups.insert(*a, g as u8);
+            }
+        }
+    }
+
+    /// Ends every partition.
+    pub fn heal(&mut self) {
+        self.groups.clear();
+    }
+
+    /// Sets the probability that a datagram is lost.
+    pub fn set_loss(&mut self, p: f64) {
+        self.loss = p;
+    }
+
+    /// Kills the node at `at` (like `kill -9`).
+    pub fn crash(&mut self, at: SocketAddr) {
+        if self.nodes.remove(&at).is_some() {
+            self.crashed.push(at);
+        }
+    }
+
+    /// Restarts a crashed node at the same address, with a new generation.
+    pub fn restart(&mut self, at: SocketAddr) {
+        if self.nodes.contains_key(&at) {
+            return;
+        }
+        self.crashed.retain(|a| *a != at);
+        self.left.retain(|a| *a != at);
+        self.boot(at);
+    }
+
+    /// Starts a graceful leave of the node at `at`; it stops once the leave is done.
+    pub fn leave(&mut self, at: SocketAddr) {
+        let Some(node) = self.nodes.get_mut(&at) else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        node.leave_done = Some(rx);
+        node.engine
+            .handle_command(self.now, Command::Leave { reply: tx });
+        self.flush(at);
+    }
+
+    fn linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        self.groups.get(&a).copied().unwrap_or(0) == self.groups.get(&b).copied().unwrap_or(0)
+    }
+
+    fn latency(&mut self) -> Duration {
+        Duration::from_micros(self.rng.random_range(200..2000))
+    }
+
+    fn schedule(&mut self, at: Instant, delivery: Delivery) {
+        self.seq += 1;
+        let id = self.next_delivery;
+        self.next_delivery += 1;
+        self.deliveries.insert(id, delivery);
+        self.queue.push(Reverse((at, self.seq, id)));
+    }
+
+    fn command_later(&mut self, to: SocketAddr, delay: Duration, cmd: Command) {
+        let Some(generation) = self.nodes.get(&to).map(|n| n.generation) else {
+            return;
+        };
+        let at = self.now + delay;
+        self.schedule(
+            at,
+            Delivery::Command {
+                to,
+                generation,
+                cmd,
+            },
+        );
+    }
+
+    /// Carries out the outbox of the node at `at`.
+    fn flush(&mut self, at: SocketAddr) {
+        let Some(node) = self.nodes.get_mut(&at) else {
+            return;
+        };
+        let Outbox {
+            datagrams,
+            push_pulls,
+            joins,
+            resolve,
+            beacons: _,
+            events,
+            snapshot,
+        } = node.engine.take_outbox();
+        node.events.extend(events);
+        if let Some(view) = snapshot {
+            node.view = view;
+        }
+        for (to, packet) in datagrams {
+            let lost = self.rng.random_bool(self.loss.clamp(0.0, 1.0));
+            if lost || !self.linked(at, to) {
+                self.dropped += 1;
+                continue;
+            }
+            let when = self.now + self.latency();
+            self.schedule(
+                when,
+                Delivery::Datagram {
+                    from: at,
+                    to,
+                    packet,
+                },
+            );
+        }
+        for pp in push_pulls {
+            let mut joined = 0;
+            for peer in pp.addrs {
+                if !self.linked(at, peer) || !self.nodes.contains_key(&peer) {
+                    continue;
+                }
+                joined += 1;
+                // Their side: apply ours, answer with theirs (taken when ours arrives).
+                let there = self.latency();
+                self.command_later(
+                    peer,
+                    there,
+                    Command::ApplyState {
+                        state: pp.state.clone(),
+                    },
+                );
+                let theirs = self.nodes.get(&peer).map(|n| n.engine.state());
+                if let Some(theirs) = theirs {
+                    let back = there + self.latency();
+                    self.command_later(at, back, Command::ApplyState { state: theirs });
+                }
+            }
+            let done = self.latency() * 3;
+            self.command_later(
+                at,
+                done,
+                Command::JoinedVia {
+                    joined,
+                    reply: pp.reply,
+                    tried: pp.tried,
+                },
+            );
+        }
+        drop(joins); // only the control API makes these
+        if resolve.is_some() {
+            let addrs: Vec<SocketAddr> = self.names.keys().copied().collect();
+            let delay = self.latency();
+            self.command_later(at, delay, Command::Resolved { addrs });
+        }
+    }
+
+    /// Runs until `deadline` (virtual time since start).
+    pub fn run_until(&mut self, deadline: Duration) {
+        let end = self.start + deadline;
+        loop {
+            let next_delivery = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let next_timer = self
+                .nodes
+                .values()
+                .filter_map(|n| n.engine.next_deadline())
+                .min();
+            let next = match (next_delivery, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_delivery == Some(next) {
+                let Some(Reverse((_, _, id))) = self.queue.pop() else {
+                    break;
+                };
+                if let Some(delivery) = self.deliveries.remove(&id) {
+                    self.deliver(delivery);
+                }
+            } else {
+                let due: Vec<SocketAddr> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.engine.next_deadline().is_some_and(|d| d <= self.now))
+                    .map(|(a, _)| *a)
+                    .collect();
+                for at in due {
+                    if let Some(node) = self.nodes.get_mut(&at) {
+                        node.engine.fire_timers(self.now);
+                    }
+                    self.flush(at);
+                }
+            }
+            self.reap_departed();
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Datagram { from, to, packet } => {
+                let now = self.now;
+                if let Some(node) = self.nodes.get_mut(&to) {
+                    self.delivered += 1;
+                    node.engine.handle_datagram(now, from, &packet);
+                    self.flush(to);
+                }
+            }
+            Delivery::Command {
+                to,
+                generation,
+                cmd,
+            } => {
+                let now = self.now;
+                if let Some(node) = self.nodes.get_mut(&to)
+                    && node.generation == generation
+                {
+                    node.engine.handle_command(now, cmd);
+                    self.flush(to);
+                }
+            }
+        }
+    }
+
+    /// Nodes whose leave finished stop running, as the agent exits.
+    fn reap_departed(&mut self) {
+        let done: Vec<SocketAddr> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|(a, n)| {
+                let rx = n.leave_done.as_mut()?;
+                rx.try_recv().is_ok().then_some(*a)
+            })
+            .collect();
+        for at in done {
+            self.nodes.remove(&at);
+            self.left.push(at);
+        }
+    }
+
+    /// True when some live node lists `gone` as left: then every node listing it must.
+    /// (A node that left inside a partition whose intent never crossed it is `failed` to the
+    /// other side, which is the truth as far as anyone can know.)
+    fn known_left_somewhere(&self, gone: SocketAddr) -> bool {
+        self.nodes.values().any(|n| {
+            n.view
+                .members
+                .iter()
+                .any(|m| m.addr == gone && m.status == Status::Left)
+        })
+    }
+
+    /// Checks the invariants of a quiet cluster; returns what is wrong: a live node not listed
+    /// alive by every live node, or a departed node listed as anything but left (or failed,
+    /// when no live node knows it left).
+    pub fn check_converged(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let live = self.live();
+        for (at, node) in &self.nodes {
+            let status = |a: SocketAddr| {
+                node.view
+                    .members
+                    .iter()
+                    .find(|m| m.addr == a)
+                    .map(|m| m.status)
+            };
+            for other in &live {
+                if status(*other) != Some(Status::Alive) {
+                    problems.push(format!(
+                        "{} lists live {} as {:?}",
+                        self.names[at],
+                        self.names[other],
+                        status(*other)
+                    ));
+                }
+            }
+            for gone in &self.left {
+                match status(*gone) {
+                    None | Some(Status::Left) => {}
+                    Some(Status::Failed) if !self.known_left_somewhere(*gone) => {}
+                    Some(s) => problems.push(format!(
+                        "{} lists departed {} as {s:?}",
+                        self.names[at], self.names[gone]
+                    )),
+                }
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests;
