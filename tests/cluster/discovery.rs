@@ -35,11 +35,16 @@ fn start_order_does_not_matter_the_agent_everyone_names_may_start_last() {
 
 #[test]
 fn a_killed_agent_restarted_with_its_snapshot_and_no_join_is_back_within_a_second() {
+    // The default (lan) profile, as a user would run it.
     let dir = scratch();
     let snap = dir.path().join("snap.json").display().to_string();
-    let a = Agent::start("sa", &[]);
-    let b = Agent::start("sb", &["--join", &a.join_arg()]);
-    let mut c = Agent::start("sc", &["--join", &b.join_arg(), "--snapshot", &snap]);
+    let lan = ["--profile", "lan"];
+    let a = Agent::start("sa", &lan);
+    let b = Agent::start("sb", &[&lan[..], &["--join", &a.join_arg()]].concat());
+    let mut c = Agent::start(
+        "sc",
+        &[&lan[..], &["--join", &b.join_arg(), "--snapshot", &snap]].concat(),
+    );
     assert!(wait_until(Duration::from_secs(5), || [&a, &b, &c]
         .iter()
         .all(|x| x.count_alive() == 3)));
@@ -48,7 +53,10 @@ fn a_killed_agent_restarted_with_its_snapshot_and_no_join_is_back_within_a_secon
     let port = c.gossip.to_string();
     c.kill9();
     let started = Instant::now();
-    let c2 = Agent::start("sc", &["--bind", &port, "--snapshot", &snap]);
+    let c2 = Agent::start(
+        "sc",
+        &[&lan[..], &["--bind", &port, "--snapshot", &snap]].concat(),
+    );
     let back = || {
         [&a, &b]
             .iter()

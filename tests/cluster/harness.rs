@@ -51,10 +51,16 @@ impl Agent {
         } else {
             &["--bind", "127.0.0.1:0"]
         };
+        let profile: &[&str] = if args.contains(&"--profile") {
+            &[]
+        } else {
+            &["--profile", "local"]
+        };
         let mut child = Command::new(SHOAL)
             .args(["agent", "--node", name, "--control", "127.0.0.1:0"])
             .args(bind)
-            .args(["--profile", "local", "--log-level", "info,shoal=debug"])
+            .args(profile)
+            .args(["--log-level", "info,shoal=debug"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
