@@ -6,3 +6,4 @@ mod discovery;
 mod handlers;
 mod harness;
 mod membership;
+mod templates;

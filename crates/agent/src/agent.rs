@@ -17,6 +17,7 @@ use crate::control::{self, ControlState};
 use crate::handlers::dispatch::{self, Counters, Settings};
 use crate::handlers::filter::HandlerSpec;
 use crate::logging::LogHandle;
+use crate::templates::{self, TemplateSpec};
 
 /// Longest a graceful leave may take before the agent exits anyway.
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
@@ -69,6 +70,13 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
         settings,
         counters.clone(),
     ));
+    let (templates_tx, templates_rx) = watch::channel(Arc::new(cfg.templates.clone()));
+    tokio::spawn(templates::run(
+        node.clone(),
+        templates_rx,
+        cfg.coalesce,
+        cfg.handler_timeout,
+    ));
     let (stopped_tx, mut stopped_rx) = mpsc::channel(1);
     let state = Arc::new(ControlState {
         node: node.clone(),
@@ -88,7 +96,7 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break; }
             _ = int.recv() => { info!("SIGINT: leaving the cluster"); break; }
-            _ = hup.recv() => reload(&args, &node, &handlers_tx, &log).await,
+            _ = hup.recv() => reload(&args, &node, &handlers_tx, &templates_tx, &log).await,
             _ = stopped_rx.recv() => {
                 info!("left on request; exiting");
                 node.shutdown().await;
@@ -121,12 +129,13 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
     Ok(())
 }
 
-/// SIGHUP: re-reads the config files; applies handlers, tags and log level. On error the old
+/// SIGHUP: re-reads the config files; applies handlers, templates, tags and log level. On error the old
 /// configuration stays.
 async fn reload(
     args: &AgentArgs,
     node: &NodeHandle,
     handlers: &watch::Sender<Arc<Vec<HandlerSpec>>>,
+    templates: &watch::Sender<Arc<Vec<TemplateSpec>>>,
     log: &LogHandle,
 ) {
     if args.config.is_empty() {
@@ -144,6 +153,7 @@ async fn reload(
         error!(error = %e, "SIGHUP: log level not changed");
     }
     handlers.send_replace(Arc::new(cfg.handlers.clone()));
+    templates.send_replace(Arc::new(cfg.templates.clone()));
     if node.snapshot().local.tags != cfg.tags
         && let Err(e) = node.set_tags(cfg.tags.clone()).await
     {

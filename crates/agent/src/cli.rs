@@ -104,6 +104,14 @@ pub struct AgentArgs {
     /// Rejoin the snapshot's members even if this node left gracefully last time.
     #[arg(long, env = "SHOAL_REJOIN")]
     pub rejoin: bool,
+    /// Render SRC (Jinja2 syntax) to DEST from the member view whenever it changes, then run
+    /// COMMAND if DEST changed. Repeatable.
+    #[arg(
+        long = "template",
+        env = "SHOAL_TEMPLATE",
+        value_name = "SRC:DEST[:COMMAND]"
+    )]
+    pub templates: Vec<String>,
     /// Find members of cluster CLUSTER on the local network by multicast, with no address.
     #[arg(long, env = "SHOAL_DISCOVER", value_name = "CLUSTER")]
     pub discover: Option<String>,

@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::cli::{AgentArgs, LogFormat};
 use crate::handlers::filter::{HandlerSpec, ParseError};
+use crate::templates::TemplateSpec;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
 /// configuration).
@@ -74,6 +75,8 @@ pub struct FileConfig {
     tags: BTreeMap<String, String>,
     #[serde(default)]
     event_handlers: Vec<String>,
+    #[serde(default)]
+    templates: Vec<String>,
     profile: Option<String>,
     control: Option<String>,
     log_level: Option<String>,
@@ -125,6 +128,7 @@ impl FileConfig {
         self.join.extend(other.join);
         self.tags.extend(other.tags);
         self.event_handlers.extend(other.event_handlers);
+        self.templates.extend(other.templates);
     }
 }
 
@@ -143,6 +147,8 @@ pub struct AgentConfig {
     pub tags: BTreeMap<String, String>,
     /// Event handlers, in order.
     pub handlers: Vec<HandlerSpec>,
+    /// Templates, in order.
+    pub templates: Vec<TemplateSpec>,
     /// Timing profile.
     pub profile: Profile,
     /// Control API address.
@@ -214,6 +220,10 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             })?,
         );
     }
+    let mut templates = Vec::new();
+    for spec in file.templates.iter().chain(&args.templates) {
+        templates.push(TemplateSpec::parse(spec).map_err(|e| invalid("--template", spec, e))?);
+    }
     let profile = match args.profile.clone().or(file.profile) {
         Some(p) => p.parse().map_err(|e: String| invalid("--profile", &p, e))?,
         None => Profile::Lan,
@@ -232,6 +242,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         join,
         tags,
         handlers,
+        templates,
         profile,
         control,
         log_level: args

@@ -15,4 +15,5 @@ pub mod config;
 pub mod control;
 pub mod handlers;
 pub mod logging;
+pub mod templates;
 pub mod view;

@@ -836,7 +836,17 @@ impl Engine {
         self.retry_delay = (delay * 2).min(self.timings.retry_max_interval);
         self.rejoin_scheduled = true;
         self.timers.push(now + delay, Tick::Rejoin);
-        debug!(next_ms = ms(delay), "next join attempt");
+        if self.retries == 2 || self.retries.is_multiple_of(20) {
+            // Quiet at first (the first attempt usually works), then now and then, so an agent
+            // stuck alone says so at the default log level.
+            info!(
+                attempts = self.retries,
+                next_ms = ms(delay),
+                "no member reachable yet; still trying"
+            );
+        } else {
+            debug!(next_ms = ms(delay), "next join attempt");
+        }
     }
 
     fn send_datagram_raw(&mut self, packet: Vec<u8>, to: SocketAddr) {

@@ -1,0 +1,128 @@
+//! The template engine side (minijinja, Jinja2 syntax), used by the `shoal-template` binary.
+//!
+//! The context holds `members` (every member: `name`, `addr` ("ip:port"), `ip`, `port`,
+//! `status`, `tags`) and `local` (this agent, same fields). Block tags trim their own line
+//! (`trim_blocks`, `lstrip_blocks`), as config files want.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::{Member, Snapshot};
+
+/// One member as templates see it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TemplateMember {
+    /// Node name.
+    pub name: String,
+    /// `ip:port`.
+    pub addr: String,
+    /// IP only.
+    pub ip: String,
+    /// Gossip port.
+    pub port: u16,
+    /// `alive`, `suspect`, `leaving`, `left` or `failed`.
+    pub status: String,
+    /// Tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl From<&Member> for TemplateMember {
+    fn from(m: &Member) -> Self {
+        Self {
+            name: m.name.clone(),
+            addr: m.addr.to_string(),
+            ip: m.addr.ip().to_string(),
+            port: m.addr.port(),
+            status: m.status.as_str().to_string(),
+            tags: m.tags.clone(),
+        }
+    }
+}
+
+/// What a template is rendered with (also the JSON the agent sends `shoal-template`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Context {
+    /// Every member, this one included.
+    pub members: Vec<TemplateMember>,
+    /// This agent.
+    pub local: TemplateMember,
+}
+
+impl Context {
+    /// The context for a view.
+    pub fn of(view: &Snapshot) -> Self {
+        Self {
+            members: view.members.iter().map(TemplateMember::from).collect(),
+            local: TemplateMember::from(&view.local),
+        }
+    }
+}
+
+/// Renders `source` (read from `src`) with `ctx`. Errors name the file and line.
+pub fn render(src: &Path, source: &str, ctx: &Context) -> Result<String, String> {
+    let name = src.display().to_string();
+    let mut env = minijinja::Environment::new();
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    env.set_syntax(syntax);
+    let located = |e: minijinja::Error| {
+        let line = e.line().map_or(String::new(), |l| format!(":{l}"));
+        let detail = e.detail().map_or(String::new(), |d| format!(": {d}"));
+        format!("{name}{line}: {}{detail}", e.kind())
+    };
+    env.add_template(&name, source).map_err(located)?;
+    env.get_template(&name)
+        .and_then(|t| t.render(minijinja::value::Value::from(minijinja::value::Serde(ctx))))
+        .map_err(located)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::Status;
+
+    fn member(name: &str, port: u16, status: Status, role: &str) -> Member {
+        Member {
+            name: name.into(),
+            addr: ([10, 0, 0, 1], port).into(),
+            generation: 1,
+            tags: [("role".to_string(), role.to_string())].into(),
+            status,
+        }
+    }
+
+    fn view() -> Snapshot {
+        let lb = member("lb", 1, Status::Alive, "lb");
+        Snapshot {
+            local: lb.clone(),
+            members: vec![
+                lb,
+                member("web-1", 2, Status::Alive, "web"),
+                member("web-2", 3, Status::Failed, "web"),
+            ],
+            left: false,
+            conflict: None,
+        }
+    }
+
+    #[test]
+    fn members_filtered_by_status_and_tag_render() {
+        let src = "{% for m in members if m.status == 'alive' and m.tags.role == 'web' %}\
+                   server {{ m.name }} {{ m.ip }}:{{ m.tags.http_port | default('80') }}\n{% endfor %}\
+                   # on {{ local.name }}\n";
+        let out = render(Path::new("t"), src, &Context::of(&view())).expect("render");
+        assert_eq!(out, "server web-1 10.0.0.1:80\n# on lb\n");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let src = "ok\n{% for m in members %}\n{{ m.name \n";
+        let err =
+            render(Path::new("/etc/haproxy.tmpl"), src, &Context::of(&view())).expect_err("broken");
+        assert!(err.starts_with("/etc/haproxy.tmpl:3: "), "{err}");
+    }
+}
