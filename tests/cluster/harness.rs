@@ -43,6 +43,17 @@ impl Agent {
     }
 
     pub fn try_start(name: &str, args: &[&str]) -> Result<Agent, String> {
+        Self::try_start_wrapped(&[], name, args)
+    }
+
+    /// Starts the agent under `wrapper` (e.g. `unshare --pid --fork`); `args` may end with
+    /// `--` and an app to supervise.
+    pub fn start_wrapped(wrapper: &[&str], name: &str, args: &[&str]) -> Agent {
+        Self::try_start_wrapped(wrapper, name, args)
+            .unwrap_or_else(|e| panic!("agent {name} did not start: {e}"))
+    }
+
+    fn try_start_wrapped(wrapper: &[&str], name: &str, args: &[&str]) -> Result<Agent, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -56,7 +67,14 @@ impl Agent {
         } else {
             &["--profile", "local"]
         };
-        let mut child = Command::new(SHOAL)
+        let (program, pre): (&str, &[&str]) = match wrapper.split_first() {
+            Some((first, rest)) => (first, rest),
+            None => (SHOAL, &[]),
+        };
+        let shoal: &[&str] = if wrapper.is_empty() { &[] } else { &[SHOAL] };
+        let mut child = Command::new(program)
+            .args(pre)
+            .args(shoal)
             .args(["agent", "--node", name, "--control", "127.0.0.1:0"])
             .args(bind)
             .args(profile)

@@ -6,4 +6,5 @@ mod discovery;
 mod handlers;
 mod harness;
 mod membership;
+mod supervise;
 mod templates;

@@ -17,13 +17,16 @@ use crate::control::{self, ControlState};
 use crate::handlers::dispatch::{self, Counters, Settings};
 use crate::handlers::filter::HandlerSpec;
 use crate::logging::LogHandle;
+use crate::supervise::{self, App};
 use crate::templates::{self, TemplateSpec};
+use nix::sys::signal::Signal;
 
 /// Longest a graceful leave may take before the agent exits anyway.
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Runs the agent until it has left. `Ok` means a clean exit (status 0).
-pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::Result<()> {
+/// Runs the agent until it has left; returns the exit status (the app's, when supervising).
+pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::Result<u8> {
     let node_cfg = NodeConfig {
         name: cfg.node.clone(),
         bind: cfg.bind,
@@ -91,16 +94,31 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    crate::reaper::spawn_if_pid1();
+    let mut app = match cfg.app.is_empty() {
+        true => None,
+        false => {
+            Some(App::start(&cfg.app).with_context(|| format!("cannot start {:?}", cfg.app[0]))?)
+        }
+    };
     let mut view = node.watch();
-    loop {
+    let stop = loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break; }
-            _ = int.recv() => { info!("SIGINT: leaving the cluster"); break; }
-            _ = hup.recv() => reload(&args, &node, &handlers_tx, &templates_tx, &log).await,
+            _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break Stop::Signal(Signal::SIGTERM); }
+            _ = int.recv() => { info!("SIGINT: leaving the cluster"); break Stop::Signal(Signal::SIGINT); }
+            _ = hup.recv() => {
+                reload(&args, &node, &handlers_tx, &templates_tx, &log).await;
+                if let Some(app) = &app {
+                    app.signal(Signal::SIGHUP);
+                }
+            }
+            status = wait_app(&mut app) => {
+                info!(status = ?status.as_ref().ok(), "the app exited: leaving the cluster");
+                break Stop::AppExited(supervise::exit_code(status.ok()));
+            }
             _ = stopped_rx.recv() => {
                 info!("left on request; exiting");
-                node.shutdown().await;
-                return Ok(());
+                break Stop::Left;
             }
             changed = view.changed() => {
                 let conflict = view.borrow_and_update().conflict.clone();
@@ -110,23 +128,70 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
                 if let Some(message) = conflict {
                     // The node is already leaving; let it finish, then exit non-zero.
                     let _ = tokio::time::timeout(LEAVE_DEADLINE, view.wait_for(|v| v.left)).await;
+                    stop_app(&mut app, Signal::SIGTERM, &cfg).await;
                     node.shutdown().await;
                     anyhow::bail!("name conflict: {message}");
                 }
             }
         }
+    };
+    if !matches!(stop, Stop::Left) {
+        tokio::select! {
+            result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
+                Ok(Ok(())) => info!("graceful leave complete"),
+                Ok(Err(e)) => warn!(error = %e, "leave failed"),
+                Err(_) => warn!("leave did not finish in time; exiting anyway"),
+            },
+            _ = term.recv() => return Ok(second_signal(&app)),
+            _ = int.recv() => return Ok(second_signal(&app)),
+        }
     }
-    tokio::select! {
-        result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
-            Ok(Ok(())) => info!("graceful leave complete"),
-            Ok(Err(e)) => warn!(error = %e, "leave failed"),
-            Err(_) => warn!("leave did not finish in time; exiting anyway"),
-        },
-        _ = term.recv() => { warn!("second signal: exiting now"); std::process::exit(1); }
-        _ = int.recv() => { warn!("second signal: exiting now"); std::process::exit(1); }
-    }
+    let code = match stop {
+        Stop::AppExited(code) => code,
+        Stop::Signal(sig) => {
+            let code = stop_app(&mut app, sig, &cfg).await;
+            if app.is_some() { code } else { 0 }
+        }
+        Stop::Left => {
+            stop_app(&mut app, Signal::SIGTERM, &cfg).await;
+            0
+        }
+    };
     node.shutdown().await;
-    Ok(())
+    Ok(code)
+}
+
+/// Why the agent stops.
+enum Stop {
+    Signal(Signal),
+    AppExited(u8),
+    Left,
+}
+
+async fn wait_app(app: &mut Option<App>) -> std::io::Result<std::process::ExitStatus> {
+    match app {
+        Some(app) => app.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After the leave: wait `--stop-delay` (load balancers drop us first), then stop the app.
+async fn stop_app(app: &mut Option<App>, sig: Signal, cfg: &AgentConfig) -> u8 {
+    let Some(app) = app else {
+        return 0;
+    };
+    tokio::time::sleep(cfg.stop_delay).await;
+    info!(?sig, "stopping the app");
+    supervise::exit_code(app.stop(sig, cfg.stop_timeout).await)
+}
+
+/// A second signal: stop now, the app included.
+fn second_signal(app: &Option<App>) -> u8 {
+    warn!("second signal: exiting now");
+    if let Some(app) = app {
+        app.kill_all();
+    }
+    1
 }
 
 /// SIGHUP: re-reads the config files; applies handlers, templates, tags and log level. On error the old

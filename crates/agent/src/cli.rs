@@ -115,6 +115,17 @@ pub struct AgentArgs {
     /// Find members of cluster CLUSTER on the local network by multicast, with no address.
     #[arg(long, env = "SHOAL_DISCOVER", value_name = "CLUSTER")]
     pub discover: Option<String>,
+    /// With an app after `--`: after leaving, wait this long before stopping the app, so load
+    /// balancers drop this member first [default: 1s].
+    #[arg(long, env = "SHOAL_STOP_DELAY", value_name = "DURATION")]
+    pub stop_delay: Option<String>,
+    /// With an app after `--`: how long the app may take to exit after the stop signal before
+    /// it is killed [default: 10s].
+    #[arg(long, env = "SHOAL_STOP_TIMEOUT", value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+    /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub app: Vec<String>,
 }
 
 /// Log output format.
@@ -193,6 +204,9 @@ pub struct InfoArgs {
     /// Control API address.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Health check: exit 0 only if the agent is joined (lists another live member), else 1.
+    #[arg(long)]
+    pub joined: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,

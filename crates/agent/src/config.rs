@@ -90,6 +90,8 @@ pub struct FileConfig {
     snapshot: Option<PathBuf>,
     rejoin: Option<bool>,
     discover: Option<String>,
+    stop_delay: Option<String>,
+    stop_timeout: Option<String>,
 }
 
 impl FileConfig {
@@ -123,7 +125,12 @@ impl FileConfig {
             retry_max,
             retry_interval,
             reconnect_timeout,
-            tombstone_timeout
+            tombstone_timeout,
+            snapshot,
+            rejoin,
+            discover,
+            stop_delay,
+            stop_timeout
         );
         self.join.extend(other.join);
         self.tags.extend(other.tags);
@@ -175,6 +182,12 @@ pub struct AgentConfig {
     pub rejoin: bool,
     /// Discovery cluster name.
     pub discover: Option<String>,
+    /// Wait after leaving before stopping the supervised app.
+    pub stop_delay: Duration,
+    /// How long the app may take to stop.
+    pub stop_timeout: Duration,
+    /// The supervised app (empty: none).
+    pub app: Vec<String>,
     /// The files it was read from (re-read on SIGHUP).
     pub files: Vec<PathBuf>,
 }
@@ -276,6 +289,17 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             args.tombstone_timeout.clone().or(file.tombstone_timeout),
             "24h",
         )?,
+        stop_delay: duration(
+            "--stop-delay",
+            args.stop_delay.clone().or(file.stop_delay),
+            "1s",
+        )?,
+        stop_timeout: duration(
+            "--stop-timeout",
+            args.stop_timeout.clone().or(file.stop_timeout),
+            "10s",
+        )?,
+        app: args.app.clone(),
         snapshot: args.snapshot.clone().or(file.snapshot),
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
         discover: match args.discover.clone().or(file.discover) {
@@ -395,6 +419,60 @@ mod tests {
             .expect_err("bad filter")
             .to_string();
         assert!(err.contains("member-jion"), "{err}");
+    }
+
+    #[test]
+    fn every_file_key_takes_effect() {
+        let text = r#"
+            node = "n"
+            bind = "127.0.0.1:1000"
+            advertise = "127.0.0.1:1001"
+            join = ["a:1"]
+            event_handlers = ["member-join=x"]
+            templates = ["a:b"]
+            profile = "wan"
+            control = "127.0.0.1:1002"
+            log_level = "debug"
+            log_format = "json"
+            handler_timeout = "5s"
+            coalesce = "0"
+            retry_max = 3
+            retry_interval = "2s"
+            reconnect_timeout = "1h"
+            tombstone_timeout = "2h"
+            snapshot = "/tmp/s.json"
+            rejoin = true
+            discover = "prod"
+            stop_delay = "3s"
+            stop_timeout = "4s"
+            [tags]
+            role = "web"
+        "#;
+        let mut file = FileConfig::default();
+        file.merge(toml::from_str(text).expect("toml"));
+        let cfg = resolve(&args(), file).expect("valid");
+        assert_eq!(cfg.node, "n");
+        assert_eq!(cfg.bind.port(), 1000);
+        assert_eq!(cfg.advertise.map(|a| a.port()), Some(1001));
+        assert_eq!(cfg.join, vec!["a:1"]);
+        assert_eq!(cfg.handlers.len(), 1);
+        assert_eq!(cfg.templates.len(), 1);
+        assert_eq!(cfg.profile, Profile::Wan);
+        assert_eq!(cfg.control.port(), 1002);
+        assert_eq!(cfg.log_level, "debug");
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.handler_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.coalesce, Duration::ZERO);
+        assert_eq!(cfg.retry_max, 3);
+        assert_eq!(cfg.retry_interval, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.reconnect_timeout, Duration::from_secs(3600));
+        assert_eq!(cfg.tombstone_timeout, Duration::from_secs(7200));
+        assert_eq!(cfg.snapshot, Some(PathBuf::from("/tmp/s.json")));
+        assert!(cfg.rejoin);
+        assert_eq!(cfg.discover.as_deref(), Some("prod"));
+        assert_eq!(cfg.stop_delay, Duration::from_secs(3));
+        assert_eq!(cfg.stop_timeout, Duration::from_secs(4));
+        assert_eq!(cfg.tags["role"], "web");
     }
 
     #[test]

@@ -15,5 +15,7 @@ pub mod config;
 pub mod control;
 pub mod handlers;
 pub mod logging;
+pub mod reaper;
+pub mod supervise;
 pub mod templates;
 pub mod view;

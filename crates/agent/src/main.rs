@@ -41,6 +41,19 @@ fn main() -> ExitCode {
         Command::Join(a) => runtime.block_on(commands::join::run(&a)),
         Command::Leave(a) => runtime.block_on(commands::leave::run(&a)),
         Command::ForceLeave(a) => runtime.block_on(commands::force_leave::run(&a)),
+        Command::Info(a) if a.joined => {
+            // A health check: Docker reads 1 as unhealthy (2 is reserved).
+            return match runtime.block_on(commands::info::run(&a)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Command::Info(a) => runtime.block_on(commands::info::run(&a)),
     };
     match output {
@@ -72,7 +85,7 @@ fn run_agent(args: shoal::cli::AgentArgs, runtime: &tokio::runtime::Runtime) -> 
         }
     };
     match runtime.block_on(agent::run(args, cfg, log)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "agent stopped");
             eprintln!("shoal: {e:#}");

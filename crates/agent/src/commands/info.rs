@@ -11,6 +11,13 @@ pub async fn run(args: &InfoArgs) -> Result<String, String> {
         .get("/v1/info")
         .await
         .map_err(|e| e.to_string())?;
+    if args.joined {
+        let others = i.members.alive + i.members.suspect + i.members.leaving;
+        return match others > 1 {
+            true => Ok(format!("joined: {} live members\n", others)),
+            false => Err("not joined: no other live member".to_string()),
+        };
+    }
     if args.format == OutputFormat::Json {
         return Ok(serde_json::to_string_pretty(&i).map_err(|e| e.to_string())? + "\n");
     }

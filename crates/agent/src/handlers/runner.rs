@@ -54,6 +54,7 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
         }
     };
     let pid = child.id();
+    crate::reaper::register(pid);
     if let Some(mut stdin) = child.stdin.take() {
         let data = job.stdin.into_bytes();
         // A handler that never reads stdin must not block us: write in the background and
@@ -78,6 +79,7 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
             Outcome::TimedOut
         }
     };
+    crate::reaper::unregister(pid);
     let grace = Duration::from_secs(1);
     let out = tokio::time::timeout(grace, stdout)
         .await

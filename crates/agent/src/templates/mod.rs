@@ -108,11 +108,14 @@ async fn render_with_helper(src: &Path, view: &Snapshot) -> Result<String, Strin
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run the template renderer {}: {e}", helper.display()))?;
+    let pid = child.id();
+    crate::reaper::register(pid);
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(&context).await.map_err(|e| e.to_string())?;
     }
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await;
+    crate::reaper::unregister(pid);
+    let out = out
         .map_err(|_| format!("rendering {} took over 10 s", src.display()))?
         .map_err(|e| e.to_string())?;
     if out.status.success() {

@@ -523,6 +523,9 @@ impl Engine {
     }
 
     fn apply_state(&mut self, state: SyncState) {
+        if self.left {
+            return;
+        }
         {
             let mut shared = lock(&self.shared);
             for meta in state.metas {
@@ -553,6 +556,12 @@ impl Engine {
         let len = packet.len();
         Stats::add(&self.stats.packets_in, 1);
         Stats::add(&self.stats.bytes_in, len as u64);
+        if self.left {
+            // A node that left stays gone while its process winds down (say, while it waits to
+            // stop its app): fed to foca, a peer's "you are down" would make it renew its
+            // identity and rejoin.
+            return;
+        }
         let result = match envelope::open(packet) {
             Ok((Kind::Swim, payload)) => self
                 .foca
