@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# End-to-end test of the HAProxy + web apps demo (docker/compose.yaml) on the real engine:
+#   1. three web apps: requests through HAProxy reach all three within 5 s
+#   2. the same with the web apps started before ha (ha last)
+#   3. scale to six: HAProxy balances over six within 3 s
+#   4. docker kill one: gone from HAProxy within 6 s
+#   5. docker stop one under a steady request loop: gone within 2 s, listed left (not failed),
+#      and no request fails
+#   6. `shoal members` in ha lists every container
+# Prints timings; exits non-zero on the first failure. Skips (exit 0) only when no Docker
+# engine answers.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf 'e2e: %s\n' "$*"; }
+now_ms() { date +%s%3N; }
+secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
+if ! docker info >/dev/null 2>&1; then
+    say "SKIP: no Docker engine answers"
+    exit 0
+fi
+project=shoale2e$$
+compose() { docker-compose -p "$project" -f "$repo/docker/compose.yaml" "$@"; }
+failed=0
+cleanup() {
+    local rc=$?
+    if ((rc != 0 || failed)); then
+        for c in $(docker ps -aq --filter "label=com.docker.compose.project=$project"); do
+            echo "---- $(docker inspect -f '{{.Name}}' "$c"): last log lines" >&2
+            docker logs --tail 15 "$c" >&2 2>&1 || true
+        done
+    fi
+    compose down -t 2 >/dev/null 2>&1 || true
+    [[ -n ${loop_pid:-} ]] && kill "$loop_pid" 2>/dev/null || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+fail() { failed=1; printf 'e2e: FAIL: %s\n' "$*" >&2; exit 1; }
+
+say "building images"
+"$repo/docker/build-image.sh" shoal:dev >/dev/null
+compose build >/dev/null
+
+ids() { docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$1"; }
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+hostname_of() { docker inspect -f '{{.Config.Hostname}}' "$1"; }
+# Distinct hostnames answering through HAProxy in 3 rounds of N requests.
+answering() {
+    local n=$1 ha_ip=$2
+    for _ in $(seq 1 $((n * 3))); do curl -s --max-time 1 "http://$ha_ip:8080/" || true; echo; done |
+        grep -v '^$' | grep -v '<' | sort -u
+}
+# Waits until exactly the hostnames of the running web apps answer; prints the time taken.
+wait_balanced() {
+    local limit_ms=$1 t0=$2 want got
+    want=$(for c in $(ids webapp); do hostname_of "$c"; done | sort -u)
+    local n; n=$(wc -l <<<"$want")
+    local ha_ip; ha_ip=$(ip_of "$(ids ha)")
+    while :; do
+        got=$(answering "$n" "$ha_ip")
+        [[ $got == "$want" ]] && { secs $(($(now_ms) - t0)); return 0; }
+        (($(now_ms) - t0 < limit_ms)) || fail "after $(secs $(($(now_ms) - t0))) s HAProxy reaches [$(tr '\n' ' ' <<<"$got")], want [$(tr '\n' ' ' <<<"$want")]"
+        sleep 0.1
+    done
+}
+
+say "1. compose up with 3 web apps"
+t=$(now_ms)
+compose up -d --scale webapp=3 >/dev/null 2>&1
+say "   all 3 reached through HAProxy $(wait_balanced 5000 "$t") s after compose up (target 5 s)"
+compose down -t 2 >/dev/null 2>&1
+
+say "2. web apps first, ha last"
+compose up -d --scale webapp=3 webapp >/dev/null 2>&1
+sleep 1
+t=$(now_ms)
+compose up -d --scale webapp=3 ha >/dev/null 2>&1
+say "   all 3 reached $(wait_balanced 5000 "$t") s after ha started (target 5 s)"
+
+say "3. scale to 6"
+t0=$(now_ms)
+compose up -d --scale webapp=6 --no-recreate >/dev/null 2>&1
+# Timed from when the new containers run: creating them one by one is Docker's time, not ours.
+t=$(now_ms)
+say "   all 6 reached $(wait_balanced 3000 "$t") s after the new containers started (target 3 s; compose took $(secs $((t - t0))) s to start them)"
+
+ha=$(ids ha)
+ha_ip=$(ip_of "$ha")
+say "4. docker kill one web app"
+victim=$(ids webapp | head -n1)
+vname=$(hostname_of "$victim")
+t=$(now_ms)
+docker kill "$victim" >/dev/null
+while docker exec "$ha" grep -q "server $vname " /tmp/haproxy.cfg; do
+    (($(now_ms) - t < 6000)) || fail "$vname still in haproxy.cfg 6 s after docker kill"
+    sleep 0.1
+done
+say "   $vname out of haproxy.cfg $(secs $(($(now_ms) - t))) s after docker kill (target 6 s)"
+docker rm -f "$victim" >/dev/null
+
+say "5. docker stop one web app under a steady request loop"
+log=$(mktemp)
+(
+    while :; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ha_ip:8080/" || echo 000)
+        echo "$code" >>"$log"
+        sleep 0.02
+    done
+) &
+loop_pid=$!
+sleep 1
+victim=$(ids webapp | head -n1)
+vname=$(hostname_of "$victim")
+t=$(now_ms)
+docker stop "$victim" >/dev/null &
+stop_pid=$!
+gone=""
+while [[ -z $gone ]]; do
+    if ! docker exec "$ha" grep -q "server $vname " /tmp/haproxy.cfg; then gone=$(now_ms); fi
+    (($(now_ms) - t < 2000)) || fail "$vname still in haproxy.cfg 2 s after docker stop"
+    sleep 0.05
+done
+status=$(docker exec "$ha" shoal members | awk -v n="$vname" '$1 == n { print $3 }')
+[[ $status == left ]] || fail "ha lists the stopped $vname as '$status', not left"
+wait "$stop_pid"
+sleep 1
+kill "$loop_pid" 2>/dev/null || true
+wait "$loop_pid" 2>/dev/null || true
+loop_pid=
+total=$(wc -l <"$log")
+bad=$(grep -vc '^200$' "$log" || true)
+say "   $vname out of haproxy.cfg $(secs $((gone - t))) s after docker stop (target 2 s), listed left"
+say "   request loop: $total requests, $bad failed"
+((bad == 0)) || fail "$bad of $total requests failed during the docker stop: $(grep -v '^200$' "$log" | sort | uniq -c | tr '\n' ' ')"
+rm -f "$log"
+
+say "6. shoal members in ha lists every container"
+members=$(compose exec -T ha shoal members)
+for c in $(ids ha) $(ids webapp); do
+    h=$(hostname_of "$c")
+    grep -q "^$h .* alive" <<<"$members" || fail "ha does not list $h alive: $members"
+done
+say "   $(grep -c alive <<<"$members") alive, as expected"
+say "PASS"
