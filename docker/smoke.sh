@@ -38,7 +38,6 @@ run_id=shoal-smoke-$$-$RANDOM
 net=$run_id
 names=()
 for i in $(seq 1 "$NODES"); do names+=("$run_id-$i"); done
-ctx=
 failed=0
 
 dump_state() {
@@ -61,7 +60,6 @@ cleanup() {
         docker ps -aq --filter "label=$run_id" | xargs -r docker rm -f >/dev/null 2>&1 || true
         docker network ls -q --filter "label=$run_id" | xargs -r docker network rm >/dev/null 2>&1 || true
     fi
-    [[ -n $ctx ]] && rm -rf "$ctx"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -74,43 +72,10 @@ fail() {
 
 # ---- 1. host binary ------------------------------------------------------------------------------
 command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH (the smoke test builds the binary on the host)"
-say "cargo build --release -p shoal"
+say "docker/build-image.sh $IMAGE (host build, base images, runtime-prebuilt image)"
 t=$(now_ms)
-cargo build --release -p shoal
-binary=$repo/target/release/shoal
-[[ -x $binary ]] || fail "cargo did not produce $binary"
-say "host build: $(secs $(($(now_ms) - t))) s"
-
-# ---- 2. base images ------------------------------------------------------------------------------
-base_args=()
-[[ $(id -u) -eq 0 ]] && base_args+=(--install-deps)
-say "docker/base-images.sh ${base_args[*]}"
-t=$(now_ms)
-"$repo/docker/base-images.sh" "${base_args[@]}"
-say "base images: $(secs $(($(now_ms) - t))) s"
-
-# ---- 3. image (prebuilt path) --------------------------------------------------------------------
-# A context holding only the binary, at the path the Dockerfile's SHOAL_BINARY defaults to:
-# the classic builder (no BuildKit) ignores docker/Dockerfile.dockerignore and would otherwise
-# send all of target/ to the daemon.
-ctx=$(mktemp -d "${TMPDIR:-/tmp}/shoal-smoke-ctx.XXXXXX")
-mkdir -p "$ctx/target/release"
-cp "$binary" "$repo/target/release/shoal-template" "$ctx/target/release/"
-say "docker build -f docker/Dockerfile --target runtime-prebuilt -t $IMAGE <context with target/release/shoal>"
-old_image=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-t=$(now_ms)
-if ! docker build -f "$repo/docker/Dockerfile" --target runtime-prebuilt -t "$IMAGE" "$ctx" \
-    >"$ctx/build.log" 2>&1; then
-    cat "$ctx/build.log" >&2
-    fail "docker build failed (log above)"
-fi
+size=$("$repo/docker/build-image.sh" "$IMAGE") || fail "docker/build-image.sh failed"
 say "image build: $(secs $(($(now_ms) - t))) s"
-# The previous build of $IMAGE, now untagged, would pile up as a dangling image.
-if [[ -n $old_image && $old_image != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" &&
-    -z $(docker image inspect -f '{{join .RepoTags ""}}' "$old_image" 2>/dev/null) ]]; then
-    docker image rm "$old_image" >/dev/null 2>&1 || true
-fi
-size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 say "image $IMAGE: $size bytes ($(docker image ls --format '{{.Size}}' "$IMAGE") in docker image ls)"
 ((size < MAX_IMAGE_BYTES)) || fail "image $IMAGE is $size bytes, not under $MAX_IMAGE_BYTES"
 
