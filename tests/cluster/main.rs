@@ -6,5 +6,6 @@ mod discovery;
 mod handlers;
 mod harness;
 mod membership;
+mod netns;
 mod supervise;
 mod templates;

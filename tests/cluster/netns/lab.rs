@@ -1,0 +1,476 @@
+//! A throw-away network for one test: a "hub" namespace holding Linux bridges, and one
+//! namespace per host, each wired to a bridge by a veth pair (`eth0` in the host, `vK` in the
+//! hub). Nothing is created in the root namespace. Every name carries the pid and a counter,
+//! so tests in parallel (and other test processes) never collide; `Drop` kills what runs in
+//! the namespaces, deletes them and their `/etc/netns` directories, also when a test panics.
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shoal_proto::{MemberInfo, MembersResponse};
+
+use crate::harness::SHOAL;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Every namespace name starts with this, then the pid.
+const PREFIX: &str = "shoal-e2e-";
+
+/// Log filter for every agent, passed in the environment so that the command lines stay
+/// exactly what the tests say. `SHOAL_NETNS_LOG_LEVEL` overrides it (e.g. add `foca=debug`).
+const LOG_LEVEL: &str = "info,shoal=debug";
+
+/// Set `SHOAL_NETNS_KEEP=1` to keep the logs and handler output of passing tests too.
+const KEEP: &str = "SHOAL_NETNS_KEEP";
+
+/// Runs a command; `Err` carries its stderr.
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A command without the caller's `SHOAL_*` variables (a `SHOAL_JOIN` or `SHOAL_CONTROL` in
+/// the developer's shell must not reach the agents or the CLI).
+fn clean_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SHOAL_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Runs a setup command that must succeed.
+fn must(args: &[&str]) {
+    if let Err(e) = run(args) {
+        panic!("network setup: {e}");
+    }
+}
+
+/// Whether `cmd` is on the PATH.
+fn installed(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(cmd).is_file()))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Deletes namespaces (and their `/etc/netns` directories) left by test processes that were
+/// killed before their `Drop` ran: named `shoal-e2e-PID-...` with no process PID any more. Their
+/// agents died with them (setpriv's parent-death signal), so nothing runs in them.
+fn remove_stale() {
+    let Ok(list) = run(&["ip", "netns", "list"]) else {
+        return;
+    };
+    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(pid) = ns
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let running = run(&["ip", "netns", "pids", ns]).map_or(true, |p| !p.trim().is_empty());
+        if !running && run(&["ip", "netns", "del", ns]).is_ok() {
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(ns));
+        }
+    }
+}
+
+/// One host: a namespace with `lo` and `eth0` up.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub hostname: String,
+}
+
+pub struct Lab {
+    prefix: String,
+    hub: String,
+    subnet: u8,
+    /// Every namespace created, the hub last.
+    namespaces: Vec<String>,
+    etc_dirs: Vec<PathBuf>,
+    hosts: usize,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Lab {
+    /// Creates the hub namespace. `None` (after a `SKIP:` line on stderr) when this
+    /// environment cannot create namespaces: then the test returns and passes.
+    pub fn new(test: &str, subnet: u8) -> Option<Lab> {
+        if !is_root() {
+            eprintln!("SKIP: {test}: needs root to create network namespaces");
+            return None;
+        }
+        remove_stale();
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() % 100_000)
+            .unwrap_or(0);
+        let prefix = format!(
+            "{PREFIX}{}-{}-{stamp}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let hub = format!("{prefix}-hub");
+        if let Err(e) = run(&["ip", "netns", "add", &hub]) {
+            eprintln!("SKIP: {test}: cannot create a network namespace: {e}");
+            return None;
+        }
+        let lab = Lab {
+            prefix,
+            hub: hub.clone(),
+            subnet,
+            namespaces: vec![hub.clone()],
+            etc_dirs: Vec::new(),
+            hosts: 0,
+            dir: Some(tempfile::tempdir().expect("tempdir")),
+        };
+        must(&["ip", "-n", &hub, "link", "set", "lo", "up"]);
+        Some(lab)
+    }
+
+    /// A directory for logs and handler output (kept when the test fails).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("lab dir").path()
+    }
+
+    /// A bridge in the hub namespace.
+    pub fn bridge(&self, name: &str) {
+        let hub = self.hub.as_str();
+        must(&["ip", "-n", hub, "link", "add", name, "type", "bridge"]);
+        must(&["ip", "-n", hub, "link", "set", name, "up"]);
+    }
+
+    /// Joins two bridges with a veth pair named `a_end`/`b_end`; `set_link(a_end, false)`
+    /// partitions them.
+    pub fn link_bridges(&self, a: &str, a_end: &str, b: &str, b_end: &str) {
+        let hub = self.hub.as_str();
+        must(&[
+            "ip", "-n", hub, "link", "add", a_end, "type", "veth", "peer", "name", b_end,
+        ]);
+        must(&["ip", "-n", hub, "link", "set", a_end, "master", a, "up"]);
+        must(&["ip", "-n", hub, "link", "set", b_end, "master", b, "up"]);
+    }
+
+    /// Sets a hub-side link up or down.
+    pub fn set_link(&self, link: &str, up: bool) {
+        let state = if up { "up" } else { "down" };
+        must(&["ip", "-n", self.hub.as_str(), "link", "set", link, state]);
+    }
+
+    /// A new host namespace on `bridge`, address 10.201.SUBNET.(K+1)/24 for the K-th host,
+    /// with a default route through its `eth0` (it leads only to the hub's bridges) and its
+    /// own `/etc/netns/NS/hosts` (see [`Self::write_hosts`]).
+    pub fn host(&mut self, bridge: &str, hostname: &str) -> Host {
+        let k = self.hosts;
+        self.hosts += 1;
+        assert!(k < 250, "too many hosts");
+        let ns = format!("{}-n{k}", self.prefix);
+        let ip = Ipv4Addr::new(10, 201, self.subnet, (k + 1) as u8);
+        must(&["ip", "netns", "add", &ns]);
+        self.namespaces
+            .insert(self.namespaces.len() - 1, ns.clone());
+        let hub = self.hub.as_str();
+        let veth = format!("v{k}");
+        must(&[
+            "ip", "-n", hub, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        must(&[
+            "ip", "-n", hub, "link", "set", &veth, "master", bridge, "up",
+        ]);
+        let cidr = format!("{ip}/24");
+        must(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", "eth0"]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", &ns, "route", "add", "default", "dev", "eth0"]);
+        let etc = PathBuf::from("/etc/netns").join(&ns);
+        std::fs::create_dir_all(&etc).expect("create /etc/netns/NS");
+        self.etc_dirs.push(etc);
+        let host = Host {
+            ns,
+            ip,
+            hostname: hostname.to_string(),
+        };
+        self.write_hosts(&host, "");
+        host
+    }
+
+    /// Replaces the host's /etc/hosts (as seen under `ip netns exec`): localhost, the host's
+    /// own name, and `extra` lines.
+    pub fn write_hosts(&self, host: &Host, extra: &str) {
+        let text = format!(
+            "127.0.0.1\tlocalhost\n{}\t{}\n{extra}",
+            host.ip, host.hostname
+        );
+        let path = PathBuf::from("/etc/netns").join(&host.ns).join("hosts");
+        std::fs::write(path, text).expect("write /etc/netns/NS/hosts");
+    }
+
+    /// Runs `ip -n NS ARGS...` for a host.
+    pub fn host_ip(&self, host: &Host, args: &[&str]) {
+        let mut all = vec!["ip", "-n", host.ns.as_str()];
+        all.extend_from_slice(args);
+        must(&all);
+    }
+
+    /// Whether `from` reaches `to` with one ping (1 s timeout); `None` without `ping`.
+    pub fn ping(&self, from: &Host, to: Ipv4Addr) -> Option<bool> {
+        if !installed("ping") {
+            return None;
+        }
+        let to = to.to_string();
+        Some(
+            run(&[
+                "ip", "netns", "exec", &from.ns, "ping", "-c", "1", "-W", "1", "-q", &to,
+            ])
+            .is_ok(),
+        )
+    }
+
+    /// Starts `shoal ARGS...` in the host's namespace, in a new UTS namespace whose hostname
+    /// is the host's (so the default node name is the hostname). Does not wait.
+    pub fn spawn_agent(&self, host: &Host, args: &[&str]) -> NsAgent {
+        let log = self.dir().join(format!("{}.log", host.hostname));
+        let log_file = std::fs::File::create(&log).expect("create agent log");
+        // With setpriv, the agent dies with this process even if it is killed before `Drop`.
+        let pdeathsig: &[&str] = if installed("setpriv") {
+            &["setpriv", "--pdeathsig", "KILL"]
+        } else {
+            &[]
+        };
+        let mut child = clean_command("ip")
+            .args(["netns", "exec", host.ns.as_str()])
+            .args(pdeathsig)
+            .args([
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+                "hostname \"$0\" && exec \"$@\"",
+            ])
+            .arg(&host.hostname)
+            .arg(SHOAL)
+            .args(args)
+            .env(
+                "SHOAL_LOG_LEVEL",
+                std::env::var("SHOAL_NETNS_LOG_LEVEL").unwrap_or_else(|_| LOG_LEVEL.to_string()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn ip netns exec");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        NsAgent {
+            host: host.clone(),
+            child,
+            log,
+            ready: rx,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Whatever still runs in our namespaces (agents, their handlers) goes first: a
+        // namespace with processes in it outlives `ip netns del`.
+        for ns in &self.namespaces {
+            if let Ok(pids) = run(&["ip", "netns", "pids", ns]) {
+                for pid in pids
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        for ns in &self.namespaces {
+            if let Err(e) = run(&["ip", "netns", "del", ns]) {
+                eprintln!("netns cleanup: {e}");
+            }
+        }
+        for dir in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if (std::thread::panicking() || std::env::var_os(KEEP).is_some())
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!(
+                "---- agent logs and handler output kept in {} ----",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
+/// The readiness line's fields.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub name: String,
+    pub advertise: String,
+}
+
+/// An agent running in a namespace. Killed on drop; its log tail is printed if the test
+/// panics.
+pub struct NsAgent {
+    pub host: Host,
+    child: Child,
+    log: PathBuf,
+    ready: mpsc::Receiver<String>,
+}
+
+impl NsAgent {
+    /// Waits for the readiness line.
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<Ready, String> {
+        let line = match self.ready.recv_timeout(limit) {
+            Ok(line) => line,
+            Err(_) => {
+                let status = self.child.try_wait().ok().flatten();
+                return Err(format!(
+                    "{}: no readiness line within {limit:?} (exit status {status:?}); log:\n{}",
+                    self.host.hostname,
+                    self.log()
+                ));
+            }
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+        let field = |k: &str| {
+            v["ready"][k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or(format!("readiness line lacks {k}: {line}"))
+        };
+        Ok(Ready {
+            name: field("name")?,
+            advertise: field("advertise")?,
+        })
+    }
+
+    /// `shoal members --format json` against this agent's control API (127.0.0.1:7373 in
+    /// its namespace).
+    fn members_command(&self) -> Command {
+        let mut cmd = clean_command("ip");
+        cmd.args(["netns", "exec", self.host.ns.as_str(), SHOAL])
+            .args(["members", "--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn parse_members(out: std::io::Result<std::process::Output>) -> Result<Vec<MemberInfo>, String> {
+    let out = out.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "shoal members: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice::<MembersResponse>(&out.stdout)
+        .map(|r| r.members)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Every agent's member list, queried concurrently.
+pub fn members_of_all(agents: &[NsAgent]) -> Vec<Result<Vec<MemberInfo>, String>> {
+    let children: Vec<_> = agents.iter().map(|a| a.members_command().spawn()).collect();
+    children
+        .into_iter()
+        .map(|c| match c {
+            Ok(child) => parse_members(child.wait_with_output()),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect()
+}
+
+impl Drop for NsAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!(
+                "---- log of agent {} in {} (last 80 lines) ----",
+                self.host.hostname, self.host.ns
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Ok`, at most `limit`, about every `every`; returns the
+/// time it took, or the last `Err` and the time spent.
+pub fn poll<T>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<(T, Duration), (String, Duration)> {
+    let start = Instant::now();
+    loop {
+        let round = Instant::now();
+        match probe() {
+            Ok(v) => return Ok((v, start.elapsed())),
+            Err(e) if start.elapsed() >= limit => return Err((e, start.elapsed())),
+            Err(_) => {}
+        }
+        if let Some(rest) = every.checked_sub(round.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
