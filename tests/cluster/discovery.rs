@@ -126,7 +126,7 @@ fn a_late_joiner_lists_every_members_tags_as_soon_as_it_lists_them() {
         .iter()
         .all(|a| a.count_alive() == 4)));
     let late = Agent::start("late", &["--join", &all[2].join_arg()]);
-    assert!(wait_until(Duration::from_secs(2), || late.count_alive() == 5));
+    assert!(wait_until(Duration::from_secs(5), || late.count_alive() == 5));
     let (_, out, _) = cli(&[
         "members",
         "--control",

@@ -294,6 +294,12 @@ impl NodeHandle {
 /// the event stream.
 pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Event>), NodeError> {
     let (udp, tcp) = bind_pair(config.bind).await?;
+    // Join names resolved now too: the route toward a member is the best advertise guess.
+    let join_addrs = if config.advertise.is_none() && config.bind.ip().is_unspecified() {
+        resolve_targets(&config.join).await.0
+    } else {
+        Vec::new()
+    };
     let local_addr = udp.local_addr().map_err(|source| NodeError::Bind {
         addr: config.bind,
         source,
@@ -307,7 +313,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
                 a
             }
         })
-        .unwrap_or_else(|| guess_advertise(local_addr, &config.join));
+        .unwrap_or_else(|| guess_advertise(local_addr, &join_addrs));
     let seeds = snapshot_seeds(&config, advertise);
     let beacon = match &config.discover {
         Some(cluster) => {
@@ -423,16 +429,17 @@ async fn bind_pair(bind: SocketAddr) -> Result<(UdpSocket, TcpListener), NodeErr
     ))
 }
 
-/// For an unspecified bind IP, the local IP that routes toward the first join target (a UDP
-/// `connect` sends nothing), else toward a documentation address (the default route), else
-/// loopback.
-fn guess_advertise(local: SocketAddr, join: &[String]) -> SocketAddr {
+/// For an unspecified bind IP: the local IP that routes toward a join target (a UDP `connect`
+/// sends nothing), else toward a documentation address (the default route), else the first
+/// IPv4 address of an interface that is up and not loopback (Serf's choice), else loopback.
+fn guess_advertise(local: SocketAddr, join: &[SocketAddr]) -> SocketAddr {
     if !local.ip().is_unspecified() {
         return local;
     }
     let probes = join
         .iter()
-        .filter_map(|j| j.parse::<SocketAddr>().ok())
+        .copied()
+        .filter(|a| !a.ip().is_loopback())
         .chain([SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 9)]);
     for target in probes {
         let routed = StdUdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
@@ -444,7 +451,15 @@ fn guess_advertise(local: SocketAddr, join: &[String]) -> SocketAddr {
             return SocketAddr::new(addr.ip(), local.port());
         }
     }
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), local.port())
+    let interface_ip = nix::ifaddrs::getifaddrs().ok().and_then(|mut addrs| {
+        addrs.find_map(|ifa| {
+            let up = ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+            let ip = ifa.address?.as_sockaddr_in()?.ip();
+            (up && !ip.is_loopback()).then_some(IpAddr::V4(ip))
+        })
+    });
+    let ip = interface_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    SocketAddr::new(ip, local.port())
 }
 
 /// Parses and resolves join targets; returns the addresses and the targets that failed with

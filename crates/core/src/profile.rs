@@ -81,7 +81,7 @@ impl Profile {
                 gossip_interval: Duration::from_millis(100),
                 sync_interval: Duration::from_millis(1000),
                 leave_propagate: Duration::from_millis(150),
-                reconnect_interval: Duration::from_secs(2),
+                reconnect_interval: Duration::from_secs(1),
                 retry_interval: Duration::from_millis(250),
                 retry_max_interval: Duration::from_secs(2),
             },

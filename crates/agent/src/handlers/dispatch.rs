@@ -107,21 +107,32 @@ pub async fn run(
     }
 }
 
-/// Per member the latest event wins, except that an update after a join stays a join.
+/// Per member the latest event wins, except that an update after a join stays a join, and a
+/// failure followed by a join with the same name and tags is no event at all: the member only
+/// renewed its identity (as every node does when a partition heals), it never went away.
 fn merge(pending: &mut Vec<(MemberEventKind, Member)>, kind: MemberEventKind, member: Member) {
-    if let Some(slot) = pending.iter_mut().find(|(_, m)| m.addr == member.addr) {
-        let keep_join = slot.0 == MemberEventKind::Join && kind == MemberEventKind::Update;
-        *slot = (
-            if keep_join {
-                MemberEventKind::Join
-            } else {
-                kind
-            },
-            member,
-        );
-    } else {
+    let Some(i) = pending.iter().position(|(_, m)| m.addr == member.addr) else {
         pending.push((kind, member));
+        return;
+    };
+    let (before, old) = &pending[i];
+    if *before == MemberEventKind::Failed
+        && kind == MemberEventKind::Join
+        && old.name == member.name
+        && old.tags == member.tags
+    {
+        pending.remove(i);
+        return;
     }
+    let keep_join = *before == MemberEventKind::Join && kind == MemberEventKind::Update;
+    pending[i] = (
+        if keep_join {
+            MemberEventKind::Join
+        } else {
+            kind
+        },
+        member,
+    );
 }
 
 /// Groups by kind in order of first appearance (one handler run per kind, as in Serf).
@@ -237,6 +248,8 @@ mod tests {
         merge(&mut p, MemberEventKind::Failed, m(2, Status::Failed));
         merge(&mut p, MemberEventKind::Leave, m(2, Status::Left));
         merge(&mut p, MemberEventKind::Join, m(3, Status::Alive));
+        merge(&mut p, MemberEventKind::Failed, m(4, Status::Failed));
+        merge(&mut p, MemberEventKind::Join, m(4, Status::Alive));
         let b = batches(p);
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].0, MemberEventKind::Join);

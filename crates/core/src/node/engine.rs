@@ -563,10 +563,11 @@ impl Engine {
             return;
         }
         let result = match envelope::open(packet) {
-            Ok((Kind::Swim, payload)) => self
-                .foca
-                .handle_data(payload, &mut self.runtime)
-                .map_err(|e| e.to_string()),
+            Ok((Kind::Swim, payload)) => match self.foca.handle_data(payload, &mut self.runtime) {
+                // Not bad packets: news about our own old identity, and gossip while alone.
+                Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
+                other => other.map_err(|e| e.to_string()),
+            },
             Ok((Kind::Digest, payload)) => match postcard::from_bytes::<Digest>(payload) {
                 Ok(digest) => {
                     self.handle_digest(digest);
@@ -578,9 +579,6 @@ impl Engine {
             Err(e) => Err(e.to_string()),
         };
         if let Err(error) = result {
-            if error.contains("ourselves") || error.contains("not connected") {
-                return;
-            }
             Stats::add(&self.stats.packets_dropped, 1);
             let now = self.now;
             if self
@@ -799,6 +797,37 @@ impl Engine {
         targets
     }
 
+    /// Announces to (and push-pulls with) up to 8 members foca knows as down.
+    fn announce_to_down(&mut self) {
+        let me = self.local().addr;
+        let down: Vec<SocketAddr> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Down && m.id().addr != me)
+            .map(|m| m.id().addr)
+            .take(8)
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        for addr in &down {
+            let target = Identity {
+                addr: *addr,
+                generation: 0,
+            };
+            if let Err(error) = self.foca.announce(target, &mut self.runtime) {
+                debug!(%error, %addr, "announce failed");
+            }
+        }
+        let state = self.state();
+        self.out.push_pulls.push(PushPull {
+            addrs: down,
+            state,
+            reply: None,
+            tried: String::new(),
+        });
+    }
+
     fn schedule_rejoin(&mut self, at: Instant) {
         if !self.rejoin_scheduled && !self.left {
             self.rejoin_scheduled = true;
@@ -859,7 +888,11 @@ impl Engine {
     }
 
     fn send_datagram_raw(&mut self, packet: Vec<u8>, to: SocketAddr) {
-        self.out.datagrams.push((to, packet));
+        // foca announces to members it knows as down, our own previous identity included
+        // after a renewal: nothing to say to ourselves.
+        if to != self.local().addr {
+            self.out.datagrams.push((to, packet));
+        }
     }
 
     /// Sends what foca queued, schedules its timers, applies its notifications; forwards news
@@ -948,6 +981,10 @@ impl Engine {
                         .retry_interval
                         .unwrap_or(self.timings.retry_interval);
                     self.schedule_rejoin(now);
+                } else {
+                    // Typically a healed partition: the other side knows only our old identity,
+                    // as down. Tell them now rather than at their next announce to down members.
+                    self.announce_to_down();
                 }
                 true
             }
