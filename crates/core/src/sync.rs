@@ -107,14 +107,25 @@ pub async fn with_timeout<T>(
         .map_err(|_| SyncError::Timeout(limit))?
 }
 
-/// The client side: connect, send ours, read theirs.
+/// The client side: connect (from `source`, the bound gossip IP, when it is a specific one, so
+/// peers and firewalls see the node's own address), send ours, read theirs.
 pub async fn push_pull(
     addr: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
     ours: &SyncState,
     limit: Duration,
 ) -> Result<SyncState, SyncError> {
     with_timeout(limit, async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(ip) = source.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
+        {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        }
+        let mut stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
         write_state(&mut stream, ours).await?;
         read_state(&mut stream).await

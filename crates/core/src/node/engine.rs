@@ -361,10 +361,12 @@ impl Engine {
         let me = self.local().addr;
         let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| *a != me).collect();
         let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        // Every address that is not a member: new in DNS (a service scaled up), or a seed of a
+        // cluster that formed apart from ours (they merge at the next resolution).
         let fresh: Vec<SocketAddr> = addrs
             .iter()
             .copied()
-            .filter(|a| !self.resolved.contains(a) && !members.contains(a))
+            .filter(|a| !members.contains(a))
             .collect();
         self.resolved = addrs.clone();
         self.seeds = addrs;
@@ -797,6 +799,30 @@ impl Engine {
         targets
     }
 
+    /// Push-pulls with those of `addrs` that are not live members (our own address excluded).
+    fn contact_non_members(&mut self, addrs: Vec<SocketAddr>) {
+        let me = self.local().addr;
+        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| *a != me && !members.contains(a))
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        debug!(
+            count = addrs.len(),
+            "contacting join targets that are not members"
+        );
+        let state = self.state();
+        self.out.push_pulls.push(PushPull {
+            addrs,
+            state,
+            reply: None,
+            tried: String::new(),
+        });
+    }
+
     /// Announces to (and push-pulls with) up to 8 members foca knows as down.
     fn announce_to_down(&mut self) {
         let me = self.local().addr;
@@ -837,8 +863,18 @@ impl Engine {
 
     fn rejoin_tick(&mut self, now: Instant) {
         self.rejoin_scheduled = false;
+        if self.left {
+            return;
+        }
+        if !self.alone() {
+            // Someone joined us before we tried our own targets: still contact the ones that
+            // are not members, or two clusters may form and never merge (seen in the N = 50
+            // random-join benchmark: a node joined by another never pushed to its own seed).
+            self.contact_non_members(self.seeds.clone());
+            return;
+        }
         let targets = self.rejoin_targets();
-        if !self.alone() || self.left || targets.is_empty() {
+        if targets.is_empty() {
             return;
         }
         let max = self.config.retry_max;

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::engine::{Engine, Outbox};
+use super::engine::{Engine, Outbox, PushPull};
 use super::{Command, Snapshot, Stats, tasks};
 use crate::membership::Event;
 
@@ -106,16 +106,9 @@ impl Owner {
             }
         }
         let limit = self.engine.sync_limit();
+        let source = self.socket.local_addr().ok().map(|a| a.ip());
         for pp in push_pulls {
-            tasks::spawn_join(
-                pp.addrs,
-                pp.state,
-                self.inbox_tx.clone(),
-                self.stats.clone(),
-                limit,
-                pp.reply,
-                pp.tried,
-            );
+            tasks::spawn_join(pp, source, self.inbox_tx.clone(), self.stats.clone(), limit);
         }
         for join in joins {
             let (inbox, stats) = (self.inbox_tx.clone(), self.stats.clone());
@@ -125,15 +118,13 @@ impl Owner {
                 for (target, error) in failed {
                     tried.push_str(&format!(" ({target}: {error})"));
                 }
-                tasks::spawn_join(
+                let pp = PushPull {
                     addrs,
-                    join.state,
-                    inbox,
-                    stats,
-                    limit,
-                    Some(join.reply),
+                    state: join.state,
+                    reply: Some(join.reply),
                     tried,
-                );
+                };
+                tasks::spawn_join(pp, source, inbox, stats, limit);
             });
         }
         if let Some(targets) = resolve {

@@ -10,8 +10,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{Command, NodeError, Stats};
-use crate::sync::{self, SyncState};
+use super::engine::PushPull;
+use super::{Command, Stats};
+use crate::sync;
 
 /// At most this many inbound push-pulls are served at once; more wait in the listen backlog.
 const MAX_INBOUND_SYNCS: usize = 32;
@@ -69,18 +70,22 @@ async fn serve_one(
 
 /// Push-pulls with each address; applies every answer; reports how many answered.
 pub(super) fn spawn_join(
-    addrs: Vec<SocketAddr>,
-    ours: SyncState,
+    pp: PushPull,
+    source: Option<std::net::IpAddr>,
     inbox: mpsc::Sender<Command>,
     stats: Arc<Stats>,
     limit: Duration,
-    reply: Option<oneshot::Sender<Result<usize, NodeError>>>,
-    tried: String,
 ) {
+    let PushPull {
+        addrs,
+        state: ours,
+        reply,
+        tried,
+    } = pp;
     tokio::spawn(async move {
         let mut joined = 0;
         for addr in addrs {
-            match sync::push_pull(addr, &ours, limit).await {
+            match sync::push_pull(addr, source, &ours, limit).await {
                 Ok(theirs) => {
                     joined += 1;
                     Stats::add(&stats.push_pulls, 1);
