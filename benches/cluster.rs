@@ -1,23 +1,27 @@
 //! Cluster benchmark: starts real `shoal agent` processes on loopback (lan profile) and measures
 //! idle cost (RSS, CPU, gossip bytes), failure and leave propagation (to the member lists and to
-//! the event handlers), `shoal members` latency, and false failures under 10% packet loss (in a
-//! private network namespace).
+//! the event handlers), `shoal members` latency, false failures under 10% packet loss (in a
+//! private network namespace), and convergence: N agents started at once with identical
+//! arguments, N agents joined at random, and the heal of a half/half partition (in a private
+//! network and mount namespace).
 //!
 //! Run: `cargo bench -p shoal --bench cluster -- [--quick] [--nodes 5,20,50] [--idle-secs 60]
-//! [--kills 10] [--leaves 3] [--loss 0.1 | --no-loss]`. The report goes to stdout, progress to
-//! stderr. See docs/benchmarks.md for what each number means.
+//! [--kills 10] [--leaves 3] [--loss 0.1 | --no-loss] [--convergence-runs 3] [--partition-secs 20
+//! | --no-convergence]`. The report goes to stdout, progress to stderr. See docs/benchmarks.md
+//! for what each number means.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_proto::{Client, InfoResponse, MembersResponse, StatsInfo};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -83,7 +87,30 @@ struct Args {
     /// Skip the loss run (implied by --quick).
     #[arg(long)]
     no_loss: bool,
-    /// Smoke test: N=5 only, 10 s idle, 3 kills, 1 leave, no loss run.
+    /// Skip the convergence section (simultaneous start, random join, partition heal).
+    #[arg(long)]
+    no_convergence: bool,
+    /// Runs of each convergence scenario; each is reported, and the worst [default: 3; with
+    /// --quick: 1].
+    #[arg(long, value_name = "N")]
+    convergence_runs: Option<usize>,
+    /// Cluster size of the convergence section, at most 254 [default: 50; with --quick: 10].
+    #[arg(long, value_name = "N")]
+    convergence_nodes: Option<usize>,
+    /// How long the partition of the convergence section lasts [default: 20; with --quick: 5].
+    #[arg(long, value_name = "SECS")]
+    partition_secs: Option<u64>,
+    /// Run the simultaneous-start agents as root with no per-agent source NAT: their TCP
+    /// push-pulls then leave from 127.0.0.1, which the partition's iprange rules misplace
+    /// (the cut leaks; for comparison).
+    #[arg(long)]
+    no_snat: bool,
+    /// Log level of the convergence section's agents (SHOAL_LOG_LEVEL) [default: the agent's,
+    /// info].
+    #[arg(long, value_name = "LEVEL")]
+    agent_log_level: Option<String>,
+    /// Smoke test: N=5 only, 10 s idle, 3 kills, 1 leave, no loss run, convergence at N=10 once
+    /// with a 5 s partition.
     #[arg(long)]
     quick: bool,
     /// Deadline of every wait for a kill or a leave to be seen and handled, and for a
@@ -100,6 +127,13 @@ struct Args {
     /// parent's network namespace, which this run refuses to touch.
     #[arg(long, hide = true, value_name = "NETNS")]
     in_netns: Option<String>,
+    /// Internal: run only the simultaneous-start and partition scenarios; we are inside
+    /// `unshare --net --mount`. The value is the parent's network namespace.
+    #[arg(long, hide = true, value_name = "NETNS")]
+    in_netns_convergence: Option<String>,
+    /// Internal: the parent's mount namespace (with --in-netns-convergence).
+    #[arg(long, hide = true, value_name = "MNTNS")]
+    parent_mntns: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -119,6 +153,26 @@ struct Settings {
     timeout: Duration,
     seed: u64,
     keep_logs: bool,
+    /// `None` with --no-convergence.
+    convergence: Option<ConvSettings>,
+    agent_log_level: Option<String>,
+}
+
+/// Settings of the convergence section.
+#[derive(Debug, Clone, Copy)]
+struct ConvSettings {
+    n: usize,
+    runs: usize,
+    partition: Duration,
+    /// Agent K runs as uid UID_BASE+K and its connections are SNATed to 127.0.0.K.
+    snat: bool,
+}
+
+impl ConvSettings {
+    /// Agents n1..n{side_a} are one side of the partition, the rest the other.
+    fn side_a(&self) -> usize {
+        self.n / 2
+    }
 }
 
 impl Settings {
@@ -136,6 +190,21 @@ impl Settings {
         }
         if args.loss_nodes < 2 {
             bail!("--loss-nodes must be at least 2");
+        }
+        let conv = ConvSettings {
+            n: args.convergence_nodes.unwrap_or(if q { 10 } else { 50 }),
+            runs: args.convergence_runs.unwrap_or(if q { 1 } else { 3 }),
+            partition: Duration::from_secs(args.partition_secs.unwrap_or(if q { 5 } else { 20 })),
+            snat: !args.no_snat,
+        };
+        if !(2..=254).contains(&conv.n) {
+            bail!("--convergence-nodes must be in 2..=254 (agent K binds 127.0.0.K)");
+        }
+        if conv.runs == 0 {
+            bail!("--convergence-runs must be at least 1");
+        }
+        if conv.partition.is_zero() {
+            bail!("--partition-secs must be at least 1");
         }
         let seed = args.seed.unwrap_or_else(|| {
             let nanos = SystemTime::now()
@@ -156,6 +225,8 @@ impl Settings {
             timeout: Duration::from_secs(args.timeout_secs.max(1)),
             seed,
             keep_logs: args.keep_logs,
+            convergence: (!args.no_convergence).then_some(conv),
+            agent_log_level: args.agent_log_level.clone(),
         })
     }
 }
@@ -199,6 +270,9 @@ async fn run(args: Args) -> Result<()> {
     if let Some(parent_ns) = &args.in_netns {
         return inner_loss_run(&settings, parent_ns, &mut rng).await;
     }
+    if let Some(parent_ns) = &args.in_netns_convergence {
+        return inner_convergence_run(&settings, parent_ns, args.parent_mntns.as_deref()).await;
+    }
     let clk_tck = clock_ticks().await;
     print_header(&settings, clk_tck).await;
 
@@ -219,7 +293,21 @@ async fn run(args: Args) -> Result<()> {
             None
         }
     };
-    print!("{}", render_targets(&reports, loss.as_ref()));
+    let convergence = match settings.convergence {
+        Some(c) => {
+            let report = convergence_section(&settings, c, &mut rng).await?;
+            print!("{}", report.render());
+            Some(report)
+        }
+        None => {
+            println!("\n=== convergence ===\nskipped (--no-convergence)");
+            None
+        }
+    };
+    print!(
+        "{}",
+        render_targets(&reports, loss.as_ref(), convergence.as_ref())
+    );
     progress("done");
     Ok(())
 }
@@ -251,6 +339,8 @@ struct Agent {
     client: Client,
     child: Child,
     log: PathBuf,
+    /// The agent it was told to --join, if any.
+    joined_to: Option<String>,
     /// Kept open so the agent never writes to a closed pipe.
     _stdout: BufReader<ChildStdout>,
 }
@@ -298,6 +388,7 @@ async fn spawn_agent(
     join: Option<&str>,
     handlers: &Path,
     logs: &Path,
+    log_level: Option<&str>,
 ) -> Result<Agent> {
     let log = logs.join(format!("{name}.log"));
     let log_file =
@@ -311,6 +402,9 @@ async fn spawn_agent(
         cmd.args(["--join", join]);
     }
     clean_env(&mut cmd);
+    if let Some(level) = log_level {
+        cmd.env("SHOAL_LOG_LEVEL", level);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
@@ -322,25 +416,7 @@ async fn spawn_agent(
         .take()
         .context("the agent's stdout is not piped")?;
     let mut stdout = BufReader::new(stdout);
-    let mut line = String::new();
-    match tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await {
-        Err(_) => bail!(
-            "agent {name} printed no readiness line within {READY_TIMEOUT:?}; log:\n{}",
-            log_tail(&log, 10)
-        ),
-        Ok(Err(e)) => bail!("agent {name}: reading stdout: {e}"),
-        Ok(Ok(0)) => bail!(
-            "agent {name} exited before it was ready; log:\n{}",
-            log_tail(&log, 10)
-        ),
-        Ok(Ok(_)) => {}
-    }
-    let ready: ReadyLine = serde_json::from_str(line.trim())
-        .with_context(|| format!("agent {name}: unexpected readiness line {line:?}"))?;
-    let ready = ready.ready;
-    if ready.name != name {
-        bail!("agent {name} reported the name {:?}", ready.name);
-    }
+    let ready = read_ready(name, &mut stdout, &log, READY_TIMEOUT).await?;
     for addr in [&ready.advertise, &ready.control] {
         if !addr.starts_with("127.0.0.1:") {
             bail!("agent {name} is not on 127.0.0.1: {addr}");
@@ -354,8 +430,38 @@ async fn spawn_agent(
         pid,
         child,
         log,
+        joined_to: None,
         _stdout: stdout,
     })
+}
+
+/// Reads an agent's readiness line (waiting at most `limit`) and checks the name in it.
+async fn read_ready(
+    name: &str,
+    stdout: &mut BufReader<ChildStdout>,
+    log: &Path,
+    limit: Duration,
+) -> Result<Ready> {
+    let mut line = String::new();
+    match tokio::time::timeout(limit, stdout.read_line(&mut line)).await {
+        Err(_) => bail!(
+            "agent {name} printed no readiness line within {limit:?}; log:\n{}",
+            log_tail(log, 10)
+        ),
+        Ok(Err(e)) => bail!("agent {name}: reading stdout: {e}"),
+        Ok(Ok(0)) => bail!(
+            "agent {name} exited before it was ready; log:\n{}",
+            log_tail(log, 10)
+        ),
+        Ok(Ok(_)) => {}
+    }
+    let ready: ReadyLine = serde_json::from_str(line.trim())
+        .with_context(|| format!("agent {name}: unexpected readiness line {line:?}"))?;
+    let ready = ready.ready;
+    if ready.name != name {
+        bail!("agent {name} reported the name {:?}", ready.name);
+    }
+    Ok(ready)
 }
 
 /// A set of agents sharing a temporary directory for logs and handler output.
@@ -365,6 +471,8 @@ struct Cluster {
     logs: PathBuf,
     agents: Vec<Agent>,
     spawned: usize,
+    /// SHOAL_LOG_LEVEL of the agents (the agent's default if `None`).
+    log_level: Option<String>,
 }
 
 impl Cluster {
@@ -391,6 +499,7 @@ impl Cluster {
             logs,
             agents: Vec::new(),
             spawned: 0,
+            log_level: None,
         })
     }
 
@@ -398,12 +507,22 @@ impl Cluster {
     async fn spawn(&mut self, rng: &mut Rng) -> Result<&Agent> {
         self.spawned += 1;
         let name = format!("n{}", self.spawned);
-        let join = if self.agents.is_empty() {
+        let target = if self.agents.is_empty() {
             None
         } else {
-            Some(self.agents[rng.below(self.agents.len())].advertise.clone())
+            Some(&self.agents[rng.below(self.agents.len())])
         };
-        let agent = spawn_agent(&name, join.as_deref(), &self.handlers, &self.logs).await?;
+        let join = target.map(|t| t.advertise.clone());
+        let joined_to = target.map(|t| t.name.clone());
+        let mut agent = spawn_agent(
+            &name,
+            join.as_deref(),
+            &self.handlers,
+            &self.logs,
+            self.log_level.as_deref(),
+        )
+        .await?;
+        agent.joined_to = joined_to;
         self.agents.push(agent);
         self.agents.last().context("just pushed")
     }
@@ -1106,36 +1225,59 @@ impl Drop for TermOnDrop {
 }
 
 async fn outer_loss_run_inner(s: &Settings, p: f64) -> Result<LossOutcome> {
-    let exe = std::env::current_exe().context("cannot find the bench executable")?;
-    let netns = std::fs::read_link("/proc/self/ns/net")
-        .context("cannot read /proc/self/ns/net")?
-        .to_string_lossy()
-        .into_owned();
+    let netns = own_namespace("net")?;
     progress(&format!(
         "[loss] re-running inside `unshare --net` ({} agents, loss {p})",
         s.loss_nodes
     ));
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--net", "--"])
-        .arg(&exe)
-        .args(["--in-netns", &netns, "--loss", &p.to_string()])
-        .args(["--loss-nodes", &s.loss_nodes.to_string()])
-        .args(["--idle-secs", &s.idle.as_secs().to_string()])
-        .args(["--timeout-secs", &s.timeout.as_secs().to_string()])
-        .args(["--seed", &s.seed.to_string()]);
+    let mut args: Vec<String> = vec!["--in-netns".into(), netns, "--loss".into(), p.to_string()];
+    args.extend(["--loss-nodes".into(), s.loss_nodes.to_string()]);
+    args.extend(["--idle-secs".into(), s.idle.as_secs().to_string()]);
+    args.extend(["--timeout-secs".into(), s.timeout.as_secs().to_string()]);
+    args.extend(["--seed".into(), s.seed.to_string()]);
     if s.keep_logs {
-        cmd.arg("--keep-logs");
+        args.push("--keep-logs".into());
     }
+    let limit = s.idle + LOSS_CONVERGE_DEADLINE + Duration::from_secs(120);
+    Ok(
+        match reexec_unshared::<LossOutcome>(&["--net"], &args, limit).await {
+            Ok(outcome) => outcome,
+            Err(why) => LossOutcome::Skipped(why),
+        },
+    )
+}
+
+/// `/proc/self/ns/<kind>` (`net:[4026531840]`), to tell namespaces apart.
+fn own_namespace(kind: &str) -> Result<String> {
+    Ok(std::fs::read_link(format!("/proc/self/ns/{kind}"))
+        .with_context(|| format!("cannot read /proc/self/ns/{kind}"))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// Re-executes this bench as `unshare FLAGS -- <exe> ARGS`, forwards its progress (stderr) and
+/// returns the first stdout line that parses as `T`. `Err` says why there is no result: unshare
+/// missing or refused, the inner run failed or did not finish within `limit`.
+async fn reexec_unshared<T: DeserializeOwned>(
+    flags: &[&str],
+    args: &[String],
+    limit: Duration,
+) -> std::result::Result<T, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the bench executable: {e}"))?;
+    let mut cmd = Command::new("unshare");
+    cmd.args(flags).arg("--").arg(&exe).args(args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => return Ok(LossOutcome::Skipped(format!("cannot run `unshare`: {e}"))),
+        Err(e) => return Err(format!("cannot run `unshare`: {e}")),
     };
     let mut guard = TermOnDrop(child.id().and_then(|pid| i32::try_from(pid).ok()));
-    let mut stdout = child.stdout.take().context("stdout not piped")?;
-    let stderr = child.stderr.take().context("stderr not piped")?;
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("the inner run's stdout or stderr is not piped".into());
+    };
     // Forward the inner run's progress, keeping the last lines for an error message.
     let forward = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
@@ -1154,7 +1296,6 @@ async fn outer_loss_run_inner(s: &Settings, p: f64) -> Result<LossOutcome> {
         let _ = stdout.read_to_string(&mut out).await;
         out
     };
-    let limit = s.idle + LOSS_CONVERGE_DEADLINE + Duration::from_secs(120);
     let (out, status) = match tokio::time::timeout(limit, async {
         let out = read_out.await;
         (out, child.wait().await)
@@ -1170,28 +1311,33 @@ async fn outer_loss_run_inner(s: &Settings, p: f64) -> Result<LossOutcome> {
             {
                 let _ = child.start_kill();
             }
-            return Ok(LossOutcome::Skipped(format!(
+            return Err(format!(
                 "the inner run did not finish within {} s",
                 limit.as_secs()
-            )));
+            ));
         }
     };
     guard.0 = None;
     let tail = forward.await.unwrap_or_default();
-    if let Some(outcome) = out
-        .lines()
-        .find_map(|l| serde_json::from_str::<LossOutcome>(l).ok())
-    {
-        return Ok(outcome);
+    let mut parse_error = None;
+    for line in out.lines().filter(|l| l.starts_with('{')) {
+        match serde_json::from_str::<T>(line) {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) => parse_error = Some(e),
+        }
     }
     let status = match status {
         Ok(st) => st.to_string(),
         Err(e) => format!("wait failed: {e}"),
     };
-    Ok(LossOutcome::Skipped(format!(
-        "`unshare --net` or the inner run failed ({status}): {}",
+    Err(format!(
+        "`unshare {}` or the inner run failed ({status}{}): {}",
+        flags.join(" "),
+        parse_error.map_or(String::new(), |e| format!(
+            "; its result did not parse: {e}"
+        )),
         tail.join(" | ")
-    )))
+    ))
 }
 
 /// A system tool, preferring /usr/sbin and /sbin (often not on a normal user's PATH).
@@ -1224,10 +1370,7 @@ async fn run_tool(name: &str, args: &[&str]) -> Result<String> {
 
 /// Brings lo up and installs the random-drop rule, refusing to touch the parent's namespace.
 async fn setup_netns(parent_ns: &str, p: f64) -> Result<()> {
-    let own = std::fs::read_link("/proc/self/ns/net")
-        .context("cannot read /proc/self/ns/net")?
-        .to_string_lossy()
-        .into_owned();
+    let own = own_namespace("net")?;
     if own == parent_ns {
         bail!("not in a private network namespace ({own}); refusing to add an iptables rule");
     }
@@ -1400,6 +1543,1828 @@ async fn loss_scenario(s: &Settings, rng: &mut Rng) -> Result<LossReport> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Convergence: simultaneous start, random join, partition heal
+// ---------------------------------------------------------------------------------------------
+
+/// Targets of the convergence section (lan profile, N = 50), worst run.
+const TARGET_SIMUL_S: f64 = 3.0;
+const TARGET_HEAL_S: f64 = 3.0;
+/// The cluster size the convergence targets are stated for.
+const TARGET_CONV_N: usize = 50;
+/// Gossip port of every agent of the simultaneous start (agent K binds 127.0.0.K).
+const SIMUL_PORT: u16 = 7948;
+/// Agent K of the simultaneous start runs as uid (and gid) UID_BASE + K, so that an iptables
+/// owner match can give its connections its own source address.
+const UID_BASE: u32 = 40_000;
+/// Poll period of every agent while the partition lasts (time until it sees the other side
+/// failed).
+const PARTITION_POLL: Duration = Duration::from_millis(500);
+/// After the heal: handler output counts as complete once unchanged for this long...
+const HANDLER_QUIET: Duration = Duration::from_secs(1);
+/// ...or after this long at the most.
+const HANDLER_WAIT: Duration = Duration::from_secs(10);
+/// A run over target (or a timeout) shows this many of the slowest agents' logs.
+const LATE_AGENTS: usize = 3;
+/// Log lines shown per late agent.
+const LATE_LOG_LINES: usize = 12;
+
+/// Per agent: seconds since the reference instant, or what it listed last when the deadline
+/// passed.
+type Times = Vec<std::result::Result<f64, String>>;
+
+/// Worst of per-agent times (infinity if any missed the deadline, NaN if empty).
+fn worst(times: &Times) -> f64 {
+    if times.is_empty() {
+        return f64::NAN;
+    }
+    times
+        .iter()
+        .map(|t| *t.as_ref().unwrap_or(&f64::INFINITY))
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn median_of(times: &Times) -> f64 {
+    median(
+        &times
+            .iter()
+            .map(|t| *t.as_ref().unwrap_or(&f64::INFINITY))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Indices of the `k` slowest agents, slowest first (deadline misses first of all).
+fn slowest_k(times: &Times, k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..times.len()).collect();
+    let key = |i: usize| *times[i].as_ref().unwrap_or(&f64::INFINITY);
+    idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+    idx.truncate(k);
+    idx
+}
+
+/// `n17 1.874 s, n3 1.801 s` for the `k` slowest agents.
+fn slowest_names(names: &[String], times: &Times, k: usize) -> String {
+    slowest_k(times, k)
+        .into_iter()
+        .map(|i| match &times[i] {
+            Ok(t) => format!("{} {t:.2}", names[i]),
+            Err(_) => format!("{} timeout", names[i]),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A list cut to its first few entries (`a, b, c +5 more`).
+fn short_list<T: std::fmt::Display>(items: &[T]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = items
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        let _ = write!(out, " +{} more", items.len() - SHOWN);
+    }
+    out
+}
+
+/// `None` if `view` lists exactly `expected` as alive, else what is wrong.
+fn alive_lag(view: &MembersResponse, expected: &BTreeSet<String>) -> Option<String> {
+    let alive: BTreeSet<&String> = view
+        .members
+        .iter()
+        .filter(|m| m.status == "alive")
+        .map(|m| &m.name)
+        .collect();
+    let missing: Vec<&String> = expected.iter().filter(|n| !alive.contains(n)).collect();
+    let extra: Vec<&&String> = alive.iter().filter(|n| !expected.contains(**n)).collect();
+    if missing.is_empty() && extra.is_empty() {
+        return None;
+    }
+    let mut out = format!(
+        "lists {}/{} alive",
+        alive.len() - extra.len(),
+        expected.len()
+    );
+    if !missing.is_empty() {
+        let statuses: Vec<String> = missing
+            .iter()
+            .map(|n| match view.members.iter().find(|m| &m.name == *n) {
+                Some(m) => format!("{n} {}", m.status),
+                None => format!("{n} unknown"),
+            })
+            .collect();
+        let _ = write!(out, "; not alive: {}", short_list(&statuses));
+    }
+    if !extra.is_empty() {
+        let _ = write!(out, "; unexpected: {}", short_list(&extra));
+    }
+    Some(out)
+}
+
+/// Polls one agent every [`CONVERGE_POLL`] until it lists exactly `expected` alive: seconds
+/// since `since` of the answer that showed it, or at `deadline` what it listed last.
+async fn watch_converge(
+    client: &Client,
+    expected: &BTreeSet<String>,
+    since: Instant,
+    deadline: Instant,
+) -> std::result::Result<f64, String> {
+    loop {
+        let tick = Instant::now();
+        let last = match get_members(client).await {
+            Some(view) => match alive_lag(&view, expected) {
+                None => return Ok(since.elapsed().as_secs_f64()),
+                Some(why) => why,
+            },
+            None => "no answer".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep_until((tick + CONVERGE_POLL).into()).await;
+    }
+}
+
+/// [`watch_converge`] on every client at once.
+async fn converge_each(
+    clients: &[Client],
+    expected: &Arc<BTreeSet<String>>,
+    since: Instant,
+    deadline: Instant,
+) -> Times {
+    let mut set = JoinSet::new();
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let expected = expected.clone();
+        set.spawn(async move { (i, watch_converge(&client, &expected, since, deadline).await) });
+    }
+    let mut out: Times = vec![Err("watcher failed".into()); clients.len()];
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, t)) = joined {
+            out[i] = t;
+        }
+    }
+    out
+}
+
+/// One final look at every agent at once: `None` if all list exactly `expected` alive.
+async fn all_converged(
+    clients: &[Client],
+    names: &[String],
+    expected: &BTreeSet<String>,
+) -> Option<String> {
+    let views = members_of_all(clients).await;
+    let lagging: Vec<String> = views
+        .iter()
+        .zip(names)
+        .filter_map(|(view, name)| match view {
+            None => Some(format!("{name}: no answer")),
+            Some(view) => alive_lag(view, expected).map(|why| format!("{name} {why}")),
+        })
+        .collect();
+    (!lagging.is_empty()).then(|| {
+        format!(
+            "{} agents not converged: {}",
+            lagging.len(),
+            short_list(&lagging)
+        )
+    })
+}
+
+/// The last lines of the slowest agents' logs, for runs that missed a target.
+fn late_logs(names: &[String], logs: &[PathBuf], times: &Times) -> Vec<(String, String)> {
+    slowest_k(times, LATE_AGENTS)
+        .into_iter()
+        .map(|i| (names[i].clone(), log_tail(&logs[i], LATE_LOG_LINES)))
+        .collect()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum NetnsOutcome {
+    Skipped(String),
+    Done(NetnsReport),
+}
+
+/// Result of the inner run (simultaneous start and partition heal).
+#[derive(Debug, Serialize, Deserialize)]
+struct NetnsReport {
+    n: usize,
+    /// Addresses `peers:7948` resolves to inside the namespace (the bench's own lookup).
+    resolved: usize,
+    /// Why the partition runs are skipped, if they are.
+    partition_skipped: Option<String>,
+    /// Why the agents' connections are not source-NATed to their own address, if they are not
+    /// (--no-snat, or the owner match or SNAT is unavailable): the cut then leaks.
+    no_snat: Option<String>,
+    runs: Vec<SimulRun>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SimulRun {
+    names: Vec<String>,
+    /// From the first spawn to the last.
+    spawn_spread_s: f64,
+    /// Readiness line, since the first spawn.
+    ready: Times,
+    /// Lists all N alive, since the first spawn.
+    converged: Times,
+    /// The final all-at-once check after everyone converged (None: all converged).
+    stable: Option<String>,
+    /// Agents whose readiness line or behaviour was unexpected.
+    anomalies: Vec<String>,
+    /// Logs of the slowest agents if the run missed the target.
+    late_logs: Vec<(String, String)>,
+    /// The partition of this run's cluster, or why it was not run.
+    partition: std::result::Result<PartitionRun, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PartitionRun {
+    /// n1..n{side_a} on one side, the rest on the other.
+    side_a: usize,
+    cut_s: f64,
+    /// Per agent: seconds after the cut until a poll showed the whole other side failed.
+    detected: Vec<Option<f64>>,
+    /// Per agent at the end of the cut: members of the other side listed failed (None: no
+    /// answer).
+    other_failed: Vec<Option<usize>>,
+    /// Per agent at the end of the cut: members of its own side not listed alive.
+    own_not_alive: Vec<usize>,
+    /// At the end of the cut, agents that did not list the whole other side failed, or their
+    /// own side alive: what they listed instead.
+    cut_lag: Vec<String>,
+    /// Over every (agent, other-side member) pair: median, 90th percentile and max of the
+    /// time after the cut until the agent listed the member failed.
+    /// (`None`: infinite, some pair was never listed failed; JSON has no infinity.)
+    pair_median: Option<f64>,
+    pair_p90: Option<f64>,
+    pair_max: Option<f64>,
+    /// The slowest pairs with the statuses the agent listed.
+    slow_pairs: Vec<String>,
+    /// Other-side members listed failed and later not, while still cut off.
+    cut_flaps: Vec<String>,
+    /// After the heal: own-side members an agent listed as anything but alive.
+    heal_flaps: Vec<String>,
+    /// member-failed handler lines written after the heal (for own-side members: the other
+    /// side's verdict on them arriving with the heal).
+    failed_after_heal: usize,
+    failed_after_heal_own: usize,
+    /// Agents whose member-failed handler named the whole other side by the end of the cut.
+    failed_handled: usize,
+    /// member-failed handler lines during the cut naming a member of the agent's own side.
+    failed_own_side: usize,
+    /// member-join handler lines during the cut (a member came back while cut off: the cut
+    /// leaked, or a member flapped).
+    join_during_cut: usize,
+    /// Packets the two DROP rules dropped.
+    dropped: Option<u64>,
+    /// Lists all N alive, since the rules were deleted.
+    healed: Times,
+    heal_stable: Option<String>,
+    /// member-join handler lines written after the heal.
+    join_lines: usize,
+    /// Agents whose new member-join lines name each member of the other side exactly once and
+    /// nothing else.
+    join_exact: usize,
+    /// (agent, other-side member) pairs with no member-join line.
+    join_missing: usize,
+    /// Lines beyond the first for the same (agent, member).
+    join_duplicates: usize,
+    /// Lines naming a member of the agent's own side.
+    join_own_side: usize,
+    late_logs: Vec<(String, String)>,
+}
+
+/// One run of the random join (in the bench's own namespace).
+struct RandomRun {
+    names: Vec<String>,
+    spawn_s: f64,
+    /// When the last agent was started, since the first was.
+    last_start_s: f64,
+    /// Lists all N alive, since the first spawn.
+    converged: Times,
+    stable: Option<String>,
+    late_logs: Vec<(String, String)>,
+    /// If the agents did not converge: the groups of agents with the same view at the end, and
+    /// the agents whose --join target is outside their group.
+    groups: Vec<String>,
+}
+
+struct ConvergenceReport {
+    c: ConvSettings,
+    netns: NetnsOutcome,
+    random: Vec<RandomRun>,
+}
+
+async fn convergence_section(
+    s: &Settings,
+    c: ConvSettings,
+    rng: &mut Rng,
+) -> Result<ConvergenceReport> {
+    let netns = match outer_convergence_run(s, c).await {
+        Ok(outcome) => outcome,
+        Err(e) => NetnsOutcome::Skipped(format!("{e:#}")),
+    };
+    let mut random = Vec::new();
+    for run in 1..=c.runs {
+        let r = random_join_run(s, c, rng, run).await?;
+        progress(&format!(
+            "[converge] random join {run}/{}: all list {} alive {} after the first start, {} \
+             after the last",
+            c.runs,
+            c.n,
+            fmt_s(worst(&r.converged)),
+            fmt_s(worst(&r.converged) - r.last_start_s)
+        ));
+        random.push(r);
+    }
+    Ok(ConvergenceReport { c, netns, random })
+}
+
+/// N agents started one after the other, each joining a random running one (the existing
+/// startup); then every agent is polled until it lists all N alive.
+async fn random_join_run(
+    s: &Settings,
+    c: ConvSettings,
+    rng: &mut Rng,
+    run: usize,
+) -> Result<RandomRun> {
+    let mut cluster = Cluster::new(&format!("random{run}"), s.keep_logs)?;
+    cluster.log_level = s.agent_log_level.clone();
+    progress(&format!(
+        "[converge] random join {run}/{}: starting {} agents",
+        c.runs, c.n
+    ));
+    let start = Instant::now();
+    let mut last_start = start;
+    for i in 0..c.n {
+        if i + 1 == c.n {
+            last_start = Instant::now();
+        }
+        cluster.spawn(rng).await?;
+    }
+    let spawn = start.elapsed();
+    let names: Vec<String> = cluster.agents.iter().map(|a| a.name.clone()).collect();
+    let expected = Arc::new(cluster.names());
+    let clients = cluster.clients();
+    let converged = converge_each(&clients, &expected, start, Instant::now() + s.timeout).await;
+    let stable = all_converged(&clients, &names, &expected).await;
+    let logs: Vec<PathBuf> = cluster.agents.iter().map(|a| a.log.clone()).collect();
+    let (late_logs, groups) = if worst(&converged).is_finite() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            late_logs(&names, &logs, &converged),
+            view_groups(&cluster).await,
+        )
+    };
+    cluster.stop().await;
+    Ok(RandomRun {
+        names,
+        spawn_s: spawn.as_secs_f64(),
+        last_start_s: last_start.duration_since(start).as_secs_f64(),
+        converged,
+        stable,
+        late_logs,
+        groups,
+    })
+}
+
+/// Groups the agents by the set of members they list alive; names the agents whose --join
+/// target is in another group.
+async fn view_groups(cluster: &Cluster) -> Vec<String> {
+    let views = members_of_all(&cluster.clients()).await;
+    let mut groups: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
+    for (i, view) in views.iter().enumerate() {
+        let alive: Vec<String> = view.as_ref().map_or(Vec::new(), |v| {
+            let mut a: Vec<String> = v
+                .members
+                .iter()
+                .filter(|m| m.status == "alive")
+                .map(|m| m.name.clone())
+                .collect();
+            a.sort();
+            a
+        });
+        groups.entry(alive).or_default().push(i);
+    }
+    let group_of = |name: &str| {
+        groups
+            .values()
+            .position(|g| g.iter().any(|&i| cluster.agents[i].name == name))
+    };
+    groups
+        .iter()
+        .enumerate()
+        .map(|(g, (alive, members))| {
+            let names: Vec<&str> = members
+                .iter()
+                .map(|&i| cluster.agents[i].name.as_str())
+                .collect();
+            let outside: Vec<String> = members
+                .iter()
+                .map(|&i| &cluster.agents[i])
+                .filter_map(|a| {
+                    let target = a.joined_to.as_deref()?;
+                    (group_of(target) != Some(g)).then(|| format!("{} (--join {target})", a.name))
+                })
+                .collect();
+            format!(
+                "{} agents list {} alive: {}{}",
+                members.len(),
+                alive.len(),
+                short_list(&names),
+                if outside.is_empty() {
+                    String::new()
+                } else {
+                    format!("; joined outside the group: {}", outside.join(", "))
+                }
+            )
+        })
+        .collect()
+}
+
+async fn outer_convergence_run(s: &Settings, c: ConvSettings) -> Result<NetnsOutcome> {
+    let netns = own_namespace("net")?;
+    let mntns = own_namespace("mnt")?;
+    progress(&format!(
+        "[converge] re-running inside `unshare --net --mount` ({} agents, {} runs, {} s \
+         partitions)",
+        c.n,
+        c.runs,
+        c.partition.as_secs()
+    ));
+    let mut args: Vec<String> = vec!["--in-netns-convergence".into(), netns];
+    args.extend(["--parent-mntns".into(), mntns]);
+    args.extend(["--convergence-nodes".into(), c.n.to_string()]);
+    args.extend(["--convergence-runs".into(), c.runs.to_string()]);
+    args.extend(["--partition-secs".into(), c.partition.as_secs().to_string()]);
+    args.extend(["--timeout-secs".into(), s.timeout.as_secs().to_string()]);
+    args.extend(["--seed".into(), s.seed.to_string()]);
+    if let Some(level) = &s.agent_log_level {
+        args.extend(["--agent-log-level".into(), level.clone()]);
+    }
+    if !c.snat {
+        args.push("--no-snat".into());
+    }
+    if s.keep_logs {
+        args.push("--keep-logs".into());
+    }
+    // Per run: convergence and heal deadlines, the cut, settling and handler waits.
+    let per_run = s.timeout * 2 + c.partition + HANDLER_WAIT + Duration::from_secs(30);
+    let limit = per_run * u32::try_from(c.runs).unwrap_or(u32::MAX) + Duration::from_secs(60);
+    Ok(
+        match reexec_unshared::<NetnsOutcome>(&["--net", "--mount"], &args, limit).await {
+            Ok(outcome) => outcome,
+            Err(why) => NetnsOutcome::Skipped(why),
+        },
+    )
+}
+
+/// The private namespaces' state: the hosts file bind-mounted over /etc/hosts.
+struct NetnsSetup {
+    _dir: tempfile::TempDir,
+    resolved: usize,
+    /// Why the partition cannot run (no iprange match), if so.
+    no_partition: Option<String>,
+    /// Why there is no per-agent source NAT, if there is none.
+    no_snat: Option<String>,
+}
+
+/// Inside `unshare --net --mount`: lo up, /etc/hosts mapping `peers` to 127.0.0.1..N, iprange
+/// check. Refuses to touch anything if either namespace is the parent's.
+async fn setup_convergence_ns(
+    parent_net: &str,
+    parent_mnt: Option<&str>,
+    c: ConvSettings,
+) -> Result<NetnsSetup> {
+    let n = c.n;
+    let net = own_namespace("net")?;
+    if net == parent_net {
+        bail!("not in a private network namespace ({net}); refusing to add iptables rules");
+    }
+    let mnt = own_namespace("mnt")?;
+    match parent_mnt {
+        Some(parent) if parent != mnt => {}
+        _ => bail!("not in a private mount namespace ({mnt}); refusing to mount over /etc/hosts"),
+    }
+    run_tool("ip", &["link", "set", "lo", "up"]).await?;
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-bench-hosts-")
+        .tempdir()
+        .context("create a temporary directory")?;
+    let hosts = dir.path().join("hosts");
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for k in 1..=n {
+        let _ = writeln!(text, "127.0.0.{k} peers");
+    }
+    std::fs::write(&hosts, &text).with_context(|| format!("write {}", hosts.display()))?;
+    let hosts_str = hosts.to_str().context("the hosts file path is not UTF-8")?;
+    run_tool("mount", &["--bind", hosts_str, "/etc/hosts"])
+        .await
+        .context("mount --bind")?;
+    if std::fs::read_to_string("/etc/hosts").ok().as_deref() != Some(text.as_str()) {
+        bail!("/etc/hosts does not show the bind-mounted file");
+    }
+    let resolved = tokio::net::lookup_host(format!("peers:{SIMUL_PORT}"))
+        .await
+        .map(|addrs| addrs.count())
+        .unwrap_or(0);
+    // The iprange match: add and delete a rule that matches nothing we send.
+    let probe = [
+        "INPUT",
+        "-m",
+        "iprange",
+        "--src-range",
+        "127.0.0.255-127.0.0.255",
+        "-j",
+        "RETURN",
+    ];
+    let no_partition = match run_tool("iptables", &[&["-A"][..], &probe[..]].concat()).await {
+        Ok(_) => {
+            run_tool("iptables", &[&["-D"][..], &probe[..]].concat()).await?;
+            None
+        }
+        Err(e) => Some(format!("iptables iprange match unavailable: {e:#}")),
+    };
+    let no_snat = if c.snat {
+        source_nat(n).await.err().map(|e| format!("{e:#}"))
+    } else {
+        Some("--no-snat".into())
+    };
+    Ok(NetnsSetup {
+        _dir: dir,
+        resolved,
+        no_partition,
+        no_snat,
+    })
+}
+
+/// Gives every agent's connections its own source address: a TCP connect from a socket that is
+/// not bound (the agent's push-pull) leaves from 127.0.0.1, whoever makes it; agent K runs as
+/// uid UID_BASE+K and this rewrites its 127.0.0.1 to 127.0.0.K, as if each agent had an
+/// address of its own (a container). Without it the partition's iprange rules would drop every
+/// push-pull into the second half and let every push-pull from it into the first half through.
+async fn source_nat(n: usize) -> Result<()> {
+    for k in 1..=n {
+        let uid = (UID_BASE + k as u32).to_string();
+        let ip = format!("127.0.0.{k}");
+        run_tool(
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-s",
+                "127.0.0.1",
+                "-m",
+                "owner",
+                "--uid-owner",
+                &uid,
+                "-j",
+                "SNAT",
+                "--to-source",
+                &ip,
+            ],
+        )
+        .await
+        .context("per-agent source NAT (iptables owner match + SNAT)")?;
+    }
+    Ok(())
+}
+
+async fn inner_convergence_run(
+    s: &Settings,
+    parent_net: &str,
+    parent_mnt: Option<&str>,
+) -> Result<()> {
+    let c = s
+        .convergence
+        .context("--in-netns-convergence with --no-convergence")?;
+    let outcome = match setup_convergence_ns(parent_net, parent_mnt, c).await {
+        Err(e) => NetnsOutcome::Skipped(format!("{e:#}")),
+        Ok(setup) => {
+            if setup.resolved != c.n {
+                progress(&format!(
+                    "[converge] warning: peers:{SIMUL_PORT} resolves to {} addresses, not {}",
+                    setup.resolved, c.n
+                ));
+            }
+            if let Some(why) = &setup.no_snat {
+                progress(&format!(
+                    "[converge] no per-agent source NAT ({why}): the partition will leak"
+                ));
+            }
+            let mut runs = Vec::new();
+            for run in 1..=c.runs {
+                runs.push(
+                    simul_run(
+                        s,
+                        c,
+                        run,
+                        setup.no_partition.as_deref(),
+                        setup.no_snat.is_none(),
+                    )
+                    .await?,
+                );
+            }
+            let _ = run_tool("umount", &["/etc/hosts"]).await;
+            NetnsOutcome::Done(NetnsReport {
+                n: c.n,
+                resolved: setup.resolved,
+                partition_skipped: setup.no_partition,
+                no_snat: setup.no_snat,
+                runs,
+            })
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&outcome).context("serialize the convergence result")?
+    );
+    Ok(())
+}
+
+/// The handler of the convergence agents: every member-join and member-failed member as a
+/// line (`NAME<TAB>IP<TAB>ROLE<TAB>TAGS`) in `DIR/<self>.<event>`. Only `sh` and `cat`: cheap,
+/// as 50 agents run it at once while they converge.
+fn join_handler_spec(dir: &Path) -> Result<String> {
+    let dir = dir
+        .to_str()
+        .context("the temporary directory path is not UTF-8")?;
+    if dir.contains('\'') {
+        bail!("the temporary directory path {dir:?} contains a quote");
+    }
+    Ok(format!(
+        "member-join,member-failed=cat >> '{dir}'/\"$SERF_SELF_NAME.$SERF_EVENT\""
+    ))
+}
+
+/// The member names of a handler file's lines.
+fn handler_names(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.split('\t').next())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One agent of the simultaneous start: nK on 127.0.0.K:7948.
+struct SimulAgent {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The two DROP rules of the partition; deleted on drop if still in place.
+struct Cut {
+    rules: Vec<Vec<String>>,
+    active: bool,
+}
+
+impl Cut {
+    fn new(side_a: usize, n: usize) -> Self {
+        let a = format!("127.0.0.1-127.0.0.{side_a}");
+        let b = format!("127.0.0.{}-127.0.0.{n}", side_a + 1);
+        let rule = |src: &str, dst: &str| -> Vec<String> {
+            [
+                "INPUT",
+                "-m",
+                "iprange",
+                "--src-range",
+                src,
+                "--dst-range",
+                dst,
+                "-j",
+                "DROP",
+            ]
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+        };
+        Self {
+            rules: vec![rule(&a, &b), rule(&b, &a)],
+            active: false,
+        }
+    }
+
+    async fn apply(&mut self, op: &str) -> Result<()> {
+        for rule in &self.rules {
+            let mut args = vec![op];
+            args.extend(rule.iter().map(String::as_str));
+            run_tool("iptables", &args).await?;
+        }
+        Ok(())
+    }
+
+    async fn install(&mut self) -> Result<()> {
+        self.active = true;
+        self.apply("-A").await
+    }
+
+    async fn remove(&mut self) -> Result<()> {
+        self.apply("-D").await?;
+        self.active = false;
+        Ok(())
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        if self.active {
+            for rule in &self.rules {
+                let _ = std::process::Command::new(tool("iptables"))
+                    .arg("-D")
+                    .args(rule)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Packets dropped so far by the DROP rules of INPUT.
+async fn dropped_packets() -> Option<u64> {
+    let out = run_tool("iptables", &["-L", "INPUT", "-n", "-v", "-x"])
+        .await
+        .ok()?;
+    Some(
+        out.lines()
+            .filter(|l| l.contains("DROP"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// Starts all N agents at once with identical arguments (only SHOAL_BIND and SHOAL_NODE
+/// differ), times until each lists all N alive, then partitions and heals the cluster.
+async fn simul_run(
+    s: &Settings,
+    c: ConvSettings,
+    run: usize,
+    no_partition: Option<&str>,
+    snat: bool,
+) -> Result<SimulRun> {
+    let n = c.n;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("shoal-bench-simul{run}-"))
+        .disable_cleanup(s.keep_logs)
+        .tempdir()
+        .context("create a temporary directory")?;
+    let handlers = dir.path().join("handlers");
+    let logs = dir.path().join("logs");
+    for d in [&handlers, &logs] {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    if snat {
+        // The agents (and their handlers) run as other users: they must reach the handler
+        // directory and write to it.
+        use std::os::unix::fs::PermissionsExt as _;
+        for (d, mode) in [(dir.path(), 0o755), (handlers.as_path(), 0o777)] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("chmod {}", d.display()))?;
+        }
+    }
+    if s.keep_logs {
+        progress(&format!(
+            "keeping logs and handler output in {}",
+            dir.path().display()
+        ));
+    }
+    let spec = join_handler_spec(&handlers)?;
+    let names: Vec<String> = (1..=n).map(|k| format!("n{k}")).collect();
+    let mut cmds = Vec::new();
+    let mut log_paths = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let log = logs.join(format!("{name}.log"));
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let mut cmd = Command::new(SHOAL);
+        cmd.args(["agent", "--join", &format!("peers:{SIMUL_PORT}")])
+            .args(["--profile", "lan", "--control", "127.0.0.1:0"])
+            .arg("--event-handler")
+            .arg(&spec);
+        clean_env(&mut cmd);
+        cmd.env("SHOAL_BIND", format!("127.0.0.{}:{SIMUL_PORT}", i + 1))
+            .env("SHOAL_NODE", name);
+        if let Some(level) = &s.agent_log_level {
+            cmd.env("SHOAL_LOG_LEVEL", level);
+        }
+        if snat {
+            let id = UID_BASE + i as u32 + 1;
+            cmd.uid(id).gid(id);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true);
+        cmds.push(cmd);
+        log_paths.push(log);
+    }
+
+    progress(&format!(
+        "[converge] simultaneous start {run}/{}: starting {n} agents at once",
+        c.runs
+    ));
+    let mut agents = Vec::new();
+    let mut stdouts = Vec::new();
+    let t0 = Instant::now();
+    for (cmd, (name, log)) in cmds.iter_mut().zip(names.iter().zip(&log_paths)) {
+        let mut child = cmd.spawn().with_context(|| format!("cannot run {SHOAL}"))?;
+        stdouts.push(child.stdout.take().context("stdout not piped")?);
+        agents.push(SimulAgent {
+            name: name.clone(),
+            child,
+            log: log.clone(),
+        });
+    }
+    let spawn_spread = t0.elapsed();
+    let deadline = t0 + s.timeout;
+    let expected = Arc::new(names.iter().cloned().collect::<BTreeSet<String>>());
+
+    let mut set = JoinSet::new();
+    for (i, stdout) in stdouts.into_iter().enumerate() {
+        let name = agents[i].name.clone();
+        let log = agents[i].log.clone();
+        let expected = expected.clone();
+        set.spawn(async move {
+            let mut stdout = BufReader::new(stdout);
+            let limit = deadline.saturating_duration_since(Instant::now());
+            let ready = read_ready(&name, &mut stdout, &log, limit).await;
+            let ready_s = t0.elapsed().as_secs_f64();
+            let want = format!("127.0.0.{}:{SIMUL_PORT}", i + 1);
+            match ready {
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    let first = why.lines().next().unwrap_or_default().to_string();
+                    (
+                        i,
+                        stdout,
+                        Err(first),
+                        None,
+                        Err("never ready".to_string()),
+                        None,
+                    )
+                }
+                Ok(r) => {
+                    let anomaly = (r.advertise != want)
+                        .then(|| format!("{name} advertises {}, expected {want}", r.advertise));
+                    let client = Client::new(r.control);
+                    let conv = watch_converge(&client, &expected, t0, deadline).await;
+                    (i, stdout, Ok(ready_s), Some(client), conv, anomaly)
+                }
+            }
+        });
+    }
+    let mut ready: Times = vec![Err("task failed".into()); n];
+    let mut converged: Times = vec![Err("task failed".into()); n];
+    let mut clients: Vec<Option<Client>> = vec![None; n];
+    let mut anomalies = Vec::new();
+    // Kept open so no agent writes to a closed pipe.
+    let mut _stdouts = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (i, stdout, r, client, conv, anomaly) = joined.context("a watcher task failed")?;
+        _stdouts.push(stdout);
+        ready[i] = r;
+        converged[i] = conv;
+        clients[i] = client;
+        anomalies.extend(anomaly);
+    }
+    let all_ready = clients.iter().all(Option::is_some);
+    let live: Vec<Client> = clients.iter().flatten().cloned().collect();
+    let stable = if all_ready {
+        all_converged(&live, &names, &expected).await
+    } else {
+        Some(format!(
+            "{} agents never printed their readiness line",
+            clients.iter().filter(|c| c.is_none()).count()
+        ))
+    };
+    let all = worst(&converged);
+    progress(&format!(
+        "[converge] simultaneous start {run}/{}: spawned within {:.3} s, all list {n} alive \
+         after {} (slowest {})",
+        c.runs,
+        spawn_spread.as_secs_f64(),
+        fmt_s(all),
+        slowest_names(&names, &converged, LATE_AGENTS)
+    ));
+    let late = if all > TARGET_SIMUL_S {
+        late_logs(&names, &log_paths, &converged)
+    } else {
+        Vec::new()
+    };
+
+    let partition = match (no_partition, all.is_finite() && all_ready) {
+        (Some(why), _) => Err(why.to_string()),
+        (None, false) => Err("the cluster did not converge".to_string()),
+        (None, true) => {
+            let clients: Vec<Client> = clients.into_iter().flatten().collect();
+            Ok(partition_run(s, c, run, &names, &clients, &handlers, &log_paths).await?)
+        }
+    };
+
+    for agent in &mut agents {
+        let _ = agent.child.start_kill();
+    }
+    for agent in &mut agents {
+        let _ = tokio::time::timeout(Duration::from_secs(5), agent.child.wait()).await;
+    }
+    Ok(SimulRun {
+        names,
+        spawn_spread_s: spawn_spread.as_secs_f64(),
+        ready,
+        converged,
+        stable,
+        anomalies,
+        late_logs: late,
+        partition,
+    })
+}
+
+/// What one agent listed for the other side during the cut.
+struct CutWatch {
+    /// Seconds after the cut until a poll showed the whole other side failed.
+    all_failed: Option<f64>,
+    /// Per member of the other side: its status changes, (seconds after the cut, status), the
+    /// first being the status at the first poll.
+    history: BTreeMap<String, Vec<(f64, String)>>,
+}
+
+impl CutWatch {
+    /// When `member` was first listed failed.
+    fn failed_at(&self, member: &str) -> Option<f64> {
+        self.history
+            .get(member)?
+            .iter()
+            .find(|(_, status)| status == "failed")
+            .map(|(t, _)| *t)
+    }
+
+    /// `alive 0.0 s, suspect 2.1 s, failed 3.4 s`.
+    fn history_of(&self, member: &str) -> String {
+        self.history.get(member).map_or("never listed".into(), |h| {
+            h.iter()
+                .map(|(t, status)| format!("{status} {t:.1} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+}
+
+/// Polls one agent every [`PARTITION_POLL`] until `end`, recording the status changes of the
+/// members of `other`.
+async fn watch_cut(
+    client: Client,
+    other: Arc<BTreeSet<String>>,
+    since: Instant,
+    end: Instant,
+) -> CutWatch {
+    let mut watch = CutWatch {
+        all_failed: None,
+        history: BTreeMap::new(),
+    };
+    loop {
+        let tick = Instant::now();
+        if tick >= end {
+            return watch;
+        }
+        if let Some(view) = get_members(&client).await {
+            let t = since.elapsed().as_secs_f64();
+            let mut failed = 0;
+            for m in view.members.iter().filter(|m| other.contains(&m.name)) {
+                failed += usize::from(m.status == "failed");
+                let h = watch.history.entry(m.name.clone()).or_default();
+                if h.last().is_none_or(|(_, last)| *last != m.status) {
+                    h.push((t, m.status.clone()));
+                }
+            }
+            if failed == other.len() && watch.all_failed.is_none() {
+                watch.all_failed = Some(t);
+            }
+        }
+        tokio::time::sleep_until((tick + PARTITION_POLL).min(end).into()).await;
+    }
+}
+
+/// [`watch_converge`] after the heal, also noting members of the agent's own side (never cut
+/// off from it) that it listed as anything but alive meanwhile.
+async fn watch_heal(
+    client: &Client,
+    expected: &BTreeSet<String>,
+    own: &BTreeSet<String>,
+    since: Instant,
+    deadline: Instant,
+) -> (std::result::Result<f64, String>, Vec<String>) {
+    let mut flaps: Vec<String> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let tick = Instant::now();
+        let last = match get_members(client).await {
+            Some(view) => {
+                let t = since.elapsed().as_secs_f64();
+                for m in view.members.iter().filter(|m| own.contains(&m.name)) {
+                    if m.status != "alive" && seen.insert(m.name.clone()) {
+                        flaps.push(format!("{} {} at {t:.2} s", m.name, m.status));
+                    }
+                }
+                match alive_lag(&view, expected) {
+                    None => return (Ok(t), flaps),
+                    Some(why) => why,
+                }
+            }
+            None => "no answer".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return (Err(last), flaps);
+        }
+        tokio::time::sleep_until((tick + CONVERGE_POLL).into()).await;
+    }
+}
+
+/// After convergence: cut the cluster in two with iptables for `c.partition`, check each side
+/// lists the other failed, delete the rules and time until every agent lists all N alive again;
+/// count the member-join handler lines for the returning members.
+async fn partition_run(
+    s: &Settings,
+    c: ConvSettings,
+    run: usize,
+    names: &[String],
+    clients: &[Client],
+    handlers: &Path,
+    logs: &[PathBuf],
+) -> Result<PartitionRun> {
+    let n = c.n;
+    let side_a = c.side_a();
+    let sides: [Arc<BTreeSet<String>>; 2] = [
+        Arc::new(names[..side_a].iter().cloned().collect()),
+        Arc::new(names[side_a..].iter().cloned().collect()),
+    ];
+    // Side index of agent i, and the other side.
+    let side = |i: usize| usize::from(i >= side_a);
+    let join_files: Vec<PathBuf> = names
+        .iter()
+        .map(|a| handler_file(handlers, a, "member-join"))
+        .collect();
+    let failed_files: Vec<PathBuf> = names
+        .iter()
+        .map(|a| handler_file(handlers, a, "member-failed"))
+        .collect();
+
+    tokio::time::sleep(SETTLE).await;
+    let count_lines = |files: &[PathBuf]| -> Vec<usize> {
+        files.iter().map(|f| handler_names(f).len()).collect()
+    };
+    let join_base = count_lines(&join_files);
+    let failed_base: Vec<usize> = failed_files
+        .iter()
+        .map(|f| handler_names(f).len())
+        .collect();
+    let dropped0 = dropped_packets().await;
+
+    progress(&format!(
+        "[converge] partition {run}/{}: cutting n1..n{side_a} from n{}..n{n} for {} s",
+        c.runs,
+        side_a + 1,
+        c.partition.as_secs()
+    ));
+    let mut cut = Cut::new(side_a, n);
+    cut.install().await?;
+    let t_cut = Instant::now();
+    let end = t_cut + c.partition;
+    let mut set = JoinSet::new();
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let other = sides[1 - side(i)].clone();
+        set.spawn(async move { (i, watch_cut(client, other, t_cut, end).await) });
+    }
+    let mut watches: Vec<Option<CutWatch>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        let (i, w) = joined.context("a watcher task failed")?;
+        watches[i] = Some(w);
+    }
+    let watches: Vec<CutWatch> = watches.into_iter().flatten().collect();
+    let detected: Vec<Option<f64>> = watches.iter().map(|w| w.all_failed).collect();
+    // Every (agent, other-side member) pair: when the agent first listed it failed.
+    let mut pairs: Vec<(f64, usize, String)> = Vec::new();
+    for (i, w) in watches.iter().enumerate() {
+        for m in sides[1 - side(i)].iter() {
+            let t = w.failed_at(m).unwrap_or(f64::INFINITY);
+            pairs.push((t, i, m.clone()));
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let pair_times: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let slow_pairs: Vec<String> = pairs
+        .iter()
+        .take(LATE_AGENTS)
+        .map(|(_, i, m)| format!("{} listed {m}: {}", names[*i], watches[*i].history_of(m)))
+        .collect();
+    // Members of the other side listed failed and later not failed, while still cut off.
+    let mut cut_flaps = Vec::new();
+    for (i, w) in watches.iter().enumerate() {
+        for (m, h) in &w.history {
+            if let Some(first) = h.iter().position(|(_, s)| s == "failed")
+                && h[first..].iter().any(|(_, s)| s != "failed")
+            {
+                cut_flaps.push(format!("{} listed {m}: {}", names[i], w.history_of(m)));
+            }
+        }
+    }
+    tokio::time::sleep_until(end.into()).await;
+    // The state at the end of the cut, just before the heal.
+    let views = members_of_all(clients).await;
+    let mut other_failed = Vec::new();
+    let mut own_not_alive = Vec::new();
+    let mut cut_lag = Vec::new();
+    for (i, view) in views.iter().enumerate() {
+        let (own, other) = (&sides[side(i)], &sides[1 - side(i)]);
+        match view {
+            None => {
+                other_failed.push(None);
+                own_not_alive.push(0);
+            }
+            Some(view) => {
+                let count = |set: &BTreeSet<String>, status: &str| {
+                    view.members
+                        .iter()
+                        .filter(|m| m.status == status && set.contains(&m.name))
+                        .count()
+                };
+                other_failed.push(Some(count(other, "failed")));
+                own_not_alive.push(own.len() - count(own, "alive"));
+                let odd: Vec<String> = view
+                    .members
+                    .iter()
+                    .filter(|m| {
+                        (other.contains(&m.name) && m.status != "failed")
+                            || (own.contains(&m.name) && m.status != "alive")
+                    })
+                    .map(|m| format!("{} {}", m.name, m.status))
+                    .collect();
+                if !odd.is_empty() {
+                    cut_lag.push(format!("{} lists {}", names[i], short_list(&odd)));
+                }
+            }
+        }
+    }
+    let mut failed_handled = 0;
+    let mut failed_own_side = 0;
+    for (i, f) in failed_files.iter().enumerate() {
+        let seen: Vec<String> = handler_names(f).into_iter().skip(failed_base[i]).collect();
+        if sides[1 - side(i)].iter().all(|m| seen.contains(m)) {
+            failed_handled += 1;
+        }
+        failed_own_side += seen.iter().filter(|m| sides[side(i)].contains(*m)).count();
+    }
+    let join_heal_base = count_lines(&join_files);
+    let failed_heal_base = count_lines(&failed_files);
+    let join_during_cut: usize = join_heal_base
+        .iter()
+        .zip(&join_base)
+        .map(|(b, a)| b.saturating_sub(*a))
+        .sum();
+    let dropped = match (dropped0, dropped_packets().await) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+
+    cut.remove().await?;
+    let t_heal = Instant::now();
+    let cut_s = t_heal.duration_since(t_cut).as_secs_f64();
+    let all = Arc::new(names.iter().cloned().collect::<BTreeSet<String>>());
+    let mut set = JoinSet::new();
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let all = all.clone();
+        let own = sides[side(i)].clone();
+        let deadline = t_heal + s.timeout;
+        set.spawn(async move { (i, watch_heal(&client, &all, &own, t_heal, deadline).await) });
+    }
+    let mut healed: Times = vec![Err("watcher failed".into()); n];
+    let mut heal_flaps = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (i, (t, flaps)) = joined.context("a watcher task failed")?;
+        healed[i] = t;
+        if !flaps.is_empty() {
+            heal_flaps.push(format!("{} listed {}", names[i], short_list(&flaps)));
+        }
+    }
+    let heal_stable = all_converged(clients, names, &all).await;
+    progress(&format!(
+        "[converge] partition {run}/{}: {} of {n} agents listed the whole other side failed; \
+         all list {n} alive {} after the heal (slowest {})",
+        c.runs,
+        other_failed
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| **f == Some(sides[1 - side(*i)].len()))
+            .count(),
+        fmt_s(worst(&healed)),
+        slowest_names(names, &healed, LATE_AGENTS)
+    ));
+
+    // Wait for the member-join handlers to finish: no new line for HANDLER_QUIET.
+    let waited = Instant::now();
+    let total = || -> usize { join_files.iter().map(|f| handler_names(f).len()).sum() };
+    let mut last = (total(), Instant::now());
+    while waited.elapsed() < HANDLER_WAIT && last.1.elapsed() < HANDLER_QUIET {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = total();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let mut report = PartitionRun {
+        side_a,
+        cut_s,
+        detected,
+        other_failed,
+        own_not_alive,
+        cut_lag,
+        pair_median: Some(median(&pair_times)).filter(|v| v.is_finite()),
+        pair_p90: Some(percentile(&pair_times, 90.0)).filter(|v| v.is_finite()),
+        pair_max: Some(fmax(&pair_times)).filter(|v| v.is_finite()),
+        slow_pairs,
+        cut_flaps,
+        heal_flaps,
+        failed_after_heal: 0,
+        failed_after_heal_own: 0,
+        failed_handled,
+        failed_own_side,
+        join_during_cut,
+        dropped,
+        late_logs: if worst(&healed) > TARGET_HEAL_S {
+            late_logs(names, logs, &healed)
+        } else {
+            Vec::new()
+        },
+        healed,
+        heal_stable,
+        join_lines: 0,
+        join_exact: 0,
+        join_missing: 0,
+        join_duplicates: 0,
+        join_own_side: 0,
+    };
+    for (i, file) in failed_files.iter().enumerate() {
+        let new: Vec<String> = handler_names(file)
+            .into_iter()
+            .skip(failed_heal_base[i])
+            .collect();
+        report.failed_after_heal += new.len();
+        report.failed_after_heal_own += new.iter().filter(|m| sides[side(i)].contains(*m)).count();
+    }
+    for (i, file) in join_files.iter().enumerate() {
+        let new: Vec<String> = handler_names(file)
+            .into_iter()
+            .skip(join_heal_base[i])
+            .collect();
+        let other = &sides[1 - side(i)];
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for m in &new {
+            *counts.entry(m.as_str()).or_default() += 1;
+        }
+        let missing = other
+            .iter()
+            .filter(|m| !counts.contains_key(m.as_str()))
+            .count();
+        let duplicates: usize = counts.values().map(|c| c - 1).sum();
+        let own = new.iter().filter(|m| !other.contains(*m)).count();
+        report.join_lines += new.len();
+        report.join_missing += missing;
+        report.join_duplicates += duplicates;
+        report.join_own_side += own;
+        if missing == 0 && duplicates == 0 && own == 0 {
+            report.join_exact += 1;
+        }
+    }
+    Ok(report)
+}
+
+impl ConvergenceReport {
+    fn render(&self) -> String {
+        let c = &self.c;
+        let n = c.n;
+        let mut out = format!(
+            "\n=== convergence (lan profile, N = {n}, {} runs each; every agent's GET \
+             /v1/members polled every {} ms; converged = lists all {n} alive) ===\n",
+            c.runs,
+            CONVERGE_POLL.as_millis()
+        );
+        let mut head = vec!["summary".to_string()];
+        head.extend((1..=c.runs).map(|r| format!("run {r}")));
+        head.extend(["worst".to_string(), format!("target (N={TARGET_CONV_N})")]);
+        let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
+        let mut summary = Table::new(&head_refs);
+        let skipped_row = |label: &str, why: &str, target: String| {
+            let mut row = vec![label.to_string()];
+            row.extend((1..=c.runs).map(|_| "-".to_string()));
+            row.extend([format!("skipped ({why})"), target]);
+            row
+        };
+        const SIMUL: &str = "simultaneous start: all converged";
+        const HEAL: &str = "partition heal: all converged after the cut";
+
+        let _ = writeln!(
+            out,
+            "\n1. simultaneous start: {n} agents spawned back to back with the identical argv \
+             `shoal agent --join peers:{SIMUL_PORT} --profile lan --control 127.0.0.1:0 \
+             --event-handler <member-join,member-failed>`,\n   env \
+             SHOAL_BIND=127.0.0.K:{SIMUL_PORT} SHOAL_NODE=nK; private net+mount namespace, \
+             /etc/hosts maps `peers` to 127.0.0.1..127.0.0.{n}; seconds since the first spawn:"
+        );
+        let heal_row = match &self.netns {
+            NetnsOutcome::Skipped(why) => {
+                let _ = writeln!(out, "  skipped: {why}");
+                summary.row(skipped_row(
+                    SIMUL,
+                    "see 1.",
+                    format!("<= {TARGET_SIMUL_S} s"),
+                ));
+                skipped_row(HEAL, "see 3.", format!("<= {TARGET_HEAL_S} s"))
+            }
+            NetnsOutcome::Done(r) => {
+                let (text, simul) = render_simul(n, r);
+                out.push_str(&text);
+                let w = fmax(&simul);
+                let mut row = vec![SIMUL.to_string()];
+                row.extend(simul.iter().map(|&v| fmt_s(v)));
+                row.extend([
+                    fmt_s(w),
+                    format!("<= {TARGET_SIMUL_S} s {}", ok(w <= TARGET_SIMUL_S)),
+                ]);
+                summary.row(row);
+
+                let mut row = vec![HEAL.to_string()];
+                let mut ran = Vec::new();
+                for run in &r.runs {
+                    row.push(match &run.partition {
+                        Ok(p) => {
+                            ran.push(worst(&p.healed));
+                            fmt_s(worst(&p.healed))
+                        }
+                        Err(_) => "skipped".into(),
+                    });
+                }
+                if ran.is_empty() {
+                    row.extend(["skipped (see 3.)".into(), format!("<= {TARGET_HEAL_S} s")]);
+                } else {
+                    let w = fmax(&ran);
+                    let leaky = if r.no_snat.is_some() {
+                        " (leaky cut)"
+                    } else {
+                        ""
+                    };
+                    row.extend([
+                        fmt_s(w),
+                        format!("<= {TARGET_HEAL_S} s {}{leaky}", ok(w <= TARGET_HEAL_S)),
+                    ]);
+                }
+                row
+            }
+        };
+
+        let (text, first, last) = self.render_random();
+        out.push_str(&text);
+        let mut row = vec!["random join: all converged since first start".to_string()];
+        row.extend(first.iter().map(|&v| fmt_s(v)));
+        row.extend([fmt_s(fmax(&first)), "-".into()]);
+        summary.row(row);
+        let mut row = vec!["random join: all converged since last start".to_string()];
+        row.extend(last.iter().map(|&v| fmt_s(v)));
+        row.extend([fmt_s(fmax(&last)), "-".into()]);
+        summary.row(row);
+
+        match &self.netns {
+            NetnsOutcome::Skipped(why) => {
+                let _ = writeln!(out, "\n3. partition heal\n  skipped: {why}");
+            }
+            NetnsOutcome::Done(r) => out.push_str(&render_partition(c, r)),
+        }
+        summary.row(heal_row);
+
+        out.push('\n');
+        out.push_str(&summary.render("  "));
+        out
+    }
+
+    /// The random-join table; also the per-run times since the first and since the last start.
+    fn render_random(&self) -> (String, Vec<f64>, Vec<f64>) {
+        let n = self.c.n;
+        let mut out = format!(
+            "\n2. random join: {n} agents started one after another (each once the previous \
+             printed its readiness line), each --join'ing one random running agent; the bench's \
+             own namespace, 127.0.0.1 with port 0; seconds:\n"
+        );
+        let mut t = Table::new(&[
+            "run",
+            "spawned in",
+            "median agent",
+            "all converged since first start",
+            "since last start",
+            "slowest agents (since first start)",
+        ]);
+        for (i, r) in self.random.iter().enumerate() {
+            t.row(vec![
+                format!("{}", i + 1),
+                fmt_s(r.spawn_s),
+                fmt_s(median_of(&r.converged)),
+                fmt_s(worst(&r.converged)),
+                fmt_s(worst(&r.converged) - r.last_start_s),
+                slowest_names(&r.names, &r.converged, LATE_AGENTS),
+            ]);
+        }
+        let first: Vec<f64> = self.random.iter().map(|r| worst(&r.converged)).collect();
+        let last: Vec<f64> = self
+            .random
+            .iter()
+            .map(|r| worst(&r.converged) - r.last_start_s)
+            .collect();
+        t.row(vec![
+            "worst".into(),
+            String::new(),
+            String::new(),
+            fmt_s(fmax(&first)),
+            fmt_s(fmax(&last)),
+            String::new(),
+        ]);
+        out.push_str(&t.render("  "));
+        for (i, r) in self.random.iter().enumerate() {
+            for g in &r.groups {
+                let _ = writeln!(out, "  run {}: split: {g}", i + 1);
+            }
+            render_run_notes(&mut out, i + 1, &r.names, &r.converged, &r.stable);
+            render_late_logs(&mut out, i + 1, &r.late_logs);
+        }
+        (out, first, last)
+    }
+}
+
+/// The simultaneous-start table; also the per-run times until all converged.
+fn render_simul(n: usize, r: &NetnsReport) -> (String, Vec<f64>) {
+    let mut out = String::new();
+    if r.resolved != n {
+        let _ = writeln!(
+            out,
+            "  NOTE: `peers:{SIMUL_PORT}` resolved to {} addresses, not {n}",
+            r.resolved
+        );
+    }
+    let mut t = Table::new(&[
+        "run",
+        "spawn spread",
+        "all ready",
+        "median agent",
+        "all converged",
+        "slowest agents",
+    ]);
+    for (i, run) in r.runs.iter().enumerate() {
+        t.row(vec![
+            format!("{}", i + 1),
+            fmt_s(run.spawn_spread_s),
+            fmt_s(worst(&run.ready)),
+            fmt_s(median_of(&run.converged)),
+            fmt_s(worst(&run.converged)),
+            slowest_names(&run.names, &run.converged, LATE_AGENTS),
+        ]);
+    }
+    let simul: Vec<f64> = r.runs.iter().map(|run| worst(&run.converged)).collect();
+    let w = fmax(&simul);
+    t.row(vec![
+        "worst".into(),
+        String::new(),
+        String::new(),
+        String::new(),
+        fmt_s(w),
+        format!("<= {TARGET_SIMUL_S} s {}", ok(w <= TARGET_SIMUL_S)),
+    ]);
+    out.push_str(&t.render("  "));
+    for (i, run) in r.runs.iter().enumerate() {
+        render_run_notes(&mut out, i + 1, &run.names, &run.converged, &run.stable);
+        for a in &run.anomalies {
+            let _ = writeln!(out, "  run {}: {a}", i + 1);
+        }
+        for (name, t) in run.names.iter().zip(&run.ready) {
+            if let Err(why) = t {
+                let _ = writeln!(out, "  run {}: {name} not ready: {why}", i + 1);
+            }
+        }
+        render_late_logs(&mut out, i + 1, &run.late_logs);
+    }
+    (out, simul)
+}
+
+impl ConvergenceReport {
+    /// The simultaneous-start and heal lines of the targets section.
+    fn target_lines(&self) -> (String, String) {
+        let n = self.c.n;
+        let r = match &self.netns {
+            NetnsOutcome::Skipped(why) => {
+                return (format!("SKIPPED ({why})"), format!("SKIPPED ({why})"));
+            }
+            NetnsOutcome::Done(r) => r,
+        };
+        let simul = fmax(
+            &r.runs
+                .iter()
+                .map(|run| worst(&run.converged))
+                .collect::<Vec<_>>(),
+        );
+        let simul = format!(
+            "N={n}: worst of {} runs {} {}",
+            r.runs.len(),
+            fmt_s(simul),
+            ok(simul <= TARGET_SIMUL_S)
+        );
+        let heal: Vec<f64> = r
+            .runs
+            .iter()
+            .filter_map(|run| run.partition.as_ref().ok().map(|p| worst(&p.healed)))
+            .collect();
+        let heal = if heal.is_empty() {
+            match (
+                &r.partition_skipped,
+                r.runs.first().map(|run| &run.partition),
+            ) {
+                (Some(why), _) | (None, Some(Err(why))) => format!("SKIPPED ({why})"),
+                _ => "SKIPPED".into(),
+            }
+        } else {
+            let w = fmax(&heal);
+            format!(
+                "N={n}: worst of {} runs {} {}{}",
+                heal.len(),
+                fmt_s(w),
+                ok(w <= TARGET_HEAL_S && heal.len() == r.runs.len()),
+                if r.no_snat.is_some() {
+                    " (leaky cut: no per-agent source NAT)"
+                } else {
+                    ""
+                }
+            )
+        };
+        (simul, heal)
+    }
+}
+
+/// Timeouts and instability notes of one run.
+fn render_run_notes(
+    out: &mut String,
+    run: usize,
+    names: &[String],
+    times: &Times,
+    stable: &Option<String>,
+) {
+    const SHOWN: usize = 5;
+    let late: Vec<(&String, &String)> = names
+        .iter()
+        .zip(times)
+        .filter_map(|(name, t)| t.as_ref().err().map(|why| (name, why)))
+        .collect();
+    for (name, why) in late.iter().take(SHOWN) {
+        let _ = writeln!(out, "  run {run}: {name} timeout: {why}");
+    }
+    if late.len() > SHOWN {
+        let _ = writeln!(
+            out,
+            "  run {run}: {} more agents timed out",
+            late.len() - SHOWN
+        );
+    }
+    if let Some(why) = stable {
+        let _ = writeln!(out, "  run {run}: final check: {why}");
+    }
+}
+
+fn render_late_logs(out: &mut String, run: usize, logs: &[(String, String)]) {
+    for (name, tail) in logs {
+        let _ = writeln!(out, "  run {run}: log of {name} (last lines):");
+        for line in tail.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+}
+
+fn render_partition(c: &ConvSettings, r: &NetnsReport) -> String {
+    let n = c.n;
+    let a = c.side_a();
+    let mut out = format!(
+        "\n3. partition heal: each run's cluster of 1., once converged (+ {} s), cut n1..n{a} | \
+         n{}..n{n} for {} s by `iptables -A INPUT -m iprange --src-range 127.0.0.1-127.0.0.{a} \
+         --dst-range 127.0.0.{}-127.0.0.{n} -j DROP` and the reverse rule, then the rules \
+         deleted (the heal).\n   Every agent's member-join,member-failed handler appends one \
+         line per member to a file of its own.\n",
+        SETTLE.as_secs(),
+        a + 1,
+        c.partition.as_secs(),
+        a + 1,
+    );
+    match &r.no_snat {
+        None => {
+            let _ = writeln!(
+                out,
+                "   Agent K runs as uid {UID_BASE}+K and its connections leave from 127.0.0.K \
+                 (iptables owner match + SNAT), as from a container's own address."
+            );
+        }
+        Some(why) => {
+            let _ = writeln!(
+                out,
+                "   NOTE: no per-agent source NAT ({why}): the agents' TCP push-pulls leave from \
+                 127.0.0.1, so the cut drops them within n{}..n{n} and lets them through from \
+                 n{}..n{n} to n1..n{a}: the partition LEAKS.",
+                a + 1,
+                a + 1
+            );
+        }
+    }
+    if let Some(why) = &r.partition_skipped {
+        let _ = writeln!(out, "  skipped: {why}");
+        return out;
+    }
+
+    let _ = writeln!(out, "\n  during the cut:");
+    let mut t = Table::new(&[
+        "run",
+        "cut",
+        "dropped pkts",
+        "agents listing the other side failed",
+        "median agent saw it",
+        "all did after",
+        "own side not alive",
+        "member-failed ran for the other side",
+        "member-failed for own side",
+        "member-join (expect 0)",
+    ]);
+    for (i, run) in r.runs.iter().enumerate() {
+        match &run.partition {
+            Err(why) => t.row(vec![format!("{}", i + 1), format!("skipped: {why}")]),
+            Ok(p) => {
+                let full = p
+                    .other_failed
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, f)| **f == Some(if *j < a { n - a } else { a }))
+                    .count();
+                let detect: Vec<f64> = p
+                    .detected
+                    .iter()
+                    .map(|d| d.unwrap_or(f64::INFINITY))
+                    .collect();
+                t.row(vec![
+                    format!("{}", i + 1),
+                    format!("{:.1} s", p.cut_s),
+                    p.dropped.map_or("n/a".into(), |d| d.to_string()),
+                    format!("{full}/{n}"),
+                    fmt_s(median(&detect)),
+                    fmt_s(fmax(&detect)),
+                    p.own_not_alive.iter().sum::<usize>().to_string(),
+                    format!("{}/{n}", p.failed_handled),
+                    p.failed_own_side.to_string(),
+                    p.join_during_cut.to_string(),
+                ]);
+            }
+        }
+    }
+    out.push_str(&t.render("  "));
+    let _ = writeln!(
+        out,
+        "  (listing the other side failed: every member of it `failed` at the end of the cut; \
+         all did after: seconds after the cut until the last agent's poll (every {} ms) showed \
+         it, `timeout` if some agent never did; own side not alive: (agent, member) pairs of the \
+         same side not `alive` at the end of the cut; handler columns: agents whose member-failed \
+         handler named the whole other side, and handler lines for the wrong members)",
+        PARTITION_POLL.as_millis()
+    );
+
+    let expected_lines = a * (n - a) * 2;
+    let _ = writeln!(
+        out,
+        "\n  after the heal (seconds since the rules were deleted; member-join lines written \
+         after it):"
+    );
+    let mut t = Table::new(&[
+        "run",
+        "median agent",
+        "all converged",
+        "slowest agents",
+        &format!("member-join lines (expect {expected_lines})"),
+        "agents exact",
+        "missing",
+        "duplicate",
+        "own side",
+    ]);
+    let mut heal = Vec::new();
+    for (i, run) in r.runs.iter().enumerate() {
+        match &run.partition {
+            Err(why) => t.row(vec![format!("{}", i + 1), format!("skipped: {why}")]),
+            Ok(p) => {
+                heal.push(worst(&p.healed));
+                t.row(vec![
+                    format!("{}", i + 1),
+                    fmt_s(median_of(&p.healed)),
+                    fmt_s(worst(&p.healed)),
+                    slowest_names(&run.names, &p.healed, LATE_AGENTS),
+                    p.join_lines.to_string(),
+                    format!("{}/{n}", p.join_exact),
+                    p.join_missing.to_string(),
+                    p.join_duplicates.to_string(),
+                    p.join_own_side.to_string(),
+                ]);
+            }
+        }
+    }
+    if !heal.is_empty() {
+        let w = fmax(&heal);
+        t.row(vec![
+            "worst".into(),
+            String::new(),
+            fmt_s(w),
+            format!("<= {TARGET_HEAL_S} s {}", ok(w <= TARGET_HEAL_S)),
+        ]);
+    }
+    out.push_str(&t.render("  "));
+    let _ = writeln!(
+        out,
+        "  (agents exact: the agent's member-join handler named each member of the other side \
+         once and nothing else; missing: (agent, member) pairs with no line; duplicate: extra \
+         lines for the same pair; own side: lines for members of the agent's own side)"
+    );
+    for (i, run) in r.runs.iter().enumerate() {
+        let Ok(p) = &run.partition else { continue };
+        for (name, f) in run.names.iter().zip(&p.other_failed) {
+            if f.is_none() {
+                let _ = writeln!(
+                    out,
+                    "  run {}: {name} did not answer at the end of the cut",
+                    i + 1
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  run {}: (agent, other-side member) pairs, time after the cut until listed failed: \
+             median {}, p90 {}, max {}; slowest: {}",
+            i + 1,
+            fmt_s(p.pair_median.unwrap_or(f64::INFINITY)),
+            fmt_s(p.pair_p90.unwrap_or(f64::INFINITY)),
+            fmt_s(p.pair_max.unwrap_or(f64::INFINITY)),
+            p.slow_pairs.join("; ")
+        );
+        if !p.cut_flaps.is_empty() {
+            let _ = writeln!(
+                out,
+                "  run {}: {} times an agent listed a cut-off member failed and then not: {}",
+                i + 1,
+                p.cut_flaps.len(),
+                short_list(&p.cut_flaps)
+            );
+        }
+        if !p.heal_flaps.is_empty() {
+            let _ = writeln!(
+                out,
+                "  run {}: after the heal {} agents listed a member of their own side (never cut \
+                 off from them) as not alive (first sighting per member): {}",
+                i + 1,
+                p.heal_flaps.len(),
+                short_list(&p.heal_flaps)
+            );
+        }
+        if p.failed_after_heal > 0 {
+            let _ = writeln!(
+                out,
+                "  run {}: member-failed handler lines after the heal: {} ({} for own-side \
+                 members)",
+                i + 1,
+                p.failed_after_heal,
+                p.failed_after_heal_own
+            );
+        }
+        if !p.cut_lag.is_empty() {
+            let _ = writeln!(
+                out,
+                "  run {}: at the end of the cut {} agents listed a member of the other side not \
+                 failed or of their own side not alive: {}",
+                i + 1,
+                p.cut_lag.len(),
+                short_list(&p.cut_lag)
+            );
+        }
+        render_run_notes(&mut out, i + 1, &run.names, &p.healed, &p.heal_stable);
+        render_late_logs(&mut out, i + 1, &p.late_logs);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Statistics, formatting, report
 // ---------------------------------------------------------------------------------------------
 
@@ -1569,6 +3534,16 @@ async fn print_header(s: &Settings, clk_tck: f64) {
             .map_or("off".to_string(), |p| format!("{p} at N={}", s.loss_nodes)),
         s.timeout.as_secs(),
         s.seed
+    );
+    println!(
+        "  convergence {}",
+        s.convergence.map_or("off".to_string(), |c| format!(
+            "N={}, {} runs, {} s partitions{}",
+            c.n,
+            c.runs,
+            c.partition.as_secs(),
+            if c.snat { "" } else { ", no source NAT" }
+        ))
     );
     println!("  profile   lan (probe 400 ms, suspicion >= 1.2 s), handlers coalesced 100 ms");
 }
@@ -1890,7 +3865,11 @@ fn render_loss(outcome: &LossOutcome) -> String {
     out
 }
 
-fn render_targets(reports: &[SizeReport], loss: Option<&LossOutcome>) -> String {
+fn render_targets(
+    reports: &[SizeReport],
+    loss: Option<&LossOutcome>,
+    convergence: Option<&ConvergenceReport>,
+) -> String {
     let mut out = format!("\n=== targets (lan profile; stated for N = {TARGET_N}) ===\n");
     let mut head: Vec<String> = vec!["target".into()];
     head.extend(reports.iter().map(|r| {
@@ -1968,6 +3947,18 @@ fn render_targets(reports: &[SizeReport], loss: Option<&LossOutcome>) -> String 
         }
     };
     let _ = writeln!(out, "  zero false failures at 10% loss: {loss_line}");
+    if let Some(conv) = convergence {
+        let (simul, heal) = conv.target_lines();
+        let _ = writeln!(
+            out,
+            "  simultaneous start, all converged <= {TARGET_SIMUL_S} s in every run: {simul}"
+        );
+        let _ = writeln!(
+            out,
+            "  partition heal, all converged <= {TARGET_HEAL_S} s after the cut in every run: \
+             {heal}"
+        );
+    }
     if reports.iter().any(|r| r.n == TARGET_N) {
         let _ = writeln!(out, "  (* the size the targets are stated for)");
     }
