@@ -28,6 +28,8 @@ pub enum Kind {
     PushPull,
     /// A discovery beacon on the multicast group.
     Beacon,
+    /// "I have left": sent by a leaving node straight to every member.
+    Leave,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Digest => 2,
             Kind::PushPull => 3,
             Kind::Beacon => 4,
+            Kind::Leave => 5,
         }
     }
 
@@ -46,6 +49,7 @@ impl Kind {
             2 => Some(Kind::Digest),
             3 => Some(Kind::PushPull),
             4 => Some(Kind::Beacon),
+            5 => Some(Kind::Leave),
             _ => None,
         }
     }

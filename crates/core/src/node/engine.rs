@@ -570,6 +570,13 @@ impl Engine {
                 Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 other => other.map_err(|e| e.to_string()),
             },
+            Ok((Kind::Leave, payload)) => match postcard::from_bytes::<Identity>(payload) {
+                Ok(id) => {
+                    self.member_left(id);
+                    Ok(())
+                }
+                Err(e) => Err(format!("undecodable leave notice: {e}")),
+            },
             Ok((Kind::Digest, payload)) => match postcard::from_bytes::<Digest>(payload) {
                 Ok(digest) => {
                     self.handle_digest(digest);
@@ -592,6 +599,22 @@ impl Engine {
             } else {
                 debug!(%from, len, %error, "dropped a bad packet");
             }
+        }
+    }
+
+    /// A member told us directly that it left: its intent, then its down, as gossip would
+    /// bring them (foca ignores the down if it knows a newer identity at that address).
+    fn member_left(&mut self, id: Identity) {
+        if id.addr == self.local().addr {
+            return;
+        }
+        lock(&self.shared).table.apply_intent(id, false);
+        let down = foca::Member::new(id, foca::Incarnation::MAX, State::Down);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(down), true, &mut self.runtime)
+        {
+            debug!(%error, "applying a leave notice failed");
         }
     }
 
@@ -650,8 +673,21 @@ impl Engine {
                     self.timers.push(now + every, Tick::Resolve);
                 }
                 Tick::LeaveNow => {
+                    let members: Vec<SocketAddr> =
+                        self.foca.iter_members().map(|m| m.id().addr).collect();
                     if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
                         warn!(%error, "leave failed");
+                    }
+                    // Gossip alone leaves a tail (a member the epidemic reaches late): a leave
+                    // happens once, so also tell every member directly.
+                    match postcard::to_stdvec(&self.local()) {
+                        Ok(payload) => {
+                            let packet = envelope::seal(Kind::Leave, &payload);
+                            for to in members {
+                                self.send_datagram_raw(packet.clone(), to);
+                            }
+                        }
+                        Err(error) => warn!(%error, "leave notice could not be encoded"),
                     }
                     self.left = true;
                     self.republish = true;
