@@ -97,3 +97,27 @@ fn as_pid_1_the_agent_reaps_orphaned_processes() {
         a.log()
     );
 }
+
+#[test]
+fn the_health_check_passes_only_while_joined() {
+    use crate::harness::cli;
+    let a = Agent::start("h1", &[]);
+    let ctl = a.control.to_string();
+    let (code, _, err) = cli(&["info", "--joined", "--control", &ctl]);
+    assert_eq!(
+        code,
+        Some(1),
+        "alone must be unhealthy (Docker reads 1 as unhealthy)"
+    );
+    assert!(err.contains("not joined"), "{err}");
+    let _b = Agent::start("h2", &["--join", &a.join_arg()]);
+    assert!(wait_until(Duration::from_secs(5), || cli(&[
+        "info",
+        "--joined",
+        "--control",
+        &ctl
+    ])
+    .0 == Some(0)));
+    let (code, _, _) = cli(&["info", "--joined", "--control", "127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "no agent answering is unhealthy too");
+}
