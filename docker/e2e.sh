@@ -8,7 +8,8 @@
 #      and no request fails
 #   6. `shoal members` in ha lists every container
 # Prints timings; exits non-zero on the first failure. Skips (exit 0) only when no Docker
-# engine answers.
+# engine answers. As a benchmark: E2E_ROUNDS=N repeats the start-to-joined, kill and stop
+# measurements N times and prints the worst and the median (see docs/benchmarks.md).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 say() { printf 'e2e: %s\n' "$*"; }
@@ -19,6 +20,10 @@ if ! docker info >/dev/null 2>&1; then
     exit 0
 fi
 project=shoale2e$$
+rounds=${E2E_ROUNDS:-1}
+declare -a joined_s=() kill_s=() stop_s=()
+# Prints "worst median" of its arguments (seconds).
+summary() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "worst %s s, median %s s", v[NR], v[int((NR + 1) / 2)] }'; }
 compose() { docker-compose -p "$project" -f "$repo/docker/compose.yaml" "$@"; }
 failed=0
 cleanup() {
@@ -86,53 +91,77 @@ say "   all 6 reached $(wait_balanced 3000 "$t") s after the new containers star
 
 ha=$(ids ha)
 ha_ip=$(ip_of "$ha")
-say "4. docker kill one web app"
-victim=$(ids webapp | head -n1)
-vname=$(hostname_of "$victim")
-t=$(now_ms)
-docker kill "$victim" >/dev/null
-while docker exec "$ha" grep -q "server $vname " /tmp/haproxy.cfg; do
-    (($(now_ms) - t < 6000)) || fail "$vname still in haproxy.cfg 6 s after docker kill"
-    sleep 0.1
-done
-say "   $vname out of haproxy.cfg $(secs $(($(now_ms) - t))) s after docker kill (target 6 s)"
-docker rm -f "$victim" >/dev/null
-
-say "5. docker stop one web app under a steady request loop"
-log=$(mktemp)
-(
-    while :; do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ha_ip:8080/" || echo 000)
-        echo "$code" >>"$log"
-        sleep 0.02
+for round in $(seq 1 "$rounds"); do
+    ((rounds == 1)) || say "round $round of $rounds"
+    # Start-to-joined: a new web app, from docker's start to the moment it lists everyone alive.
+    compose up -d --scale webapp=5 --no-recreate >/dev/null 2>&1
+    wait_balanced 5000 "$(now_ms)" >/dev/null
+    t=$(now_ms)
+    compose up -d --scale webapp=6 --no-recreate >/dev/null 2>&1
+    newest=$(docker ps -q --latest --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=webapp")
+    want=$(($(ids webapp | wc -l) + 1))
+    while (($(docker exec "$newest" shoal members 2>/dev/null | grep -c ' alive ') != want)); do
+        (($(now_ms) - t < 10000)) || fail "a new web app did not join within 10 s"
+        sleep 0.05
     done
-) &
-loop_pid=$!
-sleep 1
-victim=$(ids webapp | head -n1)
-vname=$(hostname_of "$victim")
-t=$(now_ms)
-docker stop "$victim" >/dev/null &
-stop_pid=$!
-gone=""
-while [[ -z $gone ]]; do
-    if ! docker exec "$ha" grep -q "server $vname " /tmp/haproxy.cfg; then gone=$(now_ms); fi
-    (($(now_ms) - t < 2000)) || fail "$vname still in haproxy.cfg 2 s after docker stop"
-    sleep 0.05
+    joined_s+=("$(secs $(($(now_ms) - t)))")
+    say "   a new web app container lists all $want alive ${joined_s[-1]} s after compose started it"
+    say "4. docker kill one web app"
+    victim=$(ids webapp | head -n1)
+    vname=$(hostname_of "$victim")
+    t=$(now_ms)
+    docker kill "$victim" >/dev/null
+    while docker exec "$ha" grep -q "server $vname " /tmp/haproxy.cfg; do
+        (($(now_ms) - t < 6000)) || fail "$vname still in haproxy.cfg 6 s after docker kill"
+        sleep 0.1
+    done
+    kill_s+=("$(secs $(($(now_ms) - t)))")
+    say "   $vname out of haproxy.cfg ${kill_s[-1]} s after docker kill (target 6 s)"
+    docker rm -f "$victim" >/dev/null
+    
+    say "5. docker stop one web app under a steady request loop"
+    log=$(mktemp)
+    (
+        while :; do
+            code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ha_ip:8080/" || echo 000)
+            echo "$code" >>"$log"
+            sleep 0.02
+        done
+    ) &
+    loop_pid=$!
+    sleep 1
+    victim=$(ids webapp | head -n1)
+    vname=$(hostname_of "$victim")
+    t=$(now_ms)
+    docker stop "$victim" >/dev/null &
+    stop_pid=$!
+    gone=""
+    while [[ -z $gone ]]; do
+        if ! docker exec "$ha" grep -q "server $vname " /tmp/haproxy.cfg; then gone=$(now_ms); fi
+        (($(now_ms) - t < 2000)) || fail "$vname still in haproxy.cfg 2 s after docker stop"
+        sleep 0.05
+    done
+    status=$(docker exec "$ha" shoal members | awk -v n="$vname" '$1 == n { print $3 }')
+    [[ $status == left ]] || fail "ha lists the stopped $vname as '$status', not left"
+    wait "$stop_pid"
+    sleep 1
+    kill "$loop_pid" 2>/dev/null || true
+    wait "$loop_pid" 2>/dev/null || true
+    loop_pid=
+    total=$(wc -l <"$log")
+    bad=$(grep -vc '^200$' "$log" || true)
+    stop_s+=("$(secs $((gone - t)))")
+    say "   $vname out of haproxy.cfg ${stop_s[-1]} s after docker stop (target 2 s; benchmark target 1 s), listed left"
+    say "   request loop: $total requests, $bad failed"
+    ((bad == 0)) || fail "$bad of $total requests failed during the docker stop: $(grep -v '^200$' "$log" | sort | uniq -c | tr '\n' ' ')"
+    rm -f "$log"
 done
-status=$(docker exec "$ha" shoal members | awk -v n="$vname" '$1 == n { print $3 }')
-[[ $status == left ]] || fail "ha lists the stopped $vname as '$status', not left"
-wait "$stop_pid"
-sleep 1
-kill "$loop_pid" 2>/dev/null || true
-wait "$loop_pid" 2>/dev/null || true
-loop_pid=
-total=$(wc -l <"$log")
-bad=$(grep -vc '^200$' "$log" || true)
-say "   $vname out of haproxy.cfg $(secs $((gone - t))) s after docker stop (target 2 s), listed left"
-say "   request loop: $total requests, $bad failed"
-((bad == 0)) || fail "$bad of $total requests failed during the docker stop: $(grep -v '^200$' "$log" | sort | uniq -c | tr '\n' ' ')"
-rm -f "$log"
+say "image shoal:dev: $(docker image inspect -f '{{.Size}}' shoal:dev) bytes (target < 100 MB)"
+if ((rounds > 1)); then
+    say "start-to-joined: $(summary "${joined_s[@]}")"
+    say "docker kill -> out of haproxy.cfg: $(summary "${kill_s[@]}") (target 6 s)"
+    say "docker stop -> out of haproxy.cfg: $(summary "${stop_s[@]}") (target 1 s)"
+fi
 
 say "6. shoal members in ha lists every container"
 members=$(compose exec -T ha shoal members)
