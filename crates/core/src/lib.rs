@@ -8,6 +8,7 @@
 //! - [`broadcast`]: the application broadcasts (meta, leave intents) and foca's handler.
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
 //! - [`discover`]: `--discover`: the multicast beacon that finds members with no address.
+//! - [`fs`]: atomic file replacement.
 //! - [`sync`]: anti-entropy: digest datagrams and TCP push-pull of the full state.
 //! - [`sim`]: deterministic simulation of whole clusters (virtual time, loss, partitions).
 //! - [`timers`]: the one ordered timer queue.
@@ -16,6 +17,7 @@
 pub mod broadcast;
 pub mod discover;
 pub mod envelope;
+pub mod fs;
 pub mod identity;
 pub mod membership;
 pub mod node;

@@ -104,19 +104,10 @@ pub fn load(path: &Path) -> Result<Option<SnapshotFile>, SnapshotError> {
     Ok(Some(file))
 }
 
-/// Writes `file` to `path` atomically: a temporary file in the same directory, synced, then
-/// renamed over the old one. A crash leaves the old or the new file, never half of one.
+/// Writes `file` to `path` atomically (see [`crate::fs::write_atomically`]).
 pub fn write(path: &Path, file: &SnapshotFile) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
     let json = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &json)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::fs::write_atomically(path, &json)
 }
 
 #[cfg(test)]

@@ -81,19 +81,19 @@ pub async fn run(
         tokio::select! {
             event = events.recv() => {
                 let Some(Event::Member { kind, member }) = event else {
-                    flush(&mut pending, &workers, &node, dir.as_ref(), &counters);
+                    flush(&mut pending, &workers, &node, dir.as_ref(), &counters).await;
                     return;
                 };
                 merge(&mut pending, kind, member);
                 last_at = Instant::now();
                 first_at.get_or_insert(last_at);
                 if settings.coalesce.is_zero() {
-                    flush(&mut pending, &workers, &node, dir.as_ref(), &counters);
+                    flush(&mut pending, &workers, &node, dir.as_ref(), &counters).await;
                     first_at = None;
                 }
             }
             _ = sleep => {
-                flush(&mut pending, &workers, &node, dir.as_ref(), &counters);
+                flush(&mut pending, &workers, &node, dir.as_ref(), &counters).await;
                 first_at = None;
             }
             changed = handlers.changed() => {
@@ -147,7 +147,7 @@ fn batches(pending: Vec<(MemberEventKind, Member)>) -> Vec<(MemberEventKind, Vec
     out
 }
 
-fn flush(
+async fn flush(
     pending: &mut Vec<(MemberEventKind, Member)>,
     workers: &[Worker],
     node: &NodeHandle,
@@ -159,7 +159,10 @@ fn flush(
         return;
     }
     let snapshot = node.snapshot();
-    let file = dir.and_then(|d| write_members_file(d, &snapshot));
+    let file = match dir {
+        Some(d) => write_members_file(d.path().join("members.json"), &snapshot).await,
+        None => None,
+    };
     for (kind, members) in batches(std::mem::take(pending)) {
         let stdin = member_event_stdin(&members);
         for worker in workers.iter().filter(|w| w.spec.wants_member(kind)) {
@@ -176,21 +179,27 @@ fn flush(
     }
 }
 
-/// Writes the view atomically (temp file + rename); returns its path.
-fn write_members_file(dir: &TempDir, snapshot: &shoal_core::Snapshot) -> Option<PathBuf> {
-    let path = dir.path().join("members.json");
-    let result = serde_json::to_vec_pretty(&view::members(snapshot))
-        .map_err(std::io::Error::other)
-        .and_then(|json| {
-            let mut tmp = tempfile::NamedTempFile::new_in(dir.path())?;
-            std::io::Write::write_all(&mut tmp, &json)?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            Ok(())
-        });
-    match result {
-        Ok(()) => Some(path),
+/// Writes the view to `path` atomically, off the runtime thread (it is also the gossip
+/// loop's); returns the path.
+async fn write_members_file(path: PathBuf, snapshot: &shoal_core::Snapshot) -> Option<PathBuf> {
+    let json = match serde_json::to_vec_pretty(&view::members(snapshot)) {
+        Ok(json) => json,
         Err(error) => {
+            warn!(%error, "could not encode the members file");
+            return None;
+        }
+    };
+    let target = path.clone();
+    let result =
+        tokio::task::spawn_blocking(move || shoal_core::fs::write_atomically(&target, &json)).await;
+    match result {
+        Ok(Ok(())) => Some(path),
+        Ok(Err(error)) => {
             warn!(%error, path = %path.display(), "could not write the members file");
+            None
+        }
+        Err(error) => {
+            warn!(%error, "members file writer failed");
             None
         }
     }

@@ -77,7 +77,7 @@ async fn apply(spec: &TemplateSpec, view: &Snapshot) -> Result<bool, String> {
         return Ok(false);
     }
     let dest = spec.dest.clone();
-    tokio::task::spawn_blocking(move || write_atomically(&dest, text.as_bytes()))
+    tokio::task::spawn_blocking(move || shoal_core::fs::write_atomically(&dest, text.as_bytes()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot write {}: {e}", spec.dest.display()))?;
@@ -124,18 +124,6 @@ async fn render_with_helper(src: &Path, view: &Snapshot) -> Result<String, Strin
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
-}
-
-fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(())
 }
 
 async fn render_all(specs: &[TemplateSpec], view: &Snapshot, timeout: Duration) {
