@@ -9,13 +9,15 @@
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
 //! - [`discover`]: `--discover`: the multicast beacon that finds members with no address.
 //! - [`fs`]: atomic file replacement.
-//! - [`sync`]: anti-entropy: digest datagrams and TCP push-pull of the full state.
+//! - [`anti_entropy`]: anti-entropy: digest datagrams and TCP push-pull of the full state.
 //! - [`sim`]: deterministic simulation of whole clusters (virtual time, loss, partitions).
 //! - [`timers`]: the one ordered timer queue.
 //! - [`node`]: the tokio driver: one task owns foca and the table; a [`NodeHandle`] talks to it.
 
+pub mod anti_entropy;
 pub mod broadcast;
 pub mod discover;
+pub(crate) mod engine;
 pub mod envelope;
 pub mod fs;
 pub mod identity;
@@ -24,7 +26,6 @@ pub mod node;
 pub mod profile;
 pub mod sim;
 pub mod snapshot;
-pub mod sync;
 pub mod timers;
 
 pub use identity::Identity;

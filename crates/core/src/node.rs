@@ -6,7 +6,6 @@
 //! schedule, then notify) and publishes what changed. Nothing in a turn awaits: datagrams go out
 //! with `try_send_to`, events with `try_send`.
 
-pub(crate) mod engine;
 mod owner;
 mod tasks;
 
@@ -20,10 +19,11 @@ use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::anti_entropy::SyncState;
+use crate::engine;
 use crate::identity::Identity;
 use crate::membership::{Event, Member, Status};
 use crate::profile::Profile;
-use crate::sync::SyncState;
 
 /// How many commands may wait for the owner. Senders wait when it is full (back-pressure on
 /// control requests and push-pull results, never on gossip, which the owner reads itself).

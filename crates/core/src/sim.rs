@@ -20,9 +20,9 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use tokio::sync::oneshot;
 
+use crate::engine::{Engine, Outbox, rng};
 use crate::identity::Identity;
 use crate::membership::{Event, Status};
-use crate::node::engine::{Engine, Outbox, rng};
 use crate::node::{Command, NodeConfig, Snapshot, Stats};
 use crate::profile::Profile;
 

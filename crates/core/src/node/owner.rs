@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::engine::{Engine, Outbox, PushPull};
 use super::{Command, Snapshot, Stats, tasks};
+use crate::engine::{Engine, Outbox, PushPull};
 use crate::membership::Event;
 
 enum Input {

@@ -10,9 +10,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::engine::PushPull;
 use super::{Command, Stats};
-use crate::sync;
+use crate::anti_entropy as sync;
+use crate::engine::PushPull;
 
 /// At most this many inbound push-pulls are served at once; more wait in the listen backlog.
 const MAX_INBOUND_SYNCS: usize = 32;

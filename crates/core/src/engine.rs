@@ -2,7 +2,7 @@
 //!
 //! Every entry point takes the current `Instant`; everything the engine wants done (datagrams
 //! to send, push-pulls and DNS look-ups to start, beacons, events, a new view) goes into its
-//! [`Outbox`], which the caller drains. The tokio driver ([`super::owner`]) and the
+//! [`Outbox`], which the caller drains. The tokio driver ([`crate::node`]) and the
 //! deterministic simulator ([`crate::sim`]) are two such callers.
 
 use std::net::SocketAddr;
@@ -15,13 +15,13 @@ use rand::rngs::StdRng;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::{Command, NodeConfig, NodeError, Snapshot, Stats, ms};
+use crate::anti_entropy::{Digest, SyncState};
 use crate::broadcast::{self, Broadcast, Inbox, Shared, lock, validate_meta};
 use crate::envelope::{self, Kind};
 use crate::identity::Identity;
 use crate::membership::{Event, Membership, Meta, Status};
+use crate::node::{Command, NodeConfig, NodeError, Snapshot, Stats, ms};
 use crate::profile::Timings;
-use crate::sync::{Digest, SyncState};
 
 type Gossip = Foca<Identity, PostcardCodec, StdRng, Inbox>;
 
