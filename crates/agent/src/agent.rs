@@ -219,7 +219,7 @@ async fn reload(
     }
     handlers.send_replace(Arc::new(cfg.handlers.clone()));
     templates.send_replace(Arc::new(cfg.templates.clone()));
-    if node.snapshot().local.tags != cfg.tags
+    if node.view().local.tags != cfg.tags
         && let Err(e) = node.set_tags(cfg.tags.clone()).await
     {
         error!(error = %e, "SIGHUP: tags not changed");

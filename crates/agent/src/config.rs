@@ -2,7 +2,7 @@
 //! one typed [`AgentConfig`]. Every error names the setting and the bad value.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -333,22 +333,10 @@ fn parse_addr(
     value: &str,
     default_port: u16,
 ) -> Result<SocketAddr, ConfigError> {
-    let value = value.trim();
-    if let Ok(addr) = value.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    if let Ok(ip) = value.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
     use std::net::ToSocketAddrs;
-    let with_port = if value
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        value.to_string()
-    } else {
-        format!("{value}:{default_port}")
-    };
+    let value = value.trim();
+    // A literal address parses without a look-up; only a host name reaches the resolver.
+    let with_port = shoal_core::config::with_default_port(value, default_port);
     with_port
         .to_socket_addrs()
         .map_err(|e| invalid(setting, value, e))?

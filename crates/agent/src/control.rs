@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shoal_core::{NodeError, NodeHandle, Status};
+use shoal_core::{CommandError, NodeHandle, Status};
 use shoal_proto::{
     AgentInfo, ErrorBody, ForceLeaveRequest, InfoResponse, JoinRequest, JoinResponse, MemberCounts,
     OkResponse, StatsInfo,
@@ -88,14 +88,13 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
     json(status, &ErrorBody::new(code, message))
 }
 
-fn node_error(e: NodeError) -> Reply {
+fn command_error(e: CommandError) -> Reply {
     let (status, code) = match &e {
-        NodeError::UnknownMember(_) => (StatusCode::NOT_FOUND, "not_found"),
-        NodeError::NotFailed { .. } => (StatusCode::CONFLICT, "conflict"),
-        NodeError::Meta(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-        NodeError::JoinFailed(_) => (StatusCode::BAD_GATEWAY, "join_failed"),
-        NodeError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        CommandError::UnknownMember(_) => (StatusCode::NOT_FOUND, "not_found"),
+        CommandError::NotFailed { .. } => (StatusCode::CONFLICT, "conflict"),
+        CommandError::Meta(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        CommandError::JoinFailed(_) => (StatusCode::BAD_GATEWAY, "join_failed"),
+        CommandError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
     error(status, code, e.to_string())
 }
@@ -125,7 +124,7 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
-        (Method::GET, "/v1/members") => json(StatusCode::OK, &view::members(&st.node.snapshot())),
+        (Method::GET, "/v1/members") => json(StatusCode::OK, &view::members(&st.node.view())),
         (Method::POST, "/v1/join") => match body::<JoinRequest>(req).await {
             Err(reply) => reply,
             Ok(r) if r.addrs.is_empty() => {
@@ -133,7 +132,7 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             }
             Ok(r) => match st.node.join(r.addrs).await {
                 Ok(joined) => json(StatusCode::OK, &JoinResponse { joined }),
-                Err(e) => node_error(e),
+                Err(e) => command_error(e),
             },
         },
         (Method::POST, "/v1/leave") => match st.node.leave().await {
@@ -141,13 +140,13 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
                 let _ = st.stopped.try_send(());
                 json(StatusCode::OK, &OkResponse { ok: true })
             }
-            Err(e) => node_error(e),
+            Err(e) => command_error(e),
         },
         (Method::POST, "/v1/force-leave") => match body::<ForceLeaveRequest>(req).await {
             Err(reply) => reply,
             Ok(r) => match st.node.force_leave(r.node).await {
                 Ok(()) => json(StatusCode::OK, &OkResponse { ok: true }),
-                Err(e) => node_error(e),
+                Err(e) => command_error(e),
             },
         },
         (Method::GET, "/v1/info") => json(StatusCode::OK, &info(st)),
@@ -165,7 +164,7 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
 }
 
 fn info(st: &ControlState) -> InfoResponse {
-    let snap = st.node.snapshot();
+    let snap = st.node.view();
     let s = st.node.stats();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     InfoResponse {

@@ -1,6 +1,6 @@
 //! The member view in the control API's JSON shape (also `SHOAL_MEMBERS_FILE`).
 
-use shoal_core::{Member, Snapshot};
+use shoal_core::{Member, View};
 use shoal_proto::{MemberInfo, MembersResponse};
 
 /// One member in Serf's JSON shape.
@@ -15,8 +15,8 @@ pub fn member_info(m: &Member) -> MemberInfo {
 }
 
 /// The whole view.
-pub fn members(snapshot: &Snapshot) -> MembersResponse {
+pub fn members(view: &View) -> MembersResponse {
     MembersResponse {
-        members: snapshot.members.iter().map(member_info).collect(),
+        members: view.members.iter().map(member_info).collect(),
     }
 }

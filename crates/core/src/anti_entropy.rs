@@ -1,17 +1,17 @@
-//! Anti-entropy: the digest datagram and the TCP push-pull of the full state.
+//! Anti-entropy: the digest datagram and the push-pull frame of the full state (the wire
+//! types and their encoding; the TCP side is `node::push_pull`).
 //!
 //! Every `sync_interval` a node sends its membership digest to one random member. A receiver
 //! whose own digest differs opens a push-pull: both sides send their whole state (foca members,
 //! metas, leave intents) in one length-prefixed frame each and apply the other's. That repairs
 //! whatever gossip missed, in seconds rather than at the next full sync.
-
-use std::time::Duration;
+//!
+//! A frame is a big-endian `u32` length, then the enveloped ([`Kind::PushPull`]) postcard
+//! [`SyncState`]. The length is checked against [`MAX_FRAME`] before anything is allocated.
 
 use foca::Member as FocaMember;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::envelope::{self, EnvelopeError, Kind};
 use crate::identity::Identity;
@@ -42,15 +42,9 @@ pub struct SyncState {
     pub intents: Vec<(Identity, bool)>,
 }
 
-/// A push-pull that did not complete. Nothing was applied.
+/// A push-pull frame that is not acceptable. Nothing was applied.
 #[derive(Debug, Error)]
-pub enum SyncError {
-    /// Connect, read or write failed.
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    /// The peer took too long.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+pub enum FrameError {
     /// The frame was larger than [`MAX_FRAME`].
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
@@ -60,75 +54,61 @@ pub enum SyncError {
     /// The envelope was fine but carried another kind.
     #[error("expected a push-pull frame, got {0:?}")]
     WrongKind(Kind),
-    /// The payload did not decode.
+    /// The payload did not decode (or, sending, did not encode).
     #[error("undecodable push-pull state: {0}")]
-    Decode(#[from] postcard::Error),
+    Codec(#[from] postcard::Error),
 }
 
-/// Writes one frame: a big-endian u32 length, then the enveloped state.
-pub async fn write_state(stream: &mut TcpStream, state: &SyncState) -> Result<(), SyncError> {
-    let payload = postcard::to_stdvec(state)?;
-    let frame = envelope::seal(Kind::PushPull, &payload);
-    if frame.len() > MAX_FRAME {
-        return Err(SyncError::TooLarge(frame.len()));
+/// The frame body for `state` (the length prefix is the caller's: `body.len()` as `u32`).
+pub fn encode_frame(state: &SyncState) -> Result<Vec<u8>, FrameError> {
+    let body = envelope::seal(Kind::PushPull, &postcard::to_stdvec(state)?);
+    check_len(body.len())?;
+    Ok(body)
+}
+
+/// Checks a declared frame length before anything is allocated for it.
+pub fn check_len(len: usize) -> Result<(), FrameError> {
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
     }
-    stream
-        .write_all(&(frame.len() as u32).to_be_bytes())
-        .await?;
-    stream.write_all(&frame).await?;
-    stream.flush().await?;
     Ok(())
 }
 
-/// Reads one frame written by [`write_state`].
-pub async fn read_state(stream: &mut TcpStream) -> Result<SyncState, SyncError> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(SyncError::TooLarge(len));
-    }
-    let mut frame = vec![0u8; len];
-    stream.read_exact(&mut frame).await?;
-    let (kind, payload) = envelope::open(&frame)?;
+/// Decodes a frame body written by [`encode_frame`].
+pub fn decode_frame(body: &[u8]) -> Result<SyncState, FrameError> {
+    let (kind, payload) = envelope::open(body)?;
     if kind != Kind::PushPull {
-        return Err(SyncError::WrongKind(kind));
+        return Err(FrameError::WrongKind(kind));
     }
     Ok(postcard::from_bytes(payload)?)
 }
 
-/// Runs `fut` with a deadline, mapping the elapsed case to [`SyncError::Timeout`].
-pub async fn with_timeout<T>(
-    limit: Duration,
-    fut: impl std::future::Future<Output = Result<T, SyncError>>,
-) -> Result<T, SyncError> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| SyncError::Timeout(limit))?
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The client side: connect (from `source`, the bound gossip IP, when it is a specific one, so
-/// peers and firewalls see the node's own address), send ours, read theirs.
-pub async fn push_pull(
-    addr: std::net::SocketAddr,
-    source: Option<std::net::IpAddr>,
-    ours: &SyncState,
-    limit: Duration,
-) -> Result<SyncState, SyncError> {
-    with_timeout(limit, async {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
+    #[test]
+    fn a_state_round_trips_through_a_frame_and_other_kinds_are_refused() {
+        let id = Identity::new("127.0.0.1:7948".parse().expect("addr"));
+        let state = SyncState {
+            from: Some(id),
+            members: vec![FocaMember::alive(id)],
+            metas: Vec::new(),
+            intents: vec![(id, false)],
         };
-        if let Some(ip) = source.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
-        {
-            socket.bind(std::net::SocketAddr::new(ip, 0))?;
-        }
-        let mut stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
-        write_state(&mut stream, ours).await?;
-        read_state(&mut stream).await
-    })
-    .await
+        let back = decode_frame(&encode_frame(&state).expect("encode")).expect("decode");
+        assert_eq!(
+            (back.from, back.members.len(), back.intents),
+            (Some(id), 1, vec![(id, false)])
+        );
+        let digest = envelope::seal(Kind::Digest, b"x");
+        assert!(matches!(
+            decode_frame(&digest),
+            Err(FrameError::WrongKind(Kind::Digest))
+        ));
+        assert!(matches!(
+            check_len(MAX_FRAME + 1),
+            Err(FrameError::TooLarge(_))
+        ));
+    }
 }

@@ -118,18 +118,18 @@ pub fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 /// foca's custom-broadcast handler: decodes items and applies them to the table.
-pub struct Inbox {
+pub struct ItemHandler {
     shared: Arc<Mutex<Shared>>,
 }
 
-impl Inbox {
+impl ItemHandler {
     /// A handler feeding `shared`.
     pub fn new(shared: Arc<Mutex<Shared>>) -> Self {
         Self { shared }
     }
 }
 
-impl BroadcastHandler<Identity> for Inbox {
+impl BroadcastHandler<Identity> for ItemHandler {
     type Key = BroadcastKey;
     type Error = BroadcastError;
 

@@ -10,12 +10,10 @@
 //! a responder and DNS-SD record conventions for nothing else. The beacon is one datagram,
 //! TTL 1 (it never leaves the LAN).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
-use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
-use tokio::net::UdpSocket;
 
 use crate::envelope::{self, Kind};
 use crate::identity::Identity;
@@ -53,29 +51,6 @@ pub fn validate_cluster(name: &str) -> Result<(), DiscoverError> {
         return Err(DiscoverError::Name(name.to_string()));
     }
     Ok(())
-}
-
-/// The beacon socket: bound to the group port with address reuse (several agents on one host
-/// all hear every beacon), member of the group on the interface of `local_ip` (or the one the
-/// routing table picks when that is unspecified), multicast loop on so agents on one host hear
-/// each other, TTL 1.
-pub fn socket(local_ip: IpAddr) -> Result<UdpSocket, DiscoverError> {
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT)).into())?;
-    let iface = match local_ip {
-        IpAddr::V4(ip) if !ip.is_loopback() => ip,
-        _ => Ipv4Addr::UNSPECIFIED,
-    };
-    sock.join_multicast_v4(&GROUP, &iface)?;
-    if !iface.is_unspecified() {
-        sock.set_multicast_if_v4(&iface)?;
-    }
-    sock.set_multicast_loop_v4(true)?;
-    sock.set_multicast_ttl_v4(1)?;
-    Ok(UdpSocket::from_std(sock.into())?)
 }
 
 /// Encodes a beacon datagram.

@@ -19,9 +19,19 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A fresh identity for `addr`, with the generation taken from the wall clock (milliseconds).
+    /// The first identity at `addr` (generation 1).
     pub fn new(addr: SocketAddr) -> Self {
-        let generation = SystemTime::now()
+        Self {
+            addr,
+            generation: 1,
+        }
+    }
+
+    /// A fresh identity for `addr` for a node starting at `wall_clock`: the generation is its
+    /// milliseconds since the Unix epoch, so it is higher than any earlier start's. The caller
+    /// reads the clock (this module reads none).
+    pub fn starting_at(addr: SocketAddr, wall_clock: SystemTime) -> Self {
+        let generation = wall_clock
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(1);

@@ -1,24 +1,47 @@
 //! shoal-core: cluster membership on [foca](https://docs.rs/foca) (SWIM).
 //!
-//! Layout:
+//! # Layout
+//!
+//! Three layers, each importing only from the ones above it in this list, plus a simulator:
+//!
+//! **Vocabulary** shared by every layer:
+//! - [`config`]: [`NodeConfig`], the default port and the default-port rule.
+//! - [`error`]: [`StartError`], [`CommandError`] and why a datagram was dropped.
+//! - [`view`]: the published member [`View`] and the [`Stats`] counters.
+//!
+//! **Rules**: wire formats and pure state; no tokio, no sockets, no clock (time comes in as
+//! an `Instant` argument):
 //! - [`identity`]: the small `{addr, generation}` identity foca gossips.
 //! - [`envelope`]: magic, version, kind and key id around every datagram and stream frame.
 //! - [`profile`]: `lan`, `wan`, `local` timings and foca's config for a cluster size.
-//! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.
-//! - [`broadcast`]: the application broadcasts (meta, leave intents) and foca's handler.
-//! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
-//! - [`discover`]: `--discover`: the multicast beacon that finds members with no address.
-//! - [`fs`]: atomic file replacement.
-//! - [`anti_entropy`]: anti-entropy: digest datagrams and TCP push-pull of the full state.
-//! - [`sim`]: deterministic simulation of whole clusters (virtual time, loss, partitions).
 //! - [`timers`]: the one ordered timer queue.
-//! - [`node`]: the tokio driver: one task owns foca and the table; a [`NodeHandle`] talks to it.
+//! - [`broadcast`]: the application broadcasts (meta, leave intents) and foca's handler.
+//! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.
+//! - [`anti_entropy`]: the digest datagram and the push-pull frame.
+//! - [`discover`]: the `--discover` beacon's format.
+//! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
+//! - [`fs`]: atomic file replacement.
+//!
+//! **Engine** (`engine.rs`, `engine/`, crate-private): one node's protocol, sans I/O. Inputs
+//! (commands, datagrams, timers, each with the current `Instant`) go in; an outbox of
+//! datagrams, push-pulls, look-ups, beacons, events and views comes out. It imports nothing
+//! from the driver.
+//!
+//! **Driver** ([`node`]): the tokio loop that owns an engine and carries out its outbox with
+//! real sockets and time; a [`NodeHandle`] talks to it.
+//!
+//! **Simulation** ([`sim`]): many engines on virtual time and a simulated network (latency,
+//! loss, partitions, crashes), all from one seed. It imports nothing from the driver.
+//!
+//! `.ci/layers.py` checks these rules on every CI run.
 
 pub mod anti_entropy;
 pub mod broadcast;
+pub mod config;
 pub mod discover;
 pub(crate) mod engine;
 pub mod envelope;
+pub mod error;
 pub mod fs;
 pub mod identity;
 pub mod membership;
@@ -27,11 +50,12 @@ pub mod profile;
 pub mod sim;
 pub mod snapshot;
 pub mod timers;
+pub mod view;
 
+pub use config::{DEFAULT_PORT, NodeConfig};
+pub use error::{CommandError, StartError};
 pub use identity::Identity;
 pub use membership::{Event, Member, MemberEventKind, Status};
-pub use node::{NodeConfig, NodeError, NodeHandle, Snapshot, Stats, start};
+pub use node::{NodeHandle, start};
 pub use profile::Profile;
-
-/// The default gossip port (7946 belongs to Serf and Docker Swarm).
-pub const DEFAULT_PORT: u16 = 7948;
+pub use view::{Stats, View};

@@ -20,11 +20,13 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use tokio::sync::oneshot;
 
-use crate::engine::{Engine, Outbox, rng};
+use crate::config::NodeConfig;
+use crate::engine::{Command, Engine, Outbox, Resolve, rng};
+use crate::error::CommandError;
 use crate::identity::Identity;
 use crate::membership::{Event, Status};
-use crate::node::{Command, NodeConfig, Snapshot, Stats};
 use crate::profile::Profile;
+use crate::view::{Stats, View};
 
 /// The name every simulated node joins by; it resolves to every node's address.
 pub const CLUSTER_NAME: &str = "cluster:7948";
@@ -45,7 +47,7 @@ enum Delivery {
 struct Node {
     engine: Engine,
     generation: u64,
-    view: Snapshot,
+    view: View,
     events: Vec<Event>,
     leave_done: Option<oneshot::Receiver<()>>,
 }
@@ -57,6 +59,8 @@ pub struct Sim {
     rng: StdRng,
     seq: u64,
     profile: Profile,
+    /// The join names every node is started with.
+    join: Vec<String>,
     nodes: BTreeMap<SocketAddr, Node>,
     names: BTreeMap<SocketAddr, String>,
     /// Addresses of nodes that left gracefully and were not restarted.
@@ -80,8 +84,24 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 impl Sim {
-    /// A cluster of `n` nodes, all started at time zero with identical configuration.
+    /// A cluster of `n` nodes, all started at time zero with identical configuration: each
+    /// joins [`CLUSTER_NAME`].
     pub fn new(seed: u64, n: usize, profile: Profile) -> Self {
+        Self::with_join(seed, n, profile, vec![CLUSTER_NAME.to_string()])
+    }
+
+    /// `n` nodes started at time zero with no join names: each is alone until an operator
+    /// joins it ([`Sim::join`]).
+    pub fn unjoined(seed: u64, n: usize, profile: Profile) -> Self {
+        Self::with_join(seed, n, profile, Vec::new())
+    }
+
+    /// The address of the `i`th node.
+    pub fn addr(i: usize) -> SocketAddr {
+        addr(i)
+    }
+
+    fn with_join(seed: u64, n: usize, profile: Profile, join: Vec<String>) -> Self {
         let start = Instant::now();
         let mut sim = Self {
             start,
@@ -89,6 +109,7 @@ impl Sim {
             rng: rng(Some(seed)),
             seq: 0,
             profile,
+            join,
             nodes: BTreeMap::new(),
             names: BTreeMap::new(),
             left: Vec::new(),
@@ -131,7 +152,7 @@ impl Sim {
     }
 
     /// The view of the node at `at`.
-    pub fn view(&self, at: SocketAddr) -> Option<&Snapshot> {
+    pub fn view(&self, at: SocketAddr) -> Option<&View> {
         self.nodes.get(&at).map(|n| &n.view)
     }
 
@@ -144,7 +165,7 @@ impl Sim {
         let name = self.names[&at].clone();
         let mut config = NodeConfig::new(name, at);
         config.profile = self.profile;
-        config.join = vec![CLUSTER_NAME.to_string()];
+        config.join = self.join.clone();
         config.reconnect_timeout = Duration::from_secs(3600);
         config.tombstone_timeout = Duration::from_secs(3600);
         let generation = 1 + self.elapsed().as_millis() as u64;
@@ -230,6 +251,39 @@ impl Sim {
         self.flush(at);
     }
 
+    /// An operator's `shoal join TARGETS` at the node at `at`: the answer arrives on the
+    /// receiver (how many answered) once the simulation has run far enough.
+    pub fn join(
+        &mut self,
+        at: SocketAddr,
+        targets: Vec<String>,
+    ) -> oneshot::Receiver<Result<usize, CommandError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(node) = self.nodes.get_mut(&at) {
+            node.engine
+                .handle_command(self.now, Command::Join { targets, reply: tx });
+            self.flush(at);
+        }
+        rx
+    }
+
+    /// Simulated DNS: [`CLUSTER_NAME`] resolves to every node's address, an `ip:port` to
+    /// itself, any other name to nothing.
+    fn resolve(&self, targets: &[String]) -> (Vec<SocketAddr>, Vec<(String, String)>) {
+        let mut addrs = Vec::new();
+        let mut failed = Vec::new();
+        for target in targets {
+            if target == CLUSTER_NAME {
+                addrs.extend(self.names.keys().copied());
+            } else if let Ok(a) = target.parse::<SocketAddr>() {
+                addrs.push(a);
+            } else {
+                failed.push((target.clone(), "no such host in the simulation".to_string()));
+            }
+        }
+        (addrs, failed)
+    }
+
     fn linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
         self.groups.get(&a).copied().unwrap_or(0) == self.groups.get(&b).copied().unwrap_or(0)
     }
@@ -269,14 +323,13 @@ impl Sim {
         let Outbox {
             datagrams,
             push_pulls,
-            joins,
             resolve,
             beacons: _,
             events,
-            snapshot,
+            view,
         } = node.engine.take_outbox();
         node.events.extend(events);
-        if let Some(view) = snapshot {
+        if let Some(view) = view {
             node.view = view;
         }
         for (to, packet) in datagrams {
@@ -317,22 +370,20 @@ impl Sim {
                     self.command_later(at, back, Command::ApplyState { state: theirs });
                 }
             }
-            let done = self.latency() * 3;
-            self.command_later(
-                at,
-                done,
-                Command::JoinedVia {
-                    joined,
-                    reply: pp.reply,
-                    tried: pp.tried,
-                },
-            );
+            if let Some(join) = pp.join {
+                let done = self.latency() * 3;
+                self.command_later(at, done, Command::JoinedVia { joined, join });
+            }
         }
-        drop(joins); // only the control API makes these
-        if resolve.is_some() {
-            let addrs: Vec<SocketAddr> = self.names.keys().copied().collect();
+        for Resolve { targets, purpose } in resolve {
+            let (addrs, failed) = self.resolve(&targets);
             let delay = self.latency();
-            self.command_later(at, delay, Command::Resolved { addrs });
+            let cmd = Command::Resolved {
+                addrs,
+                failed,
+                purpose,
+            };
+            self.command_later(at, delay, cmd);
         }
     }
 

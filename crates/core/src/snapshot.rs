@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::membership::Status;
-use crate::node::Snapshot;
+use crate::view::View;
 
 /// The current file format version.
 pub const FORMAT: u32 = 1;
@@ -59,7 +59,7 @@ pub enum SnapshotError {
 
 impl SnapshotFile {
     /// The file content for a published view.
-    pub fn from_view(view: &Snapshot) -> Self {
+    pub fn from_view(view: &View) -> Self {
         let members = view
             .members
             .iter()
@@ -74,6 +74,37 @@ impl SnapshotFile {
             name: view.local.name.clone(),
             left: view.left,
             members,
+        }
+    }
+
+    /// The remembered members' addresses, `advertise` (this node) excluded.
+    pub fn seeds(&self, advertise: SocketAddr) -> Vec<SocketAddr> {
+        self.members
+            .iter()
+            .map(|m| m.addr)
+            .filter(|a| *a != advertise)
+            .collect()
+    }
+}
+
+/// The members to rejoin from the snapshot at `path`: none when there is no file, when it
+/// cannot be read (logged), or when the node left gracefully last time and `rejoin` is off.
+pub fn rejoin_seeds(path: &Path, rejoin: bool, advertise: SocketAddr) -> Vec<SocketAddr> {
+    match load(path) {
+        Ok(None) => Vec::new(),
+        Ok(Some(file)) if file.left && !rejoin => {
+            tracing::info!(path = %path.display(),
+                "this node left the cluster gracefully last time: not rejoining its snapshot (use --rejoin)");
+            Vec::new()
+        }
+        Ok(Some(file)) => {
+            let seeds = file.seeds(advertise);
+            tracing::info!(path = %path.display(), members = seeds.len(), "rejoining members from the snapshot");
+            seeds
+        }
+        Err(error) => {
+            tracing::warn!(%error, "ignoring the snapshot");
+            Vec::new()
         }
     }
 }

@@ -158,7 +158,7 @@ async fn flush(
         pending.clear();
         return;
     }
-    let snapshot = node.snapshot();
+    let snapshot = node.view();
     let file = match dir {
         Some(d) => write_members_file(d.path().join("members.json"), &snapshot).await,
         None => None,
@@ -181,7 +181,7 @@ async fn flush(
 
 /// Writes the view to `path` atomically, off the runtime thread (it is also the gossip
 /// loop's); returns the path.
-async fn write_members_file(path: PathBuf, snapshot: &shoal_core::Snapshot) -> Option<PathBuf> {
+async fn write_members_file(path: PathBuf, snapshot: &shoal_core::View) -> Option<PathBuf> {
     let json = match serde_json::to_vec_pretty(&view::members(snapshot)) {
         Ok(json) => json,
         Err(error) => {

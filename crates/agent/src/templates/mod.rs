@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_core::{NodeHandle, Snapshot};
+use shoal_core::{NodeHandle, View};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -68,7 +68,7 @@ impl TemplateSpec {
 }
 
 /// Renders one template; writes DEST if it changed. Returns whether it was written.
-async fn apply(spec: &TemplateSpec, view: &Snapshot) -> Result<bool, String> {
+async fn apply(spec: &TemplateSpec, view: &View) -> Result<bool, String> {
     let text = render_with_helper(&spec.src, view).await?;
     if tokio::fs::read_to_string(&spec.dest)
         .await
@@ -95,7 +95,7 @@ fn helper() -> std::path::PathBuf {
 
 /// Runs `shoal-template SRC` with the view on stdin; its stdout is the rendering, its stderr
 /// the error (with file and line).
-async fn render_with_helper(src: &Path, view: &Snapshot) -> Result<String, String> {
+async fn render_with_helper(src: &Path, view: &View) -> Result<String, String> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
     let context = serde_json::to_vec(&render::Context::of(view)).map_err(|e| e.to_string())?;
@@ -126,7 +126,7 @@ async fn render_with_helper(src: &Path, view: &Snapshot) -> Result<String, Strin
     }
 }
 
-async fn render_all(specs: &[TemplateSpec], view: &Snapshot, timeout: Duration) {
+async fn render_all(specs: &[TemplateSpec], view: &View, timeout: Duration) {
     for spec in specs {
         match apply(spec, view).await {
             Ok(false) => {}

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{Member, Snapshot};
+use shoal_core::{Member, View};
 
 /// One member as templates see it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub struct Context {
 
 impl Context {
     /// The context for a view.
-    pub fn of(view: &Snapshot) -> Self {
+    pub fn of(view: &View) -> Self {
         Self {
             members: view.members.iter().map(TemplateMember::from).collect(),
             local: TemplateMember::from(&view.local),
@@ -95,9 +95,9 @@ mod tests {
         }
     }
 
-    fn view() -> Snapshot {
+    fn view() -> View {
         let lb = member("lb", 1, Status::Alive, "lb");
-        Snapshot {
+        View {
             local: lb.clone(),
             members: vec![
                 lb,

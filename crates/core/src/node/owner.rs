@@ -15,9 +15,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{Command, Snapshot, Stats, tasks};
-use crate::engine::{Engine, Outbox, PushPull};
+use super::tasks;
+use crate::engine::{Command, Engine, Outbox};
 use crate::membership::Event;
+use crate::view::{Stats, View};
 
 enum Input {
     Command(Option<Command>),
@@ -32,7 +33,7 @@ pub(super) struct Owner {
     pub(super) inbox_tx: mpsc::Sender<Command>,
     pub(super) inbox: mpsc::Receiver<Command>,
     pub(super) events: mpsc::Sender<Event>,
-    pub(super) snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    pub(super) view_tx: watch::Sender<Arc<View>>,
     pub(super) stats: Arc<Stats>,
 }
 
@@ -90,11 +91,10 @@ impl Owner {
         let Outbox {
             datagrams,
             push_pulls,
-            joins,
             resolve,
             beacons,
             events,
-            snapshot,
+            view,
         } = self.engine.take_outbox();
         for (to, packet) in datagrams {
             match self.socket.try_send_to(&packet, to) {
@@ -108,27 +108,10 @@ impl Owner {
         let limit = self.engine.sync_limit();
         let source = self.socket.local_addr().ok().map(|a| a.ip());
         for pp in push_pulls {
-            tasks::spawn_join(pp, source, self.inbox_tx.clone(), self.stats.clone(), limit);
+            tasks::spawn_push_pull(pp, source, self.inbox_tx.clone(), self.stats.clone(), limit);
         }
-        for join in joins {
-            let (inbox, stats) = (self.inbox_tx.clone(), self.stats.clone());
-            tokio::spawn(async move {
-                let (addrs, failed) = super::resolve_targets(&join.targets).await;
-                let mut tried = join.targets.join(", ");
-                for (target, error) in failed {
-                    tried.push_str(&format!(" ({target}: {error})"));
-                }
-                let pp = PushPull {
-                    addrs,
-                    state: join.state,
-                    reply: Some(join.reply),
-                    tried,
-                };
-                tasks::spawn_join(pp, source, inbox, stats, limit);
-            });
-        }
-        if let Some(targets) = resolve {
-            tasks::spawn_resolve(targets, self.inbox_tx.clone());
+        for request in resolve {
+            tasks::spawn_resolve(request, self.inbox_tx.clone());
         }
         if let Some(socket) = &self.beacon {
             for packet in beacons {
@@ -147,8 +130,8 @@ impl Owner {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        if let Some(snapshot) = snapshot {
-            self.snapshot_tx.send_replace(Arc::new(snapshot));
+        if let Some(view) = view {
+            self.view_tx.send_replace(Arc::new(view));
         }
     }
 }

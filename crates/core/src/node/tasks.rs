@@ -1,5 +1,6 @@
-//! Tasks beside the owner: the push-pull server, outgoing push-pulls and the join resolver.
-//! Each reports back through the owner's inbox.
+//! Tasks beside the owner: the push-pull server, outgoing push-pulls, the resolver, the beacon
+//! listener and the snapshot writer. Each reports back through the owner's inbox (or, the
+//! writer, reads the view's `watch`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{Command, Stats};
-use crate::anti_entropy as sync;
-use crate::engine::PushPull;
+use super::net::resolve_targets;
+use super::push_pull::{self, SyncError};
+use crate::engine::{Command, PushPull, Resolve};
+use crate::view::{Stats, View};
 
 /// At most this many inbound push-pulls are served at once; more wait in the listen backlog.
 const MAX_INBOUND_SYNCS: usize = 32;
@@ -55,21 +57,22 @@ async fn serve_one(
     inbox: &mpsc::Sender<Command>,
     stats: &Stats,
     limit: Duration,
-) -> Result<(), sync::SyncError> {
-    let theirs = sync::with_timeout(limit, sync::read_state(&mut stream)).await?;
+) -> Result<(), SyncError> {
+    let theirs = push_pull::with_timeout(limit, push_pull::read_state(&mut stream)).await?;
     let (tx, rx) = oneshot::channel();
     if inbox.send(Command::GetState { reply: tx }).await.is_err() {
         return Ok(());
     }
     let Ok(ours) = rx.await else { return Ok(()) };
-    sync::with_timeout(limit, sync::write_state(&mut stream, &ours)).await?;
+    push_pull::with_timeout(limit, push_pull::write_state(&mut stream, &ours)).await?;
     Stats::add(&stats.push_pulls, 1);
     let _ = inbox.send(Command::ApplyState { state: theirs }).await;
     Ok(())
 }
 
-/// Push-pulls with each address; applies every answer; reports how many answered.
-pub(super) fn spawn_join(
+/// Push-pulls with each address; applies every answer; for an operator join, reports how many
+/// answered.
+pub(super) fn spawn_push_pull(
     pp: PushPull,
     source: Option<std::net::IpAddr>,
     inbox: mpsc::Sender<Command>,
@@ -79,13 +82,12 @@ pub(super) fn spawn_join(
     let PushPull {
         addrs,
         state: ours,
-        reply,
-        tried,
+        join,
     } = pp;
     tokio::spawn(async move {
         let mut joined = 0;
         for addr in addrs {
-            match sync::push_pull(addr, source, &ours, limit).await {
+            match push_pull::push_pull(addr, source, &ours, limit).await {
                 Ok(theirs) => {
                     joined += 1;
                     Stats::add(&stats.push_pulls, 1);
@@ -100,13 +102,9 @@ pub(super) fn spawn_join(
                 Err(error) => debug!(%addr, %error, "push-pull failed"),
             }
         }
-        let _ = inbox
-            .send(Command::JoinedVia {
-                joined,
-                reply,
-                tried,
-            })
-            .await;
+        if let Some(join) = join {
+            let _ = inbox.send(Command::JoinedVia { joined, join }).await;
+        }
     });
 }
 
@@ -114,7 +112,7 @@ pub(super) fn spawn_join(
 /// end), except while the node knows no other member. Runs beside the owner so file I/O never blocks gossip.
 pub(super) fn spawn_snapshot_writer(
     path: std::path::PathBuf,
-    mut view: tokio::sync::watch::Receiver<Arc<super::Snapshot>>,
+    mut view: tokio::sync::watch::Receiver<Arc<View>>,
 ) -> JoinHandle<()> {
     use crate::snapshot::{self, SnapshotFile};
     tokio::spawn(async move {
@@ -181,13 +179,17 @@ pub(super) fn spawn_beacon_listener(
     })
 }
 
-/// Resolves the join targets and hands the addresses to the owner.
-pub(super) fn spawn_resolve(targets: Vec<String>, inbox: mpsc::Sender<Command>) {
+/// Resolves names and hands the addresses (and the names that failed) to the owner.
+pub(super) fn spawn_resolve(request: Resolve, inbox: mpsc::Sender<Command>) {
     tokio::spawn(async move {
-        let (addrs, failed) = super::resolve_targets(&targets).await;
-        for (target, error) in failed {
-            warn!(%target, %error, "join target does not resolve; will retry");
-        }
-        let _ = inbox.send(Command::Resolved { addrs }).await;
+        let (addrs, failed) = resolve_targets(&request.targets).await;
+        let purpose = request.purpose;
+        let _ = inbox
+            .send(Command::Resolved {
+                addrs,
+                failed,
+                purpose,
+            })
+            .await;
     });
 }

@@ -163,6 +163,34 @@ fn a_partition_is_seen_on_both_sides_and_heals() {
 }
 
 #[test]
+fn operator_joins_go_through_the_engine_and_merge_nodes_that_started_alone() {
+    let n = 5;
+    let mut sim = Sim::unjoined(3, n, Profile::Lan);
+    sim.run_until(Duration::from_secs(2));
+    let alone = sim.view(Sim::addr(1)).expect("live").members.len();
+    assert_eq!(alone, 1, "no join names: every node is alone");
+    let first = Sim::addr(0).to_string();
+    let mut answers: Vec<_> = (1..n)
+        .map(|i| sim.join(Sim::addr(i), vec![first.clone()]))
+        .collect();
+    let mut unknown = sim.join(Sim::addr(1), vec!["nowhere".into()]);
+    sim.run_until(Duration::from_secs(6));
+    for answer in &mut answers {
+        assert_eq!(answer.try_recv().expect("answered").expect("joined"), 1);
+    }
+    let err = unknown
+        .try_recv()
+        .expect("answered")
+        .expect_err("nothing to join");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    assert!(
+        sim.check_converged().is_empty(),
+        "{:?}",
+        sim.check_converged()
+    );
+}
+
+#[test]
 #[ignore]
 fn debug_seed() {
     let seed: u64 = std::env::var("SEED")

@@ -1,0 +1,99 @@
+//! What goes into the engine: [`Command`]s (from the node's handle, its tasks or the
+//! simulator) and datagrams, decoded here into a [`Datagram`] or a [`DropReason`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use tokio::sync::oneshot;
+
+use super::join::JoinReply;
+use super::outbox::{JoinId, Purpose};
+use crate::anti_entropy::{Digest, SyncState};
+use crate::envelope::{self, Kind};
+use crate::error::{CommandError, DropReason};
+use crate::identity::Identity;
+
+/// A request to the engine. Those with a `reply` are answered once, when done.
+pub(crate) enum Command {
+    /// Operator join: resolve the targets, push-pull with every address.
+    Join {
+        targets: Vec<String>,
+        reply: JoinReply,
+    },
+    /// Leave gracefully; answered once the node has left.
+    Leave { reply: oneshot::Sender<()> },
+    /// Mark a failed member as left everywhere.
+    ForceLeave {
+        name: String,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    /// Replace the local tags.
+    SetTags {
+        tags: BTreeMap<String, String>,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    /// Our state, for the answer to an inbound push-pull.
+    GetState { reply: oneshot::Sender<SyncState> },
+    /// A peer's state from a push-pull (either direction).
+    ApplyState { state: SyncState },
+    /// The push-pulls of an operator join are done: `joined` answered.
+    JoinedVia { joined: usize, join: JoinId },
+    /// Names resolved (`failed`: the targets that did not, with the error).
+    Resolved {
+        addrs: Vec<SocketAddr>,
+        failed: Vec<(String, String)>,
+        purpose: Purpose,
+    },
+    /// A discovery beacon of our cluster from `addr`.
+    Discovered { addr: SocketAddr },
+    /// Stop the node (the driver's loop ends; the engine only sees it in the simulator).
+    Shutdown,
+}
+
+/// A gossip datagram that opened and decoded.
+pub(crate) enum Datagram<'a> {
+    /// A foca message, still encoded (foca decodes it).
+    Swim(&'a [u8]),
+    /// "I have left", from the member itself.
+    Leave(Identity),
+    /// A digest: push-pull with the sender if ours differs.
+    Digest(Digest),
+}
+
+/// Opens the envelope of a gossip datagram and decodes what foca does not.
+pub(crate) fn decode(packet: &[u8]) -> Result<Datagram<'_>, DropReason> {
+    let undecodable = |what| move |error| DropReason::Undecodable { what, error };
+    match envelope::open(packet)? {
+        (Kind::Swim, payload) => Ok(Datagram::Swim(payload)),
+        (Kind::Leave, payload) => postcard::from_bytes(payload)
+            .map(Datagram::Leave)
+            .map_err(undecodable("leave notice")),
+        (Kind::Digest, payload) => postcard::from_bytes(payload)
+            .map(Datagram::Digest)
+            .map_err(undecodable("digest")),
+        (kind, _) => Err(DropReason::NotADatagram(kind)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_decode_by_kind_and_the_rest_is_a_reason_to_drop() {
+        let id = Identity::new("127.0.0.1:1".parse().expect("addr"));
+        let leave = envelope::seal(Kind::Leave, &postcard::to_stdvec(&id).expect("encode"));
+        assert!(matches!(decode(&leave), Ok(Datagram::Leave(x)) if x == id));
+        let swim = envelope::seal(Kind::Swim, b"foca");
+        assert!(matches!(decode(&swim), Ok(Datagram::Swim(b"foca"))));
+        let bad_digest = envelope::seal(Kind::Digest, b"");
+        let err = decode(&bad_digest).err().expect("dropped").to_string();
+        assert!(err.starts_with("undecodable digest"), "{err}");
+        let beacon = envelope::seal(Kind::Beacon, b"");
+        assert!(matches!(
+            decode(&beacon),
+            Err(DropReason::NotADatagram(Kind::Beacon))
+        ));
+        assert!(matches!(decode(b"junk"), Err(DropReason::Envelope(_))));
+    }
+}

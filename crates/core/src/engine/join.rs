@@ -1,0 +1,94 @@
+//! Operator joins (`shoal join`, `NodeHandle::join`) waiting for their answer: the engine
+//! asks for the targets to be resolved, push-pulls with every address, and answers the caller
+//! with how many answered, or with what was tried.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::oneshot;
+
+use super::outbox::JoinId;
+use crate::error::CommandError;
+
+/// Where a join's answer goes.
+pub(crate) type JoinReply = oneshot::Sender<Result<usize, CommandError>>;
+
+struct Pending {
+    reply: JoinReply,
+    /// The targets, and why any of them did not resolve: the error text if nobody answers.
+    tried: String,
+}
+
+/// The joins in progress.
+#[derive(Default)]
+pub(crate) struct PendingJoins {
+    next: u64,
+    pending: BTreeMap<JoinId, Pending>,
+}
+
+impl PendingJoins {
+    /// A join of `targets` begins; its answer goes to `reply`.
+    pub(crate) fn begin(&mut self, targets: &[String], reply: JoinReply) -> JoinId {
+        self.next += 1;
+        let id = JoinId(self.next);
+        let tried = targets.join(", ");
+        self.pending.insert(id, Pending { reply, tried });
+        id
+    }
+
+    /// Some targets of join `id` did not resolve: `(target, error)`.
+    pub(crate) fn resolved(&mut self, id: JoinId, failed: &[(String, String)]) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            for (target, error) in failed {
+                p.tried.push_str(&format!(" ({target}: {error})"));
+            }
+        }
+    }
+
+    /// Join `id` is done: `joined` members answered.
+    pub(crate) fn finish(&mut self, id: JoinId, joined: usize) {
+        if let Some(p) = self.pending.remove(&id) {
+            let result = if joined > 0 {
+                Ok(joined)
+            } else {
+                Err(CommandError::JoinFailed(p.tried))
+            };
+            let _ = p.reply.send(result);
+        }
+    }
+
+    /// How many joins wait for an answer.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_that_reached_nobody_fails_with_what_was_tried() {
+        let mut joins = PendingJoins::default();
+        let (tx, mut rx) = oneshot::channel();
+        let id = joins.begin(&["a:1".into(), "b".into()], tx);
+        joins.resolved(id, &[("b".into(), "no such host".into())]);
+        joins.finish(id, 0);
+        let err = rx.try_recv().expect("answered").expect_err("failed");
+        assert_eq!(
+            err.to_string(),
+            "could not join any of a:1, b (b: no such host)"
+        );
+        assert_eq!(joins.len(), 0);
+    }
+
+    #[test]
+    fn a_join_answers_with_the_count_once() {
+        let mut joins = PendingJoins::default();
+        let (tx, mut rx) = oneshot::channel();
+        let id = joins.begin(&["a:1".into()], tx);
+        joins.finish(id, 2);
+        joins.finish(id, 0);
+        assert_eq!(rx.try_recv().expect("answered").expect("joined"), 2);
+    }
+}

@@ -1,0 +1,133 @@
+//! After every input: what foca queued is sent and scheduled, its notifications are applied to
+//! the member table (and to the rejoin state), fresh news is forwarded at once, and the events
+//! and the new view are published into the outbox.
+
+use std::net::SocketAddr;
+
+use foca::OwnedNotification;
+use tracing::{info, warn};
+
+use super::Engine;
+use super::ticks::Tick;
+use crate::broadcast::{Broadcast, lock};
+use crate::envelope::{self, Kind};
+use crate::identity::Identity;
+use crate::view::View;
+
+impl Engine {
+    /// Sends what foca queued, schedules its timers, applies its notifications; forwards news
+    /// at once; publishes events and the view.
+    pub(super) fn drain(&mut self) {
+        let mut forwarded = false;
+        loop {
+            while let Some((to, data)) = self.runtime.to_send() {
+                let mut buf = Vec::with_capacity(envelope::HEADER_LEN + data.len());
+                envelope::begin(Kind::Swim, &mut buf);
+                buf.extend_from_slice(&data);
+                self.send_datagram(buf, to.addr);
+            }
+            while let Some((after, timer)) = self.runtime.to_schedule() {
+                self.timers.push(self.now + after, Tick::Foca(timer));
+            }
+            let mut news = false;
+            while let Some(notification) = self.runtime.to_notify() {
+                news |= self.notify(notification);
+            }
+            news |= std::mem::take(&mut lock(&self.shared).news);
+            if news && !forwarded && !self.leave.left() {
+                // Push fresh news to a few members now instead of at the next gossip tick:
+                // this is what makes a leave or a failure visible everywhere in milliseconds.
+                forwarded = true;
+                self.gossip_now();
+                continue;
+            }
+            break;
+        }
+        self.publish();
+    }
+
+    /// Applies one foca notification; true when it was news worth forwarding.
+    fn notify(&mut self, notification: OwnedNotification<Identity>) -> bool {
+        let now = self.now;
+        let mut shared = lock(&self.shared);
+        match notification {
+            OwnedNotification::MemberUp(id) => {
+                shared.table.member_up(id);
+                true
+            }
+            OwnedNotification::MemberDown(id) => {
+                shared.table.member_down(id, now);
+                true
+            }
+            OwnedNotification::Rename(old, new) => {
+                shared.table.rename(old, new);
+                true
+            }
+            OwnedNotification::Active => {
+                drop(shared);
+                self.rejoin.joined();
+                info!("joined the cluster");
+                false
+            }
+            OwnedNotification::Idle => {
+                drop(shared);
+                if !self.leave.left() {
+                    info!("no other live member: alone");
+                    self.schedule_rejoin(now + self.rejoin.delay());
+                }
+                false
+            }
+            OwnedNotification::Defunct => {
+                if !self.leave.left() {
+                    warn!("the cluster declared this node down and it cannot rejoin");
+                }
+                false
+            }
+            OwnedNotification::Rejoin(id) => {
+                let meta = shared.table.renew_local(id);
+                drop(shared);
+                info!(
+                    generation = id.generation,
+                    "declared down by the cluster; rejoined"
+                );
+                self.broadcast(Broadcast::Meta(meta));
+                if self.alone() {
+                    // The new identity is accepted where the old one was down: try at once.
+                    self.rejoin.hurry();
+                    self.schedule_rejoin(now);
+                } else {
+                    // Typically a healed partition: the other side knows only our old identity,
+                    // as down. Tell them now rather than at their next announce to down members.
+                    self.announce_to_down();
+                }
+                true
+            }
+        }
+    }
+
+    /// Announces to (and push-pulls with) up to 8 members foca knows as down.
+    fn announce_to_down(&mut self) {
+        let down: Vec<SocketAddr> = self.down_addrs().take(8).collect();
+        if down.is_empty() {
+            return;
+        }
+        self.announce_all(&down);
+        self.push_pull_to(down, None);
+    }
+
+    fn publish(&mut self) {
+        let mut shared = lock(&self.shared);
+        self.out.events.extend(shared.table.take_events());
+        // Both flags are taken every time (a short-circuit would leave `republish` set and
+        // publish an unchanged view on the next turn).
+        let changed = shared.table.take_changed();
+        if std::mem::take(&mut self.republish) || changed {
+            let view = View::of(
+                &shared.table,
+                self.leave.left(),
+                self.conflict.lost().cloned(),
+            );
+            self.out.view = Some(view);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! What the engine wants done, drained by its caller (the tokio driver or the simulator)
+//! after every input.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::anti_entropy::SyncState;
+use crate::membership::Event;
+use crate::view::View;
+
+/// Names an operator join inside the engine, so its answer finds the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct JoinId(pub(crate) u64);
+
+/// Why names are to be resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The configured join names: the addresses become the seeds.
+    Seeds,
+    /// An operator join: push-pull with every address, then answer.
+    Join(JoinId),
+}
+
+/// Names to resolve; the addresses come back as `Command::Resolved` with the same purpose.
+#[derive(Debug)]
+pub(crate) struct Resolve {
+    /// `ip:port` or `name:port` (a missing port gets the default one).
+    pub(crate) targets: Vec<String>,
+    /// What the addresses are for.
+    pub(crate) purpose: Purpose,
+}
+
+/// A push-pull with each of `addrs`: every answer comes back as `Command::ApplyState`; for an
+/// operator join, one `Command::JoinedVia` with the count follows.
+pub(crate) struct PushPull {
+    /// Who to push-pull with.
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Our state, as of when the push-pull was asked for.
+    pub(crate) state: SyncState,
+    /// The operator join it serves, if any.
+    pub(crate) join: Option<JoinId>,
+}
+
+/// Everything the engine asked for since the last drain.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    /// Enveloped datagrams and where to send them.
+    pub(crate) datagrams: Vec<(SocketAddr, Vec<u8>)>,
+    /// Push-pulls to start.
+    pub(crate) push_pulls: Vec<PushPull>,
+    /// Names to resolve.
+    pub(crate) resolve: Vec<Resolve>,
+    /// Beacon datagrams for the discovery group.
+    pub(crate) beacons: Vec<Vec<u8>>,
+    /// Events for the handlers, oldest first.
+    pub(crate) events: Vec<Event>,
+    /// The new view, when it changed.
+    pub(crate) view: Option<View>,
+}
+
+/// A duration in whole milliseconds, for log fields.
+pub(crate) fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}

@@ -1,0 +1,181 @@
+//! Joining while alone: the seeds (the join names' addresses at the last resolution plus the
+//! snapshot's members), the attempt count against `retry_max`, the doubling delay between
+//! attempts, and whether an attempt is already scheduled.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::backoff::Backoff;
+
+/// Beyond the seeds, at most this many members known as down are tried while alone.
+const DOWN_TARGETS: usize = 8;
+
+/// The rejoin state of the local node.
+#[derive(Debug)]
+pub(crate) struct Rejoin {
+    seeds: Vec<SocketAddr>,
+    /// Members remembered in the snapshot: always seeds.
+    snapshot_seeds: Vec<SocketAddr>,
+    retries: u32,
+    backoff: Backoff,
+    scheduled: bool,
+}
+
+impl Rejoin {
+    /// Seeds start as the snapshot's members; attempts wait `backoff` between them.
+    pub(crate) fn new(snapshot_seeds: Vec<SocketAddr>, backoff: Backoff) -> Self {
+        Self {
+            seeds: snapshot_seeds.clone(),
+            snapshot_seeds,
+            retries: 0,
+            backoff,
+            scheduled: false,
+        }
+    }
+
+    /// The current seeds.
+    pub(crate) fn seeds(&self) -> &[SocketAddr] {
+        &self.seeds
+    }
+
+    /// Attempts made since the node was last connected.
+    pub(crate) fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The delay before the next attempt.
+    pub(crate) fn delay(&self) -> Duration {
+        self.backoff.current()
+    }
+
+    /// True while an attempt is scheduled.
+    #[cfg(test)]
+    pub(crate) fn scheduled(&self) -> bool {
+        self.scheduled
+    }
+
+    /// A new resolution of the join names: they (`me` excluded) and the snapshot's members
+    /// become the seeds. Returns the addresses that are not `members`: new in DNS (a service
+    /// scaled up) or a seed of a cluster that formed apart from ours.
+    pub(crate) fn on_resolved(
+        &mut self,
+        addrs: Vec<SocketAddr>,
+        me: SocketAddr,
+        members: &[SocketAddr],
+    ) -> Vec<SocketAddr> {
+        let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| *a != me).collect();
+        let fresh = addrs
+            .iter()
+            .copied()
+            .filter(|a| !members.contains(a))
+            .collect();
+        self.seeds = addrs;
+        for s in &self.snapshot_seeds {
+            if !self.seeds.contains(s) {
+                self.seeds.push(*s);
+            }
+        }
+        fresh
+    }
+
+    /// Where to try while alone: the seeds and, after a partition or a restart of everyone
+    /// else, up to [`DOWN_TARGETS`] members known as down (`me` excluded). foca's own announces
+    /// to down members only run while it is connected, so a node left alone needs this.
+    pub(crate) fn targets(
+        &self,
+        me: SocketAddr,
+        down: impl IntoIterator<Item = SocketAddr>,
+    ) -> Vec<SocketAddr> {
+        let mut targets = self.seeds.clone();
+        let limit = self.seeds.len() + DOWN_TARGETS;
+        for a in down {
+            if a != me && !targets.contains(&a) && targets.len() < limit {
+                targets.push(a);
+            }
+        }
+        targets
+    }
+
+    /// Marks an attempt as scheduled; false when one already is (schedule nothing then).
+    pub(crate) fn schedule(&mut self) -> bool {
+        !std::mem::replace(&mut self.scheduled, true)
+    }
+
+    /// The scheduled attempt is due.
+    pub(crate) fn fired(&mut self) {
+        self.scheduled = false;
+    }
+
+    /// Counts an attempt. `None` once `retry_max` attempts were made (0: no limit); else the
+    /// delay until the next one, which doubles up to the profile's maximum.
+    pub(crate) fn attempt(&mut self, retry_max: u32) -> Option<Duration> {
+        if retry_max > 0 && self.retries >= retry_max {
+            return None;
+        }
+        self.retries += 1;
+        Some(self.backoff.next())
+    }
+
+    /// The node is connected: the attempt count and the delay start over.
+    pub(crate) fn joined(&mut self) {
+        self.retries = 0;
+        self.backoff.reset();
+    }
+
+    /// Start the delay over (a renewed identity is accepted where the old one was down).
+    pub(crate) fn hurry(&mut self) {
+        self.backoff.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn rejoin(snapshot: Vec<SocketAddr>) -> Rejoin {
+        let ms = Duration::from_millis;
+        Rejoin::new(snapshot, Backoff::new(ms(100), ms(400)))
+    }
+
+    #[test]
+    fn resolved_addresses_and_snapshot_members_are_the_seeds_and_new_ones_are_returned() {
+        let mut r = rejoin(vec![a(9)]);
+        let fresh = r.on_resolved(vec![a(1), a(2), a(3)], a(1), &[a(2)]);
+        assert_eq!(fresh, [a(3)]);
+        assert_eq!(r.seeds(), [a(2), a(3), a(9)]);
+    }
+
+    #[test]
+    fn targets_add_at_most_eight_down_members_and_never_this_node() {
+        let r = rejoin(vec![a(1)]);
+        let down = (2..20).map(a).chain([a(100)]);
+        let targets = r.targets(a(100), down);
+        assert_eq!(targets.len(), 9);
+        assert!(!targets.contains(&a(100)));
+    }
+
+    #[test]
+    fn attempts_stop_at_retry_max_and_start_over_once_joined() {
+        let mut r = rejoin(vec![a(1)]);
+        let ms = Duration::from_millis;
+        assert_eq!(r.attempt(2), Some(ms(100)));
+        assert_eq!(r.attempt(2), Some(ms(200)));
+        assert_eq!(r.attempt(2), None);
+        r.joined();
+        assert_eq!((r.retries(), r.delay()), (0, ms(100)));
+        assert_eq!(r.attempt(0), Some(ms(100)));
+    }
+
+    #[test]
+    fn only_one_attempt_is_scheduled_at_a_time() {
+        let mut r = rejoin(vec![]);
+        assert!(r.schedule());
+        assert!(!r.schedule());
+        r.fired();
+        assert!(r.schedule());
+    }
+}

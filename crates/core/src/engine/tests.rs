@@ -1,0 +1,355 @@
+//! Scenario tests of a whole engine: build one, feed it commands, datagrams and timers, and
+//! assert on what it asks for (its outbox) and on its view.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::anti_entropy::Digest;
+use crate::envelope::Kind;
+use crate::profile::Profile;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn id(port: u16, generation: u64) -> Identity {
+    Identity {
+        addr: addr(port),
+        generation,
+    }
+}
+
+fn config(name: &str, port: u16) -> NodeConfig {
+    let mut config = NodeConfig::new(name, addr(port));
+    config.profile = Profile::Lan;
+    config
+}
+
+/// An engine for `config` with `generation`, started at `t0`.
+fn started(config: NodeConfig, generation: u64, seeds: Vec<SocketAddr>, t0: Instant) -> Engine {
+    let me = Identity {
+        addr: config.bind,
+        generation,
+    };
+    let stats = Arc::new(Stats::default());
+    let mut engine = Engine::new(config, me, seeds, false, Some(7), stats, t0).expect("valid");
+    engine.start(t0);
+    engine
+}
+
+/// Fires the engine's timers in order until `until`; returns each turn's outbox and time.
+fn run_until(engine: &mut Engine, until: Instant) -> Vec<(Instant, Outbox)> {
+    let mut turns = Vec::new();
+    while let Some(at) = engine.next_deadline().filter(|d| *d <= until) {
+        engine.fire_timers(at);
+        turns.push((at, engine.take_outbox()));
+    }
+    turns
+}
+
+/// The state a member `who` named `name` would send in a push-pull.
+fn state_of(who: Identity, name: &str) -> SyncState {
+    SyncState {
+        from: Some(who),
+        members: vec![foca::Member::alive(who)],
+        metas: vec![Meta {
+            id: who,
+            version: 0,
+            name: name.into(),
+            tags: BTreeMap::new(),
+        }],
+        intents: Vec::new(),
+    }
+}
+
+fn kinds_to(outbox: &Outbox, to: SocketAddr) -> Vec<Kind> {
+    outbox
+        .datagrams
+        .iter()
+        .filter(|(a, _)| *a == to)
+        .filter_map(|(_, p)| envelope::open(p).ok().map(|(k, _)| k))
+        .collect()
+}
+
+fn status_of(engine: &Engine, port: u16) -> Option<Status> {
+    let view = engine.view();
+    view.members
+        .iter()
+        .find(|m| m.addr == addr(port))
+        .map(|m| m.status)
+}
+
+#[test]
+fn a_node_alone_retries_its_seeds_with_doubling_delay_up_to_the_profile_max() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, vec![addr(2)], t0);
+    let timings = Profile::Lan.timings();
+    let attempts: Vec<Instant> = run_until(&mut engine, t0 + Duration::from_secs(120))
+        .into_iter()
+        .filter(|(_, out)| out.push_pulls.iter().any(|pp| pp.addrs == [addr(2)]))
+        .map(|(at, out)| {
+            assert!(
+                kinds_to(&out, addr(2)).contains(&Kind::Swim),
+                "announced too"
+            );
+            at
+        })
+        .collect();
+    assert_eq!(attempts.first(), Some(&t0), "the first attempt is at once");
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut expected = Backoff::new(timings.retry_interval, timings.retry_max_interval);
+    for gap in &gaps {
+        assert_eq!(*gap, expected.next());
+    }
+    assert!(gaps.len() > 4, "{gaps:?}");
+    assert_eq!(gaps.last(), Some(&timings.retry_max_interval));
+}
+
+#[test]
+fn retry_max_stops_join_attempts() {
+    let t0 = Instant::now();
+    let mut cfg = config("a", 1);
+    cfg.retry_max = 3;
+    let mut engine = started(cfg, 1, vec![addr(2)], t0);
+    let attempts = run_until(&mut engine, t0 + Duration::from_secs(300))
+        .iter()
+        .filter(|(_, out)| !out.push_pulls.is_empty())
+        .count();
+    assert_eq!(attempts, 3);
+}
+
+#[test]
+fn configured_join_names_are_resolved_at_start_and_their_addresses_tried() {
+    let t0 = Instant::now();
+    let mut cfg = config("a", 1);
+    cfg.join = vec!["cluster:7948".into()];
+    let mut engine = started(cfg, 1, Vec::new(), t0);
+    let turns = run_until(&mut engine, t0);
+    let resolve: Vec<&Resolve> = turns.iter().flat_map(|(_, o)| &o.resolve).collect();
+    assert_eq!(resolve.len(), 1);
+    assert_eq!(resolve[0].targets, ["cluster:7948"]);
+    assert_eq!(resolve[0].purpose, Purpose::Seeds);
+    let resolved = Command::Resolved {
+        addrs: vec![addr(1), addr(2)],
+        failed: Vec::new(),
+        purpose: Purpose::Seeds,
+    };
+    engine.handle_command(t0, resolved);
+    let turns = run_until(&mut engine, t0);
+    let pp: Vec<&PushPull> = turns.iter().flat_map(|(_, o)| &o.push_pulls).collect();
+    assert_eq!(pp.len(), 1);
+    assert_eq!(pp[0].addrs, [addr(2)], "its own address is no seed");
+}
+
+#[test]
+fn at_most_one_push_pull_per_half_sync_interval() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.take_outbox();
+    let ours = lock(&engine.shared).table.digest();
+    let digest = |d: u64| {
+        let digest = Digest {
+            from: id(2, 1),
+            digest: d,
+        };
+        envelope::seal(Kind::Digest, &postcard::to_stdvec(&digest).expect("encode"))
+    };
+    let half = Profile::Lan.timings().sync_interval / 2;
+    let mut push_pulls_at = |t: Instant, d: u64| {
+        engine.handle_datagram(t, addr(2), &digest(d));
+        engine.take_outbox().push_pulls.len()
+    };
+    assert_eq!(
+        push_pulls_at(t0, ours),
+        0,
+        "equal digests: nothing to repair"
+    );
+    assert_eq!(push_pulls_at(t0, ours ^ 1), 1);
+    assert_eq!(push_pulls_at(t0 + half / 2, ours ^ 1), 0);
+    assert_eq!(push_pulls_at(t0 + half, ours ^ 1), 1);
+}
+
+#[test]
+fn the_member_that_started_later_gives_up_a_shared_name() {
+    let t0 = Instant::now();
+    let mut later = started(config("web", 1), 200, Vec::new(), t0);
+    later.handle_command(
+        t0,
+        Command::ApplyState {
+            state: state_of(id(2, 100), "web"),
+        },
+    );
+    run_until(&mut later, t0 + Profile::Lan.timings().probe_period);
+    let conflict = later.view().conflict.expect("gave up the name");
+    assert!(conflict.contains("started first"), "{conflict}");
+    assert_eq!(later.view().local.status, Status::Leaving);
+
+    let mut earlier = started(config("web", 1), 50, Vec::new(), t0);
+    earlier.handle_command(
+        t0,
+        Command::ApplyState {
+            state: state_of(id(2, 100), "web"),
+        },
+    );
+    run_until(&mut earlier, t0 + Profile::Lan.timings().probe_period);
+    assert_eq!(earlier.view().conflict, None);
+    assert_eq!(earlier.view().local.status, Status::Alive);
+}
+
+#[test]
+fn leave_gossips_the_intent_then_tells_every_member_directly() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.handle_command(
+        t0,
+        Command::ApplyState {
+            state: state_of(id(2, 1), "b"),
+        },
+    );
+    engine.take_outbox();
+    let (reply, mut done) = oneshot::channel();
+    engine.handle_command(t0, Command::Leave { reply });
+    let first = engine.take_outbox();
+    assert_eq!(
+        kinds_to(&first, addr(2)),
+        [Kind::Swim],
+        "the intent is gossiped at once"
+    );
+    assert!(done.try_recv().is_err(), "not left yet");
+    let leave_propagate = Profile::Lan.timings().leave_propagate;
+    let turns = run_until(&mut engine, t0 + leave_propagate);
+    let (at, last) = turns.last().expect("the leave fired");
+    assert_eq!(*at, t0 + leave_propagate);
+    assert!(
+        kinds_to(last, addr(2)).contains(&Kind::Leave),
+        "told directly"
+    );
+    assert!(done.try_recv().is_ok(), "the caller is answered");
+    assert!(engine.view().left);
+}
+
+#[test]
+fn a_direct_leave_notice_marks_the_member_left() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.handle_command(
+        t0,
+        Command::ApplyState {
+            state: state_of(id(2, 1), "b"),
+        },
+    );
+    assert_eq!(status_of(&engine, 2), Some(Status::Alive));
+    let notice = leave::notice(id(2, 1)).expect("encode");
+    engine.handle_datagram(t0, addr(2), &notice);
+    assert_eq!(status_of(&engine, 2), Some(Status::Left));
+}
+
+#[test]
+fn an_operator_join_resolves_push_pulls_and_answers_with_the_count() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.take_outbox();
+    let (reply, mut answer) = oneshot::channel();
+    let targets = vec!["b:7948".to_string()];
+    engine.handle_command(t0, Command::Join { targets, reply });
+    let resolve = engine.take_outbox().resolve;
+    let Purpose::Join(join) = resolve[0].purpose else {
+        panic!("an operator join asks for its own resolution: {resolve:?}");
+    };
+    let resolved = Command::Resolved {
+        addrs: vec![addr(2)],
+        failed: Vec::new(),
+        purpose: Purpose::Join(join),
+    };
+    engine.handle_command(t0, resolved);
+    let out = engine.take_outbox();
+    assert_eq!(out.push_pulls.len(), 1);
+    assert_eq!(
+        (&out.push_pulls[0].addrs[..], out.push_pulls[0].join),
+        (&[addr(2)][..], Some(join))
+    );
+    assert!(
+        kinds_to(&out, addr(2)).contains(&Kind::Swim),
+        "announced too"
+    );
+    assert!(
+        answer.try_recv().is_err(),
+        "answered only when the push-pulls are done"
+    );
+    engine.handle_command(t0, Command::JoinedVia { joined: 1, join });
+    assert_eq!(answer.try_recv().expect("answered").expect("joined"), 1);
+}
+
+#[test]
+fn an_operator_join_that_resolves_to_nothing_fails_with_the_reason() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    let (reply, mut answer) = oneshot::channel();
+    let targets = vec!["nowhere".to_string()];
+    engine.handle_command(t0, Command::Join { targets, reply });
+    let Purpose::Join(join) = engine.take_outbox().resolve[0].purpose else {
+        panic!("a join purpose");
+    };
+    let resolved = Command::Resolved {
+        addrs: Vec::new(),
+        failed: vec![("nowhere".into(), "no such host".into())],
+        purpose: Purpose::Join(join),
+    };
+    engine.handle_command(t0, resolved);
+    assert!(engine.take_outbox().push_pulls.is_empty());
+    let err = answer.try_recv().expect("answered").expect_err("failed");
+    assert_eq!(
+        err.to_string(),
+        "could not join any of nowhere (nowhere: no such host)"
+    );
+}
+
+#[test]
+fn a_bad_datagram_is_counted_and_changes_nothing() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.take_outbox();
+    for packet in [
+        &b"junk"[..],
+        &envelope::seal(Kind::Digest, b"")[..],
+        &envelope::seal(Kind::Beacon, b"")[..],
+    ] {
+        engine.handle_datagram(t0, addr(2), packet);
+    }
+    let out = engine.take_outbox();
+    assert!(out.datagrams.is_empty(), "{:?}", out.datagrams);
+    assert!(out.push_pulls.is_empty());
+    assert!(out.view.is_none());
+    assert_eq!(
+        engine
+            .stats
+            .packets_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(engine.view().members.len(), 1);
+}
+
+#[test]
+fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, vec![addr(2)], t0);
+    let (reply, _done) = oneshot::channel();
+    engine.handle_command(t0, Command::Leave { reply });
+    run_until(&mut engine, t0 + Duration::from_secs(1));
+    assert!(engine.view().left);
+    engine.handle_command(
+        t0,
+        Command::ApplyState {
+            state: state_of(id(2, 1), "b"),
+        },
+    );
+    let later = run_until(&mut engine, t0 + Duration::from_secs(60));
+    assert!(
+        later.iter().all(|(_, o)| o.push_pulls.is_empty()),
+        "no join attempt after leaving"
+    );
+    assert_eq!(status_of(&engine, 2), None);
+}

@@ -1,0 +1,241 @@
+//! The engine's own timers, in the same queue as foca's, and what each does when it fires:
+//! anti-entropy digests, housekeeping (suspects, reaping, config scaling, missing metas, name
+//! conflicts), join attempts while alone, discovery beacons, re-resolving join names, and the
+//! moment a leave is carried out.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{State, Timer};
+use rand::RngExt;
+use tracing::{debug, info, warn};
+
+use super::outbox::{Purpose, Resolve, ms};
+use super::{Engine, packet_budget};
+use crate::anti_entropy::Digest;
+use crate::broadcast::lock;
+use crate::envelope::{self, Kind};
+use crate::identity::Identity;
+
+/// One timer of the engine's queue.
+pub(crate) enum Tick {
+    /// One of foca's.
+    Foca(Timer<Identity>),
+    /// Send the digest to a random member.
+    Sync,
+    /// Suspect polling, reaping, config scaling, missing metas.
+    Housekeeping,
+    /// Join attempt while alone.
+    Rejoin,
+    /// Send a discovery beacon.
+    Beacon,
+    /// Re-resolve join names.
+    Resolve,
+    /// The leave intent had its time: leave now.
+    LeaveNow,
+}
+
+impl Engine {
+    pub(super) fn tick(&mut self, tick: Tick) {
+        match tick {
+            Tick::Foca(timer) => {
+                if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+                    debug!(%error, "timer failed");
+                }
+            }
+            Tick::Sync => self.sync_tick(),
+            Tick::Housekeeping => self.housekeeping(),
+            Tick::Rejoin => self.rejoin_tick(),
+            Tick::Beacon => self.beacon_tick(),
+            Tick::Resolve => self.resolve_tick(),
+            Tick::LeaveNow => self.leave_now(),
+        }
+    }
+
+    /// Sends our digest to one random member; a member whose own differs push-pulls.
+    fn sync_tick(&mut self) {
+        self.timers
+            .push(self.now + self.timings.sync_interval, Tick::Sync);
+        if self.leave.left() {
+            return;
+        }
+        let count = self.foca.num_members();
+        if count == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..count);
+        let Some(target) = self.foca.iter_members().nth(pick).map(|m| m.id().addr) else {
+            return;
+        };
+        let digest = Digest {
+            from: self.local(),
+            digest: lock(&self.shared).table.digest(),
+        };
+        match postcard::to_stdvec(&digest) {
+            Ok(payload) => {
+                let packet = envelope::seal(Kind::Digest, &payload);
+                self.send_datagram(packet, target);
+            }
+            Err(error) => warn!(%error, "digest could not be encoded"),
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = self.now;
+        self.timers
+            .push(now + self.timings.probe_period, Tick::Housekeeping);
+        let mut missing_meta = None;
+        let mut suspected = Vec::new();
+        {
+            let mut shared = lock(&self.shared);
+            for member in self.foca.iter_membership_state() {
+                let (id, state) = (*member.id(), member.state());
+                shared.table.set_suspect(id, state == State::Suspect);
+                if state == State::Suspect {
+                    suspected.push(id.addr);
+                }
+                if state != State::Down
+                    && missing_meta.is_none()
+                    && !shared.table.has_current_meta(id)
+                {
+                    missing_meta = Some(id.addr);
+                }
+            }
+            for id in shared.table.reap(now) {
+                debug!(addr = %id.addr, "reaped a member gone past its timeout");
+            }
+        }
+        let stuck = self
+            .suspects
+            .observe(now, &suspected, self.foca_suspicion() * 2);
+        self.check_name_conflict();
+        if let Some(addr) = missing_meta
+            && !self.leave.left()
+        {
+            self.push_pull(addr);
+        }
+        // A suspicion that outlived its timeout twice is stuck (foca drops its timer when it
+        // goes idle, and the member never heard of it to refute it): a push-pull shows the
+        // member our state, suspicion included, and it refutes.
+        if let Some(addr) = stuck
+            && !self.leave.left()
+        {
+            debug!(%addr, "suspicion outlived its timeout; pushing our state to the member");
+            self.push_pull(addr);
+        }
+        if self.alone() {
+            self.schedule_rejoin(now + self.rejoin.delay());
+        }
+        self.rescale();
+    }
+
+    /// foca's config follows the cluster size (suspicion timeout, fan-out).
+    fn rescale(&mut self) {
+        let size = self.foca.num_members() + 1;
+        if size != self.cluster_size {
+            self.cluster_size = size;
+            let config = self.timings.foca_config(size, packet_budget(&self.config));
+            if let Err(error) = self.foca.set_config(config) {
+                warn!(%error, size, "could not rescale gossip config");
+            }
+        }
+    }
+
+    /// foca's current suspicion timeout.
+    fn foca_suspicion(&self) -> Duration {
+        self.timings
+            .foca_config(self.cluster_size, packet_budget(&self.config))
+            .suspect_to_down_after
+    }
+
+    fn rejoin_tick(&mut self) {
+        self.rejoin.fired();
+        if self.leave.left() {
+            return;
+        }
+        if !self.alone() {
+            // Someone joined us before we tried our own targets: still contact the ones that
+            // are not members, or two clusters may form and never merge (seen in the N = 50
+            // random-join benchmark: a node joined by another never pushed to its own seed).
+            self.contact_non_members(self.rejoin.seeds().to_vec());
+            return;
+        }
+        let targets = self.rejoin.targets(self.local().addr, self.down_addrs());
+        if targets.is_empty() {
+            return;
+        }
+        let Some(delay) = self.rejoin.attempt(self.config.retry_max) else {
+            warn!(
+                attempts = self.rejoin.retries(),
+                "giving up joining: retry limit reached"
+            );
+            return;
+        };
+        let attempt = self.rejoin.retries();
+        debug!(attempt, targets = targets.len(), "join attempt");
+        self.announce_all(&targets);
+        self.push_pull_to(targets, None);
+        self.schedule_rejoin(self.now + delay);
+        if attempt == 2 || attempt.is_multiple_of(20) {
+            // Quiet at first (the first attempt usually works), then now and then, so an agent
+            // stuck alone says so at the default log level.
+            info!(
+                attempts = attempt,
+                next_ms = ms(delay),
+                "no member reachable yet; still trying"
+            );
+        } else {
+            debug!(next_ms = ms(delay), "next join attempt");
+        }
+    }
+
+    /// Push-pulls with those of `addrs` that are not live members (our own address excluded).
+    fn contact_non_members(&mut self, addrs: Vec<SocketAddr>) {
+        let me = self.local().addr;
+        let members = self.member_addrs();
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| *a != me && !members.contains(a))
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        debug!(
+            count = addrs.len(),
+            "contacting join targets that are not members"
+        );
+        self.push_pull_to(addrs, None);
+    }
+
+    /// Sends a beacon: quickly (backing off) while alone, every ten sync intervals otherwise,
+    /// so two clusters that formed apart on one LAN still merge.
+    fn beacon_tick(&mut self) {
+        if self.leave.left() {
+            return;
+        }
+        let (local, alone) = (self.local(), self.alone());
+        let every = self.timings.sync_interval * 10;
+        let Some((packet, next)) = self.discovery.beacon(local, alone, every) else {
+            return;
+        };
+        match packet {
+            Ok(packet) => self.out.beacons.push(packet),
+            Err(error) => warn!(%error, "beacon could not be encoded"),
+        }
+        self.timers.push(self.now + next, Tick::Beacon);
+    }
+
+    /// Asks for the join names to be resolved again: often while alone, rarely otherwise.
+    fn resolve_tick(&mut self) {
+        self.out.resolve.push(Resolve {
+            targets: self.config.join.clone(),
+            purpose: Purpose::Seeds,
+        });
+        let every = if self.alone() {
+            self.rejoin.delay().max(self.timings.retry_interval)
+        } else {
+            self.timings.sync_interval * 30
+        };
+        self.timers.push(self.now + every, Tick::Resolve);
+    }
+}

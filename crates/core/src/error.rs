@@ -1,0 +1,76 @@
+//! Why a node could not start ([`StartError`]), why a command failed ([`CommandError`]) and
+//! why a datagram was dropped ([`DropReason`]). Each variant says what did not change.
+
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+use crate::broadcast::MetaError;
+use crate::discover::DiscoverError;
+use crate::envelope::{EnvelopeError, Kind};
+
+/// Why a node could not start. Nothing is running.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The gossip address could not be bound.
+    #[error("cannot bind gossip address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The discovery cluster name is invalid.
+    #[error("{0}")]
+    Discover(#[from] DiscoverError),
+    /// The configured name or tags break the limits.
+    #[error("invalid name or tags: {0}")]
+    Meta(#[from] MetaError),
+}
+
+/// Why a command to a running node failed.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    /// The new name or tags break the limits. Nothing changed.
+    #[error("invalid name or tags: {0}")]
+    Meta(#[from] MetaError),
+    /// No member has that name. Nothing changed.
+    #[error("no member named {0:?}")]
+    UnknownMember(String),
+    /// `force-leave` only applies to failed members. Nothing changed.
+    #[error("member {name:?} is {status}, not failed")]
+    NotFailed {
+        /// The member.
+        name: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// None of the join targets answered. Nothing was learned from them.
+    #[error("could not join any of {0}")]
+    JoinFailed(String),
+    /// The node has stopped. Nothing changed.
+    #[error("the node is shut down")]
+    Stopped,
+}
+
+/// Why the engine dropped a datagram. It is counted in `packets_dropped`; nothing changed.
+#[derive(Debug, Error)]
+pub enum DropReason {
+    /// Not a shoal envelope, or one of an unknown version.
+    #[error("{0}")]
+    Envelope(#[from] EnvelopeError),
+    /// A SWIM message foca refused.
+    #[error("{0}")]
+    Swim(foca::Error),
+    /// The payload of a known kind did not decode.
+    #[error("undecodable {what}: {error}")]
+    Undecodable {
+        /// Which kind of payload.
+        what: &'static str,
+        /// The decoder's message.
+        error: postcard::Error,
+    },
+    /// A kind that never travels as a gossip datagram (push-pull frames, beacons).
+    #[error("{0:?} is not a datagram kind")]
+    NotADatagram(Kind),
+}

@@ -1,0 +1,69 @@
+//! What a node publishes: the member [`View`] (read through a `watch` by the agent, the
+//! snapshot writer and the simulator) and the [`Stats`] counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::membership::{Member, Membership, Status};
+
+/// The published view of the cluster.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The local member.
+    pub local: Member,
+    /// Every known member, the local one included, sorted by name.
+    pub members: Vec<Member>,
+    /// True once this node has left the cluster.
+    pub left: bool,
+    /// Set when another live member claims this node's name and keeps it (it was there
+    /// first): this node leaves, and its owner should exit with this message.
+    pub conflict: Option<String>,
+}
+
+impl View {
+    /// The view of `table`, with the node's own `left` and `conflict` state.
+    pub fn of(table: &Membership, left: bool, conflict: Option<String>) -> Self {
+        let members = table.members();
+        let local_addr = table.local_meta().id.addr;
+        let local = members
+            .iter()
+            .find(|m| m.addr == local_addr)
+            .cloned()
+            .expect("the local member is always in the table");
+        Self {
+            local,
+            members,
+            left,
+            conflict,
+        }
+    }
+
+    /// Number of members with `status`.
+    pub fn count(&self, status: Status) -> usize {
+        self.members.iter().filter(|m| m.status == status).count()
+    }
+}
+
+/// Counters, readable at any time without asking the owner.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Datagrams received.
+    pub packets_in: AtomicU64,
+    /// Datagrams sent.
+    pub packets_out: AtomicU64,
+    /// Bytes received over UDP and TCP.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent over UDP and TCP.
+    pub bytes_out: AtomicU64,
+    /// Datagrams dropped as malformed (bad envelope, undecodable, from a stranger).
+    pub packets_dropped: AtomicU64,
+    /// Push-pulls completed (both directions).
+    pub push_pulls: AtomicU64,
+    /// Events dropped because the consumer fell behind.
+    pub events_dropped: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
