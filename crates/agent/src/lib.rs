@@ -16,6 +16,7 @@ pub mod control;
 pub mod handlers;
 pub mod logging;
 pub mod reaper;
+pub mod shell;
 pub mod supervise;
 pub mod templates;
 pub mod view;

@@ -19,7 +19,7 @@ use tracing::warn;
 
 use super::env::{member_event_env, member_event_stdin};
 use super::filter::HandlerSpec;
-use super::runner::{self, Job, Outcome};
+use crate::shell::{self, Job, Outcome};
 use crate::view;
 
 /// Longest a member event is held back while events keep coming.
@@ -219,7 +219,7 @@ fn spawn_workers(
             let counters = counters.clone();
             tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    let outcome = runner::run(&script, job, timeout).await;
+                    let outcome = shell::run(&script, job, timeout).await;
                     counters.runs.fetch_add(1, Ordering::Relaxed);
                     if outcome == Outcome::TimedOut {
                         counters.timeouts.fetch_add(1, Ordering::Relaxed);

@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::handlers::runner::{self, Job, Outcome};
+use crate::shell::{self, Job, Outcome};
 
 /// A malformed `--template` value.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -141,7 +141,7 @@ async fn render_all(specs: &[TemplateSpec], view: &Snapshot, timeout: Duration) 
                         )],
                         stdin: String::new(),
                     };
-                    if runner::run(command, job, timeout).await != Outcome::Exited(Some(0)) {
+                    if shell::run(command, job, timeout).await != Outcome::Exited(Some(0)) {
                         error!(command, "template command failed");
                     }
                 }
