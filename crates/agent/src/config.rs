@@ -10,8 +10,9 @@ use serde::Deserialize;
 use shoal_core::{DEFAULT_PORT, Profile};
 use thiserror::Error;
 
-use crate::cli::{AgentArgs, LogFormat};
+use crate::cli::AgentArgs;
 use crate::handlers::filter::{HandlerSpec, ParseError};
+use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old

@@ -3,7 +3,7 @@
 use shoal_proto::{Client, InfoResponse};
 
 use crate::cli::{InfoArgs, OutputFormat};
-use crate::handlers::env::tags_string;
+use crate::view::tags_string;
 
 /// Shows the agent's own state and counters.
 pub async fn run(args: &InfoArgs) -> Result<String, String> {

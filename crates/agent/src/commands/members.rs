@@ -5,7 +5,7 @@ use shoal_proto::{Client, MemberInfo, MembersResponse};
 
 use crate::cli::{MembersArgs, OutputFormat};
 use crate::commands::columns;
-use crate::handlers::env::tags_string;
+use crate::view::tags_string;
 
 /// Filters compiled from the flags.
 pub struct MemberFilter {
