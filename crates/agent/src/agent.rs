@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_core::{NodeConfig, NodeHandle};
+use shoal_core::NodeHandle;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -27,22 +27,7 @@ const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 /// Runs the agent until it has left. `Ok` means a clean exit (status 0).
 /// Runs the agent until it has left; returns the exit status (the app's, when supervising).
 pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::Result<u8> {
-    let node_cfg = NodeConfig {
-        name: cfg.node.clone(),
-        bind: cfg.bind,
-        advertise: cfg.advertise,
-        tags: cfg.tags.clone(),
-        profile: cfg.profile,
-        join: cfg.join.clone(),
-        retry_max: cfg.retry_max,
-        retry_interval: cfg.retry_interval,
-        reconnect_timeout: cfg.reconnect_timeout,
-        tombstone_timeout: cfg.tombstone_timeout,
-        max_packet_size: 1400,
-        snapshot: cfg.snapshot.clone(),
-        rejoin: cfg.rejoin,
-        discover: cfg.discover.clone(),
-    };
+    let node_cfg = cfg.node.clone();
     let control = TcpListener::bind(cfg.control)
         .await
         .with_context(|| format!("cannot bind control address {}", cfg.control))?;
@@ -51,14 +36,14 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
     println!(
         "{}",
         serde_json::json!({"ready": {
-            "name": cfg.node,
+            "name": cfg.node.name,
             "gossip": node.local_addr().to_string(),
             "advertise": node.advertise_addr().to_string(),
             "control": control_addr.to_string(),
         }})
     );
-    info!(name = %cfg.node, gossip = %node.local_addr(), advertise = %node.advertise_addr(),
-          control = %control_addr, profile = %cfg.profile, "agent ready");
+    info!(name = %cfg.node.name, gossip = %node.local_addr(), advertise = %node.advertise_addr(),
+          control = %control_addr, profile = %cfg.node.profile, "agent ready");
 
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
@@ -83,8 +68,8 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
     let (stopped_tx, mut stopped_rx) = mpsc::channel(1);
     let state = Arc::new(ControlState {
         node: node.clone(),
-        name: cfg.node.clone(),
-        profile: cfg.profile.to_string(),
+        name: cfg.node.name.clone(),
+        profile: cfg.node.profile.to_string(),
         control: control_addr.to_string(),
         counters,
         stopped: stopped_tx,
@@ -219,14 +204,14 @@ async fn reload(
     }
     handlers.send_replace(Arc::new(cfg.handlers.clone()));
     templates.send_replace(Arc::new(cfg.templates.clone()));
-    if node.snapshot().local.tags != cfg.tags
-        && let Err(e) = node.set_tags(cfg.tags.clone()).await
+    if node.snapshot().local.tags != cfg.node.tags
+        && let Err(e) = node.set_tags(cfg.node.tags.clone()).await
     {
         error!(error = %e, "SIGHUP: tags not changed");
     }
     info!(
         handlers = cfg.handlers.len(),
-        tags = cfg.tags.len(),
+        tags = cfg.node.tags.len(),
         "SIGHUP: configuration reloaded"
     );
 }
