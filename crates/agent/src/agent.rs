@@ -24,7 +24,6 @@ use nix::sys::signal::Signal;
 /// Longest a graceful leave may take before the agent exits anyway.
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Runs the agent until it has left. `Ok` means a clean exit (status 0).
 /// Runs the agent until it has left; returns the exit status (the app's, when supervising).
 pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::Result<u8> {
     let node_cfg = cfg.node.clone();

@@ -1,7 +1,7 @@
 //! From node events to handler runs: coalescing, the members file, and one worker per handler.
 //!
 //! Member events are collected until no new one arrived for the quiet window (or for at most
-//! [`MAX_HOLD`] in a storm); per member the latest event wins, except that a join stays a join.
+//! `MAX_HOLD` in a storm); per member the latest event wins, except that a join stays a join.
 //! Then the whole view is written to `SHOAL_MEMBERS_FILE` and each batch (one per event kind,
 //! Serf's shape) is queued to every handler whose filter wants it. Each handler has its own
 //! worker and bounded queue, so a slow or hung handler delays only itself, and its events run

@@ -48,7 +48,7 @@ pub enum TemplateError {
     /// Feeding the helper its context or collecting its output failed.
     #[error(transparent)]
     Helper(std::io::Error),
-    /// The helper took longer than [`RENDER_TIMEOUT`]; it was killed.
+    /// The helper took longer than `RENDER_TIMEOUT` (10 s); it was killed.
     #[error("rendering {} took over {} s", .src.display(), RENDER_TIMEOUT.as_secs())]
     TimedOut {
         /// The template.
