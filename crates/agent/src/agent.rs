@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_core::{NodeConfig, NodeHandle};
+use shoal_core::NodeHandle;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -24,25 +24,34 @@ use nix::sys::signal::Signal;
 /// Longest a graceful leave may take before the agent exits anyway.
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Runs the agent until it has left. `Ok` means a clean exit (status 0).
 /// Runs the agent until it has left; returns the exit status (the app's, when supervising).
 pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::Result<u8> {
-    let node_cfg = NodeConfig {
-        name: cfg.node.clone(),
-        bind: cfg.bind,
-        advertise: cfg.advertise,
-        tags: cfg.tags.clone(),
-        profile: cfg.profile,
-        join: cfg.join.clone(),
-        retry_max: cfg.retry_max,
-        retry_interval: cfg.retry_interval,
-        reconnect_timeout: cfg.reconnect_timeout,
-        tombstone_timeout: cfg.tombstone_timeout,
-        max_packet_size: 1400,
-        snapshot: cfg.snapshot.clone(),
-        rejoin: cfg.rejoin,
-        discover: cfg.discover.clone(),
-    };
+    let mut running = start(&cfg).await?;
+    let stop = running.wait_for_stop(&args, &cfg, &log).await?;
+    Ok(running.shut_down(stop, &cfg).await)
+}
+
+/// A started agent: the node and the tasks around it run; this is what is left to watch
+/// and to stop.
+struct Running {
+    node: NodeHandle,
+    /// SIGHUP sends the reloaded handler list to the dispatcher through this.
+    handlers: watch::Sender<Arc<Vec<HandlerSpec>>>,
+    /// SIGHUP sends the reloaded template list to the template task through this.
+    templates: watch::Sender<Arc<Vec<TemplateSpec>>>,
+    /// The control API says here that `/v1/leave` completed.
+    left: mpsc::Receiver<()>,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    /// The supervised app, if any.
+    app: Option<App>,
+}
+
+/// Binds the control address, starts the node, prints the readiness line, then starts the
+/// handlers, the templates, the control API, the signal handlers and the app.
+async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
+    let node_cfg = cfg.node.clone();
     let control = TcpListener::bind(cfg.control)
         .await
         .with_context(|| format!("cannot bind control address {}", cfg.control))?;
@@ -51,14 +60,14 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
     println!(
         "{}",
         serde_json::json!({"ready": {
-            "name": cfg.node,
+            "name": cfg.node.name,
             "gossip": node.local_addr().to_string(),
             "advertise": node.advertise_addr().to_string(),
             "control": control_addr.to_string(),
         }})
     );
-    info!(name = %cfg.node, gossip = %node.local_addr(), advertise = %node.advertise_addr(),
-          control = %control_addr, profile = %cfg.profile, "agent ready");
+    info!(name = %cfg.node.name, gossip = %node.local_addr(), advertise = %node.advertise_addr(),
+          control = %control_addr, profile = %cfg.node.profile, "agent ready");
 
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
@@ -80,85 +89,130 @@ pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::R
         cfg.coalesce,
         cfg.handler_timeout,
     ));
-    let (stopped_tx, mut stopped_rx) = mpsc::channel(1);
+    let (stopped_tx, stopped_rx) = mpsc::channel(1);
     let state = Arc::new(ControlState {
         node: node.clone(),
-        name: cfg.node.clone(),
-        profile: cfg.profile.to_string(),
+        name: cfg.node.name.clone(),
+        profile: cfg.node.profile.to_string(),
         control: control_addr.to_string(),
         counters,
         stopped: stopped_tx,
     });
     tokio::spawn(control::serve(control, state));
 
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     crate::reaper::spawn_if_pid1();
-    let mut app = match cfg.app.is_empty() {
+    let app = match cfg.app.is_empty() {
         true => None,
         false => {
             Some(App::start(&cfg.app).with_context(|| format!("cannot start {:?}", cfg.app[0]))?)
         }
     };
-    let mut view = node.watch();
-    let stop = loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break Stop::Signal(Signal::SIGTERM); }
-            _ = int.recv() => { info!("SIGINT: leaving the cluster"); break Stop::Signal(Signal::SIGINT); }
-            _ = hup.recv() => {
-                reload(&args, &node, &handlers_tx, &templates_tx, &log).await;
-                if let Some(app) = &app {
-                    app.signal(Signal::SIGHUP);
+    Ok(Running {
+        node,
+        handlers: handlers_tx,
+        templates: templates_tx,
+        left: stopped_rx,
+        term,
+        int,
+        hup,
+        app,
+    })
+}
+
+impl Running {
+    /// Serves until a signal, the app's exit or `/v1/leave` says to stop (SIGHUP reloads and
+    /// carries on). A name conflict or a stopped node ends the agent here, with an error.
+    async fn wait_for_stop(
+        &mut self,
+        args: &AgentArgs,
+        cfg: &AgentConfig,
+        log: &LogHandle,
+    ) -> anyhow::Result<Stop> {
+        let Running {
+            node,
+            handlers,
+            templates,
+            left,
+            term,
+            int,
+            hup,
+            app,
+        } = self;
+        let mut view = node.watch();
+        let stop = loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break Stop::Signal(Signal::SIGTERM); }
+                _ = int.recv() => { info!("SIGINT: leaving the cluster"); break Stop::Signal(Signal::SIGINT); }
+                _ = hup.recv() => {
+                    reload(args, node, handlers, templates, log).await;
+                    if let Some(app) = app.as_ref() {
+                        app.signal(Signal::SIGHUP);
+                    }
+                }
+                status = wait_app(app) => {
+                    info!(status = ?status.as_ref().ok(), "the app exited: leaving the cluster");
+                    break Stop::AppExited(supervise::exit_code(status.ok()));
+                }
+                _ = left.recv() => {
+                    info!("left on request; exiting");
+                    break Stop::Left;
+                }
+                changed = view.changed() => {
+                    let conflict = view.borrow_and_update().conflict.clone();
+                    if changed.is_err() {
+                        anyhow::bail!("the gossip node stopped unexpectedly");
+                    }
+                    if let Some(message) = conflict {
+                        // The node is already leaving; let it finish, then exit non-zero.
+                        let _ = tokio::time::timeout(LEAVE_DEADLINE, view.wait_for(|v| v.left)).await;
+                        stop_app(app, Signal::SIGTERM, cfg).await;
+                        node.shutdown().await;
+                        anyhow::bail!("name conflict: {message}");
+                    }
                 }
             }
-            status = wait_app(&mut app) => {
-                info!(status = ?status.as_ref().ok(), "the app exited: leaving the cluster");
-                break Stop::AppExited(supervise::exit_code(status.ok()));
-            }
-            _ = stopped_rx.recv() => {
-                info!("left on request; exiting");
-                break Stop::Left;
-            }
-            changed = view.changed() => {
-                let conflict = view.borrow_and_update().conflict.clone();
-                if changed.is_err() {
-                    anyhow::bail!("the gossip node stopped unexpectedly");
-                }
-                if let Some(message) = conflict {
-                    // The node is already leaving; let it finish, then exit non-zero.
-                    let _ = tokio::time::timeout(LEAVE_DEADLINE, view.wait_for(|v| v.left)).await;
-                    stop_app(&mut app, Signal::SIGTERM, &cfg).await;
-                    node.shutdown().await;
-                    anyhow::bail!("name conflict: {message}");
-                }
-            }
-        }
-    };
-    if !matches!(stop, Stop::Left) {
-        tokio::select! {
-            result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
-                Ok(Ok(())) => info!("graceful leave complete"),
-                Ok(Err(e)) => warn!(error = %e, "leave failed"),
-                Err(_) => warn!("leave did not finish in time; exiting anyway"),
-            },
-            _ = term.recv() => return Ok(second_signal(&app)),
-            _ = int.recv() => return Ok(second_signal(&app)),
-        }
+        };
+        Ok(stop)
     }
-    let code = match stop {
-        Stop::AppExited(code) => code,
-        Stop::Signal(sig) => {
-            let code = stop_app(&mut app, sig, &cfg).await;
-            if app.is_some() { code } else { 0 }
+
+    /// Leaves the cluster (unless `/v1/leave` already did), stops the app and the node;
+    /// returns the exit status. A second SIGTERM or SIGINT during the leave exits at once.
+    async fn shut_down(mut self, stop: Stop, cfg: &AgentConfig) -> u8 {
+        let Running {
+            node,
+            term,
+            int,
+            app,
+            ..
+        } = &mut self;
+        if !matches!(stop, Stop::Left) {
+            tokio::select! {
+                result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
+                    Ok(Ok(())) => info!("graceful leave complete"),
+                    Ok(Err(e)) => warn!(error = %e, "leave failed"),
+                    Err(_) => warn!("leave did not finish in time; exiting anyway"),
+                },
+                _ = term.recv() => return second_signal(app),
+                _ = int.recv() => return second_signal(app),
+            }
         }
-        Stop::Left => {
-            stop_app(&mut app, Signal::SIGTERM, &cfg).await;
-            0
-        }
-    };
-    node.shutdown().await;
-    Ok(code)
+        let code = match stop {
+            Stop::AppExited(code) => code,
+            Stop::Signal(sig) => {
+                let code = stop_app(app, sig, cfg).await;
+                if app.is_some() { code } else { 0 }
+            }
+            Stop::Left => {
+                stop_app(app, Signal::SIGTERM, cfg).await;
+                0
+            }
+        };
+        node.shutdown().await;
+        code
+    }
 }
 
 /// Why the agent stops.
@@ -219,14 +273,14 @@ async fn reload(
     }
     handlers.send_replace(Arc::new(cfg.handlers.clone()));
     templates.send_replace(Arc::new(cfg.templates.clone()));
-    if node.view().local.tags != cfg.tags
-        && let Err(e) = node.set_tags(cfg.tags.clone()).await
+    if node.view().local.tags != cfg.node.tags
+        && let Err(e) = node.set_tags(cfg.node.tags.clone()).await
     {
         error!(error = %e, "SIGHUP: tags not changed");
     }
     info!(
         handlers = cfg.handlers.len(),
-        tags = cfg.tags.len(),
+        tags = cfg.node.tags.len(),
         "SIGHUP: configuration reloaded"
     );
 }

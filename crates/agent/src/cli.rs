@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::logging::LogFormat;
+
 /// shoal: gossip cluster membership with Serf-compatible event handlers.
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
@@ -126,17 +128,6 @@ pub struct AgentArgs {
     /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
     #[arg(last = true, value_name = "COMMAND")]
     pub app: Vec<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The control address, shared by every client command.

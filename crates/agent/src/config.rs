@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use shoal_core::{DEFAULT_PORT, Profile};
+use shoal_core::{DEFAULT_PORT, NodeConfig, Profile};
 use thiserror::Error;
 
-use crate::cli::{AgentArgs, LogFormat};
+use crate::cli::AgentArgs;
 use crate::handlers::filter::{HandlerSpec, ParseError};
+use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
@@ -139,25 +140,17 @@ impl FileConfig {
     }
 }
 
-/// The validated agent configuration.
+/// The validated agent configuration: the gossip node's settings, then the agent's own.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Node name.
-    pub node: String,
-    /// Gossip bind address.
-    pub bind: SocketAddr,
-    /// Advertised address, if set.
-    pub advertise: Option<SocketAddr>,
-    /// Join targets.
-    pub join: Vec<String>,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
+    /// What the gossip node starts with: name, bind and advertise addresses, tags, profile,
+    /// join targets and retries, reap timeouts, snapshot, rejoin and discovery. Anything the
+    /// agent has no setting for (the UDP packet budget) keeps [`NodeConfig::new`]'s default.
+    pub node: NodeConfig,
     /// Event handlers, in order.
     pub handlers: Vec<HandlerSpec>,
     /// Templates, in order.
     pub templates: Vec<TemplateSpec>,
-    /// Timing profile.
-    pub profile: Profile,
     /// Control API address.
     pub control: SocketAddr,
     /// Log filter.
@@ -168,20 +161,6 @@ pub struct AgentConfig {
     pub handler_timeout: Duration,
     /// Member-event quiet window.
     pub coalesce: Duration,
-    /// Join attempts while alone (0: forever).
-    pub retry_max: u32,
-    /// First wait between join attempts.
-    pub retry_interval: Option<Duration>,
-    /// Failed members are reaped after this.
-    pub reconnect_timeout: Duration,
-    /// Left members are reaped after this.
-    pub tombstone_timeout: Duration,
-    /// Snapshot file.
-    pub snapshot: Option<PathBuf>,
-    /// Rejoin from the snapshot even after a graceful leave.
-    pub rejoin: bool,
-    /// Discovery cluster name.
-    pub discover: Option<String>,
     /// Wait after leaving before stopping the supervised app.
     pub stop_delay: Duration,
     /// How long the app may take to stop.
@@ -202,7 +181,7 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
 }
 
 fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigError> {
-    let node = match args.node.clone().or(file.node) {
+    let name = match args.node.clone().or(file.node) {
         Some(n) if n.trim().is_empty() => return Err(invalid("--node", &n, "must not be empty")),
         Some(n) => n,
         None => hostname(),
@@ -248,68 +227,80 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     };
     let mut join = file.join;
     join.extend(args.join.iter().filter(|j| !j.trim().is_empty()).cloned());
+    // Read in the order the settings were always checked, so the first bad one is reported.
+    let log_level = args
+        .log_level
+        .clone()
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".into());
+    let log_format = args.log_format.or(file.log_format).unwrap_or_default();
+    let handler_timeout = duration(
+        "--handler-timeout",
+        args.handler_timeout.clone().or(file.handler_timeout),
+        "30s",
+    )?;
+    let coalesce = duration(
+        "--coalesce",
+        args.coalesce.clone().or(file.coalesce),
+        "100ms",
+    )?;
+    let retry_max = args.retry_max.or(file.retry_max).unwrap_or(0);
+    let retry_interval = match args.retry_interval.clone().or(file.retry_interval) {
+        Some(v) => Some(duration("--retry-interval", Some(v), "0s")?),
+        None => None,
+    };
+    let reconnect_timeout = duration(
+        "--reconnect-timeout",
+        args.reconnect_timeout.clone().or(file.reconnect_timeout),
+        "24h",
+    )?;
+    let tombstone_timeout = duration(
+        "--tombstone-timeout",
+        args.tombstone_timeout.clone().or(file.tombstone_timeout),
+        "24h",
+    )?;
+    let stop_delay = duration(
+        "--stop-delay",
+        args.stop_delay.clone().or(file.stop_delay),
+        "1s",
+    )?;
+    let stop_timeout = duration(
+        "--stop-timeout",
+        args.stop_timeout.clone().or(file.stop_timeout),
+        "10s",
+    )?;
+    let discover = match args.discover.clone().or(file.discover) {
+        Some(c) => {
+            shoal_core::discover::validate_cluster(&c).map_err(|e| invalid("--discover", &c, e))?;
+            Some(c)
+        }
+        None => None,
+    };
     Ok(AgentConfig {
-        node,
-        bind,
-        advertise,
-        join,
-        tags,
+        node: NodeConfig {
+            advertise,
+            tags,
+            profile,
+            join,
+            retry_max,
+            retry_interval,
+            reconnect_timeout,
+            tombstone_timeout,
+            snapshot: args.snapshot.clone().or(file.snapshot),
+            rejoin: args.rejoin || file.rejoin.unwrap_or(false),
+            discover,
+            ..NodeConfig::new(name, bind)
+        },
         handlers,
         templates,
-        profile,
         control,
-        log_level: args
-            .log_level
-            .clone()
-            .or(file.log_level)
-            .unwrap_or_else(|| "info".into()),
-        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-        handler_timeout: duration(
-            "--handler-timeout",
-            args.handler_timeout.clone().or(file.handler_timeout),
-            "30s",
-        )?,
-        coalesce: duration(
-            "--coalesce",
-            args.coalesce.clone().or(file.coalesce),
-            "100ms",
-        )?,
-        retry_max: args.retry_max.or(file.retry_max).unwrap_or(0),
-        retry_interval: match args.retry_interval.clone().or(file.retry_interval) {
-            Some(v) => Some(duration("--retry-interval", Some(v), "0s")?),
-            None => None,
-        },
-        reconnect_timeout: duration(
-            "--reconnect-timeout",
-            args.reconnect_timeout.clone().or(file.reconnect_timeout),
-            "24h",
-        )?,
-        tombstone_timeout: duration(
-            "--tombstone-timeout",
-            args.tombstone_timeout.clone().or(file.tombstone_timeout),
-            "24h",
-        )?,
-        stop_delay: duration(
-            "--stop-delay",
-            args.stop_delay.clone().or(file.stop_delay),
-            "1s",
-        )?,
-        stop_timeout: duration(
-            "--stop-timeout",
-            args.stop_timeout.clone().or(file.stop_timeout),
-            "10s",
-        )?,
+        log_level,
+        log_format,
+        handler_timeout,
+        coalesce,
+        stop_delay,
+        stop_timeout,
         app: args.app.clone(),
-        snapshot: args.snapshot.clone().or(file.snapshot),
-        rejoin: args.rejoin || file.rejoin.unwrap_or(false),
-        discover: match args.discover.clone().or(file.discover) {
-            Some(c) => {
-                shoal_core::discover::validate_cluster(&c)
-                    .map_err(|e| invalid("--discover", &c, e))?;
-                Some(c)
-            }
-            None => None,
-        },
         files: args.config.clone(),
     })
 }
@@ -363,11 +354,11 @@ mod tests {
     #[test]
     fn defaults_follow_serf_with_shoal_ports() {
         let cfg = resolve(&args(), FileConfig::default()).expect("valid");
-        assert_eq!(cfg.bind, "0.0.0.0:7948".parse().expect("addr"));
+        assert_eq!(cfg.node.bind, "0.0.0.0:7948".parse().expect("addr"));
         assert_eq!(cfg.control, "127.0.0.1:7373".parse().expect("addr"));
         assert_eq!(cfg.coalesce, Duration::from_millis(100));
-        assert_eq!(cfg.profile, Profile::Lan);
-        assert!(!cfg.node.is_empty());
+        assert_eq!(cfg.node.profile, Profile::Lan);
+        assert!(!cfg.node.name.is_empty());
     }
 
     #[test]
@@ -381,10 +372,10 @@ mod tests {
         a.join = vec!["b:2".into()];
         a.tags = vec!["role=web".into()];
         let cfg = resolve(&a, file).expect("valid");
-        assert_eq!(cfg.node, "from-flag");
-        assert_eq!(cfg.join, vec!["a:1", "b:2"]);
-        assert_eq!(cfg.tags["role"], "web");
-        assert_eq!(cfg.tags["zone"], "x");
+        assert_eq!(cfg.node.name, "from-flag");
+        assert_eq!(cfg.node.join, vec!["a:1", "b:2"]);
+        assert_eq!(cfg.node.tags["role"], "web");
+        assert_eq!(cfg.node.tags["zone"], "x");
     }
 
     #[test]
@@ -439,28 +430,28 @@ mod tests {
         let mut file = FileConfig::default();
         file.merge(toml::from_str(text).expect("toml"));
         let cfg = resolve(&args(), file).expect("valid");
-        assert_eq!(cfg.node, "n");
-        assert_eq!(cfg.bind.port(), 1000);
-        assert_eq!(cfg.advertise.map(|a| a.port()), Some(1001));
-        assert_eq!(cfg.join, vec!["a:1"]);
+        assert_eq!(cfg.node.name, "n");
+        assert_eq!(cfg.node.bind.port(), 1000);
+        assert_eq!(cfg.node.advertise.map(|a| a.port()), Some(1001));
+        assert_eq!(cfg.node.join, vec!["a:1"]);
         assert_eq!(cfg.handlers.len(), 1);
         assert_eq!(cfg.templates.len(), 1);
-        assert_eq!(cfg.profile, Profile::Wan);
+        assert_eq!(cfg.node.profile, Profile::Wan);
         assert_eq!(cfg.control.port(), 1002);
         assert_eq!(cfg.log_level, "debug");
         assert_eq!(cfg.log_format, LogFormat::Json);
         assert_eq!(cfg.handler_timeout, Duration::from_secs(5));
         assert_eq!(cfg.coalesce, Duration::ZERO);
-        assert_eq!(cfg.retry_max, 3);
-        assert_eq!(cfg.retry_interval, Some(Duration::from_secs(2)));
-        assert_eq!(cfg.reconnect_timeout, Duration::from_secs(3600));
-        assert_eq!(cfg.tombstone_timeout, Duration::from_secs(7200));
-        assert_eq!(cfg.snapshot, Some(PathBuf::from("/tmp/s.json")));
-        assert!(cfg.rejoin);
-        assert_eq!(cfg.discover.as_deref(), Some("prod"));
+        assert_eq!(cfg.node.retry_max, 3);
+        assert_eq!(cfg.node.retry_interval, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.node.reconnect_timeout, Duration::from_secs(3600));
+        assert_eq!(cfg.node.tombstone_timeout, Duration::from_secs(7200));
+        assert_eq!(cfg.node.snapshot, Some(PathBuf::from("/tmp/s.json")));
+        assert!(cfg.node.rejoin);
+        assert_eq!(cfg.node.discover.as_deref(), Some("prod"));
         assert_eq!(cfg.stop_delay, Duration::from_secs(3));
         assert_eq!(cfg.stop_timeout, Duration::from_secs(4));
-        assert_eq!(cfg.tags["role"], "web");
+        assert_eq!(cfg.node.tags["role"], "web");
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //!
 //! Layout:
 //! - [`cli`]: clap definitions; [`config`]: files, environment and flags into [`config::AgentConfig`].
-//! - [`agent`]: runs the agent (node, control API, handlers, signals).
-//! - [`control`]: the HTTP/JSON control API; [`view`]: its member JSON.
-//! - [`handlers`]: Serf-compatible event handlers (filters, environment, runner, dispatcher).
+//! - [`agent`]: runs the agent (node, control API, handlers, templates, signals).
+//! - [`control`]: the HTTP/JSON control API; [`view`]: members as JSON and as `k=v` tag text.
+//! - [`handlers`]: Serf-compatible event handlers (filters, environment, dispatcher).
+//! - [`templates`]: `--template` files rendered from the member view (by `shoal-template`).
+//! - [`shell`]: runs one `sh -c` script for a handler or a template command, bounded in time.
+//! - [`supervise`]: the app run after `--`; [`reaper`]: zombie reaping when the agent is PID 1.
 //! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `info`).
-//! - [`logging`]: the tracing subscriber.
+//! - [`logging`]: the tracing subscriber and the log format.
 
 pub mod agent;
 pub mod cli;
@@ -16,6 +19,7 @@ pub mod control;
 pub mod handlers;
 pub mod logging;
 pub mod reaper;
+pub mod shell;
 pub mod supervise;
 pub mod templates;
 pub mod view;

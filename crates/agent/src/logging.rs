@@ -2,33 +2,66 @@
 
 use std::str::FromStr;
 
-use tracing_subscriber::filter::Targets;
+use clap::ValueEnum;
+use thiserror::Error;
+use tracing_subscriber::filter::{ParseError, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
 
-use crate::cli::LogFormat;
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why logging could not be set up or changed.
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// The level or filter does not parse. Nothing was installed or changed.
+    #[error(
+        "invalid --log-level {level:?}: {source} (expected e.g. info, or warn,shoal_core=debug)"
+    )]
+    Level {
+        /// The value given.
+        level: String,
+        /// Why it does not parse.
+        source: ParseError,
+    },
+    /// The new filter could not be swapped in (the subscriber is gone). The old one stays.
+    #[error("{0}")]
+    Reload(#[from] reload::Error),
+    /// Another global subscriber is already installed. Nothing was installed.
+    #[error("{0}")]
+    Init(#[from] tracing_subscriber::util::TryInitError),
+}
 
 /// Replaces the log filter at run time.
 pub struct LogHandle(reload::Handle<Targets, Registry>);
 
 impl LogHandle {
     /// Installs a new level or filter.
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
+    pub fn set_level(&self, level: &str) -> Result<(), LogError> {
         let filter = parse(level)?;
-        self.0.reload(filter).map_err(|e| e.to_string())
+        Ok(self.0.reload(filter)?)
     }
 }
 
 /// A level (`info`) or a list of `target=level` directives (`info,shoal_core=debug`).
-fn parse(level: &str) -> Result<Targets, String> {
-    Targets::from_str(level).map_err(|e| {
-        format!("invalid --log-level {level:?}: {e} (expected e.g. info, or warn,shoal_core=debug)")
+fn parse(level: &str) -> Result<Targets, LogError> {
+    Targets::from_str(level).map_err(|source| LogError::Level {
+        level: level.to_string(),
+        source,
     })
 }
 
 /// Installs the global subscriber.
-pub fn init(level: &str, format: LogFormat) -> Result<LogHandle, String> {
+pub fn init(level: &str, format: LogFormat) -> Result<LogHandle, LogError> {
     let (filter, handle) = reload::Layer::new(parse(level)?);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -40,7 +73,22 @@ pub fn init(level: &str, format: LogFormat) -> Result<LogHandle, String> {
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
-        .try_init()
-        .map_err(|e| e.to_string())?;
+        .try_init()?;
     Ok(LogHandle(handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_level_names_the_flag_and_gives_examples() {
+        let err = parse("shoal_core=loud").expect_err("bad level").to_string();
+        assert!(
+            err.starts_with("invalid --log-level \"shoal_core=loud\": ")
+                && err.ends_with(" (expected e.g. info, or warn,shoal_core=debug)"),
+            "{err}"
+        );
+        assert!(parse("warn,shoal_core=debug").is_ok());
+    }
 }

@@ -1,4 +1,7 @@
-//! The member view in the control API's JSON shape (also `SHOAL_MEMBERS_FILE`).
+//! Members formatted for people and programs: the control API's JSON shape (also
+//! `SHOAL_MEMBERS_FILE`) and the `k=v,k=v` tag text shared by the CLI tables and handler stdin.
+
+use std::collections::BTreeMap;
 
 use shoal_core::{Member, View};
 use shoal_proto::{MemberInfo, MembersResponse};
@@ -19,4 +22,12 @@ pub fn members(view: &View) -> MembersResponse {
     MembersResponse {
         members: view.members.iter().map(member_info).collect(),
     }
+}
+
+/// Tags as `k=v,k=v`, sorted by key.
+pub fn tags_string(tags: &BTreeMap<String, String>) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

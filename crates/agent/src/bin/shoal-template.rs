@@ -23,7 +23,7 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("cannot read the context: {e}"))?;
             let ctx: Context =
                 serde_json::from_str(&input).map_err(|e| format!("invalid context JSON: {e}"))?;
-            render(&src, &source, &ctx)
+            render(&src, &source, &ctx).map_err(|e| e.to_string())
         });
     match result {
         Ok(text) => {

@@ -2,16 +2,16 @@
 
 use shoal_proto::{Client, ForceLeaveRequest, OkResponse};
 
+use super::CliError;
 use crate::cli::ForceLeaveArgs;
 
 /// Marks a failed member as left.
-pub async fn run(args: &ForceLeaveArgs) -> Result<String, String> {
+pub async fn run(args: &ForceLeaveArgs) -> Result<String, CliError> {
     let req = ForceLeaveRequest {
         node: args.node.clone(),
     };
     let _: OkResponse = Client::new(&args.client.control)
         .post("/v1/force-leave", &req)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(String::new())
 }

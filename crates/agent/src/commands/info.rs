@@ -2,24 +2,22 @@
 
 use shoal_proto::{Client, InfoResponse};
 
+use super::CliError;
 use crate::cli::{InfoArgs, OutputFormat};
-use crate::handlers::env::tags_string;
+use crate::view::tags_string;
 
 /// Shows the agent's own state and counters.
-pub async fn run(args: &InfoArgs) -> Result<String, String> {
-    let i: InfoResponse = Client::new(&args.client.control)
-        .get("/v1/info")
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
+    let i: InfoResponse = Client::new(&args.client.control).get("/v1/info").await?;
     if args.joined {
         let others = i.members.alive + i.members.suspect + i.members.leaving;
         return match others > 1 {
             true => Ok(format!("joined: {} live members\n", others)),
-            false => Err("not joined: no other live member".to_string()),
+            false => Err(CliError::NotJoined),
         };
     }
     if args.format == OutputFormat::Json {
-        return Ok(serde_json::to_string_pretty(&i).map_err(|e| e.to_string())? + "\n");
+        return Ok(serde_json::to_string_pretty(&i)? + "\n");
     }
     let (a, m, s) = (&i.agent, &i.members, &i.stats);
     Ok(format!(

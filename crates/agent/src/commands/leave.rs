@@ -2,13 +2,13 @@
 
 use shoal_proto::{Client, OkResponse};
 
+use super::CliError;
 use crate::cli::ClientArgs;
 
 /// Makes the agent leave gracefully and exit.
-pub async fn run(args: &ClientArgs) -> Result<String, String> {
+pub async fn run(args: &ClientArgs) -> Result<String, CliError> {
     let _: OkResponse = Client::new(&args.control)
         .post("/v1/leave", &serde_json::json!({}))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok("Graceful leave complete\n".to_string())
 }

@@ -4,8 +4,8 @@ use regex_lite::Regex;
 use shoal_proto::{Client, MemberInfo, MembersResponse};
 
 use crate::cli::{MembersArgs, OutputFormat};
-use crate::commands::columns;
-use crate::handlers::env::tags_string;
+use crate::commands::{CliError, columns};
+use crate::view::tags_string;
 
 /// Filters compiled from the flags.
 pub struct MemberFilter {
@@ -14,20 +14,23 @@ pub struct MemberFilter {
     tags: Vec<(String, Regex)>,
 }
 
-fn anchored(flag: &str, re: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{re})$"))
-        .map_err(|e| format!("invalid {flag} regular expression {re:?}: {e}"))
+fn anchored(flag: &'static str, re: &str) -> Result<Regex, CliError> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|source| CliError::Regex {
+        flag,
+        re: re.to_string(),
+        source,
+    })
 }
 
 impl MemberFilter {
     /// Compiles `--status`, `--name` and `--tag K=RE`.
-    pub fn new(args: &MembersArgs) -> Result<Self, String> {
+    pub fn new(args: &MembersArgs) -> Result<Self, CliError> {
         let mut tags = Vec::new();
         for t in &args.tags {
             let (k, re) = t
                 .split_once('=')
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| format!("invalid --tag {t:?}: expected KEY=REGEX"))?;
+                .ok_or_else(|| CliError::TagFilter(t.clone()))?;
             tags.push((k.to_string(), anchored("--tag", re)?));
         }
         Ok(Self {
@@ -57,10 +60,10 @@ impl MemberFilter {
 }
 
 /// Runs the command; returns what to print.
-pub async fn run(args: &MembersArgs) -> Result<String, String> {
+pub async fn run(args: &MembersArgs) -> Result<String, CliError> {
     let filter = MemberFilter::new(args)?;
     let client = Client::new(&args.client.control);
-    let all: MembersResponse = client.get("/v1/members").await.map_err(|e| e.to_string())?;
+    let all: MembersResponse = client.get("/v1/members").await?;
     let members: Vec<MemberInfo> = all
         .members
         .into_iter()
@@ -69,7 +72,7 @@ pub async fn run(args: &MembersArgs) -> Result<String, String> {
     Ok(match args.format {
         OutputFormat::Json => {
             let body = MembersResponse { members };
-            serde_json::to_string_pretty(&body).map_err(|e| e.to_string())? + "\n"
+            serde_json::to_string_pretty(&body)? + "\n"
         }
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = members
@@ -134,6 +137,20 @@ mod tests {
     fn bad_filters_are_reported() {
         assert!(MemberFilter::new(&args(Some("("), None, &[])).is_err());
         assert!(MemberFilter::new(&args(None, None, &["role"])).is_err());
+    }
+
+    #[test]
+    fn filter_errors_name_the_flag_and_the_value() {
+        let message = |a: MembersArgs| MemberFilter::new(&a).err().map(|e| e.to_string());
+        assert_eq!(
+            message(args(None, None, &["role"])).as_deref(),
+            Some("invalid --tag \"role\": expected KEY=REGEX")
+        );
+        let err = message(args(Some("("), None, &[])).unwrap_or_default();
+        assert!(
+            err.starts_with("invalid --status regular expression \"(\": "),
+            "{err}"
+        );
     }
 
     #[test]

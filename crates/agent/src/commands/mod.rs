@@ -1,10 +1,41 @@
 //! Client commands: each talks to an agent's control API.
 
+use shoal_proto::ClientError;
+use thiserror::Error;
+
 pub mod force_leave;
 pub mod info;
 pub mod join;
 pub mod leave;
 pub mod members;
+
+/// Why a client command failed. `main` prints it after `shoal: ` and exits 2 (1 for
+/// `info --joined`, which Docker reads as unhealthy).
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// The control request failed; see [`ClientError`] for what the agent may have done.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A `members` filter is not a valid regular expression. Nothing was asked.
+    #[error("invalid {flag} regular expression {re:?}: {source}")]
+    Regex {
+        /// The flag (`--status`, `--name`, `--tag`).
+        flag: &'static str,
+        /// The expression given.
+        re: String,
+        /// Why it does not compile.
+        source: regex_lite::Error,
+    },
+    /// A `members --tag` filter is not `KEY=REGEX`. Nothing was asked.
+    #[error("invalid --tag {0:?}: expected KEY=REGEX")]
+    TagFilter(String),
+    /// `info --joined`: the agent lists no other live member.
+    #[error("not joined: no other live member")]
+    NotJoined,
+    /// The answer could not be printed as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// Pads columns two spaces apart, like Serf's `columnize`.
 pub fn columns(rows: &[Vec<String>]) -> String {

@@ -1,7 +1,7 @@
 //! From node events to handler runs: coalescing, the members file, and one worker per handler.
 //!
 //! Member events are collected until no new one arrived for the quiet window (or for at most
-//! [`MAX_HOLD`] in a storm); per member the latest event wins, except that a join stays a join.
+//! `MAX_HOLD` in a storm); per member the latest event wins, except that a join stays a join.
 //! Then the whole view is written to `SHOAL_MEMBERS_FILE` and each batch (one per event kind,
 //! Serf's shape) is queued to every handler whose filter wants it. Each handler has its own
 //! worker and bounded queue, so a slow or hung handler delays only itself, and its events run
@@ -19,7 +19,7 @@ use tracing::warn;
 
 use super::env::{member_event_env, member_event_stdin};
 use super::filter::HandlerSpec;
-use super::runner::{self, Job, Outcome};
+use crate::shell::{self, Job, Outcome};
 use crate::view;
 
 /// Longest a member event is held back while events keep coming.
@@ -219,7 +219,7 @@ fn spawn_workers(
             let counters = counters.clone();
             tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    let outcome = runner::run(&script, job, timeout).await;
+                    let outcome = shell::run(&script, job, timeout).await;
                     counters.runs.fetch_add(1, Ordering::Relaxed);
                     if outcome == Outcome::TimedOut {
                         counters.timeouts.fetch_add(1, Ordering::Relaxed);

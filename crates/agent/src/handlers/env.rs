@@ -1,9 +1,10 @@
 //! What a handler sees: Serf's environment (each `SERF_*` also as `SHOAL_*`) and stdin lines.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use shoal_core::{Member, MemberEventKind};
+
+use crate::view::tags_string;
 
 /// Serf's `eventClean`: tabs and newlines escaped so a line stays a line.
 fn clean(v: &str) -> String {
@@ -22,14 +23,6 @@ pub fn tag_var(key: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Tags as `k=v,k=v`, sorted by key.
-pub fn tags_string(tags: &BTreeMap<String, String>) -> String {
-    tags.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The environment for a member event: `SERF_EVENT`, `SERF_SELF_NAME`, `SERF_SELF_ROLE`,

@@ -4,4 +4,3 @@
 pub mod dispatch;
 pub mod env;
 pub mod filter;
-pub mod runner;

@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::handlers::runner::{self, Job, Outcome};
+use crate::shell::{self, Job, Outcome};
 
 /// A malformed `--template` value.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -30,6 +30,54 @@ pub enum SpecError {
     #[error("expected SRC:DEST[:COMMAND]")]
     Shape,
 }
+
+/// Why one template was not applied. The last good DEST stays and COMMAND does not run.
+#[derive(Debug, Error)]
+pub enum TemplateError {
+    /// The view could not be encoded as the helper's JSON context.
+    #[error(transparent)]
+    Context(serde_json::Error),
+    /// The `shoal-template` helper could not be started.
+    #[error("cannot run the template renderer {}: {source}", .helper.display())]
+    Spawn {
+        /// The helper tried.
+        helper: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Feeding the helper its context or collecting its output failed.
+    #[error(transparent)]
+    Helper(std::io::Error),
+    /// The helper took longer than `RENDER_TIMEOUT` (10 s); it was killed.
+    #[error("rendering {} took over {} s", .src.display(), RENDER_TIMEOUT.as_secs())]
+    TimedOut {
+        /// The template.
+        src: PathBuf,
+    },
+    /// The rendering is not UTF-8.
+    #[error("{} rendered invalid UTF-8", .src.display())]
+    NotUtf8 {
+        /// The template.
+        src: PathBuf,
+    },
+    /// The template does not compile or render: the helper's stderr, with file and line.
+    #[error("{0}")]
+    Render(String),
+    /// The task writing DEST did not finish (it panicked or the runtime is stopping).
+    #[error(transparent)]
+    Writer(tokio::task::JoinError),
+    /// DEST could not be written.
+    #[error("cannot write {}: {source}", .dest.display())]
+    Write {
+        /// The rendered file.
+        dest: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Longest a `shoal-template` run may take.
+const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One `--template`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +116,7 @@ impl TemplateSpec {
 }
 
 /// Renders one template; writes DEST if it changed. Returns whether it was written.
-async fn apply(spec: &TemplateSpec, view: &View) -> Result<bool, String> {
+async fn apply(spec: &TemplateSpec, view: &View) -> Result<bool, TemplateError> {
     let text = render_with_helper(&spec.src, view).await?;
     if tokio::fs::read_to_string(&spec.dest)
         .await
@@ -79,8 +127,11 @@ async fn apply(spec: &TemplateSpec, view: &View) -> Result<bool, String> {
     let dest = spec.dest.clone();
     tokio::task::spawn_blocking(move || shoal_core::fs::write_atomically(&dest, text.as_bytes()))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot write {}: {e}", spec.dest.display()))?;
+        .map_err(TemplateError::Writer)?
+        .map_err(|source| TemplateError::Write {
+            dest: spec.dest.clone(),
+            source,
+        })?;
     Ok(true)
 }
 
@@ -95,10 +146,10 @@ fn helper() -> std::path::PathBuf {
 
 /// Runs `shoal-template SRC` with the view on stdin; its stdout is the rendering, its stderr
 /// the error (with file and line).
-async fn render_with_helper(src: &Path, view: &View) -> Result<String, String> {
+async fn render_with_helper(src: &Path, view: &View) -> Result<String, TemplateError> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
-    let context = serde_json::to_vec(&render::Context::of(view)).map_err(|e| e.to_string())?;
+    let context = serde_json::to_vec(&render::Context::of(view)).map_err(TemplateError::Context)?;
     let helper = helper();
     let mut child = tokio::process::Command::new(&helper)
         .arg(src)
@@ -107,22 +158,29 @@ async fn render_with_helper(src: &Path, view: &View) -> Result<String, String> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run the template renderer {}: {e}", helper.display()))?;
+        .map_err(|source| TemplateError::Spawn {
+            helper: helper.clone(),
+            source,
+        })?;
     let pid = child.id();
     crate::reaper::register(pid);
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&context).await.map_err(|e| e.to_string())?;
+        stdin
+            .write_all(&context)
+            .await
+            .map_err(TemplateError::Helper)?;
     }
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await;
+    let out = tokio::time::timeout(RENDER_TIMEOUT, child.wait_with_output()).await;
     crate::reaper::unregister(pid);
     let out = out
-        .map_err(|_| format!("rendering {} took over 10 s", src.display()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| TemplateError::TimedOut { src: src.into() })?
+        .map_err(TemplateError::Helper)?;
     if out.status.success() {
-        String::from_utf8(out.stdout)
-            .map_err(|_| format!("{} rendered invalid UTF-8", src.display()))
+        String::from_utf8(out.stdout).map_err(|_| TemplateError::NotUtf8 { src: src.into() })
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(TemplateError::Render(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 
@@ -141,7 +199,7 @@ async fn render_all(specs: &[TemplateSpec], view: &View, timeout: Duration) {
                         )],
                         stdin: String::new(),
                     };
-                    if runner::run(command, job, timeout).await != Outcome::Exited(Some(0)) {
+                    if shell::run(command, job, timeout).await != Outcome::Exited(Some(0)) {
                         error!(command, "template command failed");
                     }
                 }
@@ -197,5 +255,23 @@ mod tests {
         assert_eq!(TemplateSpec::parse("a:b").expect("ok").command, None);
         assert_eq!(TemplateSpec::parse("a"), Err(SpecError::Shape));
         assert_eq!(TemplateSpec::parse(":b"), Err(SpecError::Shape));
+    }
+
+    #[test]
+    fn errors_name_the_template_or_the_file() {
+        let src = PathBuf::from("a.tmpl");
+        let timed_out = TemplateError::TimedOut { src: src.clone() };
+        assert_eq!(timed_out.to_string(), "rendering a.tmpl took over 10 s");
+        let garbled = TemplateError::NotUtf8 { src };
+        assert_eq!(garbled.to_string(), "a.tmpl rendered invalid UTF-8");
+        let unwritable = TemplateError::Write {
+            dest: "/ro/b.cfg".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(
+            unwritable
+                .to_string()
+                .starts_with("cannot write /ro/b.cfg: ")
+        );
     }
 }

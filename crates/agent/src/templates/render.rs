@@ -8,6 +8,34 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::{Member, View};
+use thiserror::Error;
+
+/// Why a template did not render.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    /// The fixed syntax settings were refused (they are constants: only a minijinja change
+    /// could cause this).
+    #[error("{0}")]
+    Syntax(minijinja::Error),
+    /// The template does not compile or render: `FILE[:LINE]: KIND[: DETAIL]`.
+    #[error("{file}{}: {}{}", line_of(.source), .source.kind(), detail_of(.source))]
+    Template {
+        /// The template file, as given.
+        file: String,
+        /// What minijinja reported.
+        source: minijinja::Error,
+    },
+}
+
+/// `:LINE`, or nothing when minijinja does not know it.
+fn line_of(e: &minijinja::Error) -> String {
+    e.line().map_or(String::new(), |l| format!(":{l}"))
+}
+
+/// `: DETAIL`, or nothing.
+fn detail_of(e: &minijinja::Error) -> String {
+    e.detail().map_or(String::new(), |d| format!(": {d}"))
+}
 
 /// One member as templates see it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,7 +87,7 @@ impl Context {
 }
 
 /// Renders `source` (read from `src`) with `ctx`. Errors name the file and line.
-pub fn render(src: &Path, source: &str, ctx: &Context) -> Result<String, String> {
+pub fn render(src: &Path, source: &str, ctx: &Context) -> Result<String, RenderError> {
     let name = src.display().to_string();
     let mut env = minijinja::Environment::new();
     let syntax = minijinja::syntax::SyntaxConfig::builder()
@@ -67,12 +95,11 @@ pub fn render(src: &Path, source: &str, ctx: &Context) -> Result<String, String>
         .lstrip_blocks(true)
         .keep_trailing_newline(true)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(RenderError::Syntax)?;
     env.set_syntax(syntax);
-    let located = |e: minijinja::Error| {
-        let line = e.line().map_or(String::new(), |l| format!(":{l}"));
-        let detail = e.detail().map_or(String::new(), |d| format!(": {d}"));
-        format!("{name}{line}: {}{detail}", e.kind())
+    let located = |e| RenderError::Template {
+        file: name.clone(),
+        source: e,
     };
     env.add_template(&name, source).map_err(located)?;
     env.get_template(&name)
@@ -121,8 +148,9 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_line() {
         let src = "ok\n{% for m in members %}\n{{ m.name \n";
-        let err =
-            render(Path::new("/etc/haproxy.tmpl"), src, &Context::of(&view())).expect_err("broken");
+        let err = render(Path::new("/etc/haproxy.tmpl"), src, &Context::of(&view()))
+            .expect_err("broken")
+            .to_string();
         assert!(err.starts_with("/etc/haproxy.tmpl:3: "), "{err}");
     }
 }

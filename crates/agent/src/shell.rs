@@ -1,5 +1,6 @@
-//! Runs one handler invocation: `sh -c SCRIPT` in its own process group, stdin fed, output
-//! captured (bounded), killed with its whole group past the timeout.
+//! Runs one script for an event handler or a template's command: `sh -c SCRIPT` in its own
+//! process group, stdin fed, output captured (bounded), killed with its whole group past the
+//! timeout.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
