@@ -33,7 +33,7 @@
 //! **Simulation** ([`sim`]): many engines on virtual time and a simulated network (latency,
 //! loss, partitions, crashes), all from one seed. It imports nothing from the driver.
 //!
-//! `.ci/layers.py` checks these rules on every CI run.
+//! `.ci/structure.py` checks these rules on every CI run.
 
 pub mod anti_entropy;
 pub mod broadcast;

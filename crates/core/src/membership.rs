@@ -453,7 +453,7 @@ impl Membership {
     }
 
     /// Removes members that stayed failed or left past their timeout (`member-reap`).
-    /// Returns the identities reaped, so the driver can forget them too.
+    /// Returns the identities reaped (the engine logs them).
     pub fn reap(&mut self, now: Instant) -> Vec<Identity> {
         let (reconnect, tombstone) = (self.reconnect_timeout, self.tombstone_timeout);
         let expired: Vec<SocketAddr> = self
