@@ -7,7 +7,8 @@ mod lab;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use lab::{Host, Lab, NsAgent, members_of_all, poll};
+use lab::{Host, Lab, NsAgent, members_of_all};
+use shoal_testkit::poll;
 
 const PORT: u16 = 7948;
 
@@ -437,3 +438,4 @@ fn five_agents_in_separate_namespaces_find_each_other_with_discover_and_no_addre
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
