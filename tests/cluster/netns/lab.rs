@@ -187,8 +187,9 @@ impl Lab {
     }
 
     /// A new host namespace on `bridge`, address 10.201.SUBNET.(K+1)/24 for the K-th host,
-    /// with a default route through its `eth0` (it leads only to the hub's bridges) and its
-    /// own `/etc/netns/NS/hosts` (see [`Self::write_hosts`]).
+    /// with a default route through its `eth0` (it leads only to the hub's bridges), its
+    /// own `/etc/netns/NS/hosts` (see [`Self::write_hosts`]) and a `resolv.conf` that points
+    /// at its own loopback, where no DNS server runs: names resolve from `hosts` or not at all.
     pub fn host(&mut self, bridge: &str, hostname: &str) -> Host {
         let k = self.hosts;
         self.hosts += 1;
@@ -214,6 +215,10 @@ impl Lab {
         must(&["ip", "-n", &ns, "route", "add", "default", "dev", "eth0"]);
         let etc = PathBuf::from("/etc/netns").join(&ns);
         std::fs::create_dir_all(&etc).expect("create /etc/netns/NS");
+        // No resolver: `nameserver 127.0.0.1` in a namespace where nothing listens on port 53,
+        // so a DNS lookup is refused at once and never reaches the machine's resolver.
+        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n")
+            .expect("write /etc/netns/NS/resolv.conf");
         self.etc_dirs.push(etc);
         let host = Host {
             ns,
