@@ -137,6 +137,27 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// A row `label | median | worst | target` over per-run durations in seconds.
+    pub fn timing(&mut self, label: &str, values: &[f64], target: String) {
+        self.row(vec![
+            label.to_string(),
+            fmt_s(median(values)),
+            fmt_s(fmax(values)),
+            target,
+        ]);
+    }
+
+    /// A row `label | max | mean | target` over per-agent values, the numbers with `decimals`
+    /// decimals.
+    pub fn metric(&mut self, label: &str, values: &[f64], decimals: usize, target: String) {
+        self.row(vec![
+            label.to_string(),
+            fmt_num(fmax(values), decimals),
+            fmt_num(mean(values), decimals),
+            target,
+        ]);
+    }
+
     pub fn render(&self, indent: &str) -> String {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..cols)

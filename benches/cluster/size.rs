@@ -20,7 +20,7 @@ use crate::handlers::{handler_file, handler_time};
 use crate::procfs::{Memory, cpu_ticks, memory};
 use crate::report::{
     Rng, TARGET_FAIL_S, TARGET_LEAVE_S, TARGET_MEMBERS_MS, TARGET_RSS_MIB, Table, fmax, fmt_num,
-    fmt_s, mean, median, ok, percentile, progress,
+    fmt_s, median, ok, percentile, progress,
 };
 use crate::settings::Settings;
 
@@ -431,6 +431,7 @@ pub async fn observe(
 }
 
 impl SizeReport {
+    /// The report of this size: startup, idle, members latency, kills and leaves.
     pub fn render(&self) -> String {
         let n = self.n;
         let mut out = format!("\n=== N = {n} (lan profile) ===\n");
@@ -443,11 +444,18 @@ impl SizeReport {
                 Err(why) => format!("TIMEOUT ({why})"),
             }
         );
+        out.push_str(&self.render_idle());
+        out.push_str(&self.render_latency());
+        out.push_str(&render_departs(n, Depart::Kill, &self.kills));
+        out.push_str(&render_departs(n, Depart::Leave, &self.leaves));
+        out
+    }
 
+    /// The idle table: memory, CPU and gossip traffic per agent.
+    fn render_idle(&self) -> String {
         let idle = &self.idle;
-        let _ = writeln!(
-            out,
-            "\nidle, per agent ({:.1} s window{}):",
+        let mut out = format!(
+            "\nidle, per agent ({:.1} s window{}):\n",
             idle.window.as_secs_f64(),
             if idle.missing > 0 {
                 format!(", {} agents with missing samples", idle.missing)
@@ -457,53 +465,30 @@ impl SizeReport {
         );
         let mut t = Table::new(&["", "max", "mean", "target (N=20)"]);
         let rss_max = fmax(&idle.rss_mib);
-        t.row(vec![
-            "RSS, VmRSS (MiB)".into(),
-            fmt_num(rss_max, 2),
-            fmt_num(mean(&idle.rss_mib), 2),
-            format!("<= {TARGET_RSS_MIB} {}", ok(rss_max <= TARGET_RSS_MIB)),
-        ]);
-        t.row(vec![
-            "  of which anonymous, RssAnon (MiB)".into(),
-            fmt_num(fmax(&idle.anon_mib), 2),
-            fmt_num(mean(&idle.anon_mib), 2),
-            "-".into(),
-        ]);
-        t.row(vec![
-            "PSS, binary pages shared (MiB)".into(),
-            fmt_num(fmax(&idle.pss_mib), 2),
-            fmt_num(mean(&idle.pss_mib), 2),
-            "-".into(),
-        ]);
-        t.row(vec![
-            "CPU (s per min)".into(),
-            fmt_num(fmax(&idle.cpu_per_min), 3),
-            fmt_num(mean(&idle.cpu_per_min), 3),
-            "-".into(),
-        ]);
-        t.row(vec![
-            "gossip out (bytes/s)".into(),
-            fmt_num(fmax(&idle.bytes_per_s), 0),
-            fmt_num(mean(&idle.bytes_per_s), 0),
-            "-".into(),
-        ]);
-        t.row(vec![
-            "gossip out (packets/s)".into(),
-            fmt_num(fmax(&idle.pkts_per_s), 1),
-            fmt_num(mean(&idle.pkts_per_s), 1),
-            "-".into(),
-        ]);
+        let rss_target = format!("<= {TARGET_RSS_MIB} {}", ok(rss_max <= TARGET_RSS_MIB));
+        t.metric("RSS, VmRSS (MiB)", &idle.rss_mib, 2, rss_target);
+        let anon = "  of which anonymous, RssAnon (MiB)";
+        t.metric(anon, &idle.anon_mib, 2, "-".into());
+        let pss = "PSS, binary pages shared (MiB)";
+        t.metric(pss, &idle.pss_mib, 2, "-".into());
+        t.metric("CPU (s per min)", &idle.cpu_per_min, 3, "-".into());
+        t.metric("gossip out (bytes/s)", &idle.bytes_per_s, 0, "-".into());
+        t.metric("gossip out (packets/s)", &idle.pkts_per_s, 1, "-".into());
         out.push_str(&t.render("  "));
         let _ = writeln!(
             out,
             "  after the window: {}",
             match &idle.stable {
-                Ok(()) => format!("every agent still lists {n} alive"),
+                Ok(()) => format!("every agent still lists {} alive", self.n),
                 Err(why) => format!("NOT STABLE: {why}"),
             }
         );
+        out
+    }
 
-        let _ = writeln!(out, "\nmembers latency ({} runs):", self.cli_ms.len());
+    /// The members-latency table: the CLI, and the same request in-process.
+    fn render_latency(&self) -> String {
+        let mut out = format!("\nmembers latency ({} runs):\n", self.cli_ms.len());
         let mut t = Table::new(&["", "median", "p99", "target"]);
         let cli_med = median(&self.cli_ms);
         t.row(vec![
@@ -531,17 +516,16 @@ impl SizeReport {
             );
         }
 
-        out.push_str(&render_departs(n, Depart::Kill, &self.kills));
-        out.push_str(&render_departs(n, Depart::Leave, &self.leaves));
         out
     }
 }
 
+/// The kill or leave section: one row per run, the summary over runs, and notes.
 pub fn render_departs(n: usize, how: Depart, runs: &[DepartRun]) -> String {
     let mut out = String::new();
-    let (title, status) = match how {
-        Depart::Kill => ("failure (kill -9)", "failed"),
-        Depart::Leave => ("leave (SIGTERM)", "left"),
+    let title = match how {
+        Depart::Kill => "failure (kill -9)",
+        Depart::Leave => "leave (SIGTERM)",
     };
     let _ = writeln!(
         out,
@@ -553,6 +537,15 @@ pub fn render_departs(n: usize, how: Depart, runs: &[DepartRun]) -> String {
         out.push_str("  (no runs)\n");
         return out;
     }
+    out.push_str(&depart_runs_table(how, runs));
+    out.push('\n');
+    out.push_str(&depart_summary(how, runs));
+    out.push_str(&depart_notes(how, runs));
+    out
+}
+
+/// One row per kill or leave.
+fn depart_runs_table(how: Depart, runs: &[DepartRun]) -> String {
     let mut head = vec![
         "run",
         "victim",
@@ -581,45 +574,38 @@ pub fn render_departs(n: usize, how: Depart, runs: &[DepartRun]) -> String {
         }
         t.row(row);
     }
-    out.push_str(&t.render("  "));
+    t.render("  ")
+}
 
+/// Median and worst over the runs, against the targets; for kills, the runs over target.
+fn depart_summary(how: Depart, runs: &[DepartRun]) -> String {
     let seen: Vec<f64> = runs.iter().map(DepartRun::all_seen).collect();
     let handled: Vec<f64> = runs.iter().map(DepartRun::all_handled).collect();
     let done: Vec<f64> = runs.iter().map(DepartRun::done).collect();
-    let mut t = Table::new(&["summary over runs", "median", "worst", "target (N=20)"]);
-    t.row(vec![
-        format!("every survivor lists it {status}"),
-        fmt_s(median(&seen)),
-        fmt_s(fmax(&seen)),
-        match how {
-            Depart::Kill => "-".into(),
-            Depart::Leave => format!(
-                "<= {TARGET_LEAVE_S} s {}",
-                ok(fmax(&done) <= TARGET_LEAVE_S)
-            ),
-        },
-    ]);
-    t.row(vec![
-        format!("every survivor ran {}", how.event()),
-        fmt_s(median(&handled)),
-        fmt_s(fmax(&handled)),
-        match how {
-            Depart::Kill => format!(
+    let rejoin: Vec<f64> = runs.iter().map(|r| r.rejoin).collect();
+    let (seen_target, handled_target) = match how {
+        Depart::Kill => (
+            "-".into(),
+            format!(
                 "<= {TARGET_FAIL_S} s {}",
                 ok(fmax(&handled) <= TARGET_FAIL_S)
             ),
-            Depart::Leave => "(both)".into(),
-        },
-    ]);
-    let rejoin: Vec<f64> = runs.iter().map(|r| r.rejoin).collect();
-    t.row(vec![
-        "replacement: all list N alive".into(),
-        fmt_s(median(&rejoin)),
-        fmt_s(fmax(&rejoin)),
-        "-".into(),
-    ]);
-    out.push('\n');
-    out.push_str(&t.render("  "));
+        ),
+        Depart::Leave => (
+            format!(
+                "<= {TARGET_LEAVE_S} s {}",
+                ok(fmax(&done) <= TARGET_LEAVE_S)
+            ),
+            "(both)".into(),
+        ),
+    };
+    let mut t = Table::new(&["summary over runs", "median", "worst", "target (N=20)"]);
+    let listed = format!("every survivor lists it {}", how.status());
+    t.timing(&listed, &seen, seen_target);
+    let ran = format!("every survivor ran {}", how.event());
+    t.timing(&ran, &handled, handled_target);
+    t.timing("replacement: all list N alive", &rejoin, "-".into());
+    let mut out = t.render("  ");
     if how == Depart::Kill {
         let over = done.iter().filter(|&&d| d > TARGET_FAIL_S).count();
         let _ = writeln!(
@@ -628,16 +614,23 @@ pub fn render_departs(n: usize, how: Depart, runs: &[DepartRun]) -> String {
             runs.len()
         );
     }
+    out
+}
+
+/// Survivors that missed the deadline, and replacements that did not converge.
+fn depart_notes(how: Depart, runs: &[DepartRun]) -> String {
+    let mut out = String::new();
     for (i, r) in runs.iter().enumerate() {
         let missing_seen = r.seen.iter().filter(|t| t.is_infinite()).count();
         let missing_handled = r.handled.iter().filter(|t| t.is_infinite()).count();
         if missing_seen + missing_handled > 0 {
             let _ = writeln!(
                 out,
-                "  run {}: {missing_seen} survivors never listed {} {status}, {missing_handled} \
+                "  run {}: {missing_seen} survivors never listed {} {}, {missing_handled} \
                  never ran {} for it (deadline)",
                 i + 1,
                 r.victim,
+                how.status(),
                 how.event()
             );
         }

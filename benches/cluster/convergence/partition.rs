@@ -2,30 +2,24 @@
 //! the other failed, delete the rules and time until every agent lists all N alive again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use shoal_proto::Client;
+use shoal_proto::{Client, MembersResponse};
 use tokio::task::JoinSet;
 
 use crate::agents::{CONVERGE_POLL, SETTLE, get_members, members_of_all};
-use crate::convergence::watch::{
-    Times, alive_lag, all_converged, late_logs, median_of, slowest_names, worst,
-};
-use crate::convergence::{
-    HANDLER_QUIET, HANDLER_WAIT, LATE_AGENTS, NetnsReport, PARTITION_POLL, TARGET_HEAL_S,
-    render_late_logs, render_run_notes,
-};
+use crate::convergence::watch::{Times, alive_lag, all_converged, late_logs, slowest_names, worst};
+use crate::convergence::{HANDLER_QUIET, HANDLER_WAIT, LATE_AGENTS, PARTITION_POLL, TARGET_HEAL_S};
 use crate::handlers::{handler_file, handler_names};
-use crate::netns::{Cut, UID_BASE, dropped_packets};
-use crate::report::{Table, fmax, fmt_s, median, ok, percentile, progress, short_list};
+use crate::netns::{Cut, dropped_packets};
+use crate::report::{fmax, fmt_s, median, percentile, progress, short_list};
 use crate::settings::{ConvSettings, Settings};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PartitionRun {
     /// n1..n{side_a} on one side, the rest on the other.
     pub side_a: usize,
@@ -182,6 +176,69 @@ pub async fn watch_heal(
     }
 }
 
+/// The two sides of the partition: agents n1..n{a} and the rest.
+struct Sides {
+    a: usize,
+    sets: [Arc<BTreeSet<String>>; 2],
+}
+
+impl Sides {
+    fn new(names: &[String], a: usize) -> Self {
+        Self {
+            a,
+            sets: [
+                Arc::new(names[..a].iter().cloned().collect()),
+                Arc::new(names[a..].iter().cloned().collect()),
+            ],
+        }
+    }
+
+    /// The side of agent `i`.
+    fn own(&self, i: usize) -> &Arc<BTreeSet<String>> {
+        &self.sets[usize::from(i >= self.a)]
+    }
+
+    /// The side agent `i` is cut off from.
+    fn other(&self, i: usize) -> &Arc<BTreeSet<String>> {
+        &self.sets[1 - usize::from(i >= self.a)]
+    }
+}
+
+/// Every agent's member-join and member-failed handler files.
+struct HandlerFiles {
+    join: Vec<PathBuf>,
+    failed: Vec<PathBuf>,
+}
+
+impl HandlerFiles {
+    fn new(handlers: &Path, names: &[String]) -> Self {
+        let of = |event: &str| -> Vec<PathBuf> {
+            names
+                .iter()
+                .map(|a| handler_file(handlers, a, event))
+                .collect()
+        };
+        Self {
+            join: of("member-join"),
+            failed: of("member-failed"),
+        }
+    }
+
+    /// Lines per file so far.
+    fn count(files: &[PathBuf]) -> Vec<usize> {
+        files.iter().map(|f| handler_names(f).len()).collect()
+    }
+
+    /// Per file, the member names of the lines after the first `base[i]`.
+    fn since(files: &[PathBuf], base: &[usize]) -> Vec<Vec<String>> {
+        files
+            .iter()
+            .zip(base)
+            .map(|(f, &b)| handler_names(f).into_iter().skip(b).collect())
+            .collect()
+    }
+}
+
 /// After convergence: cut the cluster in two with iptables for `c.partition`, check each side
 /// lists the other failed, delete the rules and time until every agent lists all N alive again;
 /// count the member-join handler lines for the returning members.
@@ -195,176 +252,223 @@ pub async fn partition_run(
     logs: &[PathBuf],
 ) -> Result<PartitionRun> {
     let n = c.n;
-    let side_a = c.side_a();
-    let sides: [Arc<BTreeSet<String>>; 2] = [
-        Arc::new(names[..side_a].iter().cloned().collect()),
-        Arc::new(names[side_a..].iter().cloned().collect()),
-    ];
-    // Side index of agent i, and the other side.
-    let side = |i: usize| usize::from(i >= side_a);
-    let join_files: Vec<PathBuf> = names
-        .iter()
-        .map(|a| handler_file(handlers, a, "member-join"))
-        .collect();
-    let failed_files: Vec<PathBuf> = names
-        .iter()
-        .map(|a| handler_file(handlers, a, "member-failed"))
-        .collect();
-
+    let sides = Sides::new(names, c.side_a());
+    let files = HandlerFiles::new(handlers, names);
     tokio::time::sleep(SETTLE).await;
-    let count_lines = |files: &[PathBuf]| -> Vec<usize> {
-        files.iter().map(|f| handler_names(f).len()).collect()
-    };
-    let join_base = count_lines(&join_files);
-    let failed_base: Vec<usize> = failed_files
-        .iter()
-        .map(|f| handler_names(f).len())
-        .collect();
+    let join_base = HandlerFiles::count(&files.join);
+    let failed_base = HandlerFiles::count(&files.failed);
     let dropped0 = dropped_packets().await;
 
     progress(&format!(
-        "[converge] partition {run}/{}: cutting n1..n{side_a} from n{}..n{n} for {} s",
+        "[converge] partition {run}/{}: cutting n1..n{} from n{}..n{n} for {} s",
         c.runs,
-        side_a + 1,
+        sides.a,
+        sides.a + 1,
         c.partition.as_secs()
     ));
-    let mut cut = Cut::new(side_a, n);
+    let mut report = PartitionRun {
+        side_a: sides.a,
+        ..PartitionRun::default()
+    };
+    let mut cut = Cut::new(sides.a, n);
     cut.install().await?;
     let t_cut = Instant::now();
     let end = t_cut + c.partition;
-    let mut set = JoinSet::new();
-    for (i, client) in clients.iter().enumerate() {
-        let client = client.clone();
-        let other = sides[1 - side(i)].clone();
-        set.spawn(async move { (i, watch_cut(client, other, t_cut, end).await) });
-    }
-    let mut watches: Vec<Option<CutWatch>> = (0..n).map(|_| None).collect();
-    while let Some(joined) = set.join_next().await {
-        let (i, w) = joined.context("a watcher task failed")?;
-        watches[i] = Some(w);
-    }
-    let watches: Vec<CutWatch> = watches.into_iter().flatten().collect();
-    let detected: Vec<Option<f64>> = watches.iter().map(|w| w.all_failed).collect();
-    // Every (agent, other-side member) pair: when the agent first listed it failed.
-    let mut pairs: Vec<(f64, usize, String)> = Vec::new();
-    for (i, w) in watches.iter().enumerate() {
-        for m in sides[1 - side(i)].iter() {
-            let t = w.failed_at(m).unwrap_or(f64::INFINITY);
-            pairs.push((t, i, m.clone()));
-        }
-    }
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let pair_times: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-    let slow_pairs: Vec<String> = pairs
-        .iter()
-        .take(LATE_AGENTS)
-        .map(|(_, i, m)| format!("{} listed {m}: {}", names[*i], watches[*i].history_of(m)))
-        .collect();
-    // Members of the other side listed failed and later not failed, while still cut off.
-    let mut cut_flaps = Vec::new();
-    for (i, w) in watches.iter().enumerate() {
-        for (m, h) in &w.history {
-            if let Some(first) = h.iter().position(|(_, s)| s == "failed")
-                && h[first..].iter().any(|(_, s)| s != "failed")
-            {
-                cut_flaps.push(format!("{} listed {m}: {}", names[i], w.history_of(m)));
-            }
-        }
-    }
+    let watches = watch_cut_all(clients, &sides, t_cut, end).await?;
+    record_cut_watches(&mut report, &watches, &sides, names);
     tokio::time::sleep_until(end.into()).await;
     // The state at the end of the cut, just before the heal.
-    let views = members_of_all(clients).await;
-    let mut other_failed = Vec::new();
-    let mut own_not_alive = Vec::new();
-    let mut cut_lag = Vec::new();
-    for (i, view) in views.iter().enumerate() {
-        let (own, other) = (&sides[side(i)], &sides[1 - side(i)]);
-        match view {
-            None => {
-                other_failed.push(None);
-                own_not_alive.push(0);
-            }
-            Some(view) => {
-                let count = |set: &BTreeSet<String>, status: &str| {
-                    view.members
-                        .iter()
-                        .filter(|m| m.status == status && set.contains(&m.name))
-                        .count()
-                };
-                other_failed.push(Some(count(other, "failed")));
-                own_not_alive.push(own.len() - count(own, "alive"));
-                let odd: Vec<String> = view
-                    .members
-                    .iter()
-                    .filter(|m| {
-                        (other.contains(&m.name) && m.status != "failed")
-                            || (own.contains(&m.name) && m.status != "alive")
-                    })
-                    .map(|m| format!("{} {}", m.name, m.status))
-                    .collect();
-                if !odd.is_empty() {
-                    cut_lag.push(format!("{} lists {}", names[i], short_list(&odd)));
-                }
-            }
-        }
-    }
-    let mut failed_handled = 0;
-    let mut failed_own_side = 0;
-    for (i, f) in failed_files.iter().enumerate() {
-        let seen: Vec<String> = handler_names(f).into_iter().skip(failed_base[i]).collect();
-        if sides[1 - side(i)].iter().all(|m| seen.contains(m)) {
-            failed_handled += 1;
-        }
-        failed_own_side += seen.iter().filter(|m| sides[side(i)].contains(*m)).count();
-    }
-    let join_heal_base = count_lines(&join_files);
-    let failed_heal_base = count_lines(&failed_files);
-    let join_during_cut: usize = join_heal_base
+    record_end_of_cut(&mut report, &members_of_all(clients).await, &sides, names);
+    let join_heal_base = HandlerFiles::count(&files.join);
+    let failed_heal_base = HandlerFiles::count(&files.failed);
+    record_cut_handlers(&mut report, &files, &sides, &failed_base);
+    report.join_during_cut = join_heal_base
         .iter()
         .zip(&join_base)
         .map(|(b, a)| b.saturating_sub(*a))
         .sum();
-    let dropped = match (dropped0, dropped_packets().await) {
+    report.dropped = match (dropped0, dropped_packets().await) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
 
     cut.remove().await?;
     let t_heal = Instant::now();
-    let cut_s = t_heal.duration_since(t_cut).as_secs_f64();
+    report.cut_s = t_heal.duration_since(t_cut).as_secs_f64();
+    watch_heal_all(&mut report, s.timeout, names, clients, &sides, t_heal).await?;
+    progress(&format!(
+        "[converge] partition {run}/{}: {} of {n} agents listed the whole other side failed; \
+         all list {n} alive {} after the heal (slowest {})",
+        c.runs,
+        report
+            .other_failed
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| **f == Some(sides.other(*i).len()))
+            .count(),
+        fmt_s(worst(&report.healed)),
+        slowest_names(names, &report.healed, LATE_AGENTS)
+    ));
+    wait_for_join_handlers(&files.join).await;
+    if worst(&report.healed) > TARGET_HEAL_S {
+        report.late_logs = late_logs(names, logs, &report.healed);
+    }
+    record_heal_handlers(
+        &mut report,
+        &files,
+        &sides,
+        &failed_heal_base,
+        &join_heal_base,
+    );
+    Ok(report)
+}
+
+/// [`watch_cut`] on every agent at once, until `end`.
+async fn watch_cut_all(
+    clients: &[Client],
+    sides: &Sides,
+    t_cut: Instant,
+    end: Instant,
+) -> Result<Vec<CutWatch>> {
+    let mut set = JoinSet::new();
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let other = sides.other(i).clone();
+        set.spawn(async move { (i, watch_cut(client, other, t_cut, end).await) });
+    }
+    let mut watches: Vec<Option<CutWatch>> = (0..clients.len()).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        let (i, w) = joined.context("a watcher task failed")?;
+        watches[i] = Some(w);
+    }
+    Ok(watches.into_iter().flatten().collect())
+}
+
+/// From the watches of the cut: when each agent saw the whole other side failed, the
+/// (agent, member) pair times and the slowest pairs, and members that flapped back.
+fn record_cut_watches(r: &mut PartitionRun, watches: &[CutWatch], sides: &Sides, names: &[String]) {
+    r.detected = watches.iter().map(|w| w.all_failed).collect();
+    // Every (agent, other-side member) pair: when the agent first listed it failed.
+    let mut pairs: Vec<(f64, usize, String)> = Vec::new();
+    for (i, w) in watches.iter().enumerate() {
+        for m in sides.other(i).iter() {
+            let t = w.failed_at(m).unwrap_or(f64::INFINITY);
+            pairs.push((t, i, m.clone()));
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let pair_times: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    r.pair_median = Some(median(&pair_times)).filter(|v| v.is_finite());
+    r.pair_p90 = Some(percentile(&pair_times, 90.0)).filter(|v| v.is_finite());
+    r.pair_max = Some(fmax(&pair_times)).filter(|v| v.is_finite());
+    r.slow_pairs = pairs
+        .iter()
+        .take(LATE_AGENTS)
+        .map(|(_, i, m)| format!("{} listed {m}: {}", names[*i], watches[*i].history_of(m)))
+        .collect();
+    // Members of the other side listed failed and later not failed, while still cut off.
+    for (i, w) in watches.iter().enumerate() {
+        for (m, h) in &w.history {
+            if let Some(first) = h.iter().position(|(_, s)| s == "failed")
+                && h[first..].iter().any(|(_, s)| s != "failed")
+            {
+                r.cut_flaps
+                    .push(format!("{} listed {m}: {}", names[i], w.history_of(m)));
+            }
+        }
+    }
+}
+
+/// What every agent lists at the end of the cut: the other side failed, its own alive.
+fn record_end_of_cut(
+    r: &mut PartitionRun,
+    views: &[Option<MembersResponse>],
+    sides: &Sides,
+    names: &[String],
+) {
+    for (i, view) in views.iter().enumerate() {
+        let (own, other) = (sides.own(i), sides.other(i));
+        let Some(view) = view else {
+            r.other_failed.push(None);
+            r.own_not_alive.push(0);
+            continue;
+        };
+        let count = |set: &BTreeSet<String>, status: &str| {
+            view.members
+                .iter()
+                .filter(|m| m.status == status && set.contains(&m.name))
+                .count()
+        };
+        r.other_failed.push(Some(count(other, "failed")));
+        r.own_not_alive.push(own.len() - count(own, "alive"));
+        let odd: Vec<String> = view
+            .members
+            .iter()
+            .filter(|m| {
+                (other.contains(&m.name) && m.status != "failed")
+                    || (own.contains(&m.name) && m.status != "alive")
+            })
+            .map(|m| format!("{} {}", m.name, m.status))
+            .collect();
+        if !odd.is_empty() {
+            r.cut_lag
+                .push(format!("{} lists {}", names[i], short_list(&odd)));
+        }
+    }
+}
+
+/// The member-failed handler lines written during the cut.
+fn record_cut_handlers(
+    r: &mut PartitionRun,
+    files: &HandlerFiles,
+    sides: &Sides,
+    failed_base: &[usize],
+) {
+    for (i, seen) in HandlerFiles::since(&files.failed, failed_base)
+        .iter()
+        .enumerate()
+    {
+        if sides.other(i).iter().all(|m| seen.contains(m)) {
+            r.failed_handled += 1;
+        }
+        r.failed_own_side += seen.iter().filter(|m| sides.own(i).contains(*m)).count();
+    }
+}
+
+/// [`watch_heal`] on every agent at once: when it lists all N alive, and own-side flaps.
+async fn watch_heal_all(
+    r: &mut PartitionRun,
+    timeout: Duration,
+    names: &[String],
+    clients: &[Client],
+    sides: &Sides,
+    t_heal: Instant,
+) -> Result<()> {
     let all = Arc::new(names.iter().cloned().collect::<BTreeSet<String>>());
     let mut set = JoinSet::new();
     for (i, client) in clients.iter().enumerate() {
         let client = client.clone();
         let all = all.clone();
-        let own = sides[side(i)].clone();
-        let deadline = t_heal + s.timeout;
+        let own = sides.own(i).clone();
+        let deadline = t_heal + timeout;
         set.spawn(async move { (i, watch_heal(&client, &all, &own, t_heal, deadline).await) });
     }
-    let mut healed: Times = vec![Err("watcher failed".into()); n];
-    let mut heal_flaps = Vec::new();
+    r.healed = vec![Err("watcher failed".into()); names.len()];
     while let Some(joined) = set.join_next().await {
         let (i, (t, flaps)) = joined.context("a watcher task failed")?;
-        healed[i] = t;
+        r.healed[i] = t;
         if !flaps.is_empty() {
-            heal_flaps.push(format!("{} listed {}", names[i], short_list(&flaps)));
+            r.heal_flaps
+                .push(format!("{} listed {}", names[i], short_list(&flaps)));
         }
     }
-    let heal_stable = all_converged(clients, names, &all).await;
-    progress(&format!(
-        "[converge] partition {run}/{}: {} of {n} agents listed the whole other side failed; \
-         all list {n} alive {} after the heal (slowest {})",
-        c.runs,
-        other_failed
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| **f == Some(sides[1 - side(*i)].len()))
-            .count(),
-        fmt_s(worst(&healed)),
-        slowest_names(names, &healed, LATE_AGENTS)
-    ));
+    r.heal_stable = all_converged(clients, names, &all).await;
+    Ok(())
+}
 
-    // Wait for the member-join handlers to finish: no new line for HANDLER_QUIET.
+/// Waits for the member-join handlers to finish: no new line for [`HANDLER_QUIET`], or
+/// [`HANDLER_WAIT`] at the most.
+async fn wait_for_join_handlers(join_files: &[PathBuf]) {
     let waited = Instant::now();
     let total = || -> usize { join_files.iter().map(|f| handler_names(f).len()).sum() };
     let mut last = (total(), Instant::now());
@@ -375,54 +479,31 @@ pub async fn partition_run(
             last = (now, Instant::now());
         }
     }
-    let mut report = PartitionRun {
-        side_a,
-        cut_s,
-        detected,
-        other_failed,
-        own_not_alive,
-        cut_lag,
-        pair_median: Some(median(&pair_times)).filter(|v| v.is_finite()),
-        pair_p90: Some(percentile(&pair_times, 90.0)).filter(|v| v.is_finite()),
-        pair_max: Some(fmax(&pair_times)).filter(|v| v.is_finite()),
-        slow_pairs,
-        cut_flaps,
-        heal_flaps,
-        failed_after_heal: 0,
-        failed_after_heal_own: 0,
-        failed_handled,
-        failed_own_side,
-        join_during_cut,
-        dropped,
-        late_logs: if worst(&healed) > TARGET_HEAL_S {
-            late_logs(names, logs, &healed)
-        } else {
-            Vec::new()
-        },
-        healed,
-        heal_stable,
-        join_lines: 0,
-        join_exact: 0,
-        join_missing: 0,
-        join_duplicates: 0,
-        join_own_side: 0,
-    };
-    for (i, file) in failed_files.iter().enumerate() {
-        let new: Vec<String> = handler_names(file)
-            .into_iter()
-            .skip(failed_heal_base[i])
-            .collect();
-        report.failed_after_heal += new.len();
-        report.failed_after_heal_own += new.iter().filter(|m| sides[side(i)].contains(*m)).count();
+}
+
+/// The handler lines written after the heal: member-failed ones, and how exactly the
+/// member-join ones name the returning side.
+fn record_heal_handlers(
+    r: &mut PartitionRun,
+    files: &HandlerFiles,
+    sides: &Sides,
+    failed_heal_base: &[usize],
+    join_heal_base: &[usize],
+) {
+    for (i, new) in HandlerFiles::since(&files.failed, failed_heal_base)
+        .iter()
+        .enumerate()
+    {
+        r.failed_after_heal += new.len();
+        r.failed_after_heal_own += new.iter().filter(|m| sides.own(i).contains(*m)).count();
     }
-    for (i, file) in join_files.iter().enumerate() {
-        let new: Vec<String> = handler_names(file)
-            .into_iter()
-            .skip(join_heal_base[i])
-            .collect();
-        let other = &sides[1 - side(i)];
+    for (i, new) in HandlerFiles::since(&files.join, join_heal_base)
+        .iter()
+        .enumerate()
+    {
+        let other = sides.other(i);
         let mut counts: HashMap<&str, usize> = HashMap::new();
-        for m in &new {
+        for m in new {
             *counts.entry(m.as_str()).or_default() += 1;
         }
         let missing = other
@@ -431,224 +512,12 @@ pub async fn partition_run(
             .count();
         let duplicates: usize = counts.values().map(|c| c - 1).sum();
         let own = new.iter().filter(|m| !other.contains(*m)).count();
-        report.join_lines += new.len();
-        report.join_missing += missing;
-        report.join_duplicates += duplicates;
-        report.join_own_side += own;
+        r.join_lines += new.len();
+        r.join_missing += missing;
+        r.join_duplicates += duplicates;
+        r.join_own_side += own;
         if missing == 0 && duplicates == 0 && own == 0 {
-            report.join_exact += 1;
+            r.join_exact += 1;
         }
     }
-    Ok(report)
-}
-
-pub fn render_partition(c: &ConvSettings, r: &NetnsReport) -> String {
-    let n = c.n;
-    let a = c.side_a();
-    let mut out = format!(
-        "\n3. partition heal: each run's cluster of 1., once converged (+ {} s), cut n1..n{a} | \
-         n{}..n{n} for {} s by `iptables -A INPUT -m iprange --src-range 127.0.0.1-127.0.0.{a} \
-         --dst-range 127.0.0.{}-127.0.0.{n} -j DROP` and the reverse rule, then the rules \
-         deleted (the heal).\n   Every agent's member-join,member-failed handler appends one \
-         line per member to a file of its own.\n",
-        SETTLE.as_secs(),
-        a + 1,
-        c.partition.as_secs(),
-        a + 1,
-    );
-    match &r.no_snat {
-        None => {
-            let _ = writeln!(
-                out,
-                "   Agent K runs as uid {UID_BASE}+K and its connections leave from 127.0.0.K \
-                 (iptables owner match + SNAT), as from a container's own address."
-            );
-        }
-        Some(why) => {
-            let _ = writeln!(
-                out,
-                "   NOTE: no per-agent source NAT ({why}): the agents' TCP push-pulls leave from \
-                 127.0.0.1, so the cut drops them within n{}..n{n} and lets them through from \
-                 n{}..n{n} to n1..n{a}: the partition LEAKS.",
-                a + 1,
-                a + 1
-            );
-        }
-    }
-    if let Some(why) = &r.partition_skipped {
-        let _ = writeln!(out, "  skipped: {why}");
-        return out;
-    }
-
-    let _ = writeln!(out, "\n  during the cut:");
-    let mut t = Table::new(&[
-        "run",
-        "cut",
-        "dropped pkts",
-        "agents listing the other side failed",
-        "median agent saw it",
-        "all did after",
-        "own side not alive",
-        "member-failed ran for the other side",
-        "member-failed for own side",
-        "member-join (expect 0)",
-    ]);
-    for (i, run) in r.runs.iter().enumerate() {
-        match &run.partition {
-            Err(why) => t.row(vec![format!("{}", i + 1), format!("skipped: {why}")]),
-            Ok(p) => {
-                let full = p
-                    .other_failed
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, f)| **f == Some(if *j < a { n - a } else { a }))
-                    .count();
-                let detect: Vec<f64> = p
-                    .detected
-                    .iter()
-                    .map(|d| d.unwrap_or(f64::INFINITY))
-                    .collect();
-                t.row(vec![
-                    format!("{}", i + 1),
-                    format!("{:.1} s", p.cut_s),
-                    p.dropped.map_or("n/a".into(), |d| d.to_string()),
-                    format!("{full}/{n}"),
-                    fmt_s(median(&detect)),
-                    fmt_s(fmax(&detect)),
-                    p.own_not_alive.iter().sum::<usize>().to_string(),
-                    format!("{}/{n}", p.failed_handled),
-                    p.failed_own_side.to_string(),
-                    p.join_during_cut.to_string(),
-                ]);
-            }
-        }
-    }
-    out.push_str(&t.render("  "));
-    let _ = writeln!(
-        out,
-        "  (listing the other side failed: every member of it `failed` at the end of the cut; \
-         all did after: seconds after the cut until the last agent's poll (every {} ms) showed \
-         it, `timeout` if some agent never did; own side not alive: (agent, member) pairs of the \
-         same side not `alive` at the end of the cut; handler columns: agents whose member-failed \
-         handler named the whole other side, and handler lines for the wrong members)",
-        PARTITION_POLL.as_millis()
-    );
-
-    let expected_lines = a * (n - a) * 2;
-    let _ = writeln!(
-        out,
-        "\n  after the heal (seconds since the rules were deleted; member-join lines written \
-         after it):"
-    );
-    let mut t = Table::new(&[
-        "run",
-        "median agent",
-        "all converged",
-        "slowest agents",
-        &format!("member-join lines (expect {expected_lines})"),
-        "agents exact",
-        "missing",
-        "duplicate",
-        "own side",
-    ]);
-    let mut heal = Vec::new();
-    for (i, run) in r.runs.iter().enumerate() {
-        match &run.partition {
-            Err(why) => t.row(vec![format!("{}", i + 1), format!("skipped: {why}")]),
-            Ok(p) => {
-                heal.push(worst(&p.healed));
-                t.row(vec![
-                    format!("{}", i + 1),
-                    fmt_s(median_of(&p.healed)),
-                    fmt_s(worst(&p.healed)),
-                    slowest_names(&run.names, &p.healed, LATE_AGENTS),
-                    p.join_lines.to_string(),
-                    format!("{}/{n}", p.join_exact),
-                    p.join_missing.to_string(),
-                    p.join_duplicates.to_string(),
-                    p.join_own_side.to_string(),
-                ]);
-            }
-        }
-    }
-    if !heal.is_empty() {
-        let w = fmax(&heal);
-        t.row(vec![
-            "worst".into(),
-            String::new(),
-            fmt_s(w),
-            format!("<= {TARGET_HEAL_S} s {}", ok(w <= TARGET_HEAL_S)),
-        ]);
-    }
-    out.push_str(&t.render("  "));
-    let _ = writeln!(
-        out,
-        "  (agents exact: the agent's member-join handler named each member of the other side \
-         once and nothing else; missing: (agent, member) pairs with no line; duplicate: extra \
-         lines for the same pair; own side: lines for members of the agent's own side)"
-    );
-    for (i, run) in r.runs.iter().enumerate() {
-        let Ok(p) = &run.partition else { continue };
-        for (name, f) in run.names.iter().zip(&p.other_failed) {
-            if f.is_none() {
-                let _ = writeln!(
-                    out,
-                    "  run {}: {name} did not answer at the end of the cut",
-                    i + 1
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "  run {}: (agent, other-side member) pairs, time after the cut until listed failed: \
-             median {}, p90 {}, max {}; slowest: {}",
-            i + 1,
-            fmt_s(p.pair_median.unwrap_or(f64::INFINITY)),
-            fmt_s(p.pair_p90.unwrap_or(f64::INFINITY)),
-            fmt_s(p.pair_max.unwrap_or(f64::INFINITY)),
-            p.slow_pairs.join("; ")
-        );
-        if !p.cut_flaps.is_empty() {
-            let _ = writeln!(
-                out,
-                "  run {}: {} times an agent listed a cut-off member failed and then not: {}",
-                i + 1,
-                p.cut_flaps.len(),
-                short_list(&p.cut_flaps)
-            );
-        }
-        if !p.heal_flaps.is_empty() {
-            let _ = writeln!(
-                out,
-                "  run {}: after the heal {} agents listed a member of their own side (never cut \
-                 off from them) as not alive (first sighting per member): {}",
-                i + 1,
-                p.heal_flaps.len(),
-                short_list(&p.heal_flaps)
-            );
-        }
-        if p.failed_after_heal > 0 {
-            let _ = writeln!(
-                out,
-                "  run {}: member-failed handler lines after the heal: {} ({} for own-side \
-                 members)",
-                i + 1,
-                p.failed_after_heal,
-                p.failed_after_heal_own
-            );
-        }
-        if !p.cut_lag.is_empty() {
-            let _ = writeln!(
-                out,
-                "  run {}: at the end of the cut {} agents listed a member of the other side not \
-                 failed or of their own side not alive: {}",
-                i + 1,
-                p.cut_lag.len(),
-                short_list(&p.cut_lag)
-            );
-        }
-        render_run_notes(&mut out, i + 1, &run.names, &p.healed, &p.heal_stable);
-        render_late_logs(&mut out, i + 1, &p.late_logs);
-    }
-    out
 }

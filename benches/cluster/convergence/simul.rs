@@ -2,7 +2,6 @@
 //! on 127.0.0.K:7948, all joining `peers`; then the partition of their cluster.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -20,14 +19,12 @@ use crate::SHOAL;
 use crate::agents::read_ready;
 use crate::convergence::partition::{PartitionRun, partition_run};
 use crate::convergence::watch::{
-    Times, all_converged, late_logs, median_of, slowest_names, watch_converge, worst,
+    Times, all_converged, late_logs, slowest_names, watch_converge, worst,
 };
-use crate::convergence::{
-    LATE_AGENTS, NetnsReport, SIMUL_PORT, TARGET_SIMUL_S, render_late_logs, render_run_notes,
-};
+use crate::convergence::{LATE_AGENTS, SIMUL_PORT, TARGET_SIMUL_S};
 use crate::handlers::join_handler_spec;
 use crate::netns::UID_BASE;
-use crate::report::{Table, fmax, fmt_s, ok, progress};
+use crate::report::{fmt_s, progress};
 use crate::settings::{ConvSettings, Settings};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -239,58 +236,4 @@ pub async fn simul_run(
         late_logs: late,
         partition,
     })
-}
-
-/// The simultaneous-start table; also the per-run times until all converged.
-pub fn render_simul(n: usize, r: &NetnsReport) -> (String, Vec<f64>) {
-    let mut out = String::new();
-    if r.resolved != n {
-        let _ = writeln!(
-            out,
-            "  NOTE: `peers:{SIMUL_PORT}` resolved to {} addresses, not {n}",
-            r.resolved
-        );
-    }
-    let mut t = Table::new(&[
-        "run",
-        "spawn spread",
-        "all ready",
-        "median agent",
-        "all converged",
-        "slowest agents",
-    ]);
-    for (i, run) in r.runs.iter().enumerate() {
-        t.row(vec![
-            format!("{}", i + 1),
-            fmt_s(run.spawn_spread_s),
-            fmt_s(worst(&run.ready)),
-            fmt_s(median_of(&run.converged)),
-            fmt_s(worst(&run.converged)),
-            slowest_names(&run.names, &run.converged, LATE_AGENTS),
-        ]);
-    }
-    let simul: Vec<f64> = r.runs.iter().map(|run| worst(&run.converged)).collect();
-    let w = fmax(&simul);
-    t.row(vec![
-        "worst".into(),
-        String::new(),
-        String::new(),
-        String::new(),
-        fmt_s(w),
-        format!("<= {TARGET_SIMUL_S} s {}", ok(w <= TARGET_SIMUL_S)),
-    ]);
-    out.push_str(&t.render("  "));
-    for (i, run) in r.runs.iter().enumerate() {
-        render_run_notes(&mut out, i + 1, &run.names, &run.converged, &run.stable);
-        for a in &run.anomalies {
-            let _ = writeln!(out, "  run {}: {a}", i + 1);
-        }
-        for (name, t) in run.names.iter().zip(&run.ready) {
-            if let Err(why) = t {
-                let _ = writeln!(out, "  run {}: {name} not ready: {why}", i + 1);
-            }
-        }
-        render_late_logs(&mut out, i + 1, &run.late_logs);
-    }
-    (out, simul)
 }
