@@ -16,6 +16,7 @@ use crate::report::{Table, fmax, fmt_s, median, ok, short_list};
 use crate::settings::ConvSettings;
 
 impl ConvergenceReport {
+    /// The whole section: parts 1 to 3, then the summary over runs.
     pub fn render(&self) -> String {
         let c = &self.c;
         let n = c.n;
@@ -30,14 +31,6 @@ impl ConvergenceReport {
         head.extend(["worst".to_string(), format!("target (N={TARGET_CONV_N})")]);
         let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
         let mut summary = Table::new(&head_refs);
-        let skipped_row = |label: &str, why: &str, target: String| {
-            let mut row = vec![label.to_string()];
-            row.extend((1..=c.runs).map(|_| "-".to_string()));
-            row.extend([format!("skipped ({why})"), target]);
-            row
-        };
-        const SIMUL: &str = "simultaneous start: all converged";
-        const HEAL: &str = "partition heal: all converged after the cut";
 
         let _ = writeln!(
             out,
@@ -50,64 +43,26 @@ impl ConvergenceReport {
         let heal_row = match &self.netns {
             NetnsOutcome::Skipped(why) => {
                 let _ = writeln!(out, "  skipped: {why}");
-                summary.row(skipped_row(
-                    SIMUL,
-                    "see 1.",
-                    format!("<= {TARGET_SIMUL_S} s"),
-                ));
-                skipped_row(HEAL, "see 3.", format!("<= {TARGET_HEAL_S} s"))
+                let simul_target = format!("<= {TARGET_SIMUL_S} s");
+                summary.row(self.skipped_row(SIMUL, "see 1.", simul_target));
+                self.skipped_row(HEAL, "see 3.", format!("<= {TARGET_HEAL_S} s"))
             }
             NetnsOutcome::Done(r) => {
                 let (text, simul) = render_simul(n, r);
                 out.push_str(&text);
                 let w = fmax(&simul);
-                let mut row = vec![SIMUL.to_string()];
-                row.extend(simul.iter().map(|&v| fmt_s(v)));
-                row.extend([
-                    fmt_s(w),
-                    format!("<= {TARGET_SIMUL_S} s {}", ok(w <= TARGET_SIMUL_S)),
-                ]);
-                summary.row(row);
-
-                let mut row = vec![HEAL.to_string()];
-                let mut ran = Vec::new();
-                for run in &r.runs {
-                    row.push(match &run.partition {
-                        Ok(p) => {
-                            ran.push(worst(&p.healed));
-                            fmt_s(worst(&p.healed))
-                        }
-                        Err(_) => "skipped".into(),
-                    });
-                }
-                if ran.is_empty() {
-                    row.extend(["skipped (see 3.)".into(), format!("<= {TARGET_HEAL_S} s")]);
-                } else {
-                    let w = fmax(&ran);
-                    let leaky = if r.no_snat.is_some() {
-                        " (leaky cut)"
-                    } else {
-                        ""
-                    };
-                    row.extend([
-                        fmt_s(w),
-                        format!("<= {TARGET_HEAL_S} s {}{leaky}", ok(w <= TARGET_HEAL_S)),
-                    ]);
-                }
-                row
+                let target = format!("<= {TARGET_SIMUL_S} s {}", ok(w <= TARGET_SIMUL_S));
+                summary.row(runs_row(SIMUL, &simul, target));
+                heal_row(r)
             }
         };
 
         let (text, first, last) = self.render_random();
         out.push_str(&text);
-        let mut row = vec!["random join: all converged since first start".to_string()];
-        row.extend(first.iter().map(|&v| fmt_s(v)));
-        row.extend([fmt_s(fmax(&first)), "-".into()]);
-        summary.row(row);
-        let mut row = vec!["random join: all converged since last start".to_string()];
-        row.extend(last.iter().map(|&v| fmt_s(v)));
-        row.extend([fmt_s(fmax(&last)), "-".into()]);
-        summary.row(row);
+        let label = "random join: all converged since first start";
+        summary.row(runs_row(label, &first, "-".into()));
+        let label = "random join: all converged since last start";
+        summary.row(runs_row(label, &last, "-".into()));
 
         match &self.netns {
             NetnsOutcome::Skipped(why) => {
@@ -120,6 +75,14 @@ impl ConvergenceReport {
         out.push('\n');
         out.push_str(&summary.render("  "));
         out
+    }
+
+    /// A summary row for a scenario that did not run.
+    fn skipped_row(&self, label: &str, why: &str, target: String) -> Vec<String> {
+        let mut row = vec![label.to_string()];
+        row.extend((1..=self.c.runs).map(|_| "-".to_string()));
+        row.extend([format!("skipped ({why})"), target]);
+        row
     }
 
     /// The random-join table; also the per-run times since the first and since the last start.
@@ -225,6 +188,48 @@ impl ConvergenceReport {
         };
         (simul, heal)
     }
+}
+
+/// Summary row labels.
+const SIMUL: &str = "simultaneous start: all converged";
+const HEAL: &str = "partition heal: all converged after the cut";
+
+/// A summary row: `label`, each run's time, the worst, `target`.
+fn runs_row(label: &str, per_run: &[f64], target: String) -> Vec<String> {
+    let mut row = vec![label.to_string()];
+    row.extend(per_run.iter().map(|&v| fmt_s(v)));
+    row.extend([fmt_s(fmax(per_run)), target]);
+    row
+}
+
+/// The summary row of the partition heal: each run's time (or `skipped`), the worst.
+fn heal_row(r: &NetnsReport) -> Vec<String> {
+    let mut row = vec![HEAL.to_string()];
+    let mut ran = Vec::new();
+    for run in &r.runs {
+        row.push(match &run.partition {
+            Ok(p) => {
+                ran.push(worst(&p.healed));
+                fmt_s(worst(&p.healed))
+            }
+            Err(_) => "skipped".into(),
+        });
+    }
+    if ran.is_empty() {
+        row.extend(["skipped (see 3.)".into(), format!("<= {TARGET_HEAL_S} s")]);
+    } else {
+        let w = fmax(&ran);
+        let leaky = if r.no_snat.is_some() {
+            " (leaky cut)"
+        } else {
+            ""
+        };
+        row.extend([
+            fmt_s(w),
+            format!("<= {TARGET_HEAL_S} s {}{leaky}", ok(w <= TARGET_HEAL_S)),
+        ]);
+    }
+    row
 }
 
 /// The simultaneous-start table; also the per-run times until all converged.
