@@ -246,6 +246,7 @@ pub async fn loss_scenario(s: &Settings, rng: &mut Rng) -> Result<LossReport> {
     Ok(report)
 }
 
+/// The loss run section: the drop rule, the startup, and the false failures of the window.
 pub fn render_loss(outcome: &LossOutcome) -> String {
     let mut out = String::from("\n=== loss run ===\n");
     let r = match outcome {
@@ -302,6 +303,13 @@ pub fn render_loss(outcome: &LossOutcome) -> String {
         r.poll_errors,
         REQUEST_TIMEOUT.as_secs()
     );
+    out.push_str(&render_loss_window(r));
+    out
+}
+
+/// The window's table of false failures, who listed whom failed, and the final check.
+fn render_loss_window(r: &LossReport) -> String {
+    let mut out = String::new();
     let mut t = Table::new(&["", "count", "target"]);
     let zero = r.failed_transitions == 0 && r.handler_runs == 0;
     t.row(vec![

@@ -240,73 +240,14 @@ pub async fn print_header(s: &Settings, clk_tck: f64) {
     println!("  profile   lan (probe 400 ms, suspicion >= 1.2 s), handlers coalesced 100 ms");
 }
 
+/// The targets section: per cluster size, then the loss run and the convergence section.
 pub fn render_targets(
     reports: &[SizeReport],
     loss: Option<&LossOutcome>,
     convergence: Option<&ConvergenceReport>,
 ) -> String {
     let mut out = format!("\n=== targets (lan profile; stated for N = {TARGET_N}) ===\n");
-    let mut head: Vec<String> = vec!["target".into()];
-    head.extend(reports.iter().map(|r| {
-        if r.n == TARGET_N {
-            format!("N={} *", r.n)
-        } else {
-            format!("N={}", r.n)
-        }
-    }));
-    let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
-    let mut t = Table::new(&head_refs);
-
-    let mut row = vec![format!("idle RSS per agent <= {TARGET_RSS_MIB} MiB (max)")];
-    row.extend(reports.iter().map(|r| {
-        let v = fmax(&r.idle.rss_mib);
-        format!("{} MiB {}", fmt_num(v, 2), ok(v <= TARGET_RSS_MIB))
-    }));
-    t.row(row);
-
-    let mut row = vec![format!("`shoal members` < {TARGET_MEMBERS_MS} ms (median)")];
-    row.extend(reports.iter().map(|r| {
-        let v = median(&r.cli_ms);
-        format!(
-            "{} ms {}",
-            fmt_num(v, 2),
-            ok(v < TARGET_MEMBERS_MS && r.cli_errors.is_empty())
-        )
-    }));
-    t.row(row);
-
-    let mut row = vec![format!(
-        "leave listed+handled everywhere <= {TARGET_LEAVE_S} s (worst)"
-    )];
-    row.extend(reports.iter().map(|r| {
-        let v = fmax(&r.leaves.iter().map(DepartRun::done).collect::<Vec<_>>());
-        if r.leaves.is_empty() {
-            "-".into()
-        } else {
-            format!("{} {}", fmt_s(v), ok(v <= TARGET_LEAVE_S))
-        }
-    }));
-    t.row(row);
-
-    let mut row = vec![format!(
-        "failure handled everywhere <= {TARGET_FAIL_S} s (worst)"
-    )];
-    row.extend(reports.iter().map(|r| {
-        let v = fmax(
-            &r.kills
-                .iter()
-                .map(DepartRun::all_handled)
-                .collect::<Vec<_>>(),
-        );
-        if r.kills.is_empty() {
-            "-".into()
-        } else {
-            format!("{} {}", fmt_s(v), ok(v <= TARGET_FAIL_S))
-        }
-    }));
-    t.row(row);
-    out.push_str(&t.render("  "));
-
+    out.push_str(&size_targets(reports));
     let loss_line = match loss {
         None => "not run".to_string(),
         Some(LossOutcome::Skipped(why)) => format!("SKIPPED ({why})"),
@@ -338,4 +279,56 @@ pub fn render_targets(
         let _ = writeln!(out, "  (* the size the targets are stated for)");
     }
     out
+}
+
+/// The targets table: one column per cluster size.
+fn size_targets(reports: &[SizeReport]) -> String {
+    let mut head: Vec<String> = vec!["target".into()];
+    head.extend(reports.iter().map(|r| {
+        if r.n == TARGET_N {
+            format!("N={} *", r.n)
+        } else {
+            format!("N={}", r.n)
+        }
+    }));
+    let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
+    let mut t = Table::new(&head_refs);
+    let row = |label: String, cell: &dyn Fn(&SizeReport) -> String| -> Vec<String> {
+        let mut row = vec![label];
+        row.extend(reports.iter().map(cell));
+        row
+    };
+    t.row(row(
+        format!("idle RSS per agent <= {TARGET_RSS_MIB} MiB (max)"),
+        &|r| {
+            let v = fmax(&r.idle.rss_mib);
+            format!("{} MiB {}", fmt_num(v, 2), ok(v <= TARGET_RSS_MIB))
+        },
+    ));
+    t.row(row(
+        format!("`shoal members` < {TARGET_MEMBERS_MS} ms (median)"),
+        &|r| {
+            let v = median(&r.cli_ms);
+            let pass = v < TARGET_MEMBERS_MS && r.cli_errors.is_empty();
+            format!("{} ms {}", fmt_num(v, 2), ok(pass))
+        },
+    ));
+    t.row(row(
+        format!("leave listed+handled everywhere <= {TARGET_LEAVE_S} s (worst)"),
+        &|r| worst_cell(&r.leaves, DepartRun::done, TARGET_LEAVE_S),
+    ));
+    t.row(row(
+        format!("failure handled everywhere <= {TARGET_FAIL_S} s (worst)"),
+        &|r| worst_cell(&r.kills, DepartRun::all_handled, TARGET_FAIL_S),
+    ));
+    t.render("  ")
+}
+
+/// `-` without runs, else the worst of `time` over the runs against `target` seconds.
+fn worst_cell(runs: &[DepartRun], time: fn(&DepartRun) -> f64, target: f64) -> String {
+    if runs.is_empty() {
+        return "-".into();
+    }
+    let v = fmax(&runs.iter().map(time).collect::<Vec<_>>());
+    format!("{} {}", fmt_s(v), ok(v <= target))
 }

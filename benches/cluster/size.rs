@@ -15,7 +15,7 @@ use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use crate::SHOAL;
-use crate::agents::{Cluster, SETTLE, get_members, start_cluster, stats_of_all};
+use crate::agents::{Agent, Cluster, SETTLE, get_members, start_cluster, stats_of_all};
 use crate::handlers::{handler_file, handler_time};
 use crate::procfs::{Memory, cpu_ticks, memory};
 use crate::report::{
@@ -346,6 +346,33 @@ pub async fn depart_run(
     }
 
     // Reap the victim while the survivors are observed.
+    let exit = reap_victim(&mut victim, how, start).await;
+
+    let mut seen = vec![f64::INFINITY; survivors.len()];
+    let mut handled = vec![f64::INFINITY; survivors.len()];
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, (s, h))) = joined {
+            seen[i] = s;
+            handled[i] = h;
+        }
+    }
+
+    let (rejoin, rejoin_note) = replace(cluster, rng, timeout).await?;
+
+    Ok(DepartRun {
+        victim: victim_name,
+        survivors,
+        seen,
+        handled,
+        exit: (how == Depart::Leave).then_some(exit),
+        rejoin,
+        rejoin_note,
+    })
+}
+
+/// Waits (10 s at the most, then kills it) for the victim to exit; says how it did, and for a
+/// leave that did not exit cleanly shows its log.
+async fn reap_victim(victim: &mut Agent, how: Depart, start: Instant) -> String {
     let exit = match tokio::time::timeout(Duration::from_secs(10), victim.child.wait()).await {
         Ok(Ok(status)) => format!("{status} after {:.2} s", start.elapsed().as_secs_f64()),
         Ok(Err(e)) => format!("wait failed: {e}"),
@@ -357,21 +384,21 @@ pub async fn depart_run(
     };
     if how == Depart::Leave && !exit.starts_with("exit status: 0") {
         progress(&format!(
-            "{victim_name} did not exit cleanly on SIGTERM ({exit}); log:\n{}",
+            "{} did not exit cleanly on SIGTERM ({exit}); log:\n{}",
+            victim.name,
             log_tail(&victim.log, 5)
         ));
     }
+    exit
+}
 
-    let mut seen = vec![f64::INFINITY; survivors.len()];
-    let mut handled = vec![f64::INFINITY; survivors.len()];
-    while let Some(joined) = set.join_next().await {
-        if let Ok((i, (s, h))) = joined {
-            seen[i] = s;
-            handled[i] = h;
-        }
-    }
-
-    // Replacement.
+/// Starts a replacement agent and waits for every agent to list it alive, then settles.
+/// Returns the time it took (infinity on timeout) and why it timed out.
+async fn replace(
+    cluster: &mut Cluster,
+    rng: &mut Rng,
+    timeout: Duration,
+) -> Result<(f64, Option<String>)> {
     let since = Instant::now();
     cluster.spawn(rng).await?;
     let (rejoin, rejoin_note) = match cluster.converge(since, timeout).await {
@@ -382,16 +409,7 @@ pub async fn depart_run(
         }
     };
     tokio::time::sleep(SETTLE).await;
-
-    Ok(DepartRun {
-        victim: victim_name,
-        survivors,
-        seen,
-        handled,
-        exit: (how == Depart::Leave).then_some(exit),
-        rejoin,
-        rejoin_note,
-    })
+    Ok((rejoin, rejoin_note))
 }
 
 /// Polls one survivor every [`DEPART_POLL`] until it lists `victim` with status `want` and its
