@@ -127,18 +127,19 @@ fn ready_error(name: &str, log: &Path, e: ReadyError) -> anyhow::Error {
     }
 }
 
-/// A set of agents sharing a temporary directory for logs and handler output.
-pub struct Cluster {
-    pub _dir: tempfile::TempDir,
+/// A run's temporary directory, `shoal-bench-TAG-*`, with `handlers/` (handler output) and
+/// `logs/` (agent logs) in it. Removed on drop, unless kept.
+pub struct RunDir {
+    /// The directory itself.
+    pub dir: tempfile::TempDir,
+    /// Where the handlers write.
     pub handlers: PathBuf,
+    /// Where the agents' logs go.
     pub logs: PathBuf,
-    pub agents: Vec<Agent>,
-    pub spawned: usize,
-    /// SHOAL_LOG_LEVEL of the agents (the agent's default if `None`).
-    pub log_level: Option<String>,
 }
 
-impl Cluster {
+impl RunDir {
+    /// Creates it; with `keep` it stays after the bench and its path is shown on stderr.
     pub fn new(tag: &str, keep: bool) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("shoal-bench-{tag}-"))
@@ -156,6 +157,33 @@ impl Cluster {
                 dir.path().display()
             ));
         }
+        Ok(Self {
+            dir,
+            handlers,
+            logs,
+        })
+    }
+}
+
+/// A set of agents sharing a temporary directory for logs and handler output.
+pub struct Cluster {
+    pub _dir: tempfile::TempDir,
+    pub handlers: PathBuf,
+    pub logs: PathBuf,
+    pub agents: Vec<Agent>,
+    pub spawned: usize,
+    /// SHOAL_LOG_LEVEL of the agents (the agent's default if `None`).
+    pub log_level: Option<String>,
+}
+
+impl Cluster {
+    /// An empty cluster in a new [`RunDir`].
+    pub fn new(tag: &str, keep: bool) -> Result<Self> {
+        let RunDir {
+            dir,
+            handlers,
+            logs,
+        } = RunDir::new(tag, keep)?;
         Ok(Self {
             _dir: dir,
             handlers,

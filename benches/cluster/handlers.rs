@@ -9,12 +9,7 @@ use anyhow::{Context, Result, bail};
 /// The handler every agent runs for member-failed and member-leave: one line per member in
 /// `DIR/<self>.<event>`: `<epoch secs at handler start>\t<name>\t<ip>\t<role>\t<tags>`.
 pub fn handler_spec(dir: &Path) -> Result<String> {
-    let dir = dir
-        .to_str()
-        .context("the temporary directory path is not UTF-8")?;
-    if dir.contains('\'') {
-        bail!("the temporary directory path {dir:?} contains a quote");
-    }
+    let dir = quotable(dir)?;
     Ok(format!(
         "member-failed,member-leave=awk -v ts=\"$(date +%s.%N)\" '{{ print ts \"\\t\" $0 }}' \
          >> '{dir}'/\"$SERF_SELF_NAME.$SERF_EVENT\""
@@ -25,17 +20,24 @@ pub fn handler_spec(dir: &Path) -> Result<String> {
 /// line (`NAME<TAB>IP<TAB>ROLE<TAB>TAGS`) in `DIR/<self>.<event>`. Only `sh` and `cat`: cheap,
 /// as 50 agents run it at once while they converge.
 pub fn join_handler_spec(dir: &Path) -> Result<String> {
+    let dir = quotable(dir)?;
+    Ok(format!(
+        "member-join,member-failed=cat >> '{dir}'/\"$SERF_SELF_NAME.$SERF_EVENT\""
+    ))
+}
+
+/// `dir` as text that can stand between single quotes in a shell command.
+fn quotable(dir: &Path) -> Result<&str> {
     let dir = dir
         .to_str()
         .context("the temporary directory path is not UTF-8")?;
     if dir.contains('\'') {
         bail!("the temporary directory path {dir:?} contains a quote");
     }
-    Ok(format!(
-        "member-join,member-failed=cat >> '{dir}'/\"$SERF_SELF_NAME.$SERF_EVENT\""
-    ))
+    Ok(dir)
 }
 
+/// The file the handlers of `agent` write for `event`.
 pub fn handler_file(dir: &Path, agent: &str, event: &str) -> PathBuf {
     dir.join(format!("{agent}.{event}"))
 }

@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
 use crate::SHOAL;
-use crate::agents::read_ready;
+use crate::agents::{RunDir, read_ready};
 use crate::convergence::partition::{PartitionRun, partition_run};
 use crate::convergence::watch::{
     Times, all_converged, late_logs, slowest_names, watch_converge, worst,
@@ -159,19 +159,13 @@ async fn stop_all(agents: &mut [SimulAgent]) {
     }
 }
 
-/// The run's temporary directory and its `handlers` and `logs` directories; with `snat`,
-/// open to the agents' users.
+/// The run's [`RunDir`]; with `snat`, open to the agents' users.
 fn simul_dirs(s: &Settings, run: usize, snat: bool) -> Result<(TempDir, PathBuf, PathBuf)> {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("shoal-bench-simul{run}-"))
-        .disable_cleanup(s.keep_logs)
-        .tempdir()
-        .context("create a temporary directory")?;
-    let handlers = dir.path().join("handlers");
-    let logs = dir.path().join("logs");
-    for d in [&handlers, &logs] {
-        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-    }
+    let RunDir {
+        dir,
+        handlers,
+        logs,
+    } = RunDir::new(&format!("simul{run}"), s.keep_logs)?;
     if snat {
         // The agents (and their handlers) run as other users: they must reach the handler
         // directory and write to it.
@@ -180,12 +174,6 @@ fn simul_dirs(s: &Settings, run: usize, snat: bool) -> Result<(TempDir, PathBuf,
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("chmod {}", d.display()))?;
         }
-    }
-    if s.keep_logs {
-        progress(&format!(
-            "keeping logs and handler output in {}",
-            dir.path().display()
-        ));
     }
     Ok((dir, handlers, logs))
 }
