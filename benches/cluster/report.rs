@@ -1,0 +1,334 @@
+//! Statistics, formatting and the plain-text report: [`Table`], the targets and the header.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use tokio::process::Command;
+
+use crate::SHOAL;
+use crate::convergence::{ConvergenceReport, TARGET_HEAL_S, TARGET_SIMUL_S};
+use crate::loss::LossOutcome;
+use crate::settings::Settings;
+use crate::size::{DepartRun, SizeReport};
+
+/// Targets (lan profile, N = 20).
+pub const TARGET_RSS_MIB: f64 = 4.0;
+
+pub const TARGET_MEMBERS_MS: f64 = 5.0;
+
+pub const TARGET_LEAVE_S: f64 = 0.5;
+
+pub const TARGET_FAIL_S: f64 = 4.0;
+
+/// The cluster size the targets are stated for.
+pub const TARGET_N: usize = 20;
+
+/// splitmix64: enough randomness for picking join targets and victims, reproducible by seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+pub fn fmax(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+pub fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Median (mean of the two middle values for an even count); infinity sorts last.
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let mid = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[mid]
+    } else {
+        (s[mid - 1] + s[mid]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+pub fn fmt_s(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else if v.is_infinite() {
+        "timeout".into()
+    } else {
+        format!("{v:.3} s")
+    }
+}
+
+pub fn fmt_num(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+pub fn ok(pass: bool) -> &'static str {
+    if pass { "ok" } else { "MISS" }
+}
+
+/// A list cut to its first few entries (`a, b, c +5 more`).
+pub fn short_list<T: std::fmt::Display>(items: &[T]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = items
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        let _ = write!(out, " +{} more", items.len() - SHOWN);
+    }
+    out
+}
+
+/// Plain-text table: first column left-aligned, the others right-aligned.
+pub struct Table {
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(head: &[&str]) -> Self {
+        Self {
+            rows: vec![head.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// A row `label | median | worst | target` over per-run durations in seconds.
+    pub fn timing(&mut self, label: &str, values: &[f64], target: String) {
+        self.row(vec![
+            label.to_string(),
+            fmt_s(median(values)),
+            fmt_s(fmax(values)),
+            target,
+        ]);
+    }
+
+    /// A row `label | max | mean | target` over per-agent values, the numbers with `decimals`
+    /// decimals.
+    pub fn metric(&mut self, label: &str, values: &[f64], decimals: usize, target: String) {
+        self.row(vec![
+            label.to_string(),
+            fmt_num(fmax(values), decimals),
+            fmt_num(mean(values), decimals),
+            target,
+        ]);
+    }
+
+    pub fn render(&self, indent: &str) -> String {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::from(indent);
+            for (c, width) in widths.iter().enumerate() {
+                let cell = row.get(c).map_or("", String::as_str);
+                if c == 0 {
+                    let _ = write!(line, "{cell:<width$}");
+                } else {
+                    let _ = write!(line, "  {cell:>width$}");
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+pub fn progress(msg: &str) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    eprintln!("[{:7.1}s] {msg}", start.elapsed().as_secs_f64());
+}
+
+pub async fn print_header(s: &Settings, clk_tck: f64) {
+    let version = Command::new(SHOAL)
+        .arg("version")
+        .output()
+        .await
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("shoal cluster benchmark");
+    println!("  binary    {SHOAL} ({version})");
+    println!(
+        "  machine   {cpus} CPUs, kernel {}, load average at start {}",
+        kernel.trim(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "  settings  nodes {:?}, idle {} s, kills {}, leaves {}, members runs {}, loss {}, \
+         wait deadline {} s, seed {}, CLK_TCK {clk_tck}",
+        s.nodes,
+        s.idle.as_secs(),
+        s.kills,
+        s.leaves,
+        s.members_runs,
+        s.loss
+            .map_or("off".to_string(), |p| format!("{p} at N={}", s.loss_nodes)),
+        s.timeout.as_secs(),
+        s.seed
+    );
+    println!(
+        "  convergence {}",
+        s.convergence.map_or("off".to_string(), |c| format!(
+            "N={}, {} runs, {} s partitions{}",
+            c.n,
+            c.runs,
+            c.partition.as_secs(),
+            if c.snat { "" } else { ", no source NAT" }
+        ))
+    );
+    println!("  profile   lan (probe 400 ms, suspicion >= 1.2 s), handlers coalesced 100 ms");
+}
+
+/// The targets section: per cluster size, then the loss run and the convergence section.
+pub fn render_targets(
+    reports: &[SizeReport],
+    loss: Option<&LossOutcome>,
+    convergence: Option<&ConvergenceReport>,
+) -> String {
+    let mut out = format!("\n=== targets (lan profile; stated for N = {TARGET_N}) ===\n");
+    out.push_str(&size_targets(reports));
+    let loss_line = match loss {
+        None => "not run".to_string(),
+        Some(LossOutcome::Skipped(why)) => format!("SKIPPED ({why})"),
+        Some(LossOutcome::Done(r)) => {
+            let zero = r.failed_transitions == 0 && r.handler_runs == 0;
+            format!(
+                "N={}: {} failed listings, {} handler runs {}",
+                r.n,
+                r.failed_transitions,
+                r.handler_runs,
+                ok(zero)
+            )
+        }
+    };
+    let _ = writeln!(out, "  zero false failures at 10% loss: {loss_line}");
+    if let Some(conv) = convergence {
+        let (simul, heal) = conv.target_lines();
+        let _ = writeln!(
+            out,
+            "  simultaneous start, all converged <= {TARGET_SIMUL_S} s in every run: {simul}"
+        );
+        let _ = writeln!(
+            out,
+            "  partition heal, all converged <= {TARGET_HEAL_S} s after the cut in every run: \
+             {heal}"
+        );
+    }
+    if reports.iter().any(|r| r.n == TARGET_N) {
+        let _ = writeln!(out, "  (* the size the targets are stated for)");
+    }
+    out
+}
+
+/// The targets table: one column per cluster size.
+fn size_targets(reports: &[SizeReport]) -> String {
+    let mut head: Vec<String> = vec!["target".into()];
+    head.extend(reports.iter().map(|r| {
+        if r.n == TARGET_N {
+            format!("N={} *", r.n)
+        } else {
+            format!("N={}", r.n)
+        }
+    }));
+    let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
+    let mut t = Table::new(&head_refs);
+    let row = |label: String, cell: &dyn Fn(&SizeReport) -> String| -> Vec<String> {
+        let mut row = vec![label];
+        row.extend(reports.iter().map(cell));
+        row
+    };
+    t.row(row(
+        format!("idle RSS per agent <= {TARGET_RSS_MIB} MiB (max)"),
+        &|r| {
+            let v = fmax(&r.idle.rss_mib);
+            format!("{} MiB {}", fmt_num(v, 2), ok(v <= TARGET_RSS_MIB))
+        },
+    ));
+    t.row(row(
+        format!("`shoal members` < {TARGET_MEMBERS_MS} ms (median)"),
+        &|r| {
+            let v = median(&r.cli_ms);
+            let pass = v < TARGET_MEMBERS_MS && r.cli_errors.is_empty();
+            format!("{} ms {}", fmt_num(v, 2), ok(pass))
+        },
+    ));
+    t.row(row(
+        format!("leave listed+handled everywhere <= {TARGET_LEAVE_S} s (worst)"),
+        &|r| worst_cell(&r.leaves, DepartRun::done, TARGET_LEAVE_S),
+    ));
+    t.row(row(
+        format!("failure handled everywhere <= {TARGET_FAIL_S} s (worst)"),
+        &|r| worst_cell(&r.kills, DepartRun::all_handled, TARGET_FAIL_S),
+    ));
+    t.render("  ")
+}
+
+/// `-` without runs, else the worst of `time` over the runs against `target` seconds.
+fn worst_cell(runs: &[DepartRun], time: fn(&DepartRun) -> f64, target: f64) -> String {
+    if runs.is_empty() {
+        return "-".into();
+    }
+    let v = fmax(&runs.iter().map(time).collect::<Vec<_>>());
+    format!("{} {}", fmt_s(v), ok(v <= target))
+}
