@@ -19,6 +19,7 @@ mod procfs;
 mod report;
 mod settings;
 mod size;
+mod targets;
 
 use std::process::ExitCode;
 
@@ -29,9 +30,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::convergence::{convergence_section, inner_convergence_run};
 use crate::loss::{inner_loss_run, outer_loss_run, render_loss};
 use crate::procfs::clock_ticks;
-use crate::report::{Rng, print_header, progress, render_targets};
+use crate::report::{Rng, print_header, progress};
 use crate::settings::{Args, Settings};
 use crate::size::bench_size;
+use crate::targets::render_targets;
 
 /// The release `shoal` binary cargo built for this bench.
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
