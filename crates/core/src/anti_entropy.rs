@@ -8,6 +8,10 @@
 //!
 //! A frame is a big-endian `u32` length, then the enveloped ([`Kind::PushPull`]) postcard
 //! [`SyncState`]. The length is checked against [`MAX_FRAME`] before anything is allocated.
+//!
+//! The same port carries the fallback probe ([`Kind::Ping`]): when a member does not answer a
+//! UDP probe in time, the prober also asks it over TCP (memberlist's fallback), so UDP loss
+//! alone never makes a healthy member suspect. The answer names the responder's identity.
 
 use foca::Member as FocaMember;
 use serde::{Deserialize, Serialize};
@@ -40,6 +44,38 @@ pub struct SyncState {
     pub metas: Vec<Meta>,
     /// Leave intents: identity and whether it was an operator's force-leave.
     pub intents: Vec<(Identity, bool)>,
+}
+
+/// A TCP ping, or its answer: who sends it and who it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingFrame {
+    /// The sender (the prober, or the member answering).
+    pub from: Identity,
+    /// The identity the sender means to reach.
+    pub to: Identity,
+}
+
+/// A decoded frame of the gossip port's TCP side.
+#[derive(Debug)]
+pub enum Frame {
+    /// A push-pull state.
+    State(SyncState),
+    /// A TCP ping or its answer.
+    Ping(PingFrame),
+}
+
+/// The frame body of a TCP ping or its answer.
+pub fn encode_ping(ping: &PingFrame) -> Result<Vec<u8>, FrameError> {
+    Ok(envelope::seal(Kind::Ping, &postcard::to_stdvec(ping)?))
+}
+
+/// Decodes any frame of the TCP side: a push-pull state or a ping.
+pub fn decode_any(body: &[u8]) -> Result<Frame, FrameError> {
+    match envelope::open(body)? {
+        (Kind::PushPull, payload) => Ok(Frame::State(postcard::from_bytes(payload)?)),
+        (Kind::Ping, payload) => Ok(Frame::Ping(postcard::from_bytes(payload)?)),
+        (kind, _) => Err(FrameError::WrongKind(kind)),
+    }
 }
 
 /// A push-pull frame that is not acceptable. Nothing was applied.
@@ -76,11 +112,10 @@ pub fn check_len(len: usize) -> Result<(), FrameError> {
 
 /// Decodes a frame body written by [`encode_frame`].
 pub fn decode_frame(body: &[u8]) -> Result<SyncState, FrameError> {
-    let (kind, payload) = envelope::open(body)?;
-    if kind != Kind::PushPull {
-        return Err(FrameError::WrongKind(kind));
+    match decode_any(body)? {
+        Frame::State(state) => Ok(state),
+        Frame::Ping(_) => Err(FrameError::WrongKind(Kind::Ping)),
     }
-    Ok(postcard::from_bytes(payload)?)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod join;
 mod leave;
 mod notify;
 mod outbox;
+mod probe;
 mod rejoin;
 mod suspicion;
 mod ticks;
@@ -35,7 +36,7 @@ use rand::rngs::StdRng;
 use tracing::{debug, info, warn};
 
 pub(crate) use input::Command;
-pub(crate) use outbox::{JoinId, Outbox, Purpose, PushPull, Resolve};
+pub(crate) use outbox::{JoinId, Outbox, Purpose, PushPull, Resolve, TcpPing};
 
 use crate::anti_entropy::SyncState;
 use crate::broadcast::{Broadcast, ItemHandler, Shared, lock, validate_meta};
@@ -52,6 +53,7 @@ use conflict::{NameConflict, Verdict};
 use discovery::Discovery;
 use join::PendingJoins;
 use leave::Leave;
+use probe::ProbeWatch;
 use rejoin::Rejoin;
 use suspicion::SuspectTracker;
 use ticks::Tick;
@@ -77,6 +79,7 @@ pub(crate) struct Engine {
     conflict: NameConflict,
     suspects: SuspectTracker,
     discovery: Discovery,
+    probes: ProbeWatch,
     /// Publish the view even if the table did not change (left / conflict changed).
     republish: bool,
     /// The cluster size foca's config was last scaled for.
@@ -143,6 +146,7 @@ impl Engine {
             conflict: NameConflict::default(),
             suspects: SuspectTracker::default(),
             discovery: Discovery::new(cluster, backoff),
+            probes: ProbeWatch::default(),
             republish: false,
             cluster_size: 1,
             last_push_pull: None,
@@ -302,6 +306,10 @@ impl Engine {
             }
             Command::ApplyState { state } => self.apply_state(state),
             Command::Discovered { addr } => self.discovered(addr),
+            Command::TcpAnswered { target, number } => self.tcp_answered(target, number),
+            Command::Identity { reply } => {
+                let _ = reply.send(self.local());
+            }
             Command::Shutdown => {}
         }
     }
@@ -341,6 +349,27 @@ impl Engine {
         debug!(%addr, "discovered a member by its beacon");
         self.announce_all(&[addr]);
         self.push_pull_to(vec![addr], None);
+    }
+
+    /// A member answered our TCP ping while foca still waits for its probe's ack: hand foca
+    /// the ack the UDP path lost.
+    fn tcp_answered(&mut self, target: Identity, number: foca::ProbeNumber) {
+        if !self.probes.tcp_answered(target, number) {
+            return;
+        }
+        let incarnation = self
+            .foca
+            .iter_membership_state()
+            .find(|m| *m.id() == target)
+            .map_or(0, |m| m.incarnation());
+        let Some(ack) = probe::synthetic_ack(target, incarnation, self.local(), number) else {
+            return;
+        };
+        debug!(member = %target.addr, "UDP probe unanswered, TCP ping answered: member is alive");
+        Stats::add(&self.stats.tcp_fallbacks, 1);
+        if let Err(error) = self.foca.handle_data(&ack, &mut self.runtime) {
+            debug!(%error, "the TCP ack was refused");
+        }
     }
 
     fn start_leave(&mut self, reply: Option<tokio::sync::oneshot::Sender<()>>) {

@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use tokio::sync::oneshot;
 
 use crate::config::NodeConfig;
-use crate::engine::{Command, Engine, Outbox, Resolve, rng};
+use crate::engine::{Command, Engine, Outbox, Resolve, TcpPing, rng};
 use crate::error::CommandError;
 use crate::identity::Identity;
 use crate::membership::{Event, Status};
@@ -50,6 +50,17 @@ struct Node {
     view: View,
     events: Vec<Event>,
     leave_done: Option<oneshot::Receiver<()>>,
+    /// A paused node (`kill -STOP`) runs no timer and reads nothing until then; what arrives
+    /// meanwhile waits in its socket buffer.
+    paused_until: Option<Instant>,
+}
+
+impl Node {
+    /// When the node next has something to do on its own.
+    fn next_deadline(&self) -> Option<Instant> {
+        let d = self.engine.next_deadline()?;
+        Some(self.paused_until.map_or(d, |p| d.max(p)))
+    }
 }
 
 /// A simulated cluster.
@@ -73,6 +84,9 @@ pub struct Sim {
     /// Partition group of each address; packets between different groups are dropped.
     groups: BTreeMap<SocketAddr, u8>,
     loss: f64,
+    /// Probability that a TCP segment is lost (each is retransmitted: SYN after 1 s, others
+    /// after 200 ms, doubling).
+    tcp_loss: f64,
     /// Datagrams delivered and dropped, for reports.
     pub delivered: u64,
     /// Datagrams lost to loss or partitions.
@@ -119,6 +133,7 @@ impl Sim {
             next_delivery: 0,
             groups: BTreeMap::new(),
             loss: 0.0,
+            tcp_loss: 0.0,
             delivered: 0,
             dropped: 0,
         };
@@ -154,6 +169,12 @@ impl Sim {
     /// The view of the node at `at`.
     pub fn view(&self, at: SocketAddr) -> Option<&View> {
         self.nodes.get(&at).map(|n| &n.view)
+    }
+
+    /// The current generation of the node at `at` (0 when it is not running): it grows when
+    /// the node is declared down and renews its identity.
+    pub fn generation(&self, at: SocketAddr) -> u64 {
+        self.nodes.get(&at).map_or(0, |n| n.view.local.generation)
     }
 
     /// Events the node at `at` produced so far.
@@ -193,6 +214,7 @@ impl Sim {
                 view,
                 events: Vec::new(),
                 leave_done: None,
+                paused_until: None,
             },
         );
         if let Some(node) = self.nodes.get_mut(&at) {
@@ -220,6 +242,19 @@ impl Sim {
     /// Sets the probability that a datagram is lost.
     pub fn set_loss(&mut self, p: f64) {
         self.loss = p;
+    }
+
+    /// Sets the probability that a TCP segment (of a push-pull or a TCP ping) is lost.
+    pub fn set_tcp_loss(&mut self, p: f64) {
+        self.tcp_loss = p;
+    }
+
+    /// Pauses the node at `at` for `how_long` (like `kill -STOP`, then `kill -CONT`).
+    pub fn pause(&mut self, at: SocketAddr, how_long: Duration) {
+        let until = self.now + how_long;
+        if let Some(node) = self.nodes.get_mut(&at) {
+            node.paused_until = Some(until);
+        }
     }
 
     /// Kills the node at `at` (like `kill -9`).
@@ -284,6 +319,49 @@ impl Sim {
         (addrs, failed)
     }
 
+    /// The time a TCP exchange of `segments` segments takes under `tcp_loss`: the latency of
+    /// each, plus the retransmission timeouts of the lost ones.
+    fn tcp_time(&mut self, segments: usize) -> Duration {
+        let p = self.tcp_loss.clamp(0.0, 0.9);
+        let mut total = Duration::ZERO;
+        for i in 0..segments {
+            let mut rto = if i == 0 {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(200)
+            };
+            while self.rng.random_bool(p) {
+                total += rto;
+                rto *= 2;
+            }
+            total += self.latency();
+        }
+        total
+    }
+
+    /// A TCP ping from `at`: answered when the target runs (and is not paused past the
+    /// limit) under that very identity.
+    fn tcp_ping(&mut self, at: SocketAddr, ping: TcpPing) {
+        let to = ping.target.addr;
+        if !self.linked(at, to) {
+            return;
+        }
+        let Some(node) = self.nodes.get(&to) else {
+            return;
+        };
+        if node.engine.state().from != Some(ping.target) {
+            return;
+        }
+        let paused = node
+            .paused_until
+            .map_or(Duration::ZERO, |p| p.saturating_duration_since(self.now));
+        let took = self.tcp_time(4).max(paused + self.latency());
+        if took <= ping.limit {
+            let (target, number) = (ping.target, ping.number);
+            self.command_later(at, took, Command::TcpAnswered { target, number });
+        }
+    }
+
     fn linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
         self.groups.get(&a).copied().unwrap_or(0) == self.groups.get(&b).copied().unwrap_or(0)
     }
@@ -324,6 +402,7 @@ impl Sim {
             datagrams,
             push_pulls,
             resolve,
+            tcp_pings,
             beacons: _,
             events,
             view,
@@ -356,7 +435,7 @@ impl Sim {
                 }
                 joined += 1;
                 // Their side: apply ours, answer with theirs (taken when ours arrives).
-                let there = self.latency();
+                let there = self.tcp_time(3);
                 self.command_later(
                     peer,
                     there,
@@ -375,6 +454,9 @@ impl Sim {
                 self.command_later(at, done, Command::JoinedVia { joined, join });
             }
         }
+        for ping in tcp_pings {
+            self.tcp_ping(at, ping);
+        }
         for Resolve { targets, purpose } in resolve {
             let (addrs, failed) = self.resolve(&targets);
             let delay = self.latency();
@@ -392,11 +474,7 @@ impl Sim {
         let end = self.start + deadline;
         loop {
             let next_delivery = self.queue.peek().map(|Reverse((t, ..))| *t);
-            let next_timer = self
-                .nodes
-                .values()
-                .filter_map(|n| n.engine.next_deadline())
-                .min();
+            let next_timer = self.nodes.values().filter_map(Node::next_deadline).min();
             let next = match (next_delivery, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) => a,
@@ -418,7 +496,7 @@ impl Sim {
                 let due: Vec<SocketAddr> = self
                     .nodes
                     .iter()
-                    .filter(|(_, n)| n.engine.next_deadline().is_some_and(|d| d <= self.now))
+                    .filter(|(_, n)| n.next_deadline().is_some_and(|d| d <= self.now))
                     .map(|(a, _)| *a)
                     .collect();
                 for at in due {
@@ -434,6 +512,16 @@ impl Sim {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
+        let to = match &delivery {
+            Delivery::Datagram { to, .. } | Delivery::Command { to, .. } => *to,
+        };
+        // A paused node reads nothing: what arrives waits until it resumes.
+        if let Some(until) = self.nodes.get(&to).and_then(|n| n.paused_until)
+            && until > self.now
+        {
+            self.schedule(until, delivery);
+            return;
+        }
         match delivery {
             Delivery::Datagram { from, to, packet } => {
                 let now = self.now;

@@ -60,6 +60,8 @@ pub struct Stats {
     pub push_pulls: AtomicU64,
     /// Events dropped because the consumer fell behind.
     pub events_dropped: AtomicU64,
+    /// Probes that UDP lost and a TCP ping answered (memberlist's fallback).
+    pub tcp_fallbacks: AtomicU64,
 }
 
 impl Stats {

@@ -17,6 +17,12 @@ use crate::identity::Identity;
 use crate::view::Stats;
 
 impl Engine {
+    /// A foca message: the probe watch sees it first (an ack of the probe under way).
+    fn swim(&mut self, payload: &[u8]) -> Result<(), foca::Error> {
+        self.probes.received(payload);
+        self.foca.handle_data(payload, &mut self.runtime)
+    }
+
     pub(super) fn datagram(&mut self, from: SocketAddr, packet: &[u8]) {
         let len = packet.len();
         Stats::add(&self.stats.packets_in, 1);
@@ -28,7 +34,7 @@ impl Engine {
             return;
         }
         let result = input::decode(packet).and_then(|datagram| match datagram {
-            Datagram::Swim(payload) => match self.foca.handle_data(payload, &mut self.runtime) {
+            Datagram::Swim(payload) => match self.swim(payload) {
                 // Not bad packets: news about our own old identity, and gossip while alone.
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 Err(error) => Err(DropReason::Swim(error)),

@@ -44,6 +44,13 @@ pub(crate) enum Command {
         failed: Vec<(String, String)>,
         purpose: Purpose,
     },
+    /// `target` answered the TCP ping of foca's probe `number`.
+    TcpAnswered {
+        target: Identity,
+        number: foca::ProbeNumber,
+    },
+    /// This node's identity, for the answer to a TCP ping.
+    Identity { reply: oneshot::Sender<Identity> },
     /// A discovery beacon of our cluster from `addr`.
     Discovered { addr: SocketAddr },
     /// Stop the node (the driver's loop ends; the engine only sees it in the simulator).

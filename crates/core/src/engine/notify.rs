@@ -21,6 +21,10 @@ impl Engine {
         let mut forwarded = false;
         loop {
             while let Some((to, data)) = self.runtime.to_send() {
+                if let Some(number) = self.probes.sent(&data) {
+                    let at = self.now + self.timings.probe_rtt;
+                    self.timers.push(at, Tick::ProbeFallback(number));
+                }
                 let mut buf = Vec::with_capacity(envelope::HEADER_LEN + data.len());
                 envelope::begin(Kind::Swim, &mut buf);
                 buf.extend_from_slice(&data);

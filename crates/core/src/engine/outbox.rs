@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::anti_entropy::SyncState;
+use crate::identity::Identity;
 use crate::membership::Event;
 use crate::view::View;
 
@@ -41,6 +42,20 @@ pub(crate) struct PushPull {
     pub(crate) join: Option<JoinId>,
 }
 
+/// A TCP ping of `target` for foca's probe `number` (the fallback probe): the answer comes
+/// back as `Command::TcpAnswered` when it arrives within `limit`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpPing {
+    /// This node, as the ping names its sender.
+    pub(crate) from: Identity,
+    /// The member probed.
+    pub(crate) target: Identity,
+    /// foca's probe number.
+    pub(crate) number: foca::ProbeNumber,
+    /// How long the answer may take to be of use (the rest of the probe period).
+    pub(crate) limit: Duration,
+}
+
 /// Everything the engine asked for since the last drain.
 #[derive(Default)]
 pub(crate) struct Outbox {
@@ -50,6 +65,8 @@ pub(crate) struct Outbox {
     pub(crate) push_pulls: Vec<PushPull>,
     /// Names to resolve.
     pub(crate) resolve: Vec<Resolve>,
+    /// Fallback probes over TCP.
+    pub(crate) tcp_pings: Vec<TcpPing>,
     /// Beacon datagrams for the discovery group.
     pub(crate) beacons: Vec<Vec<u8>>,
     /// Events for the handlers, oldest first.

@@ -128,7 +128,9 @@ mod tests {
             message,
         };
         let mut buf = Vec::new();
-        PostcardCodec.encode_header(&header, &mut buf).expect("encode");
+        PostcardCodec
+            .encode_header(&header, &mut buf)
+            .expect("encode");
         buf
     }
 

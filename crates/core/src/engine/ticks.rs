@@ -33,12 +33,17 @@ pub(crate) enum Tick {
     Resolve,
     /// The leave intent had its time: leave now.
     LeaveNow,
+    /// foca's probe `n` had its RTT: ping over TCP too if no ack came.
+    ProbeFallback(foca::ProbeNumber),
 }
 
 impl Engine {
     pub(super) fn tick(&mut self, tick: Tick) {
         match tick {
             Tick::Foca(timer) => {
+                if self.suspicion_was_refuted(&timer) {
+                    return;
+                }
                 if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                     debug!(%error, "timer failed");
                 }
@@ -49,6 +54,46 @@ impl Engine {
             Tick::Beacon => self.beacon_tick(),
             Tick::Resolve => self.resolve_tick(),
             Tick::LeaveNow => self.leave_now(),
+            Tick::ProbeFallback(number) => self.probe_fallback(number),
+        }
+    }
+
+    /// True for foca's "suspect to down" timer of a suspicion that no longer stands (the member
+    /// refuted it with a higher incarnation). foca 2 would still send that member a
+    /// `TurnUndead` (its `apply_existing_if` reports the member as found even when the
+    /// incarnation check failed), and a healthy member told it is down renews its identity:
+    /// under loss that churned every member's identity and ran `member-failed` and
+    /// `member-join` handlers for members that were fine. Skipping the timer is all it takes.
+    fn suspicion_was_refuted(&self, timer: &Timer<Identity>) -> bool {
+        let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return false;
+        };
+        let still_suspect = self.foca.iter_membership_state().any(|m| {
+            m.id() == member_id && m.state() == State::Suspect && m.incarnation() == *incarnation
+        });
+        if !still_suspect {
+            debug!(member = ?member_id, "suspicion refuted before its timeout; no down, no TurnUndead");
+        }
+        !still_suspect
+    }
+
+    fn probe_fallback(&mut self, number: foca::ProbeNumber) {
+        if self.leave.left() {
+            return;
+        }
+        if let Some(target) = self.probes.fallback_due(number) {
+            let t = &self.timings;
+            self.out.tcp_pings.push(super::TcpPing {
+                from: self.local(),
+                target,
+                number,
+                limit: t.probe_period.saturating_sub(t.probe_rtt),
+            });
         }
     }
 

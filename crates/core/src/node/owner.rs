@@ -92,6 +92,7 @@ impl Owner {
             datagrams,
             push_pulls,
             resolve,
+            tcp_pings,
             beacons,
             events,
             view,
@@ -109,6 +110,9 @@ impl Owner {
         let source = self.socket.local_addr().ok().map(|a| a.ip());
         for pp in push_pulls {
             tasks::spawn_push_pull(pp, source, self.inbox_tx.clone(), self.stats.clone(), limit);
+        }
+        for ping in tcp_pings {
+            tasks::spawn_tcp_ping(ping, source, self.inbox_tx.clone());
         }
         for request in resolve {
             tasks::spawn_resolve(request, self.inbox_tx.clone());

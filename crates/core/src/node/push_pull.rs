@@ -8,7 +8,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::anti_entropy::{self, FrameError, SyncState};
+use crate::anti_entropy::{self, Frame, FrameError, PingFrame, SyncState};
 
 /// A push-pull that did not complete. Nothing was applied.
 #[derive(Debug, Error)]
@@ -26,24 +26,40 @@ pub enum SyncError {
 
 /// Writes one frame: a big-endian u32 length, then the enveloped state.
 pub async fn write_state(stream: &mut TcpStream, state: &SyncState) -> Result<(), SyncError> {
-    let frame = anti_entropy::encode_frame(state)?;
+    write_body(stream, &anti_entropy::encode_frame(state)?).await
+}
+
+/// Writes a TCP ping (or its answer) as one frame.
+pub async fn write_ping(stream: &mut TcpStream, ping: &PingFrame) -> Result<(), SyncError> {
+    write_body(stream, &anti_entropy::encode_ping(ping)?).await
+}
+
+async fn write_body(stream: &mut TcpStream, frame: &[u8]) -> Result<(), SyncError> {
     stream
         .write_all(&(frame.len() as u32).to_be_bytes())
         .await?;
-    stream.write_all(&frame).await?;
+    stream.write_all(frame).await?;
     stream.flush().await?;
     Ok(())
 }
 
 /// Reads one frame written by [`write_state`]; the length is checked before allocating.
 pub async fn read_state(stream: &mut TcpStream) -> Result<SyncState, SyncError> {
+    match read_frame(stream).await? {
+        Frame::State(state) => Ok(state),
+        Frame::Ping(_) => Err(FrameError::WrongKind(crate::envelope::Kind::Ping).into()),
+    }
+}
+
+/// Reads one frame of either kind (a push-pull state or a ping).
+pub async fn read_frame(stream: &mut TcpStream) -> Result<Frame, SyncError> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     anti_entropy::check_len(len)?;
     let mut frame = vec![0u8; len];
     stream.read_exact(&mut frame).await?;
-    Ok(anti_entropy::decode_frame(&frame)?)
+    Ok(anti_entropy::decode_any(&frame)?)
 }
 
 /// Runs `fut` with a deadline, mapping the elapsed case to [`SyncError::Timeout`].
@@ -56,6 +72,39 @@ pub async fn with_timeout<T>(
         .map_err(|_| SyncError::Timeout(limit))?
 }
 
+/// The fallback probe's client side: connect, send the ping, read the answer; the identity
+/// that answered.
+pub async fn ping(
+    ping: PingFrame,
+    source: Option<IpAddr>,
+    limit: Duration,
+) -> Result<PingFrame, SyncError> {
+    with_timeout(limit, async {
+        let mut stream = connect(ping.to.addr, source).await?;
+        write_ping(&mut stream, &ping).await?;
+        match read_frame(&mut stream).await? {
+            Frame::Ping(answer) => Ok(answer),
+            Frame::State(_) => Err(FrameError::WrongKind(crate::envelope::Kind::PushPull).into()),
+        }
+    })
+    .await
+}
+
+/// Connects to `addr`, from `source` when it is a specific IP of the same family.
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4()) {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// The client side: connect (from `source`, the bound gossip IP, when it is a specific one, so
 /// peers and firewalls see the node's own address), send ours, read theirs.
 pub async fn push_pull(
@@ -65,17 +114,7 @@ pub async fn push_pull(
     limit: Duration,
 ) -> Result<SyncState, SyncError> {
     with_timeout(limit, async {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        if let Some(ip) = source.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
-        {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        let mut stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let mut stream = connect(addr, source).await?;
         write_state(&mut stream, ours).await?;
         read_state(&mut stream).await
     })

@@ -13,7 +13,8 @@ use tracing::{debug, warn};
 
 use super::net::resolve_targets;
 use super::push_pull::{self, SyncError};
-use crate::engine::{Command, PushPull, Resolve};
+use crate::anti_entropy::{Frame, PingFrame};
+use crate::engine::{Command, PushPull, Resolve, TcpPing};
 use crate::view::{Stats, View};
 
 /// At most this many inbound push-pulls are served at once; more wait in the listen backlog.
@@ -58,7 +59,10 @@ async fn serve_one(
     stats: &Stats,
     limit: Duration,
 ) -> Result<(), SyncError> {
-    let theirs = push_pull::with_timeout(limit, push_pull::read_state(&mut stream)).await?;
+    let theirs = match push_pull::with_timeout(limit, push_pull::read_frame(&mut stream)).await? {
+        Frame::State(state) => state,
+        Frame::Ping(ping) => return answer_ping(stream, ping, inbox, limit).await,
+    };
     let (tx, rx) = oneshot::channel();
     if inbox.send(Command::GetState { reply: tx }).await.is_err() {
         return Ok(());
@@ -68,6 +72,51 @@ async fn serve_one(
     Stats::add(&stats.push_pulls, 1);
     let _ = inbox.send(Command::ApplyState { state: theirs }).await;
     Ok(())
+}
+
+/// Answers a TCP ping with this node's identity, taken from the owner: an answer shows that
+/// the node's loop is running, not only its socket.
+async fn answer_ping(
+    mut stream: tokio::net::TcpStream,
+    ping: PingFrame,
+    inbox: &mpsc::Sender<Command>,
+    limit: Duration,
+) -> Result<(), SyncError> {
+    let (tx, rx) = oneshot::channel();
+    if inbox.send(Command::Identity { reply: tx }).await.is_err() {
+        return Ok(());
+    }
+    let Ok(me) = rx.await else { return Ok(()) };
+    let answer = PingFrame {
+        from: me,
+        to: ping.from,
+    };
+    push_pull::with_timeout(limit, push_pull::write_ping(&mut stream, &answer)).await
+}
+
+/// The fallback probe: pings `ping.target` over TCP; an answer from that very identity in
+/// time goes to the owner.
+pub(super) fn spawn_tcp_ping(
+    ping: TcpPing,
+    source: Option<std::net::IpAddr>,
+    inbox: mpsc::Sender<Command>,
+) {
+    tokio::spawn(async move {
+        let frame = PingFrame {
+            from: ping.from,
+            to: ping.target,
+        };
+        match push_pull::ping(frame, source, ping.limit).await {
+            Ok(answer) if answer.from == ping.target => {
+                let (target, number) = (ping.target, ping.number);
+                let _ = inbox.send(Command::TcpAnswered { target, number }).await;
+            }
+            Ok(answer) => {
+                debug!(addr = %ping.target.addr, answered = ?answer.from, "TCP ping answered by another identity")
+            }
+            Err(error) => debug!(addr = %ping.target.addr, %error, "TCP ping failed"),
+        }
+    });
 }
 
 /// Push-pulls with each address; applies every answer; for an operator join, reports how many

@@ -200,3 +200,90 @@ fn debug_seed() {
     let (problems, log) = scenario(seed);
     println!("{log}\n{problems:?}");
 }
+
+/// What went wrong for healthy members during a fault: `member-failed` events that name a
+/// live node, and identity renewals (a healthy node declared down that rejoined).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct FalseDeaths {
+    failed: usize,
+    renewals: u64,
+}
+
+/// `n` nodes converge, then `fault` is applied and the cluster runs `secs` seconds.
+fn false_deaths(seed: u64, n: usize, secs: u64, fault: impl FnOnce(&mut Sim)) -> FalseDeaths {
+    let mut sim = Sim::new(seed, n, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let marks: Vec<usize> = sim.live().iter().map(|a| sim.events(*a).len()).collect();
+    let generations: Vec<u64> = sim.live().iter().map(|a| sim.generation(*a)).collect();
+    fault(&mut sim);
+    sim.run_until(Duration::from_secs(5 + secs));
+    let live = sim.live();
+    let failed = live
+        .iter()
+        .zip(&marks)
+        .map(|(at, mark)| {
+            sim.events(*at)[*mark..]
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Event::Member {
+                            kind: MemberEventKind::Failed,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        })
+        .sum();
+    let renewals = live
+        .iter()
+        .zip(&generations)
+        .map(|(a, g)| sim.generation(*a) - g)
+        .sum();
+    FalseDeaths { failed, renewals }
+}
+
+fn accuracy_seeds() -> std::ops::Range<u64> {
+    let n = std::env::var("SHOAL_SIM_ACCURACY_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    0..n
+}
+
+#[test]
+fn udp_loss_up_to_40_percent_kills_no_healthy_member() {
+    for loss in [0.1, 0.2, 0.4] {
+        for seed in accuracy_seeds() {
+            let got = false_deaths(seed, 10, 60, |sim| sim.set_loss(loss));
+            assert_eq!(got, FalseDeaths::default(), "UDP loss {loss}, seed {seed}");
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn print_false_deaths() {
+    for seed in 0..3 {
+        for loss in [0.1, 0.2, 0.4] {
+            let got = false_deaths(seed, 10, 60, |sim| sim.set_loss(loss));
+            println!("seed {seed}: UDP loss {loss}: {got:?}");
+        }
+        let got = false_deaths(seed, 10, 60, |sim| {
+            sim.set_loss(0.3);
+            sim.set_tcp_loss(0.3);
+        });
+        println!("seed {seed}: UDP+TCP loss 0.3: {got:?}");
+        let got = false_deaths(seed, 10, 60, |sim| {
+            sim.set_loss(0.5);
+            sim.set_tcp_loss(0.5);
+        });
+        println!("seed {seed}: UDP+TCP loss 0.5: {got:?}");
+        let got = false_deaths(seed, 10, 20, |sim| {
+            let victim = sim.live()[3];
+            sim.pause(victim, Duration::from_secs(2));
+        });
+        println!("seed {seed}: paused 2 s: {got:?}");
+    }
+}
