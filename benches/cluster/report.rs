@@ -234,5 +234,12 @@ pub async fn print_header(s: &Settings, clk_tck: f64) {
             if c.snat { "" } else { ", no source NAT" }
         ))
     );
-    println!("  profile   lan (probe 400 ms, suspicion >= 1.2 s), handlers coalesced 100 ms");
+    let t = shoal_core::Profile::Lan.timings();
+    println!(
+        "  profile   lan (probe {} ms, suspicion >= {} ms, refused port down after {} ms), \
+         handlers coalesced 100 ms",
+        t.probe_period.as_millis(),
+        t.suspicion_min.as_millis(),
+        t.refused_down.as_millis()
+    );
 }

@@ -33,6 +33,11 @@ pub struct Digest {
     pub digest: u64,
 }
 
+/// The 4-byte form of a digest that every SWIM datagram carries ([`Kind::SwimDigest`]).
+pub fn short_digest(digest: u64) -> u32 {
+    (digest ^ (digest >> 32)) as u32
+}
+
 /// Everything one node knows, as sent in a push-pull.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncState {

@@ -80,13 +80,17 @@ pub(crate) struct Engine {
     suspects: SuspectTracker,
     discovery: Discovery,
     probes: ProbeWatch,
+    /// Our own incarnation, as foca last sent it (in every header).
+    incarnation: foca::Incarnation,
+    /// The table's revision and short digest at the last look, and when it last changed.
+    digest_cache: (u64, u32),
+    last_change: Instant,
     /// Publish the view even if the table did not change (left / conflict changed).
     republish: bool,
     /// The cluster size foca's config was last scaled for.
     cluster_size: usize,
     last_push_pull: Option<Instant>,
     last_warn: Option<Instant>,
-    rng: StdRng,
 }
 
 /// How an engine is seeded: real randomness for agents, a seed for simulations.
@@ -147,11 +151,13 @@ impl Engine {
             suspects: SuspectTracker::default(),
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
+            incarnation: 0,
+            digest_cache: (u64::MAX, 0),
+            last_change: now,
             republish: false,
             cluster_size: 1,
             last_push_pull: None,
             last_warn: None,
-            rng: rng(seed.map(|s| s.wrapping_add(1))),
         })
     }
 
@@ -174,6 +180,11 @@ impl Engine {
             self.rejoin.seeds().len(),
             self.timers.len()
         )
+    }
+
+    /// This node's identity.
+    pub(crate) fn identity(&self) -> Identity {
+        self.local()
     }
 
     /// The earliest timer.
@@ -200,8 +211,6 @@ impl Engine {
         self.now = now;
         let local_meta = lock(&self.shared).table.local_meta().clone();
         self.broadcast(Broadcast::Meta(local_meta));
-        self.timers
-            .push(now + self.timings.sync_interval, Tick::Sync);
         self.timers
             .push(now + self.timings.probe_period, Tick::Housekeeping);
         if !self.config.join.is_empty() {
@@ -240,6 +249,11 @@ impl Engine {
     /// Fires every timer due at `now`.
     pub(crate) fn fire_timers(&mut self, now: Instant) {
         self.now = now;
+        if let Some(due) = self.timers.next_deadline()
+            && now.saturating_duration_since(due) > self.timings.stall
+        {
+            self.stalled(now - due);
+        }
         while let Some(tick) = self.timers.pop_due(now) {
             self.tick(tick);
         }
@@ -250,7 +264,13 @@ impl Engine {
     pub(crate) fn state(&self) -> SyncState {
         let mut members: Vec<_> = self.foca.iter_membership_state().cloned().collect();
         if !self.leave.left() {
-            members.push(foca::Member::alive(self.local()));
+            // Our own entry carries our incarnation: a peer that suspects us learns the
+            // refutation from it.
+            members.push(foca::Member::new(
+                self.local(),
+                self.incarnation,
+                State::Alive,
+            ));
         }
         let shared = lock(&self.shared);
         SyncState {
@@ -301,12 +321,16 @@ impl Engine {
             Command::SetTags { tags, reply } => {
                 let _ = reply.send(self.set_tags(tags));
             }
-            Command::GetState { reply } => {
+            Command::Exchange { state, reply } => {
+                self.apply_state(state);
+                // foca's refutation (if ours was suspected) is in its state once drained.
+                self.drain();
                 let _ = reply.send(self.state());
             }
             Command::ApplyState { state } => self.apply_state(state),
             Command::Discovered { addr } => self.discovered(addr),
             Command::TcpAnswered { target, number } => self.tcp_answered(target, number),
+            Command::TcpRefused { target, number } => self.tcp_refused(target, number),
             Command::Identity { reply } => {
                 let _ = reply.send(self.local());
             }
@@ -357,11 +381,7 @@ impl Engine {
         if !self.probes.tcp_answered(target, number) {
             return;
         }
-        let incarnation = self
-            .foca
-            .iter_membership_state()
-            .find(|m| *m.id() == target)
-            .map_or(0, |m| m.incarnation());
+        let incarnation = self.incarnation_of(target).unwrap_or(0);
         let Some(ack) = probe::synthetic_ack(target, incarnation, self.local(), number) else {
             return;
         };
@@ -369,6 +389,80 @@ impl Engine {
         Stats::add(&self.stats.tcp_fallbacks, 1);
         if let Err(error) = self.foca.handle_data(&ack, &mut self.runtime) {
             debug!(%error, "the TCP ack was refused");
+        }
+    }
+
+    /// The member's gossip port refused a probe's TCP ping: nothing listens there, its process
+    /// is gone (`kill -9`, a crash). Suspect it now rather than at the end of the probe
+    /// period, and declare it down after `refused_down` unless it refutes meanwhile; a member
+    /// that is paused, partitioned or behind loss refuses nothing and gets foca's full
+    /// suspicion timeout.
+    fn tcp_refused(&mut self, target: Identity, number: foca::ProbeNumber) {
+        if !self.probes.tcp_refused(target, number) {
+            return;
+        }
+        let Some(incarnation) = self.incarnation_of(target) else {
+            return;
+        };
+        debug!(member = %target.addr, "probe unanswered and its port refused a TCP ping: suspect");
+        let suspect = foca::Member::new(target, incarnation, State::Suspect);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(suspect), true, &mut self.runtime)
+        {
+            debug!(%error, "could not suspect the member");
+        }
+        let at = self.now + self.timings.refused_down;
+        self.timers.push(
+            at,
+            ticks::Tick::ConfirmDown {
+                target,
+                incarnation,
+            },
+        );
+    }
+
+    /// Our short digest (the one every SWIM datagram carries), recomputed only when the
+    /// table changed; notes when it did.
+    fn short_digest(&mut self) -> u32 {
+        let table = &lock(&self.shared).table;
+        let revision = table.revision();
+        if revision != self.digest_cache.0 {
+            let digest = crate::anti_entropy::short_digest(table.digest());
+            if digest != self.digest_cache.1 {
+                self.last_change = self.now;
+            }
+            self.digest_cache = (revision, digest);
+        }
+        self.digest_cache.1
+    }
+
+    /// foca's incarnation of a member it knows.
+    fn incarnation_of(&self, id: Identity) -> Option<foca::Incarnation> {
+        self.foca
+            .iter_membership_state()
+            .find(|m| *m.id() == id)
+            .map(|m| m.incarnation())
+    }
+
+    /// The loop did not run for `lag` (the process was stopped, the host stalled): the
+    /// cluster may have started suspecting this node. Refute at once, before anyone acts:
+    /// telling foca it is suspected at its current incarnation makes it bump the incarnation
+    /// and gossip, and every message it sends from then on carries the refutation.
+    fn stalled(&mut self, lag: Duration) {
+        if self.leave.left() || self.alone() {
+            return;
+        }
+        warn!(
+            lag_ms = outbox::ms(lag),
+            "the node did not run for a while; refuting any suspicion"
+        );
+        let me = foca::Member::new(self.local(), self.incarnation, State::Suspect);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(me), true, &mut self.runtime)
+        {
+            debug!(%error, "could not refute");
         }
     }
 

@@ -32,6 +32,9 @@ pub enum Kind {
     Leave,
     /// A TCP ping (the fallback probe) or its answer, over TCP on the gossip port.
     Ping,
+    /// A foca (SWIM) message behind the sender's 4-byte state digest (big-endian): every
+    /// message carries the anti-entropy check, so no datagram of its own is needed.
+    SwimDigest,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Beacon => 4,
             Kind::Leave => 5,
             Kind::Ping => 6,
+            Kind::SwimDigest => 7,
         }
     }
 
@@ -54,6 +58,7 @@ impl Kind {
             4 => Some(Kind::Beacon),
             5 => Some(Kind::Leave),
             6 => Some(Kind::Ping),
+            7 => Some(Kind::SwimDigest),
             _ => None,
         }
     }

@@ -70,6 +70,9 @@ pub enum DropReason {
         /// The decoder's message.
         error: postcard::Error,
     },
+    /// Shorter than the kind's fixed fields.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
     /// A kind that never travels as a gossip datagram (push-pull frames, beacons).
     #[error("{0:?} is not a datagram kind")]
     NotADatagram(Kind),

@@ -197,6 +197,8 @@ pub struct Membership {
     entries: BTreeMap<SocketAddr, Entry>,
     events: Vec<Event>,
     changed: bool,
+    /// Counts every change, for callers that cache what they derive from the table.
+    revision: u64,
     reconnect_timeout: Duration,
     tombstone_timeout: Duration,
 }
@@ -215,6 +217,7 @@ impl Membership {
             entries: BTreeMap::from([(addr, entry)]),
             events: Vec::new(),
             changed: true,
+            revision: 0,
             reconnect_timeout,
             tombstone_timeout,
         };
@@ -250,7 +253,7 @@ impl Membership {
             entry.meta = Some(meta.clone());
             entry.intent_gen = None;
         }
-        self.changed = true;
+        self.touch();
         meta
     }
 
@@ -258,7 +261,7 @@ impl Membership {
     pub fn set_local_leaving(&mut self) {
         if let Some(entry) = self.entries.get_mut(&self.local) {
             entry.intent_gen = Some(entry.id.generation);
-            self.changed = true;
+            self.touch();
         }
     }
 
@@ -291,7 +294,7 @@ impl Membership {
         entry.known = true;
         entry.up = true;
         entry.down_since = None;
-        self.changed = true;
+        self.touch();
         self.try_join(id.addr);
     }
 
@@ -311,6 +314,7 @@ impl Membership {
         entry.suspect = false;
         entry.down_since = Some(now);
         self.changed = true;
+        self.revision += 1;
         if entry.joined {
             entry.joined = false;
             let kind = if entry.intent() {
@@ -331,7 +335,7 @@ impl Membership {
         }
         if let Some(entry) = Self::entry_for(&mut self.entries, new) {
             entry.known = true;
-            self.changed = true;
+            self.touch();
         }
     }
 
@@ -343,7 +347,7 @@ impl Membership {
             && entry.suspect != suspect
         {
             entry.suspect = suspect;
-            self.changed = true;
+            self.touch();
         }
     }
 
@@ -365,7 +369,7 @@ impl Membership {
             return false;
         }
         let before = entry.meta.replace(meta);
-        self.changed = true;
+        self.touch();
         let entry = &self.entries[&addr];
         if entry.joined
             && before.is_some_and(|b| {
@@ -410,6 +414,7 @@ impl Membership {
         entry.intent_gen = Some(id.generation);
         entry.forced = forced;
         self.changed = true;
+        self.revision += 1;
         if entry.intent() && !entry.up && entry.told_failed {
             entry.told_failed = false;
             let member = entry.member();
@@ -477,7 +482,7 @@ impl Membership {
                     continue;
                 }
                 reaped.push(entry.id);
-                self.changed = true;
+                self.touch();
                 if entry.meta.is_some() {
                     let member = entry.member();
                     self.events.push(Event::Member {
@@ -493,6 +498,17 @@ impl Membership {
     /// Events produced since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Marks the table changed.
+    fn touch(&mut self) {
+        self.changed = true;
+        self.revision += 1;
+    }
+
+    /// A number that grows on every change (never reset, unlike [`Self::take_changed`]).
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// True (once) when the visible table changed since the last call.

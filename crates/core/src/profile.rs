@@ -67,6 +67,11 @@ pub struct Timings {
     pub retry_interval: Duration,
     /// Longest delay between join attempts.
     pub retry_max_interval: Duration,
+    /// How long a member whose gossip port refused a probe's TCP ping (its process is gone)
+    /// stays suspect before it is declared down, unless it refutes.
+    pub refused_down: Duration,
+    /// A timer this late means the node itself did not run (stopped, stalled): it refutes.
+    pub stall: Duration,
 }
 
 impl Profile {
@@ -74,16 +79,18 @@ impl Profile {
     pub fn timings(self) -> Timings {
         match self {
             Profile::Lan => Timings {
-                probe_period: Duration::from_millis(400),
-                probe_rtt: Duration::from_millis(150),
+                probe_period: Duration::from_millis(1000),
+                probe_rtt: Duration::from_millis(300),
                 suspicion_mult: 3.0,
-                suspicion_min: Duration::from_millis(1200),
+                suspicion_min: Duration::from_millis(4000),
                 gossip_interval: Duration::from_millis(100),
                 sync_interval: Duration::from_millis(1000),
                 leave_propagate: Duration::from_millis(150),
                 reconnect_interval: Duration::from_secs(1),
                 retry_interval: Duration::from_millis(250),
                 retry_max_interval: Duration::from_secs(2),
+                refused_down: Duration::from_millis(800),
+                stall: Duration::from_millis(800),
             },
             Profile::Wan => Timings {
                 probe_period: Duration::from_secs(5),
@@ -96,6 +103,8 @@ impl Profile {
                 reconnect_interval: Duration::from_secs(15),
                 retry_interval: Duration::from_secs(2),
                 retry_max_interval: Duration::from_secs(30),
+                refused_down: Duration::from_secs(5),
+                stall: Duration::from_secs(5),
             },
             Profile::Local => Timings {
                 probe_period: Duration::from_millis(200),
@@ -108,6 +117,8 @@ impl Profile {
                 reconnect_interval: Duration::from_millis(500),
                 retry_interval: Duration::from_millis(100),
                 retry_max_interval: Duration::from_secs(1),
+                refused_down: Duration::from_millis(400),
+                stall: Duration::from_millis(500),
             },
         }
     }
@@ -203,8 +214,8 @@ mod tests {
         let t = Profile::Lan.timings();
         let small = t.foca_config(5, 1400).suspect_to_down_after;
         let big = t.foca_config(100, 1400).suspect_to_down_after;
-        assert_eq!(small, Duration::from_millis(1200));
-        assert!(big > small && big <= Duration::from_millis(2400), "{big:?}");
+        assert_eq!(small, Duration::from_millis(4000));
+        assert!(big > small && big <= Duration::from_millis(6500), "{big:?}");
     }
 
     #[test]

@@ -42,6 +42,14 @@ enum Delivery {
         generation: u64,
         cmd: Command,
     },
+    /// A push-pull arriving at `to`: it applies `state`, and its answer goes back to `from`
+    /// after `back`.
+    Exchange {
+        to: SocketAddr,
+        from: SocketAddr,
+        state: crate::anti_entropy::SyncState,
+        back: Duration,
+    },
 }
 
 struct Node {
@@ -347,9 +355,15 @@ impl Sim {
             return;
         }
         let Some(node) = self.nodes.get(&to) else {
+            // Nothing listens there: the connection is refused.
+            let (target, number) = (ping.target, ping.number);
+            let took = self.tcp_time(2);
+            if took <= ping.limit {
+                self.command_later(at, took, Command::TcpRefused { target, number });
+            }
             return;
         };
-        if node.engine.state().from != Some(ping.target) {
+        if node.engine.identity() != ping.target {
             return;
         }
         let paused = node
@@ -434,20 +448,16 @@ impl Sim {
                     continue;
                 }
                 joined += 1;
-                // Their side: apply ours, answer with theirs (taken when ours arrives).
+                // Their side applies ours, then answers with theirs.
                 let there = self.tcp_time(3);
-                self.command_later(
-                    peer,
-                    there,
-                    Command::ApplyState {
-                        state: pp.state.clone(),
-                    },
-                );
-                let theirs = self.nodes.get(&peer).map(|n| n.engine.state());
-                if let Some(theirs) = theirs {
-                    let back = there + self.latency();
-                    self.command_later(at, back, Command::ApplyState { state: theirs });
-                }
+                let back = self.latency();
+                let exchange = Delivery::Exchange {
+                    to: peer,
+                    from: at,
+                    state: pp.state.clone(),
+                    back,
+                };
+                self.schedule(self.now + there, exchange);
             }
             if let Some(join) = pp.join {
                 let done = self.latency() * 3;
@@ -513,7 +523,9 @@ impl Sim {
 
     fn deliver(&mut self, delivery: Delivery) {
         let to = match &delivery {
-            Delivery::Datagram { to, .. } | Delivery::Command { to, .. } => *to,
+            Delivery::Datagram { to, .. }
+            | Delivery::Command { to, .. }
+            | Delivery::Exchange { to, .. } => *to,
         };
         // A paused node reads nothing: what arrives waits until it resumes.
         if let Some(until) = self.nodes.get(&to).and_then(|n| n.paused_until)
@@ -529,6 +541,24 @@ impl Sim {
                     self.delivered += 1;
                     node.engine.handle_datagram(now, from, &packet);
                     self.flush(to);
+                }
+            }
+            Delivery::Exchange {
+                to,
+                from,
+                state,
+                back,
+            } => {
+                let now = self.now;
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    return;
+                };
+                let (reply, mut answer) = oneshot::channel();
+                node.engine
+                    .handle_command(now, Command::Exchange { state, reply });
+                self.flush(to);
+                if let Ok(theirs) = answer.try_recv() {
+                    self.command_later(from, back, Command::ApplyState { state: theirs });
                 }
             }
             Delivery::Command {

@@ -17,10 +17,31 @@ use crate::identity::Identity;
 use crate::view::Stats;
 
 impl Engine {
-    /// A foca message: the probe watch sees it first (an ack of the probe under way).
-    fn swim(&mut self, payload: &[u8]) -> Result<(), foca::Error> {
-        self.probes.received(payload);
-        self.foca.handle_data(payload, &mut self.runtime)
+    /// A foca message: the probe watch sees it first (an ack of the probe under way); then
+    /// the sender's digest, if it carried one, is compared with ours.
+    fn swim(&mut self, payload: &[u8], digest: Option<u32>) -> Result<(), foca::Error> {
+        let header = super::probe::header(payload);
+        if let Some(h) = &header {
+            self.probes.received(h);
+        }
+        let result = self.foca.handle_data(payload, &mut self.runtime);
+        if let (Some(h), Some(theirs), Ok(())) = (header, digest, &result) {
+            self.piggybacked_digest(h.src.addr, theirs);
+        }
+        result
+    }
+
+    /// A digest that rode on a SWIM message from `addr`. Right after any change digests
+    /// differ until gossip has spread it (milliseconds), so only a difference while our own
+    /// view has been still for a sync interval asks for a push-pull.
+    fn piggybacked_digest(&mut self, addr: SocketAddr, theirs: u32) {
+        if theirs == self.short_digest() {
+            return;
+        }
+        let still = self.now.saturating_duration_since(self.last_change);
+        if still >= self.timings.sync_interval {
+            self.push_pull(addr);
+        }
     }
 
     pub(super) fn datagram(&mut self, from: SocketAddr, packet: &[u8]) {
@@ -34,7 +55,7 @@ impl Engine {
             return;
         }
         let result = input::decode(packet).and_then(|datagram| match datagram {
-            Datagram::Swim(payload) => match self.swim(payload) {
+            Datagram::Swim(payload, digest) => match self.swim(payload, digest) {
                 // Not bad packets: news about our own old identity, and gossip while alone.
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 Err(error) => Err(DropReason::Swim(error)),

@@ -32,8 +32,12 @@ pub(crate) enum Command {
         tags: BTreeMap<String, String>,
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
-    /// Our state, for the answer to an inbound push-pull.
-    GetState { reply: oneshot::Sender<SyncState> },
+    /// An inbound push-pull: apply the peer's state, then answer with ours, which then
+    /// carries what applying theirs changed (a suspected member's refutation above all).
+    Exchange {
+        state: SyncState,
+        reply: oneshot::Sender<SyncState>,
+    },
     /// A peer's state from a push-pull (either direction).
     ApplyState { state: SyncState },
     /// The push-pulls of an operator join are done: `joined` answered.
@@ -49,6 +53,11 @@ pub(crate) enum Command {
         target: Identity,
         number: foca::ProbeNumber,
     },
+    /// `target`'s gossip port refused the TCP ping of foca's probe `number`.
+    TcpRefused {
+        target: Identity,
+        number: foca::ProbeNumber,
+    },
     /// This node's identity, for the answer to a TCP ping.
     Identity { reply: oneshot::Sender<Identity> },
     /// A discovery beacon of our cluster from `addr`.
@@ -59,8 +68,9 @@ pub(crate) enum Command {
 
 /// A gossip datagram that opened and decoded.
 pub(crate) enum Datagram<'a> {
-    /// A foca message, still encoded (foca decodes it).
-    Swim(&'a [u8]),
+    /// A foca message, still encoded (foca decodes it), and the sender's short digest when
+    /// it carried one.
+    Swim(&'a [u8], Option<u32>),
     /// "I have left", from the member itself.
     Leave(Identity),
     /// A digest: push-pull with the sender if ours differs.
@@ -71,7 +81,11 @@ pub(crate) enum Datagram<'a> {
 pub(crate) fn decode(packet: &[u8]) -> Result<Datagram<'_>, DropReason> {
     let undecodable = |what| move |error| DropReason::Undecodable { what, error };
     match envelope::open(packet)? {
-        (Kind::Swim, payload) => Ok(Datagram::Swim(payload)),
+        (Kind::Swim, payload) => Ok(Datagram::Swim(payload, None)),
+        (Kind::SwimDigest, payload) => match payload.split_first_chunk::<4>() {
+            Some((digest, rest)) => Ok(Datagram::Swim(rest, Some(u32::from_be_bytes(*digest)))),
+            None => Err(DropReason::Truncated("digest of a SWIM datagram")),
+        },
         (Kind::Leave, payload) => postcard::from_bytes(payload)
             .map(Datagram::Leave)
             .map_err(undecodable("leave notice")),
@@ -92,7 +106,14 @@ mod tests {
         let leave = envelope::seal(Kind::Leave, &postcard::to_stdvec(&id).expect("encode"));
         assert!(matches!(decode(&leave), Ok(Datagram::Leave(x)) if x == id));
         let swim = envelope::seal(Kind::Swim, b"foca");
-        assert!(matches!(decode(&swim), Ok(Datagram::Swim(b"foca"))));
+        assert!(matches!(decode(&swim), Ok(Datagram::Swim(b"foca", None))));
+        let with_digest = envelope::seal(Kind::SwimDigest, b"\0\0\0\x07foca");
+        assert!(matches!(
+            decode(&with_digest),
+            Ok(Datagram::Swim(b"foca", Some(7)))
+        ));
+        let short = envelope::seal(Kind::SwimDigest, b"\0\0");
+        assert!(matches!(decode(&short), Err(DropReason::Truncated(_))));
         let bad_digest = envelope::seal(Kind::Digest, b"");
         let err = decode(&bad_digest).err().expect("dropped").to_string();
         assert!(err.starts_with("undecodable digest"), "{err}");

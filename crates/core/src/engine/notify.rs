@@ -21,12 +21,17 @@ impl Engine {
         let mut forwarded = false;
         loop {
             while let Some((to, data)) = self.runtime.to_send() {
-                if let Some(number) = self.probes.sent(&data) {
-                    let at = self.now + self.timings.probe_rtt;
-                    self.timers.push(at, Tick::ProbeFallback(number));
+                if let Some(h) = super::probe::header(&data) {
+                    self.incarnation = h.src_incarnation;
+                    if let Some(number) = self.probes.sent(&h) {
+                        let at = self.now + self.timings.probe_rtt;
+                        self.timers.push(at, Tick::ProbeFallback(number));
+                    }
                 }
-                let mut buf = Vec::with_capacity(envelope::HEADER_LEN + data.len());
-                envelope::begin(Kind::Swim, &mut buf);
+                let digest = self.short_digest();
+                let mut buf = Vec::with_capacity(envelope::HEADER_LEN + 4 + data.len());
+                envelope::begin(Kind::SwimDigest, &mut buf);
+                buf.extend_from_slice(&digest.to_be_bytes());
                 buf.extend_from_slice(&data);
                 self.send_datagram(buf, to.addr);
             }

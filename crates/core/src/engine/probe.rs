@@ -26,16 +26,16 @@ pub(crate) struct ProbeWatch {
 }
 
 /// The header of foca's message `data`, if it decodes.
-fn header(data: &[u8]) -> Option<Header<Identity>> {
+pub(crate) fn header(data: &[u8]) -> Option<Header<Identity>> {
     let mut buf = data;
     PostcardCodec.decode_header(&mut buf).ok()
 }
 
 impl ProbeWatch {
-    /// foca sends `data`: when it is a probe's ping, the watch follows that probe (foca runs
-    /// one at a time) and returns its number, for a check at the probe RTT.
-    pub(crate) fn sent(&mut self, data: &[u8]) -> Option<ProbeNumber> {
-        let h = header(data)?;
+    /// foca sends a message with header `h`: when it is a probe's ping, the watch follows
+    /// that probe (foca runs one at a time) and returns its number, for a check at the probe
+    /// RTT.
+    pub(crate) fn sent(&mut self, h: &Header<Identity>) -> Option<ProbeNumber> {
         let Message::Ping(number) = h.message else {
             return None;
         };
@@ -48,20 +48,18 @@ impl ProbeWatch {
         Some(number)
     }
 
-    /// foca receives `data`: a direct or forwarded ack of the watched probe ends the watch.
-    pub(crate) fn received(&mut self, data: &[u8]) {
+    /// foca receives a message with header `h`: a direct or forwarded ack of the watched
+    /// probe ends the watch.
+    pub(crate) fn received(&mut self, h: &Header<Identity>) {
         let Some(w) = self.current.as_mut() else {
             return;
         };
-        let Some(h) = header(data) else {
-            return;
-        };
-        let acked = match h.message {
-            Message::Ack(n) => n == w.number && h.src == w.target,
+        let acked = match &h.message {
+            Message::Ack(n) => *n == w.number && h.src == w.target,
             Message::ForwardedAck {
                 origin,
                 probe_number,
-            } => probe_number == w.number && origin == w.target,
+            } => *probe_number == w.number && *origin == w.target,
             _ => false,
         };
         w.acked |= acked;
@@ -76,6 +74,13 @@ impl ProbeWatch {
         }
         w.asked = true;
         Some(w.target)
+    }
+
+    /// `target` refused the TCP connection of probe `number` (nothing listens on its port:
+    /// its process is gone): true when no ack came for that probe either.
+    pub(crate) fn tcp_refused(&mut self, target: Identity, number: ProbeNumber) -> bool {
+        self.current
+            .is_some_and(|w| w.number == number && w.target == target && !w.acked)
     }
 
     /// `target` answered the TCP ping of probe `number`: true when foca still waits for that
@@ -138,7 +143,10 @@ mod tests {
     fn an_unanswered_ping_asks_for_one_tcp_ping() {
         let (me, b) = (id(1), id(2));
         let mut w = ProbeWatch::default();
-        assert_eq!(w.sent(&message(me, b, Message::Ping(7))), Some(7));
+        assert_eq!(
+            w.sent(&header(&message(me, b, Message::Ping(7))).expect("h")),
+            Some(7)
+        );
         assert_eq!(w.fallback_due(7), Some(b));
         assert_eq!(w.fallback_due(7), None, "once");
         assert!(w.tcp_answered(b, 7));
@@ -149,15 +157,15 @@ mod tests {
     fn an_ack_or_a_forwarded_ack_means_no_tcp_ping() {
         let (me, b, c) = (id(1), id(2), id(3));
         let mut w = ProbeWatch::default();
-        w.sent(&message(me, b, Message::Ping(1)));
-        w.received(&message(b, me, Message::Ack(1)));
+        w.sent(&header(&message(me, b, Message::Ping(1))).expect("h"));
+        w.received(&header(&message(b, me, Message::Ack(1))).expect("h"));
         assert_eq!(w.fallback_due(1), None);
-        w.sent(&message(me, b, Message::Ping(2)));
+        w.sent(&header(&message(me, b, Message::Ping(2))).expect("h"));
         let forwarded = Message::ForwardedAck {
             origin: b,
             probe_number: 2,
         };
-        w.received(&message(c, me, forwarded));
+        w.received(&header(&message(c, me, forwarded)).expect("h"));
         assert_eq!(w.fallback_due(2), None);
     }
 
@@ -165,9 +173,9 @@ mod tests {
     fn a_late_answer_for_an_older_probe_is_ignored() {
         let (me, b, c) = (id(1), id(2), id(3));
         let mut w = ProbeWatch::default();
-        w.sent(&message(me, b, Message::Ping(1)));
+        w.sent(&header(&message(me, b, Message::Ping(1))).expect("h"));
         assert_eq!(w.fallback_due(1), Some(b));
-        w.sent(&message(me, c, Message::Ping(2)));
+        w.sent(&header(&message(me, c, Message::Ping(2))).expect("h"));
         assert!(!w.tcp_answered(b, 1));
         assert!(w.received_nothing_for(c));
     }

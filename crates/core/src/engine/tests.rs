@@ -64,6 +64,12 @@ fn state_of(who: Identity, name: &str) -> SyncState {
     }
 }
 
+/// `engine` learns of the member `who` named `name`, as from a push-pull with it.
+fn learn(engine: &mut Engine, t0: Instant, who: Identity, name: &str) {
+    let state = state_of(who, name);
+    engine.handle_command(t0, Command::ApplyState { state });
+}
+
 fn kinds_to(outbox: &Outbox, to: SocketAddr) -> Vec<Kind> {
     outbox
         .datagrams
@@ -91,7 +97,7 @@ fn a_node_alone_retries_its_seeds_with_doubling_delay_up_to_the_profile_max() {
         .filter(|(_, out)| out.push_pulls.iter().any(|pp| pp.addrs == [addr(2)]))
         .map(|(at, out)| {
             assert!(
-                kinds_to(&out, addr(2)).contains(&Kind::Swim),
+                kinds_to(&out, addr(2)).contains(&Kind::SwimDigest),
                 "announced too"
             );
             at
@@ -175,24 +181,14 @@ fn at_most_one_push_pull_per_half_sync_interval() {
 fn the_member_that_started_later_gives_up_a_shared_name() {
     let t0 = Instant::now();
     let mut later = started(config("web", 1), 200, Vec::new(), t0);
-    later.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 100), "web"),
-        },
-    );
+    learn(&mut later, t0, id(2, 100), "web");
     run_until(&mut later, t0 + Profile::Lan.timings().probe_period);
     let conflict = later.view().conflict.expect("gave up the name");
     assert!(conflict.contains("started first"), "{conflict}");
     assert_eq!(later.view().local.status, Status::Leaving);
 
     let mut earlier = started(config("web", 1), 50, Vec::new(), t0);
-    earlier.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 100), "web"),
-        },
-    );
+    learn(&mut earlier, t0, id(2, 100), "web");
     run_until(&mut earlier, t0 + Profile::Lan.timings().probe_period);
     assert_eq!(earlier.view().conflict, None);
     assert_eq!(earlier.view().local.status, Status::Alive);
@@ -202,19 +198,14 @@ fn the_member_that_started_later_gives_up_a_shared_name() {
 fn leave_gossips_the_intent_then_tells_every_member_directly() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    engine.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 1), "b"),
-        },
-    );
+    learn(&mut engine, t0, id(2, 1), "b");
     engine.take_outbox();
     let (reply, mut done) = oneshot::channel();
     engine.handle_command(t0, Command::Leave { reply });
     let first = engine.take_outbox();
     assert_eq!(
         kinds_to(&first, addr(2)),
-        [Kind::Swim],
+        [Kind::SwimDigest],
         "the intent is gossiped at once"
     );
     assert!(done.try_recv().is_err(), "not left yet");
@@ -234,12 +225,7 @@ fn leave_gossips_the_intent_then_tells_every_member_directly() {
 fn a_direct_leave_notice_marks_the_member_left() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    engine.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 1), "b"),
-        },
-    );
+    learn(&mut engine, t0, id(2, 1), "b");
     assert_eq!(status_of(&engine, 2), Some(Status::Alive));
     let notice = leave::notice(id(2, 1)).expect("encode");
     engine.handle_datagram(t0, addr(2), &notice);
@@ -271,7 +257,7 @@ fn an_operator_join_resolves_push_pulls_and_answers_with_the_count() {
         (&[addr(2)][..], Some(join))
     );
     assert!(
-        kinds_to(&out, addr(2)).contains(&Kind::Swim),
+        kinds_to(&out, addr(2)).contains(&Kind::SwimDigest),
         "announced too"
     );
     assert!(
@@ -340,12 +326,7 @@ fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
     engine.handle_command(t0, Command::Leave { reply });
     run_until(&mut engine, t0 + Duration::from_secs(1));
     assert!(engine.view().left);
-    engine.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 1), "b"),
-        },
-    );
+    learn(&mut engine, t0, id(2, 1), "b");
     let later = run_until(&mut engine, t0 + Duration::from_secs(60));
     assert!(
         later.iter().all(|(_, o)| o.push_pulls.is_empty()),

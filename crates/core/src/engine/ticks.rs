@@ -7,22 +7,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use foca::{State, Timer};
-use rand::RngExt;
 use tracing::{debug, info, warn};
 
 use super::outbox::{Purpose, Resolve, ms};
 use super::{Engine, packet_budget};
-use crate::anti_entropy::Digest;
 use crate::broadcast::lock;
-use crate::envelope::{self, Kind};
+
 use crate::identity::Identity;
 
 /// One timer of the engine's queue.
 pub(crate) enum Tick {
     /// One of foca's.
     Foca(Timer<Identity>),
-    /// Send the digest to a random member.
-    Sync,
     /// Suspect polling, reaping, config scaling, missing metas.
     Housekeeping,
     /// Join attempt while alone.
@@ -35,6 +31,11 @@ pub(crate) enum Tick {
     LeaveNow,
     /// foca's probe `n` had its RTT: ping over TCP too if no ack came.
     ProbeFallback(foca::ProbeNumber),
+    /// A member whose port refused a probe had `refused_down` to refute: down if it did not.
+    ConfirmDown {
+        target: Identity,
+        incarnation: foca::Incarnation,
+    },
 }
 
 impl Engine {
@@ -48,13 +49,16 @@ impl Engine {
                     debug!(%error, "timer failed");
                 }
             }
-            Tick::Sync => self.sync_tick(),
             Tick::Housekeeping => self.housekeeping(),
             Tick::Rejoin => self.rejoin_tick(),
             Tick::Beacon => self.beacon_tick(),
             Tick::Resolve => self.resolve_tick(),
             Tick::LeaveNow => self.leave_now(),
             Tick::ProbeFallback(number) => self.probe_fallback(number),
+            Tick::ConfirmDown {
+                target,
+                incarnation,
+            } => self.confirm_down(target, incarnation),
         }
     }
 
@@ -82,6 +86,23 @@ impl Engine {
         !still_suspect
     }
 
+    fn confirm_down(&mut self, target: Identity, incarnation: foca::Incarnation) {
+        let still_suspect = self.foca.iter_membership_state().any(|m| {
+            *m.id() == target && m.state() == State::Suspect && m.incarnation() == incarnation
+        });
+        if !still_suspect || self.leave.left() {
+            return;
+        }
+        debug!(member = %target.addr, "a member that refused connections did not refute: down");
+        let down = foca::Member::new(target, incarnation, State::Down);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(down), true, &mut self.runtime)
+        {
+            debug!(%error, "could not declare the member down");
+        }
+    }
+
     fn probe_fallback(&mut self, number: foca::ProbeNumber) {
         if self.leave.left() {
             return;
@@ -94,34 +115,6 @@ impl Engine {
                 number,
                 limit: t.probe_period.saturating_sub(t.probe_rtt),
             });
-        }
-    }
-
-    /// Sends our digest to one random member; a member whose own differs push-pulls.
-    fn sync_tick(&mut self) {
-        self.timers
-            .push(self.now + self.timings.sync_interval, Tick::Sync);
-        if self.leave.left() {
-            return;
-        }
-        let count = self.foca.num_members();
-        if count == 0 {
-            return;
-        }
-        let pick = self.rng.random_range(0..count);
-        let Some(target) = self.foca.iter_members().nth(pick).map(|m| m.id().addr) else {
-            return;
-        };
-        let digest = Digest {
-            from: self.local(),
-            digest: lock(&self.shared).table.digest(),
-        };
-        match postcard::to_stdvec(&digest) {
-            Ok(payload) => {
-                let packet = envelope::seal(Kind::Digest, &payload);
-                self.send_datagram(packet, target);
-            }
-            Err(error) => warn!(%error, "digest could not be encoded"),
         }
     }
 
@@ -152,7 +145,7 @@ impl Engine {
         }
         let stuck = self
             .suspects
-            .observe(now, &suspected, self.foca_suspicion() * 2);
+            .observe(now, &suspected, self.foca_suspicion() / 4);
         self.check_name_conflict();
         if let Some(addr) = missing_meta
             && !self.leave.left()

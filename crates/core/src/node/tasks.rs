@@ -64,13 +64,16 @@ async fn serve_one(
         Frame::Ping(ping) => return answer_ping(stream, ping, inbox, limit).await,
     };
     let (tx, rx) = oneshot::channel();
-    if inbox.send(Command::GetState { reply: tx }).await.is_err() {
+    let exchange = Command::Exchange {
+        state: theirs,
+        reply: tx,
+    };
+    if inbox.send(exchange).await.is_err() {
         return Ok(());
     }
     let Ok(ours) = rx.await else { return Ok(()) };
     push_pull::with_timeout(limit, push_pull::write_state(&mut stream, &ours)).await?;
     Stats::add(&stats.push_pulls, 1);
-    let _ = inbox.send(Command::ApplyState { state: theirs }).await;
     Ok(())
 }
 
@@ -113,6 +116,10 @@ pub(super) fn spawn_tcp_ping(
             }
             Ok(answer) => {
                 debug!(addr = %ping.target.addr, answered = ?answer.from, "TCP ping answered by another identity")
+            }
+            Err(SyncError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let (target, number) = (ping.target, ping.number);
+                let _ = inbox.send(Command::TcpRefused { target, number }).await;
             }
             Err(error) => debug!(addr = %ping.target.addr, %error, "TCP ping failed"),
         }

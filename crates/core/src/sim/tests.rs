@@ -263,6 +263,28 @@ fn udp_loss_up_to_40_percent_kills_no_healthy_member() {
 }
 
 #[test]
+fn udp_and_tcp_loss_of_30_percent_kills_no_healthy_member() {
+    for seed in accuracy_seeds() {
+        let got = false_deaths(seed, 10, 60, |sim| {
+            sim.set_loss(0.3);
+            sim.set_tcp_loss(0.3);
+        });
+        assert_eq!(got, FalseDeaths::default(), "UDP+TCP loss 0.3, seed {seed}");
+    }
+}
+
+#[test]
+fn a_member_paused_for_two_seconds_is_never_declared_failed() {
+    for seed in accuracy_seeds() {
+        let got = false_deaths(seed, 10, 20, |sim| {
+            let victim = sim.live()[3];
+            sim.pause(victim, Duration::from_secs(2));
+        });
+        assert_eq!(got, FalseDeaths::default(), "seed {seed}");
+    }
+}
+
+#[test]
 #[ignore]
 fn print_false_deaths() {
     for seed in 0..3 {
@@ -285,5 +307,71 @@ fn print_false_deaths() {
             sim.pause(victim, Duration::from_secs(2));
         });
         println!("seed {seed}: paused 2 s: {got:?}");
+    }
+}
+
+/// Seconds from a crash until every survivor lists the node `failed`, over `kills` crashes
+/// of a `n`-node cluster (each restarted before the next).
+fn detection_times(seed: u64, n: usize, kills: usize) -> Vec<f64> {
+    let mut sim = Sim::new(seed, n, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let mut times = Vec::new();
+    let mut t = 5.0;
+    for k in 0..kills {
+        let victim = sim.live()[(k * 7 + 3) % n];
+        sim.crash(victim);
+        let start = t;
+        let mut seen = None;
+        while t < start + 30.0 {
+            t += 0.05;
+            sim.run_until(Duration::from_secs_f64(t));
+            let all = sim.live().iter().all(|a| {
+                sim.view(*a)
+                    .expect("live")
+                    .members
+                    .iter()
+                    .any(|m| m.addr == victim && m.status == Status::Failed)
+            });
+            if all {
+                seen = Some(t - start);
+                break;
+            }
+        }
+        times.push(seen.unwrap_or(f64::INFINITY));
+        sim.restart(victim);
+        t += 10.0;
+        sim.run_until(Duration::from_secs_f64(t));
+    }
+    times
+}
+
+#[test]
+#[ignore]
+fn print_detection_times() {
+    for n in [10, 20, 50] {
+        let mut all: Vec<f64> = (0..3)
+            .flat_map(|seed| detection_times(seed, n, 5))
+            .collect();
+        all.sort_by(f64::total_cmp);
+        println!(
+            "N={n}: kill detected everywhere: median {:.2} s, worst {:.2} s ({} kills)",
+            all[all.len() / 2],
+            all[all.len() - 1],
+            all.len()
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn print_tcp_loss_only() {
+    for seed in 0..3 {
+        for (u, t) in [(0.0, 0.3), (0.3, 0.0), (0.3, 0.3)] {
+            let got = false_deaths(seed, 10, 60, |sim| {
+                sim.set_loss(u);
+                sim.set_tcp_loss(t);
+            });
+            println!("seed {seed}: UDP {u} TCP {t}: {got:?}");
+        }
     }
 }
