@@ -221,3 +221,16 @@ fn members_filters_and_json_follow_serf() {
     ]);
     assert!(out.starts_with("db-1 ") && out.contains("role=db"), "{out}");
 }
+
+#[test]
+fn info_shows_the_local_health_score_and_the_tcp_fallback_count() {
+    let a = Agent::start("lh", &[]);
+    let ctl = a.control.to_string();
+    let (code, out, err) = cli(&["info", "--control", &ctl]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\thealth_score = 0\n"), "{out}");
+    assert!(out.contains("\ttcp_fallbacks = 0\n"), "{out}");
+    let (_, json, _) = cli(&["info", "--format", "json", "--control", &ctl]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["stats"]["health_score"], 0, "{json}");
+}

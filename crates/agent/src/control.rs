@@ -194,6 +194,8 @@ fn info(st: &ControlState) -> InfoResponse {
             events_dropped: get(&s.events_dropped) + get(&st.counters.dropped),
             handler_runs: get(&st.counters.runs),
             handler_timeouts: get(&st.counters.timeouts),
+            tcp_fallbacks: get(&s.tcp_fallbacks),
+            health_score: get(&s.health_score),
         },
     }
 }

@@ -17,6 +17,7 @@ mod backoff;
 mod conflict;
 mod datagrams;
 mod discovery;
+mod health;
 mod input;
 mod join;
 mod leave;
@@ -51,6 +52,7 @@ use crate::view::{Stats, View};
 use backoff::Backoff;
 use conflict::{NameConflict, Verdict};
 use discovery::Discovery;
+use health::LocalHealth;
 use join::PendingJoins;
 use leave::Leave;
 use probe::ProbeWatch;
@@ -80,6 +82,7 @@ pub(crate) struct Engine {
     suspects: SuspectTracker,
     discovery: Discovery,
     probes: ProbeWatch,
+    health: LocalHealth,
     /// Our own incarnation, as foca last sent it (in every header).
     incarnation: foca::Incarnation,
     /// The table's revision and short digest at the last look, and when it last changed.
@@ -151,6 +154,7 @@ impl Engine {
             suspects: SuspectTracker::default(),
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
+            health: LocalHealth::default(),
             incarnation: 0,
             digest_cache: (u64::MAX, 0),
             last_change: now,
@@ -437,6 +441,41 @@ impl Engine {
         self.digest_cache.1
     }
 
+    /// The probe RTT, stretched by the local health.
+    fn probe_rtt(&self) -> Duration {
+        self.timings.probe_rtt * self.health.multiplier()
+    }
+
+    /// The probe period, stretched by the local health.
+    fn probe_period(&self) -> Duration {
+        self.timings.probe_period * self.health.multiplier()
+    }
+
+    /// foca's config for the cluster size and the local health.
+    fn foca_config(&self) -> foca::Config {
+        let mut config = self
+            .timings
+            .foca_config(self.cluster_size, packet_budget(&self.config));
+        config.probe_period = self.probe_period();
+        config.probe_rtt = self.probe_rtt();
+        config
+    }
+
+    /// Moves the local health score by `delta`; when it changed, foca's probe timings follow.
+    fn health_changed(&mut self, delta: i8) {
+        if !self.health.apply(delta) {
+            return;
+        }
+        let score = self.health.score();
+        self.stats
+            .health_score
+            .store(u64::from(score), std::sync::atomic::Ordering::Relaxed);
+        debug!(score, "local health score changed");
+        if let Err(error) = self.foca.set_config(self.foca_config()) {
+            warn!(%error, "could not apply the local health to the probe timings");
+        }
+    }
+
     /// foca's incarnation of a member it knows.
     fn incarnation_of(&self, id: Identity) -> Option<foca::Incarnation> {
         self.foca
@@ -457,6 +496,7 @@ impl Engine {
             lag_ms = outbox::ms(lag),
             "the node did not run for a while; refuting any suspicion"
         );
+        self.health_changed(2);
         let me = foca::Member::new(self.local(), self.incarnation, State::Suspect);
         if let Err(error) = self
             .foca

@@ -82,7 +82,7 @@ impl Profile {
                 probe_period: Duration::from_millis(1000),
                 probe_rtt: Duration::from_millis(300),
                 suspicion_mult: 3.0,
-                suspicion_min: Duration::from_millis(4000),
+                suspicion_min: Duration::from_millis(6000),
                 gossip_interval: Duration::from_millis(100),
                 sync_interval: Duration::from_millis(1000),
                 leave_propagate: Duration::from_millis(150),
@@ -213,9 +213,11 @@ mod tests {
     fn lan_suspicion_grows_slowly_with_the_cluster() {
         let t = Profile::Lan.timings();
         let small = t.foca_config(5, 1400).suspect_to_down_after;
-        let big = t.foca_config(100, 1400).suspect_to_down_after;
-        assert_eq!(small, Duration::from_millis(4000));
-        assert!(big > small && big <= Duration::from_millis(6500), "{big:?}");
+        let hundred = t.foca_config(100, 1400).suspect_to_down_after;
+        let thousand = t.foca_config(1000, 1400).suspect_to_down_after;
+        assert_eq!(small, Duration::from_secs(6));
+        assert_eq!(hundred, Duration::from_secs(6));
+        assert_eq!(thousand, Duration::from_secs(9));
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     /// Probes that UDP lost and a TCP ping answered (memberlist's fallback).
     pub tcp_fallbacks: AtomicU64,
+    /// The local health score (Lifeguard): 0 healthy, up to 8; probe timings stretch by
+    /// `score + 1`.
+    pub health_score: AtomicU64,
 }
 
 impl Stats {

@@ -120,6 +120,13 @@ pub struct StatsInfo {
     pub handler_runs: u64,
     /// Handler runs killed at their timeout.
     pub handler_timeouts: u64,
+    /// Probes that UDP lost and a TCP ping answered.
+    #[serde(default)]
+    pub tcp_fallbacks: u64,
+    /// The local health score (Lifeguard): 0 is healthy, up to 8; the agent stretches its
+    /// probe timings by `score + 1` while it has signs of its own trouble.
+    #[serde(default)]
+    pub health_score: u64,
 }
 
 /// The body of every error answer.

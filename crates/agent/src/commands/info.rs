@@ -25,7 +25,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
          profile = {}\n\ttags = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
          left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
          bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tevents_dropped = {}\n\t\
-         handler_runs = {}\n\thandler_timeouts = {}\n",
+         handler_runs = {}\n\thandler_timeouts = {}\n\ttcp_fallbacks = {}\n\thealth_score = {}\n",
         a.name,
         a.version,
         a.bind,
@@ -46,6 +46,8 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         s.push_pulls,
         s.events_dropped,
         s.handler_runs,
-        s.handler_timeouts
+        s.handler_timeouts,
+        s.tcp_fallbacks,
+        s.health_score
     ))
 }

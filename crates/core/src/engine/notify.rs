@@ -22,9 +22,18 @@ impl Engine {
         loop {
             while let Some((to, data)) = self.runtime.to_send() {
                 if let Some(h) = super::probe::header(&data) {
-                    self.incarnation = h.src_incarnation;
-                    if let Some(number) = self.probes.sent(&h) {
-                        let at = self.now + self.timings.probe_rtt;
+                    if h.src_incarnation > self.incarnation {
+                        // We refuted a suspicion of ourselves: others could not reach us.
+                        self.incarnation = h.src_incarnation;
+                        self.health_changed(1);
+                    }
+                    if let Some((number, previous)) = self.probes.sent(&h) {
+                        // An unanswered probe says little about our own health under loss
+                        // (foca has no nacks to tell): only successes move the score here.
+                        if previous == Some(super::probe::Outcome::Acked) {
+                            self.health_changed(-1);
+                        }
+                        let at = self.now + self.probe_rtt();
                         self.timers.push(at, Tick::ProbeFallback(number));
                     }
                 }

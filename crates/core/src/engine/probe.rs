@@ -17,12 +17,24 @@ struct Watched {
     number: ProbeNumber,
     acked: bool,
     asked: bool,
+    refused: bool,
 }
 
 /// foca's current probe.
 #[derive(Debug, Default)]
 pub(crate) struct ProbeWatch {
     current: Option<Watched>,
+}
+
+/// How the probe before the one just sent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// An ack came (direct, forwarded, or the TCP ping's).
+    Acked,
+    /// The member's port refused the TCP ping: it is gone (not our fault).
+    Refused,
+    /// Nothing answered: the member is unreachable, or this node is slow.
+    Unanswered,
 }
 
 /// The header of foca's message `data`, if it decodes.
@@ -35,17 +47,23 @@ impl ProbeWatch {
     /// foca sends a message with header `h`: when it is a probe's ping, the watch follows
     /// that probe (foca runs one at a time) and returns its number, for a check at the probe
     /// RTT.
-    pub(crate) fn sent(&mut self, h: &Header<Identity>) -> Option<ProbeNumber> {
+    pub(crate) fn sent(&mut self, h: &Header<Identity>) -> Option<(ProbeNumber, Option<Outcome>)> {
         let Message::Ping(number) = h.message else {
             return None;
         };
-        self.current = Some(Watched {
+        let previous = self.current.replace(Watched {
             target: h.dst,
             number,
             acked: false,
             asked: false,
+            refused: false,
         });
-        Some(number)
+        let outcome = previous.map(|w| match (w.acked, w.refused) {
+            (true, _) => Outcome::Acked,
+            (false, true) => Outcome::Refused,
+            (false, false) => Outcome::Unanswered,
+        });
+        Some((number, outcome))
     }
 
     /// foca receives a message with header `h`: a direct or forwarded ack of the watched
@@ -79,8 +97,14 @@ impl ProbeWatch {
     /// `target` refused the TCP connection of probe `number` (nothing listens on its port:
     /// its process is gone): true when no ack came for that probe either.
     pub(crate) fn tcp_refused(&mut self, target: Identity, number: ProbeNumber) -> bool {
-        self.current
-            .is_some_and(|w| w.number == number && w.target == target && !w.acked)
+        let Some(w) = self.current.as_mut() else {
+            return false;
+        };
+        if w.number != number || w.target != target || w.acked {
+            return false;
+        }
+        w.refused = true;
+        true
     }
 
     /// `target` answered the TCP ping of probe `number`: true when foca still waits for that
@@ -145,12 +169,19 @@ mod tests {
         let mut w = ProbeWatch::default();
         assert_eq!(
             w.sent(&header(&message(me, b, Message::Ping(7))).expect("h")),
-            Some(7)
+            Some((7, None))
         );
         assert_eq!(w.fallback_due(7), Some(b));
         assert_eq!(w.fallback_due(7), None, "once");
         assert!(w.tcp_answered(b, 7));
         assert!(!w.tcp_answered(b, 7), "the ack is handed over once");
+        let next = w.sent(&header(&message(me, b, Message::Ping(8))).expect("h"));
+        assert_eq!(next, Some((8, Some(Outcome::Acked))));
+        let after = w.sent(&header(&message(me, b, Message::Ping(9))).expect("h"));
+        assert_eq!(after, Some((9, Some(Outcome::Unanswered))));
+        assert!(w.tcp_refused(b, 9));
+        let last = w.sent(&header(&message(me, b, Message::Ping(10))).expect("h"));
+        assert_eq!(last, Some((10, Some(Outcome::Refused))));
     }
 
     #[test]

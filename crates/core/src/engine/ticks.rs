@@ -108,12 +108,12 @@ impl Engine {
             return;
         }
         if let Some(target) = self.probes.fallback_due(number) {
-            let t = &self.timings;
+            let limit = self.probe_period().saturating_sub(self.probe_rtt());
             self.out.tcp_pings.push(super::TcpPing {
                 from: self.local(),
                 target,
                 number,
-                limit: t.probe_period.saturating_sub(t.probe_rtt),
+                limit,
             });
         }
     }
@@ -172,8 +172,7 @@ impl Engine {
         let size = self.foca.num_members() + 1;
         if size != self.cluster_size {
             self.cluster_size = size;
-            let config = self.timings.foca_config(size, packet_budget(&self.config));
-            if let Err(error) = self.foca.set_config(config) {
+            if let Err(error) = self.foca.set_config(self.foca_config()) {
                 warn!(%error, size, "could not rescale gossip config");
             }
         }
