@@ -9,9 +9,10 @@
 //! file with its tests ([`rejoin`], [`leave`], [`join`], [`suspicion`], [`conflict`],
 //! [`discovery`], [`backoff`]). This file holds the entry points, the commands and the verbs
 //! every path shares (`broadcast`, `gossip_now`, `push_pull_to`, `announce_all`). What each
-//! timer does is in [`ticks`], what each datagram does in [`datagrams`], and what happens after
+//! timer does is in [`ticks`], what each datagram does in [`datagrams`], what happens after
 //! every input (foca's runtime drained, notifications applied, the view published) in
-//! [`notify`]. Scenario tests feed a whole engine in `engine/tests.rs`.
+//! [`notify`], and liveness beyond foca's rules (TCP fallback, stalls, local health) in
+//! [`liveness`]. Scenario tests feed a whole engine in `engine/tests.rs`.
 
 mod backoff;
 mod conflict;
@@ -21,6 +22,7 @@ mod health;
 mod input;
 mod join;
 mod leave;
+mod liveness;
 mod notify;
 mod outbox;
 mod probe;
@@ -377,133 +379,6 @@ impl Engine {
         debug!(%addr, "discovered a member by its beacon");
         self.announce_all(&[addr]);
         self.push_pull_to(vec![addr], None);
-    }
-
-    /// A member answered our TCP ping while foca still waits for its probe's ack: hand foca
-    /// the ack the UDP path lost.
-    fn tcp_answered(&mut self, target: Identity, number: foca::ProbeNumber) {
-        if !self.probes.tcp_answered(target, number) {
-            return;
-        }
-        let incarnation = self.incarnation_of(target).unwrap_or(0);
-        let Some(ack) = probe::synthetic_ack(target, incarnation, self.local(), number) else {
-            return;
-        };
-        debug!(member = %target.addr, "UDP probe unanswered, TCP ping answered: member is alive");
-        Stats::add(&self.stats.tcp_fallbacks, 1);
-        if let Err(error) = self.foca.handle_data(&ack, &mut self.runtime) {
-            debug!(%error, "the TCP ack was refused");
-        }
-    }
-
-    /// The member's gossip port refused a probe's TCP ping: nothing listens there, its process
-    /// is gone (`kill -9`, a crash). Suspect it now rather than at the end of the probe
-    /// period, and declare it down after `refused_down` unless it refutes meanwhile; a member
-    /// that is paused, partitioned or behind loss refuses nothing and gets foca's full
-    /// suspicion timeout.
-    fn tcp_refused(&mut self, target: Identity, number: foca::ProbeNumber) {
-        if !self.probes.tcp_refused(target, number) {
-            return;
-        }
-        let Some(incarnation) = self.incarnation_of(target) else {
-            return;
-        };
-        debug!(member = %target.addr, "probe unanswered and its port refused a TCP ping: suspect");
-        let suspect = foca::Member::new(target, incarnation, State::Suspect);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(suspect), true, &mut self.runtime)
-        {
-            debug!(%error, "could not suspect the member");
-        }
-        let at = self.now + self.timings.refused_down;
-        self.timers.push(
-            at,
-            ticks::Tick::ConfirmDown {
-                target,
-                incarnation,
-            },
-        );
-    }
-
-    /// Our short digest (the one every SWIM datagram carries), recomputed only when the
-    /// table changed; notes when it did.
-    fn short_digest(&mut self) -> u32 {
-        let table = &lock(&self.shared).table;
-        let revision = table.revision();
-        if revision != self.digest_cache.0 {
-            let digest = crate::anti_entropy::short_digest(table.digest());
-            if digest != self.digest_cache.1 {
-                self.last_change = self.now;
-            }
-            self.digest_cache = (revision, digest);
-        }
-        self.digest_cache.1
-    }
-
-    /// The probe RTT, stretched by the local health.
-    fn probe_rtt(&self) -> Duration {
-        self.timings.probe_rtt * self.health.multiplier()
-    }
-
-    /// The probe period, stretched by the local health.
-    fn probe_period(&self) -> Duration {
-        self.timings.probe_period * self.health.multiplier()
-    }
-
-    /// foca's config for the cluster size and the local health.
-    fn foca_config(&self) -> foca::Config {
-        let mut config = self
-            .timings
-            .foca_config(self.cluster_size, packet_budget(&self.config));
-        config.probe_period = self.probe_period();
-        config.probe_rtt = self.probe_rtt();
-        config
-    }
-
-    /// Moves the local health score by `delta`; when it changed, foca's probe timings follow.
-    fn health_changed(&mut self, delta: i8) {
-        if !self.health.apply(delta) {
-            return;
-        }
-        let score = self.health.score();
-        self.stats
-            .health_score
-            .store(u64::from(score), std::sync::atomic::Ordering::Relaxed);
-        debug!(score, "local health score changed");
-        if let Err(error) = self.foca.set_config(self.foca_config()) {
-            warn!(%error, "could not apply the local health to the probe timings");
-        }
-    }
-
-    /// foca's incarnation of a member it knows.
-    fn incarnation_of(&self, id: Identity) -> Option<foca::Incarnation> {
-        self.foca
-            .iter_membership_state()
-            .find(|m| *m.id() == id)
-            .map(|m| m.incarnation())
-    }
-
-    /// The loop did not run for `lag` (the process was stopped, the host stalled): the
-    /// cluster may have started suspecting this node. Refute at once, before anyone acts:
-    /// telling foca it is suspected at its current incarnation makes it bump the incarnation
-    /// and gossip, and every message it sends from then on carries the refutation.
-    fn stalled(&mut self, lag: Duration) {
-        if self.leave.left() || self.alone() {
-            return;
-        }
-        warn!(
-            lag_ms = outbox::ms(lag),
-            "the node did not run for a while; refuting any suspicion"
-        );
-        self.health_changed(2);
-        let me = foca::Member::new(self.local(), self.incarnation, State::Suspect);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(me), true, &mut self.runtime)
-        {
-            debug!(%error, "could not refute");
-        }
     }
 
     fn start_leave(&mut self, reply: Option<tokio::sync::oneshot::Sender<()>>) {

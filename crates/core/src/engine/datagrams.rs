@@ -44,6 +44,21 @@ impl Engine {
         }
     }
 
+    /// Our short digest (the one every SWIM datagram carries), recomputed only when the
+    /// table changed; notes when it did.
+    pub(super) fn short_digest(&mut self) -> u32 {
+        let table = &lock(&self.shared).table;
+        let revision = table.revision();
+        if revision != self.digest_cache.0 {
+            let digest = crate::anti_entropy::short_digest(table.digest());
+            if digest != self.digest_cache.1 {
+                self.last_change = self.now;
+            }
+            self.digest_cache = (revision, digest);
+        }
+        self.digest_cache.1
+    }
+
     pub(super) fn datagram(&mut self, from: SocketAddr, packet: &[u8]) {
         let len = packet.len();
         Stats::add(&self.stats.packets_in, 1);

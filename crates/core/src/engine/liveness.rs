@@ -1,0 +1,126 @@
+//! Liveness beyond foca's own rules: what a TCP fallback answer or refusal means
+//! ([`super::probe`]), the refutation after a stall, and the local health score
+//! ([`super::health`]) that stretches the probe timings.
+
+use std::time::Duration;
+
+use foca::State;
+use tracing::{debug, warn};
+
+use super::{Engine, outbox, packet_budget, probe, ticks};
+use crate::identity::Identity;
+use crate::view::Stats;
+
+impl Engine {
+    /// A member answered our TCP ping while foca still waits for its probe's ack: hand foca
+    /// the ack the UDP path lost.
+    pub(super) fn tcp_answered(&mut self, target: Identity, number: foca::ProbeNumber) {
+        if !self.probes.tcp_answered(target, number) {
+            return;
+        }
+        let incarnation = self.incarnation_of(target).unwrap_or(0);
+        let Some(ack) = probe::synthetic_ack(target, incarnation, self.local(), number) else {
+            return;
+        };
+        debug!(member = %target.addr, "UDP probe unanswered, TCP ping answered: member is alive");
+        Stats::add(&self.stats.tcp_fallbacks, 1);
+        if let Err(error) = self.foca.handle_data(&ack, &mut self.runtime) {
+            debug!(%error, "the TCP ack was refused");
+        }
+    }
+
+    /// The member's gossip port refused a probe's TCP ping: nothing listens there, its process
+    /// is gone (`kill -9`, a crash). Suspect it now rather than at the end of the probe
+    /// period, and declare it down after `refused_down` unless it refutes meanwhile; a member
+    /// that is paused, partitioned or behind loss refuses nothing and gets foca's full
+    /// suspicion timeout.
+    pub(super) fn tcp_refused(&mut self, target: Identity, number: foca::ProbeNumber) {
+        if !self.probes.tcp_refused(target, number) {
+            return;
+        }
+        let Some(incarnation) = self.incarnation_of(target) else {
+            return;
+        };
+        debug!(member = %target.addr, "probe unanswered and its port refused a TCP ping: suspect");
+        let suspect = foca::Member::new(target, incarnation, State::Suspect);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(suspect), true, &mut self.runtime)
+        {
+            debug!(%error, "could not suspect the member");
+        }
+        let at = self.now + self.timings.refused_down;
+        self.timers.push(
+            at,
+            ticks::Tick::ConfirmDown {
+                target,
+                incarnation,
+            },
+        );
+    }
+
+    /// The probe RTT, stretched by the local health.
+    pub(super) fn probe_rtt(&self) -> Duration {
+        self.timings.probe_rtt * self.health.multiplier()
+    }
+
+    /// The probe period, stretched by the local health.
+    pub(super) fn probe_period(&self) -> Duration {
+        self.timings.probe_period * self.health.multiplier()
+    }
+
+    /// foca's config for the cluster size and the local health.
+    pub(super) fn foca_config(&self) -> foca::Config {
+        let mut config = self
+            .timings
+            .foca_config(self.cluster_size, packet_budget(&self.config));
+        config.probe_period = self.probe_period();
+        config.probe_rtt = self.probe_rtt();
+        config
+    }
+
+    /// Moves the local health score by `delta`; when it changed, foca's probe timings follow.
+    pub(super) fn health_changed(&mut self, delta: i8) {
+        if !self.health.apply(delta) {
+            return;
+        }
+        let score = self.health.score();
+        self.stats
+            .health_score
+            .store(u64::from(score), std::sync::atomic::Ordering::Relaxed);
+        debug!(score, "local health score changed");
+        if let Err(error) = self.foca.set_config(self.foca_config()) {
+            warn!(%error, "could not apply the local health to the probe timings");
+        }
+    }
+
+    /// foca's incarnation of a member it knows.
+    pub(super) fn incarnation_of(&self, id: Identity) -> Option<foca::Incarnation> {
+        self.foca
+            .iter_membership_state()
+            .find(|m| *m.id() == id)
+            .map(|m| m.incarnation())
+    }
+
+    /// The loop did not run for `lag` (the process was stopped, the host stalled): the
+    /// cluster may have started suspecting this node. Refute at once, before anyone acts:
+    /// telling foca it is suspected at its current incarnation makes it bump the incarnation
+    /// and gossip, and every message it sends from then on carries the refutation.
+    pub(super) fn stalled(&mut self, lag: Duration) {
+        if self.leave.left() || self.alone() {
+            return;
+        }
+        warn!(
+            lag_ms = outbox::ms(lag),
+            "the node did not run for a while; refuting any suspicion"
+        );
+        self.health_changed(2);
+        let me = foca::Member::new(self.local(), self.incarnation, State::Suspect);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(me), true, &mut self.runtime)
+        {
+            debug!(%error, "could not refute");
+        }
+    }
+}
