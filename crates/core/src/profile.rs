@@ -89,7 +89,7 @@ impl Profile {
                 reconnect_interval: Duration::from_secs(1),
                 retry_interval: Duration::from_millis(250),
                 retry_max_interval: Duration::from_secs(2),
-                refused_down: Duration::from_millis(800),
+                refused_down: Duration::from_millis(500),
                 stall: Duration::from_millis(800),
             },
             Profile::Wan => Timings {
