@@ -1,6 +1,7 @@
 //! Black-box tests: real `shoal` processes on loopback, driven through the CLI and the
 //! control API.
 
+mod accuracy;
 mod bad_input;
 mod discovery;
 mod handlers;

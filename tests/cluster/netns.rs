@@ -2,7 +2,7 @@
 //! hostname), on Linux bridges in a private "hub" namespace, with the default gossip and
 //! control ports. Needs root; skipped with a `SKIP:` line otherwise.
 
-mod lab;
+pub(crate) mod lab;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use lab::{Host, Lab, NsAgent, members_of_all};
 use shoal_testkit::poll;
 
-const PORT: u16 = 7948;
+pub(crate) const PORT: u16 = 7948;
 
 /// Checks that every agent lists exactly `expected` (name, status), each at its host's
 /// address; `Err` describes every difference.
-fn check_views(
+pub(crate) fn check_views(
     agents: &[NsAgent],
     hosts: &[Host],
     expected: impl Fn(&NsAgent) -> Vec<(String, &'static str)>,
@@ -65,7 +65,7 @@ fn check_views(
     }
 }
 
-fn all_alive(hosts: &[Host]) -> impl Fn(&NsAgent) -> Vec<(String, &'static str)> + '_ {
+pub(crate) fn all_alive(hosts: &[Host]) -> impl Fn(&NsAgent) -> Vec<(String, &'static str)> + '_ {
     |_| {
         hosts
             .iter()
@@ -75,7 +75,7 @@ fn all_alive(hosts: &[Host]) -> impl Fn(&NsAgent) -> Vec<(String, &'static str)>
 }
 
 /// The time of day, UTC, as `HH:MM:SS.mmm`, to find a moment in the agents' logs.
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -90,7 +90,7 @@ fn utc_now() -> String {
     )
 }
 
-fn wait_ready_all(agents: &mut [NsAgent]) {
+pub(crate) fn wait_ready_all(agents: &mut [NsAgent]) {
     for a in agents.iter_mut() {
         let ready = a
             .wait_ready(Duration::from_secs(10))

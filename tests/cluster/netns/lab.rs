@@ -247,6 +247,14 @@ impl Lab {
         must(&all);
     }
 
+    /// Runs `ARGS...` in the hub namespace (e.g. `iptables` on its FORWARD chain, which
+    /// bridged traffic between the hosts crosses once per packet); `Err` carries its stderr.
+    pub fn in_hub(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["ip", "netns", "exec", self.hub.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
     /// Whether `from` reaches `to` with one ping (1 s timeout); `None` without `ping`.
     pub fn ping(&self, from: &Host, to: Ipv4Addr) -> Option<bool> {
         if !installed("ping") {
@@ -361,11 +369,17 @@ impl NsAgent {
 
     /// `shoal members --format json` against this agent's control API (127.0.0.1:7373 in
     /// its namespace).
-    fn members_command(&self) -> Command {
+    pub fn members_command(&self) -> Command {
         let mut cmd = clean_command("ip");
         cmd.args(["netns", "exec", self.host.ns.as_str(), SHOAL])
             .args(["members", "--format", "json"]);
         cmd
+    }
+
+    /// The agent's process id: `ip netns exec`, `setpriv`, `unshare` and `sh -c "... exec"`
+    /// each exec the next, so the child is the `shoal` process itself.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The agent's log (its stderr) so far.
