@@ -17,16 +17,22 @@ use crate::identity::Identity;
 use crate::view::Stats;
 
 impl Engine {
-    /// A foca message: the probe watch sees it first (an ack of the probe under way); then
-    /// the sender's digest, if it carried one, is compared with ours.
-    fn swim(&mut self, payload: &[u8], digest: Option<u32>) -> Result<(), foca::Error> {
-        let header = super::probe::header(payload);
-        if let Some(h) = &header {
-            self.probes.received(h);
+    /// A foca message from `from` (the UDP source): the probe watch sees it first (an ack of
+    /// the probe under way); then the sender's digest, if it carried one, is compared with
+    /// ours. A push-pull goes to the UDP source, never to an address the payload names (a
+    /// forged payload must not make us connect to a third party).
+    fn swim(
+        &mut self,
+        from: SocketAddr,
+        payload: &[u8],
+        digest: Option<u32>,
+    ) -> Result<(), foca::Error> {
+        if let Some(h) = super::probe::header(payload) {
+            self.probes.received(&h);
         }
         let result = self.foca.handle_data(payload, &mut self.runtime);
-        if let (Some(h), Some(theirs), Ok(())) = (header, digest, &result) {
-            self.piggybacked_digest(h.src.addr, theirs);
+        if let (Some(theirs), Ok(())) = (digest, &result) {
+            self.piggybacked_digest(from, theirs);
         }
         result
     }
@@ -70,7 +76,7 @@ impl Engine {
             return;
         }
         let result = input::decode(packet).and_then(|datagram| match datagram {
-            Datagram::Swim(payload, digest) => match self.swim(payload, digest) {
+            Datagram::Swim(payload, digest) => match self.swim(from, payload, digest) {
                 // Not bad packets: news about our own old identity, and gossip while alone.
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 Err(error) => Err(DropReason::Swim(error)),
@@ -80,7 +86,7 @@ impl Engine {
                 Ok(())
             }
             Datagram::Digest(digest) => {
-                self.handle_digest(digest);
+                self.handle_digest(from, digest);
                 Ok(())
             }
         });
@@ -120,10 +126,12 @@ impl Engine {
         }
     }
 
-    fn handle_digest(&mut self, digest: Digest) {
+    /// A digest datagram (older agents send these): push-pull with its UDP source if ours
+    /// differs.
+    fn handle_digest(&mut self, from: SocketAddr, digest: Digest) {
         let ours = lock(&self.shared).table.digest();
         if digest.digest != ours && !self.leave.left() {
-            self.push_pull(digest.from.addr);
+            self.push_pull(from);
         }
     }
 }

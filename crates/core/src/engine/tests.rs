@@ -334,3 +334,19 @@ fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
     );
     assert_eq!(status_of(&engine, 2), None);
 }
+
+#[test]
+fn a_digest_makes_the_node_push_pull_with_its_udp_source_not_an_address_it_names() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.take_outbox();
+    let forged = Digest {
+        from: id(9, 1),
+        digest: 1,
+    };
+    let packet = envelope::seal(Kind::Digest, &postcard::to_stdvec(&forged).expect("encode"));
+    engine.handle_datagram(t0, addr(2), &packet);
+    let pp = engine.take_outbox().push_pulls;
+    assert_eq!(pp.len(), 1);
+    assert_eq!(pp[0].addrs, [addr(2)], "only the UDP source");
+}
