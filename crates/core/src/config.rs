@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::profile::Profile;
+use crate::profile::{Profile, Timings};
 
 /// The default gossip port (7946 belongs to Serf and Docker Swarm).
 pub const DEFAULT_PORT: u16 = 7948;
@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub tags: BTreeMap<String, String>,
     /// Timing profile.
     pub profile: Profile,
+    /// Timings that replace the profile's (for embedding and for measuring other settings,
+    /// as the simulator's trade-off table does); `None`: the profile's.
+    pub timings: Option<Timings>,
     /// Join targets (`ip:port` or `name:port`), resolved now and periodically.
     pub join: Vec<String>,
     /// Maximum join attempts while alone; 0 means no limit.
@@ -55,6 +58,7 @@ impl NodeConfig {
             advertise: None,
             tags: BTreeMap::new(),
             profile: Profile::Lan,
+            timings: None,
             join: Vec::new(),
             retry_max: 0,
             retry_interval: None,

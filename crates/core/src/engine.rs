@@ -128,7 +128,10 @@ impl Engine {
         validate_meta(&meta)?;
         let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
         let shared = Arc::new(Mutex::new(Shared { table, news: false }));
-        let timings = config.profile.timings();
+        let timings = config
+            .timings
+            .clone()
+            .unwrap_or_else(|| config.profile.timings());
         let foca = Foca::with_custom_broadcast(
             identity,
             timings.foca_config(1, packet_budget(&config)),
