@@ -532,6 +532,31 @@ impl Engine {
         }
     }
 
+    /// Tells foca that `id` is in `state` at `incarnation` (as a received update would),
+    /// gossiping it on; `what` names it in the log if foca refuses.
+    fn apply_one(
+        &mut self,
+        id: Identity,
+        incarnation: foca::Incarnation,
+        state: State,
+        what: &str,
+    ) {
+        let update = foca::Member::new(id, incarnation, state);
+        if let Err(error) = self
+            .foca
+            .apply_many(std::iter::once(update), true, &mut self.runtime)
+        {
+            debug!(%error, what, "foca refused an update");
+        }
+    }
+
+    /// True while foca lists `id` as suspect at `incarnation` (not refuted, not down).
+    fn is_suspect_at(&self, id: &Identity, incarnation: foca::Incarnation) -> bool {
+        self.foca
+            .iter_membership_state()
+            .any(|m| m.id() == id && m.state() == State::Suspect && m.incarnation() == incarnation)
+    }
+
     /// foca announces us to each address (the identity there is unknown: generation 0).
     fn announce_all(&mut self, addrs: &[SocketAddr]) {
         for addr in addrs {

@@ -117,13 +117,7 @@ impl Engine {
             return;
         }
         lock(&self.shared).table.apply_intent(id, false);
-        let down = foca::Member::new(id, foca::Incarnation::MAX, State::Down);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(down), true, &mut self.runtime)
-        {
-            debug!(%error, "applying a leave notice failed");
-        }
+        self.apply_one(id, foca::Incarnation::MAX, State::Down, "a leave notice");
     }
 
     /// A digest datagram (older agents send these): push-pull with its UDP source if ours

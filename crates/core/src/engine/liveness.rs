@@ -42,13 +42,7 @@ impl Engine {
             return;
         };
         debug!(member = %target.addr, "probe unanswered and its port refused a TCP ping: suspect");
-        let suspect = foca::Member::new(target, incarnation, State::Suspect);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(suspect), true, &mut self.runtime)
-        {
-            debug!(%error, "could not suspect the member");
-        }
+        self.apply_one(target, incarnation, State::Suspect, "a refused probe");
         let at = self.now + self.timings.refused_down;
         self.timers.push(
             at,
@@ -115,12 +109,12 @@ impl Engine {
             "the node did not run for a while; refuting any suspicion"
         );
         self.health_changed(2);
-        let me = foca::Member::new(self.local(), self.incarnation, State::Suspect);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(me), true, &mut self.runtime)
-        {
-            debug!(%error, "could not refute");
-        }
+        let (me, incarnation) = (self.local(), self.incarnation);
+        self.apply_one(
+            me,
+            incarnation,
+            State::Suspect,
+            "a refutation after a stall",
+        );
     }
 }

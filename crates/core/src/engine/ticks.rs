@@ -77,9 +77,7 @@ impl Engine {
         else {
             return false;
         };
-        let still_suspect = self.foca.iter_membership_state().any(|m| {
-            m.id() == member_id && m.state() == State::Suspect && m.incarnation() == *incarnation
-        });
+        let still_suspect = self.is_suspect_at(member_id, *incarnation);
         if !still_suspect {
             debug!(member = ?member_id, "suspicion refuted before its timeout; no down, no TurnUndead");
         }
@@ -87,20 +85,16 @@ impl Engine {
     }
 
     fn confirm_down(&mut self, target: Identity, incarnation: foca::Incarnation) {
-        let still_suspect = self.foca.iter_membership_state().any(|m| {
-            *m.id() == target && m.state() == State::Suspect && m.incarnation() == incarnation
-        });
-        if !still_suspect || self.leave.left() {
+        if !self.is_suspect_at(&target, incarnation) || self.leave.left() {
             return;
         }
         debug!(member = %target.addr, "a member that refused connections did not refute: down");
-        let down = foca::Member::new(target, incarnation, State::Down);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(down), true, &mut self.runtime)
-        {
-            debug!(%error, "could not declare the member down");
-        }
+        self.apply_one(
+            target,
+            incarnation,
+            State::Down,
+            "a down after a refused probe",
+        );
     }
 
     fn probe_fallback(&mut self, number: foca::ProbeNumber) {
