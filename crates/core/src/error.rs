@@ -70,6 +70,10 @@ pub enum DropReason {
         /// The decoder's message.
         error: postcard::Error,
     },
+    /// A message about a member that did not come from that member (its address and its
+    /// current identity).
+    #[error("{0} not sent by the member it names")]
+    NotFromMember(&'static str),
     /// Shorter than the kind's fixed fields.
     #[error("truncated {0}")]
     Truncated(&'static str),

@@ -81,10 +81,7 @@ impl Engine {
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 Err(error) => Err(DropReason::Swim(error)),
             },
-            Datagram::Leave(id) => {
-                self.member_left(id);
-                Ok(())
-            }
+            Datagram::Leave(id) => self.member_left(from, id),
             Datagram::Digest(digest) => {
                 self.handle_digest(from, digest);
                 Ok(())
@@ -111,13 +108,19 @@ impl Engine {
     }
 
     /// A member told us directly that it left: its intent, then its down, as gossip would
-    /// bring them (foca ignores the down if it knows a newer identity at that address).
-    fn member_left(&mut self, id: Identity) {
+    /// bring them. Only the member itself may say so: the notice must come from its gossip
+    /// address and name the identity foca knows there (a forged notice, say with a huge
+    /// generation, is dropped; the leave still arrives by gossip).
+    fn member_left(&mut self, from: SocketAddr, id: Identity) -> Result<(), DropReason> {
         if id.addr == self.local().addr {
-            return;
+            return Ok(());
+        }
+        if from != id.addr || self.incarnation_of(id).is_none() {
+            return Err(DropReason::NotFromMember("leave notice"));
         }
         lock(&self.shared).table.apply_intent(id, false);
         self.apply_one(id, foca::Incarnation::MAX, State::Down, "a leave notice");
+        Ok(())
     }
 
     /// A digest datagram (older agents send these): push-pull with its UDP source if ours

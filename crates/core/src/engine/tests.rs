@@ -233,6 +233,23 @@ fn a_direct_leave_notice_marks_the_member_left() {
 }
 
 #[test]
+fn a_leave_notice_not_from_the_member_itself_changes_nothing() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    learn(&mut engine, t0, id(2, 1), "b");
+    let from_elsewhere = leave::notice(id(2, 1)).expect("encode");
+    engine.handle_datagram(t0, addr(3), &from_elsewhere);
+    let huge_generation = leave::notice(id(2, u64::MAX)).expect("encode");
+    engine.handle_datagram(t0, addr(2), &huge_generation);
+    assert_eq!(status_of(&engine, 2), Some(Status::Alive));
+    let dropped = engine
+        .stats
+        .packets_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dropped, 2);
+}
+
+#[test]
 fn an_operator_join_resolves_push_pulls_and_answers_with_the_count() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
