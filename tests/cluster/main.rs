@@ -8,4 +8,5 @@ mod harness;
 mod membership;
 mod netns;
 mod supervise;
+mod tags;
 mod templates;

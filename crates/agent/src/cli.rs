@@ -29,6 +29,8 @@ pub enum Command {
     Leave(ClientArgs),
     /// Mark a failed member as left, everywhere.
     ForceLeave(ForceLeaveArgs),
+    /// Change the agent's tags at runtime; every member sees them (`member-update`).
+    Tags(TagsArgs),
     /// Show the agent's own state and counters.
     Info(InfoArgs),
     /// Print the version.
@@ -59,6 +61,10 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub tags: Vec<String>,
+    /// Keep the tags in this JSON file: rewritten after every `shoal tags` change, and read at
+    /// start, where it wins over --tag and the config file's tags.
+    #[arg(long, env = "SHOAL_TAGS_FILE", value_name = "PATH")]
+    pub tags_file: Option<PathBuf>,
     /// An event handler: [FILTER=]SCRIPT, run with `sh -c` (Serf's syntax). Repeatable.
     #[arg(
         long = "event-handler",
@@ -201,4 +207,27 @@ pub struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// Flags of `shoal tags`.
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// A tag to add or change, KEY=VALUE. Repeatable.
+    #[arg(long = "set", value_name = "K=V", value_parser = key_value,
+          required_unless_present = "delete")]
+    pub set: Vec<(String, String)>,
+    /// A tag key to remove (after the --set ones are applied). Repeatable.
+    #[arg(long = "delete", value_name = "K")]
+    pub delete: Vec<String>,
+}
+
+/// `KEY=VALUE` with a non-empty key.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }

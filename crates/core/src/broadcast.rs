@@ -1,5 +1,10 @@
 //! Application broadcasts carried by foca: member meta (name + tags), leave intents and
 //! operator force-leaves; and the foca [`BroadcastHandler`] that feeds them to the table.
+//!
+//! A meta too large for one datagram (tags may take up to [`MAX_TAGS_LEN`] bytes, more than
+//! foca's per-packet budget) travels as a small [`Broadcast::MetaChanged`] instead: receivers
+//! that hold an older meta of that member push-pull with it ([`Shared::fetch`]) and get the
+//! whole meta from its state.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,8 +18,9 @@ use crate::membership::{Membership, Meta};
 
 /// Longest node name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
-/// Largest total size of a member's tags (keys + values), in bytes (Serf's limit).
-pub const MAX_TAGS_LEN: usize = 512;
+/// Largest total size of a member's tags (keys + values), in bytes. Serf allows 512; shoal
+/// carries larger sets by push-pull (see the module docs).
+pub const MAX_TAGS_LEN: usize = 4096;
 
 /// One custom broadcast item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +31,14 @@ pub enum Broadcast {
     Leave(Identity),
     /// An operator declared this failed member gone (`shoal force-leave`).
     ForceLeave(Identity),
+    /// The member's meta is now at this version but too large to gossip: fetch it by
+    /// push-pull from the member.
+    MetaChanged {
+        /// Whose meta changed.
+        id: Identity,
+        /// Its new version.
+        version: u64,
+    },
 }
 
 impl Broadcast {
@@ -107,6 +121,20 @@ pub struct Shared {
     pub table: Membership,
     /// Set when a received item was news, so the owner forwards it at once.
     pub news: bool,
+    /// Members whose newer meta was announced but not carried ([`Broadcast::MetaChanged`]):
+    /// the owner push-pulls with each, then clears this.
+    pub fetch: Vec<SocketAddr>,
+}
+
+impl Shared {
+    /// The shared state around `table`.
+    pub fn new(table: Membership) -> Self {
+        Self {
+            table,
+            news: false,
+            fetch: Vec::new(),
+        }
+    }
 }
 
 /// Locks the shared state. Poisoning means the owner panicked mid-update; the table is then
@@ -154,6 +182,13 @@ impl BroadcastHandler<Identity> for ItemHandler {
                 BroadcastKey::Leave(id.addr, id.generation),
                 shared.table.apply_intent(id, true),
             ),
+            Broadcast::MetaChanged { id, version } => {
+                let news = shared.table.announce_meta(id, version);
+                if news && sender.is_some() {
+                    shared.fetch.push(id.addr);
+                }
+                (BroadcastKey::Meta(id.addr, (id.generation, version)), news)
+            }
         };
         // Our own items (no sender) are always queued; received ones only when they were news,
         // so a known item is never re-gossiped forever.
@@ -186,8 +221,10 @@ mod tests {
             id: Identity::new("127.0.0.1:1".parse().expect("addr")),
             version: 0,
             name: "n".into(),
-            tags: BTreeMap::from([("k".into(), "v".repeat(600))]),
+            tags: BTreeMap::from([("k".into(), "v".repeat(MAX_TAGS_LEN))]),
         };
-        assert_eq!(validate_meta(&meta), Err(MetaError::TagsTooLarge(601)));
+        let err = validate_meta(&meta).expect_err("over the limit");
+        assert_eq!(err, MetaError::TagsTooLarge(MAX_TAGS_LEN + 1));
+        assert_eq!(err.to_string(), "tags take 4097 bytes; the limit is 4096");
     }
 }

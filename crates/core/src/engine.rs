@@ -26,6 +26,7 @@ mod rejoin;
 mod suspicion;
 mod ticks;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -115,7 +116,7 @@ impl Engine {
         };
         validate_meta(&meta)?;
         let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
-        let shared = Arc::new(Mutex::new(Shared { table, news: false }));
+        let shared = Arc::new(Mutex::new(Shared::new(table)));
         let timings = config.profile.timings();
         let foca = Foca::with_custom_broadcast(
             identity,
@@ -195,7 +196,7 @@ impl Engine {
     pub(crate) fn start(&mut self, now: Instant) {
         self.now = now;
         let local_meta = lock(&self.shared).table.local_meta().clone();
-        self.broadcast(Broadcast::Meta(local_meta));
+        self.broadcast_meta(local_meta);
         self.timers
             .push(now + self.timings.sync_interval, Tick::Sync);
         self.timers
@@ -294,8 +295,8 @@ impl Engine {
             Command::ForceLeave { name, reply } => {
                 let _ = reply.send(self.force_leave(&name));
             }
-            Command::SetTags { tags, reply } => {
-                let _ = reply.send(self.set_tags(tags));
+            Command::UpdateTags { set, delete, reply } => {
+                let _ = reply.send(self.update_tags(set, &delete));
             }
             Command::GetState { reply } => {
                 let _ = reply.send(self.state());
@@ -393,17 +394,27 @@ impl Engine {
         Ok(())
     }
 
-    fn set_tags(
+    /// Sets and deletes local tags (deletions last); returns the tags now in effect. An
+    /// update that changes nothing is not gossiped.
+    fn update_tags(
         &mut self,
-        tags: std::collections::BTreeMap<String, String>,
-    ) -> Result<(), CommandError> {
+        set: BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<BTreeMap<String, String>, CommandError> {
         let mut candidate = lock(&self.shared).table.local_meta().clone();
-        candidate.tags = tags.clone();
+        candidate.tags.extend(set);
+        for key in delete {
+            candidate.tags.remove(key);
+        }
         validate_meta(&candidate)?;
-        let meta = lock(&self.shared).table.set_local_tags(tags);
-        self.broadcast(Broadcast::Meta(meta));
+        if candidate.tags == lock(&self.shared).table.local_meta().tags {
+            return Ok(candidate.tags);
+        }
+        let meta = lock(&self.shared).table.set_local_tags(candidate.tags);
+        let tags = meta.tags.clone();
+        self.broadcast_meta(meta);
         self.gossip_now();
-        Ok(())
+        Ok(tags)
     }
 
     fn apply_state(&mut self, state: SyncState) {
@@ -483,6 +494,30 @@ impl Engine {
             Ok(Err(error)) => warn!(%error, "broadcast refused by gossip layer"),
             Err(error) => warn!(%error, "broadcast could not be encoded"),
         }
+    }
+
+    /// Gossips our meta: whole when it fits in half a datagram, else as a
+    /// [`Broadcast::MetaChanged`] announcement that makes receivers fetch it by push-pull.
+    fn broadcast_meta(&mut self, meta: Meta) {
+        let whole = Broadcast::Meta(meta);
+        let fits = whole
+            .encode()
+            .is_ok_and(|data| data.len() <= packet_budget(&self.config) / 2);
+        if fits {
+            self.broadcast(whole);
+            return;
+        }
+        let Broadcast::Meta(meta) = whole else {
+            return;
+        };
+        debug!(
+            version = meta.version,
+            "meta too large to gossip; announcing its version"
+        );
+        self.broadcast(Broadcast::MetaChanged {
+            id: meta.id,
+            version: meta.version,
+        });
     }
 
     fn gossip_now(&mut self) {

@@ -142,6 +142,9 @@ struct Entry {
     told_failed: bool,
     /// When it went down.
     down_since: Option<Instant>,
+    /// The newest `(generation, version)` of its meta announced without the meta itself (too
+    /// large to gossip); `meta` is current once it reaches this.
+    announced: Option<(u64, u64)>,
 }
 
 impl Entry {
@@ -157,6 +160,7 @@ impl Entry {
             joined: false,
             told_failed: false,
             down_since: None,
+            announced: None,
         }
     }
 
@@ -559,12 +563,34 @@ impl Membership {
             .collect()
     }
 
-    /// True when the member at `id.addr` has a meta for `id`'s generation or newer.
+    /// True when the member at `id.addr` has a meta for `id`'s generation or newer, and none
+    /// newer was announced without being carried ([`Self::announce_meta`]).
     pub fn has_current_meta(&self, id: Identity) -> bool {
-        self.entries
-            .get(&id.addr)
-            .and_then(|e| e.meta.as_ref())
-            .is_some_and(|m| m.id.generation >= id.generation)
+        self.entries.get(&id.addr).is_some_and(|e| {
+            e.meta.as_ref().is_some_and(|m| {
+                m.id.generation >= id.generation && e.announced.is_none_or(|a| m.order() >= a)
+            })
+        })
+    }
+
+    /// The member `id` announced that its meta is now at `version` (the meta itself was too
+    /// large to gossip). Returns true when that is newer than what is known or announced: the
+    /// caller then fetches it by push-pull.
+    pub fn announce_meta(&mut self, id: Identity, version: u64) -> bool {
+        if id.addr == self.local {
+            return false;
+        }
+        let order = (id.generation, version);
+        let entry = self
+            .entries
+            .entry(id.addr)
+            .or_insert_with(|| Entry::new(id));
+        let known = entry.meta.as_ref().map(Meta::order).max(entry.announced);
+        if known.is_some_and(|k| k >= order) {
+            return false;
+        }
+        entry.announced = Some(order);
+        true
     }
 
     /// A digest of the membership that matters: identities that are up with their meta

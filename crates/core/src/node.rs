@@ -104,9 +104,15 @@ impl NodeHandle {
             .await?
     }
 
-    /// Replaces the local tags and gossips them.
-    pub async fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), CommandError> {
-        self.ask(|reply| Command::SetTags { tags, reply }).await?
+    /// Sets the tags in `set`, then deletes those in `delete`, and gossips the result to every
+    /// member; returns the tags now in effect. Over the size limit nothing changes.
+    pub async fn update_tags(
+        &self,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<BTreeMap<String, String>, CommandError> {
+        self.ask(|reply| Command::UpdateTags { set, delete, reply })
+            .await?
     }
 
     /// Stops the owner and its tasks (without leaving: call [`Self::leave`] first) and waits,

@@ -258,13 +258,29 @@ impl Sim {
         at: SocketAddr,
         targets: Vec<String>,
     ) -> oneshot::Receiver<Result<usize, CommandError>> {
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
+        self.command_now(at, Command::Join { targets, reply });
+        rx
+    }
+
+    /// An operator's `shoal tags --set ... --delete ...` at the node at `at`; the answer (the
+    /// tags now in effect) is on the receiver at once.
+    pub fn update_tags(
+        &mut self,
+        at: SocketAddr,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> oneshot::Receiver<Result<BTreeMap<String, String>, CommandError>> {
+        let (reply, rx) = oneshot::channel();
+        self.command_now(at, Command::UpdateTags { set, delete, reply });
+        rx
+    }
+
+    fn command_now(&mut self, at: SocketAddr, cmd: Command) {
         if let Some(node) = self.nodes.get_mut(&at) {
-            node.engine
-                .handle_command(self.now, Command::Join { targets, reply: tx });
+            node.engine.handle_command(self.now, cmd);
             self.flush(at);
         }
-        rx
     }
 
     /// Simulated DNS: [`CLUSTER_NAME`] resolves to every node's address, an `ip:port` to

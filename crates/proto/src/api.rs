@@ -47,6 +47,25 @@ pub struct ForceLeaveRequest {
     pub node: String,
 }
 
+/// `POST /v1/tags` body: tags to set, then tags to delete (both optional, not both empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagsRequest {
+    /// Tags to add or change.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys to remove (applied after `set`).
+    #[serde(default)]
+    pub delete: Vec<String>,
+}
+
+/// `POST /v1/tags` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagsResponse {
+    /// The agent's tags now.
+    pub tags: BTreeMap<String, String>,
+}
+
 /// Answer of requests with nothing else to say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OkResponse {

@@ -5,7 +5,8 @@
 //! - [`client`]: [`Client`], used by the `shoal` CLI; `curl` works just as well.
 //!
 //! Endpoints (HTTP/1.1, JSON, loopback by default):
-//! `GET /v1/members`, `POST /v1/join`, `POST /v1/leave`, `POST /v1/force-leave`, `GET /v1/info`.
+//! `GET /v1/members`, `POST /v1/join`, `POST /v1/leave`, `POST /v1/force-leave`, `POST /v1/tags`,
+//! `GET /v1/info`.
 //! Errors are `{"error":{"code":"...","message":"..."}}` with a stable `code`.
 
 pub mod api;

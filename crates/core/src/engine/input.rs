@@ -27,10 +27,11 @@ pub(crate) enum Command {
         name: String,
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
-    /// Replace the local tags.
-    SetTags {
-        tags: BTreeMap<String, String>,
-        reply: oneshot::Sender<Result<(), CommandError>>,
+    /// Set some local tags, then delete others; answered with the tags now in effect.
+    UpdateTags {
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        reply: oneshot::Sender<Result<BTreeMap<String, String>, CommandError>>,
     },
     /// Our state, for the answer to an inbound push-pull.
     GetState { reply: oneshot::Sender<SyncState> },

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 
 use foca::OwnedNotification;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Engine;
 use super::ticks::Tick;
-use crate::broadcast::{Broadcast, lock};
+use crate::broadcast::lock;
 use crate::envelope::{self, Kind};
 use crate::identity::Identity;
 use crate::view::View;
@@ -43,6 +43,7 @@ impl Engine {
             }
             break;
         }
+        self.fetch_announced_metas();
         self.publish();
     }
 
@@ -90,7 +91,7 @@ impl Engine {
                     generation = id.generation,
                     "declared down by the cluster; rejoined"
                 );
-                self.broadcast(Broadcast::Meta(meta));
+                self.broadcast_meta(meta);
                 if self.alone() {
                     // The new identity is accepted where the old one was down: try at once.
                     self.rejoin.hurry();
@@ -102,6 +103,18 @@ impl Engine {
                 }
                 true
             }
+        }
+    }
+
+    /// Push-pulls with each member that announced a meta too large to gossip.
+    fn fetch_announced_metas(&mut self) {
+        let fetch = std::mem::take(&mut lock(&self.shared).fetch);
+        if self.leave.left() || fetch.is_empty() {
+            return;
+        }
+        debug!(count = fetch.len(), "fetching announced metas by push-pull");
+        for addr in fetch {
+            self.push_pull_to(vec![addr], None);
         }
     }
 

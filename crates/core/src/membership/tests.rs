@@ -246,3 +246,26 @@ fn a_member_back_under_its_name_at_a_new_address_replaces_its_dead_entry() {
     assert_eq!(rows[0].addr.port(), 3);
     assert_eq!(rows[0].status, Status::Alive);
 }
+
+#[test]
+fn an_announced_meta_version_makes_the_known_meta_stale_until_it_arrives() {
+    let mut t = table();
+    let other = id(2, 1);
+    t.member_up(other);
+    assert!(t.apply_meta(meta(2, 1, 0, "b")));
+    assert!(t.has_current_meta(other));
+    assert!(t.announce_meta(other, 3), "newer version is news");
+    assert!(
+        !t.announce_meta(other, 3),
+        "the same announcement twice is not"
+    );
+    assert!(!t.announce_meta(other, 2), "nor an older one");
+    assert!(!t.has_current_meta(other), "stale until version 3 arrives");
+    assert!(t.apply_meta(meta(2, 1, 3, "b")));
+    assert!(t.has_current_meta(other));
+    assert!(!t.announce_meta(other, 3), "already have it");
+    assert!(
+        !t.announce_meta(id(1, 1), 9),
+        "own announcements are ignored"
+    );
+}

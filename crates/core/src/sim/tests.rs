@@ -191,6 +191,44 @@ fn operator_joins_go_through_the_engine_and_merge_nodes_that_started_alone() {
 }
 
 #[test]
+fn a_tag_set_too_large_for_a_datagram_reaches_every_node_with_an_update() {
+    let mut sim = Sim::new(11, 6, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let big: BTreeMap<String, String> = (0..16)
+        .map(|i| (format!("key{i:02}"), "v".repeat(250)))
+        .collect();
+    let size: usize = big.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(
+        size > 4000 && size <= crate::broadcast::MAX_TAGS_LEN,
+        "{size}"
+    );
+    let n0 = Sim::addr(0);
+    let mut answer = sim.update_tags(n0, big.clone(), Vec::new());
+    assert_eq!(answer.try_recv().expect("answered").expect("accepted"), big);
+    sim.run_until(Duration::from_secs(8));
+    for at in sim.live() {
+        let view = sim.view(at).expect("live");
+        let row = view.members.iter().find(|m| m.addr == n0).expect("listed");
+        assert_eq!(row.tags, big, "at {at}");
+        if at != n0 {
+            let updated = sim.events(at).iter().any(|e| {
+                matches!(e, Event::Member { kind: MemberEventKind::Update, member } if member.addr == n0)
+            });
+            assert!(updated, "no member-update at {at}");
+        }
+    }
+    let over: BTreeMap<String, String> = BTreeMap::from([("k".into(), "v".repeat(5000))]);
+    let every_key: Vec<String> = big.keys().cloned().collect();
+    let mut answer = sim.update_tags(n0, over, every_key);
+    let err = answer.try_recv().expect("answered").expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("tags take 5001 bytes; the limit is 4096"),
+        "{err}"
+    );
+}
+
+#[test]
 #[ignore]
 fn debug_seed() {
     let seed: u64 = std::env::var("SEED")
