@@ -39,22 +39,6 @@ fn a_config_file_with_a_typo_is_reported_with_its_path() {
 }
 
 #[test]
-fn a_join_name_that_does_not_resolve_is_retried_with_a_warning() {
-    let a = Agent::start("ra", &["--join", "no-such-host.invalid:7948"]);
-    let warned = || a.log().matches("does not resolve").count() >= 2;
-    assert!(
-        wait_until(Duration::from_secs(10), warned),
-        "log:\n{}",
-        a.log()
-    );
-    assert_eq!(a.count_alive(), 1, "still running and answering");
-    // It can still be joined by others.
-    let b = Agent::start("rb", &["--join", &a.join_arg()]);
-    assert!(wait_until(Duration::from_secs(5), || a.count_alive() == 2
-        && b.count_alive() == 2));
-}
-
-#[test]
 fn random_bytes_on_the_gossip_port_are_dropped_and_counted() {
     let a = Agent::start("ga", &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -1,34 +1,30 @@
 //! Runs real `shoal` processes on loopback: port 0, the readiness line, polling with a
 //! deadline, kill on drop, and the agent's log printed when a test fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::Duration;
 
 use shoal_proto::{Client, ClientError, InfoResponse, MemberInfo, MembersResponse};
+pub use shoal_testkit::wait_until;
+use shoal_testkit::{clean_command, print_log_tail, spawn_and_read_ready};
 
+/// The `shoal` binary cargo built for these tests.
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// Longest wait for an agent's readiness line.
+const READY_LIMIT: Duration = Duration::from_secs(10);
 
+/// One `shoal agent` on loopback (port 0), with its own temporary directory for its log.
+/// Killed on drop; the log's tail is printed if the test is panicking.
 pub struct Agent {
+    /// The node name (`--node`).
     pub name: String,
+    /// The bound gossip address, from the readiness line.
     pub gossip: SocketAddr,
+    /// The bound control-API address, from the readiness line.
     pub control: SocketAddr,
     child: Child,
     log: PathBuf,
@@ -42,6 +38,7 @@ impl Agent {
         Self::try_start(name, args).unwrap_or_else(|e| panic!("agent {name} did not start: {e}"))
     }
 
+    /// [`Agent::start`], with the reason (and the log) as `Err` if it did not start.
     pub fn try_start(name: &str, args: &[&str]) -> Result<Agent, String> {
         Self::try_start_wrapped(&[], name, args)
     }
@@ -72,53 +69,27 @@ impl Agent {
             None => (SHOAL, &[]),
         };
         let shoal: &[&str] = if wrapper.is_empty() { &[] } else { &[SHOAL] };
-        let mut child = Command::new(program)
-            .args(pre)
+        let mut cmd = clean_command(program);
+        cmd.args(pre)
             .args(shoal)
             .args(["agent", "--node", name, "--control", "127.0.0.1:0"])
             .args(bind)
             .args(profile)
             .args(["--log-level", "info,shoal=debug"])
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(format!("no readiness line; log:\n{text}"));
-            }
-        };
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
-        let addr = |k: &str| -> Result<SocketAddr, String> {
-            ready["ready"][k]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or(format!("readiness line lacks {k}: {line}"))
-        };
+            .stderr(log_file);
+        let (child, ready) = spawn_and_read_ready(&mut cmd, READY_LIMIT).map_err(|e| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("{e}; log:\n{text}")
+        })?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Agent {
             name: name.to_string(),
-            gossip: addr("gossip")?,
-            control: addr("control")?,
+            gossip: ready.gossip,
+            control: ready.control,
             child,
             log,
             _dir: dir,
@@ -126,10 +97,12 @@ impl Agent {
         })
     }
 
+    /// What other agents pass to `--join` to join this one.
     pub fn join_arg(&self) -> String {
         self.gossip.to_string()
     }
 
+    /// The pid of the agent process (of the wrapper, when started under one).
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -138,12 +111,14 @@ impl Agent {
         Client::new(self.control.to_string())
     }
 
+    /// `GET /v1/members`.
     pub fn try_members(&self) -> Result<Vec<MemberInfo>, ClientError> {
         self.rt
             .block_on(self.client().get::<MembersResponse>("/v1/members"))
             .map(|r| r.members)
     }
 
+    /// `GET /v1/info`; panics if the agent does not answer.
     pub fn info(&self) -> InfoResponse {
         self.rt
             .block_on(self.client().get::<InfoResponse>("/v1/info"))
@@ -159,16 +134,19 @@ impl Agent {
             .map(|m| m.status)
     }
 
+    /// How many members this agent lists `alive` (0 if it does not answer).
     pub fn count_alive(&self) -> usize {
         self.try_members()
             .map(|ms| ms.iter().filter(|m| m.status == "alive").count())
             .unwrap_or(0)
     }
 
+    /// Sends `sig` to the agent process.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal");
     }
 
+    /// SIGKILL, and reaps the process.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -184,6 +162,7 @@ impl Agent {
         status
     }
 
+    /// The agent's log (its stderr) so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -194,12 +173,7 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("---- log of agent {} (last 60 lines) ----", self.name);
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
+            print_log_tail(&format!("log of agent {}", self.name), &self.log, 60);
         }
     }
 }
@@ -226,7 +200,11 @@ pub fn read(path: &Path) -> Option<String> {
 
 /// Runs the `shoal` CLI; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(SHOAL).args(args).output().expect("run shoal");
+    let out = clean_command(SHOAL)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shoal");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

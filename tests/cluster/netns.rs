@@ -7,7 +7,8 @@ mod lab;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use lab::{Host, Lab, NsAgent, members_of_all, poll};
+use lab::{Host, Lab, NsAgent, members_of_all};
+use shoal_testkit::poll;
 
 const PORT: u16 = 7948;
 
@@ -435,5 +436,64 @@ fn five_agents_in_separate_namespaces_find_each_other_with_discover_and_no_addre
             panic!("the agent of cluster othernet does not list only itself:\n{why}");
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How many members `agent` lists alive (0 if it does not answer).
+fn count_alive(agent: &NsAgent) -> usize {
+    members_of_all(std::slice::from_ref(agent))
+        .pop()
+        .and_then(Result::ok)
+        .map_or(0, |ms| ms.iter().filter(|m| m.status == "alive").count())
+}
+
+/// In a lab host, where no DNS server is reachable (see [`Lab::host`]), so the lookup fails
+/// at once and the test never asks the machine's resolver.
+#[test]
+fn a_join_name_that_does_not_resolve_is_retried_with_a_warning() {
+    let Some(mut lab) = Lab::new(
+        "a_join_name_that_does_not_resolve_is_retried_with_a_warning",
+        4,
+    ) else {
+        return;
+    };
+    lab.bridge("br0");
+    let host_a = lab.host("br0", "ra");
+    let host_b = lab.host("br0", "rb");
+    let args = [
+        "agent",
+        "--profile",
+        "local",
+        "--join",
+        "no-such-host.invalid:7948",
+    ];
+    let mut a = vec![lab.spawn_agent(&host_a, &args)];
+    wait_ready_all(&mut a);
+    let warned = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let warnings = a[0].log().matches("does not resolve").count();
+        if warnings >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{warnings} warnings"))
+        }
+    });
+    if let Err((why, _)) = warned {
+        panic!("{why}; log:\n{}", a[0].log());
+    }
+    assert_eq!(count_alive(&a[0]), 1, "still running and answering");
+    // It can still be joined by others.
+    let seed = format!("{}:{PORT}", host_a.ip);
+    let mut b = vec![lab.spawn_agent(&host_b, &["agent", "--profile", "local", "--join", &seed])];
+    wait_ready_all(&mut b);
+    let joined = poll(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || match (count_alive(&a[0]), count_alive(&b[0])) {
+            (2, 2) => Ok(()),
+            (x, y) => Err(format!("ra lists {x} alive, rb {y}")),
+        },
+    );
+    if let Err((why, _)) = joined {
+        panic!("rb did not join ra: {why}");
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_core::NodeHandle;
+use shoal_proto::{Ready, ReadyLine};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -61,14 +62,17 @@ async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot bind control address {}", cfg.control))?;
     let control_addr = control.local_addr().context("control address")?;
     let (node, events) = shoal_core::start(node_cfg).await?;
+    let ready = ReadyLine {
+        ready: Ready {
+            advertise: node.advertise_addr(),
+            control: control_addr,
+            gossip: node.local_addr(),
+            name: cfg.node.name.clone(),
+        },
+    };
     println!(
         "{}",
-        serde_json::json!({"ready": {
-            "name": cfg.node.name,
-            "gossip": node.local_addr().to_string(),
-            "advertise": node.advertise_addr().to_string(),
-            "control": control_addr.to_string(),
-        }})
+        serde_json::to_string(&ready).context("serialize the readiness line")?
     );
     info!(name = %cfg.node.name, gossip = %node.local_addr(), advertise = %node.advertise_addr(),
           control = %control_addr, profile = %cfg.node.profile, "agent ready");

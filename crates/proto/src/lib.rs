@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`api`]: request and response bodies, one struct per endpoint, and the error body.
 //! - [`client`]: [`Client`], used by the `shoal` CLI; `curl` works just as well.
+//! - [`ready`]: [`ReadyLine`], the first line `shoal agent` prints on stdout.
 //!
 //! Endpoints (HTTP/1.1, JSON, loopback by default):
 //! `GET /v1/members`, `POST /v1/join`, `POST /v1/leave`, `POST /v1/force-leave`, `POST /v1/tags`,
@@ -11,9 +12,11 @@
 
 pub mod api;
 pub mod client;
+pub mod ready;
 
 pub use api::*;
 pub use client::{Client, ClientError};
+pub use ready::{Ready, ReadyLine};
 
 /// The default control address.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:7373";

@@ -4,15 +4,16 @@
 //! so tests in parallel (and other test processes) never collide; `Drop` kills what runs in
 //! the namespaces, deletes them and their `/etc/netns` directories, also when a test panics.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal_proto::{MemberInfo, MembersResponse};
+use shoal_proto::{MemberInfo, Ready};
+use shoal_testkit::{
+    ReadyReader, clean_command, members_of_all_cli, print_log_tail, spawn_with_ready,
+};
 
 use crate::harness::SHOAL;
 
@@ -45,18 +46,6 @@ fn run(args: &[&str]) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
-}
-
-/// A command without the caller's `SHOAL_*` variables (a `SHOAL_JOIN` or `SHOAL_CONTROL` in
-/// the developer's shell must not reach the agents or the CLI).
-fn clean_command(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SHOAL_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
 }
 
 /// Runs a setup command that must succeed.
@@ -111,11 +100,16 @@ fn remove_stale() {
 /// One host: a namespace with `lo` and `eth0` up.
 #[derive(Debug, Clone)]
 pub struct Host {
+    /// The namespace's name (for `ip netns exec`).
     pub ns: String,
+    /// The address of its `eth0`.
     pub ip: Ipv4Addr,
+    /// Its hostname, which is also its agent's default node name.
     pub hostname: String,
 }
 
+/// The network of one test: the hub namespace, its bridges and the host namespaces.
+/// Everything is deleted on drop.
 pub struct Lab {
     prefix: String,
     hub: String,
@@ -193,8 +187,9 @@ impl Lab {
     }
 
     /// A new host namespace on `bridge`, address 10.201.SUBNET.(K+1)/24 for the K-th host,
-    /// with a default route through its `eth0` (it leads only to the hub's bridges) and its
-    /// own `/etc/netns/NS/hosts` (see [`Self::write_hosts`]).
+    /// with a default route through its `eth0` (it leads only to the hub's bridges), its
+    /// own `/etc/netns/NS/hosts` (see [`Self::write_hosts`]) and a `resolv.conf` that points
+    /// at its own loopback, where no DNS server runs: names resolve from `hosts` or not at all.
     pub fn host(&mut self, bridge: &str, hostname: &str) -> Host {
         let k = self.hosts;
         self.hosts += 1;
@@ -220,6 +215,10 @@ impl Lab {
         must(&["ip", "-n", &ns, "route", "add", "default", "dev", "eth0"]);
         let etc = PathBuf::from("/etc/netns").join(&ns);
         std::fs::create_dir_all(&etc).expect("create /etc/netns/NS");
+        // No resolver: `nameserver 127.0.0.1` in a namespace where nothing listens on port 53,
+        // so a DNS lookup is refused at once and never reaches the machine's resolver.
+        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n")
+            .expect("write /etc/netns/NS/resolv.conf");
         self.etc_dirs.push(etc);
         let host = Host {
             ns,
@@ -273,8 +272,8 @@ impl Lab {
         } else {
             &[]
         };
-        let mut child = clean_command("ip")
-            .args(["netns", "exec", host.ns.as_str()])
+        let mut cmd = clean_command("ip");
+        cmd.args(["netns", "exec", host.ns.as_str()])
             .args(pdeathsig)
             .args([
                 "unshare",
@@ -290,25 +289,13 @@ impl Lab {
                 "SHOAL_LOG_LEVEL",
                 std::env::var("SHOAL_NETNS_LOG_LEVEL").unwrap_or_else(|_| LOG_LEVEL.to_string()),
             )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn ip netns exec");
-        let stdout = child.stdout.take().expect("agent stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
+            .stderr(log_file);
+        let (child, ready) = spawn_with_ready(&mut cmd).expect("spawn ip netns exec");
         NsAgent {
             host: host.clone(),
             child,
             log,
-            ready: rx,
+            ready,
         }
     }
 }
@@ -349,47 +336,26 @@ impl Drop for Lab {
     }
 }
 
-/// The readiness line's fields.
-#[derive(Debug, Clone)]
-pub struct Ready {
-    pub name: String,
-    pub advertise: String,
-}
-
 /// An agent running in a namespace. Killed on drop; its log tail is printed if the test
 /// panics.
 pub struct NsAgent {
+    /// The host it runs on.
     pub host: Host,
     child: Child,
     log: PathBuf,
-    ready: mpsc::Receiver<String>,
+    ready: ReadyReader,
 }
 
 impl NsAgent {
     /// Waits for the readiness line.
     pub fn wait_ready(&mut self, limit: Duration) -> Result<Ready, String> {
-        let line = match self.ready.recv_timeout(limit) {
-            Ok(line) => line,
-            Err(_) => {
-                let status = self.child.try_wait().ok().flatten();
-                return Err(format!(
-                    "{}: no readiness line within {limit:?} (exit status {status:?}); log:\n{}",
-                    self.host.hostname,
-                    self.log()
-                ));
-            }
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
-        let field = |k: &str| {
-            v["ready"][k]
-                .as_str()
-                .map(str::to_string)
-                .ok_or(format!("readiness line lacks {k}: {line}"))
-        };
-        Ok(Ready {
-            name: field("name")?,
-            advertise: field("advertise")?,
+        self.ready.wait(limit).map_err(|e| {
+            let status = self.child.try_wait().ok().flatten();
+            format!(
+                "{}: {e} (exit status {status:?}); log:\n{}",
+                self.host.hostname,
+                self.log()
+            )
         })
     }
 
@@ -398,42 +364,19 @@ impl NsAgent {
     fn members_command(&self) -> Command {
         let mut cmd = clean_command("ip");
         cmd.args(["netns", "exec", self.host.ns.as_str(), SHOAL])
-            .args(["members", "--format", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(["members", "--format", "json"]);
         cmd
     }
 
+    /// The agent's log (its stderr) so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-fn parse_members(out: std::io::Result<std::process::Output>) -> Result<Vec<MemberInfo>, String> {
-    let out = out.map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "shoal members: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    serde_json::from_slice::<MembersResponse>(&out.stdout)
-        .map(|r| r.members)
-        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
 /// Every agent's member list, queried concurrently.
 pub fn members_of_all(agents: &[NsAgent]) -> Vec<Result<Vec<MemberInfo>, String>> {
-    let children: Vec<_> = agents.iter().map(|a| a.members_command().spawn()).collect();
-    children
-        .into_iter()
-        .map(|c| match c {
-            Ok(child) => parse_members(child.wait_with_output()),
-            Err(e) => Err(e.to_string()),
-        })
-        .collect()
+    members_of_all_cli(agents.iter().map(NsAgent::members_command))
 }
 
 impl Drop for NsAgent {
@@ -441,36 +384,8 @@ impl Drop for NsAgent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!(
-                "---- log of agent {} in {} (last 80 lines) ----",
-                self.host.hostname, self.host.ns
-            );
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-/// Polls `probe` until it returns `Ok`, at most `limit`, about every `every`; returns the
-/// time it took, or the last `Err` and the time spent.
-pub fn poll<T>(
-    limit: Duration,
-    every: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-) -> Result<(T, Duration), (String, Duration)> {
-    let start = Instant::now();
-    loop {
-        let round = Instant::now();
-        match probe() {
-            Ok(v) => return Ok((v, start.elapsed())),
-            Err(e) if start.elapsed() >= limit => return Err((e, start.elapsed())),
-            Err(_) => {}
-        }
-        if let Some(rest) = every.checked_sub(round.elapsed()) {
-            std::thread::sleep(rest);
+            let heading = format!("log of agent {} in {}", self.host.hostname, self.host.ns);
+            print_log_tail(&heading, &self.log, 80);
         }
     }
 }

@@ -1,0 +1,120 @@
+//! Cluster benchmark: starts real `shoal agent` processes on loopback (lan profile) and measures
+//! idle cost (RSS, CPU, gossip bytes), failure and leave propagation (to the member lists and to
+//! the event handlers), `shoal members` latency, false failures under 10% packet loss (in a
+//! private network namespace), and convergence: N agents started at once with identical
+//! arguments, N agents joined at random, and the heal of a half/half partition (in a private
+//! network and mount namespace).
+//!
+//! Run: `cargo bench -p shoal --bench cluster -- [--quick] [--nodes 5,20,50] [--idle-secs 60]
+//! [--kills 10] [--leaves 3] [--loss 0.1 | --no-loss] [--convergence-runs 3] [--partition-secs 20
+//! | --no-convergence]`. The report goes to stdout, progress to stderr. See docs/benchmarks.md
+//! for what each number means.
+
+mod agents;
+mod convergence;
+mod handlers;
+mod loss;
+mod netns;
+mod procfs;
+mod report;
+mod settings;
+mod size;
+mod targets;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::convergence::{convergence_section, inner_convergence_run};
+use crate::loss::{inner_loss_run, outer_loss_run, render_loss};
+use crate::procfs::clock_ticks;
+use crate::report::{Rng, print_header, progress};
+use crate::settings::{Args, Settings};
+use crate::size::bench_size;
+use crate::targets::render_targets;
+
+/// The release `shoal` binary cargo built for this bench.
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cluster bench: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(guarded(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the bench until it ends or a SIGINT/SIGTERM arrives. Either way the bench future is
+/// dropped before we return, and with it every agent (they are spawned with kill-on-drop).
+async fn guarded(args: Args) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        result = run(args) => result,
+        _ = term.recv() => bail!("SIGTERM: stopped, agents killed"),
+        _ = int.recv() => bail!("SIGINT: stopped, agents killed"),
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let settings = Settings::from_args(&args)?;
+    let mut rng = Rng::new(settings.seed);
+    if let Some(parent_ns) = &args.in_netns {
+        return inner_loss_run(&settings, parent_ns, &mut rng).await;
+    }
+    if let Some(parent_ns) = &args.in_netns_convergence {
+        return inner_convergence_run(&settings, parent_ns, args.parent_mntns.as_deref()).await;
+    }
+    let clk_tck = clock_ticks().await;
+    print_header(&settings, clk_tck).await;
+
+    let mut reports = Vec::new();
+    for &n in &settings.nodes {
+        let report = bench_size(n, &settings, &mut rng, clk_tck).await?;
+        print!("{}", report.render());
+        reports.push(report);
+    }
+    let loss = match settings.loss {
+        Some(p) => {
+            let outcome = outer_loss_run(&settings, p).await;
+            print!("{}", render_loss(&outcome));
+            Some(outcome)
+        }
+        None => {
+            println!("\n=== loss run ===\nskipped (--quick or --no-loss)");
+            None
+        }
+    };
+    let convergence = match settings.convergence {
+        Some(c) => {
+            let report = convergence_section(&settings, c, &mut rng).await?;
+            print!("{}", report.render());
+            Some(report)
+        }
+        None => {
+            println!("\n=== convergence ===\nskipped (--no-convergence)");
+            None
+        }
+    };
+    print!(
+        "{}",
+        render_targets(&reports, loss.as_ref(), convergence.as_ref())
+    );
+    progress("done");
+    Ok(())
+}

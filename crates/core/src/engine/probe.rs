@@ -1,0 +1,187 @@
+//! The fallback probe (memberlist's TCP ping). foca probes one member per period: a UDP ping,
+//! then, when no ack came within the probe RTT, indirect pings through other members. Under
+//! heavy UDP loss all of those can be lost and a healthy member turns suspect. The watch sees
+//! foca's probe go out (it decodes the header of foca's outgoing ping), sees the acks come in,
+//! and when none came within the probe RTT asks the driver for a TCP ping as well. When the
+//! member answers over TCP in time, the engine hands foca the ack the UDP path lost, so the
+//! probe succeeds as it would have with a lossless network.
+
+use foca::{Codec, Header, Message, PostcardCodec, ProbeNumber};
+
+use crate::identity::Identity;
+
+/// The probe foca has under way, as far as the fallback is concerned.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    target: Identity,
+    number: ProbeNumber,
+    acked: bool,
+    asked: bool,
+}
+
+/// foca's current probe.
+#[derive(Debug, Default)]
+pub(crate) struct ProbeWatch {
+    current: Option<Watched>,
+}
+
+/// The header of foca's message `data`, if it decodes.
+fn header(data: &[u8]) -> Option<Header<Identity>> {
+    let mut buf = data;
+    PostcardCodec.decode_header(&mut buf).ok()
+}
+
+impl ProbeWatch {
+    /// foca sends `data`: when it is a probe's ping, the watch follows that probe (foca runs
+    /// one at a time) and returns its number, for a check at the probe RTT.
+    pub(crate) fn sent(&mut self, data: &[u8]) -> Option<ProbeNumber> {
+        let h = header(data)?;
+        let Message::Ping(number) = h.message else {
+            return None;
+        };
+        self.current = Some(Watched {
+            target: h.dst,
+            number,
+            acked: false,
+            asked: false,
+        });
+        Some(number)
+    }
+
+    /// foca receives `data`: a direct or forwarded ack of the watched probe ends the watch.
+    pub(crate) fn received(&mut self, data: &[u8]) {
+        let Some(w) = self.current.as_mut() else {
+            return;
+        };
+        let Some(h) = header(data) else {
+            return;
+        };
+        let acked = match h.message {
+            Message::Ack(n) => n == w.number && h.src == w.target,
+            Message::ForwardedAck {
+                origin,
+                probe_number,
+            } => probe_number == w.number && origin == w.target,
+            _ => false,
+        };
+        w.acked |= acked;
+    }
+
+    /// The probe RTT of probe `number` is over: the member to ping over TCP, when no ack came
+    /// and it was not asked yet.
+    pub(crate) fn fallback_due(&mut self, number: ProbeNumber) -> Option<Identity> {
+        let w = self.current.as_mut()?;
+        if w.number != number || w.acked || w.asked {
+            return None;
+        }
+        w.asked = true;
+        Some(w.target)
+    }
+
+    /// `target` answered the TCP ping of probe `number`: true when foca still waits for that
+    /// ack (then the caller hands foca [`synthetic_ack`]).
+    pub(crate) fn tcp_answered(&mut self, target: Identity, number: ProbeNumber) -> bool {
+        let Some(w) = self.current.as_mut() else {
+            return false;
+        };
+        if w.number != number || w.target != target || w.acked {
+            return false;
+        }
+        w.acked = true;
+        true
+    }
+}
+
+/// The foca message `from` would have sent to `to` to ack probe `number`: what the TCP
+/// answer stands for. `incarnation` is the one foca knows for `from`, so nothing but the
+/// probe changes.
+pub(crate) fn synthetic_ack(
+    from: Identity,
+    incarnation: foca::Incarnation,
+    to: Identity,
+    number: ProbeNumber,
+) -> Option<Vec<u8>> {
+    let header = Header {
+        src: from,
+        src_incarnation: incarnation,
+        dst: to,
+        message: Message::Ack(number),
+    };
+    let mut buf = Vec::new();
+    PostcardCodec.encode_header(&header, &mut buf).ok()?;
+    Some(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(port: u16) -> Identity {
+        Identity::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn message(src: Identity, dst: Identity, message: Message<Identity>) -> Vec<u8> {
+        let header = Header {
+            src,
+            src_incarnation: 0,
+            dst,
+            message,
+        };
+        let mut buf = Vec::new();
+        PostcardCodec.encode_header(&header, &mut buf).expect("encode");
+        buf
+    }
+
+    #[test]
+    fn an_unanswered_ping_asks_for_one_tcp_ping() {
+        let (me, b) = (id(1), id(2));
+        let mut w = ProbeWatch::default();
+        assert_eq!(w.sent(&message(me, b, Message::Ping(7))), Some(7));
+        assert_eq!(w.fallback_due(7), Some(b));
+        assert_eq!(w.fallback_due(7), None, "once");
+        assert!(w.tcp_answered(b, 7));
+        assert!(!w.tcp_answered(b, 7), "the ack is handed over once");
+    }
+
+    #[test]
+    fn an_ack_or_a_forwarded_ack_means_no_tcp_ping() {
+        let (me, b, c) = (id(1), id(2), id(3));
+        let mut w = ProbeWatch::default();
+        w.sent(&message(me, b, Message::Ping(1)));
+        w.received(&message(b, me, Message::Ack(1)));
+        assert_eq!(w.fallback_due(1), None);
+        w.sent(&message(me, b, Message::Ping(2)));
+        let forwarded = Message::ForwardedAck {
+            origin: b,
+            probe_number: 2,
+        };
+        w.received(&message(c, me, forwarded));
+        assert_eq!(w.fallback_due(2), None);
+    }
+
+    #[test]
+    fn a_late_answer_for_an_older_probe_is_ignored() {
+        let (me, b, c) = (id(1), id(2), id(3));
+        let mut w = ProbeWatch::default();
+        w.sent(&message(me, b, Message::Ping(1)));
+        assert_eq!(w.fallback_due(1), Some(b));
+        w.sent(&message(me, c, Message::Ping(2)));
+        assert!(!w.tcp_answered(b, 1));
+        assert!(w.received_nothing_for(c));
+    }
+
+    #[test]
+    fn the_synthetic_ack_decodes_as_the_members_ack() {
+        let (me, b) = (id(1), id(2));
+        let ack = synthetic_ack(b, 3, me, 9).expect("encode");
+        let h = header(&ack).expect("decode");
+        assert_eq!((h.src, h.src_incarnation, h.dst), (b, 3, me));
+        assert_eq!(h.message, Message::Ack(9));
+    }
+
+    impl ProbeWatch {
+        fn received_nothing_for(&self, target: Identity) -> bool {
+            self.current.is_some_and(|w| w.target == target && !w.acked)
+        }
+    }
+}
