@@ -94,7 +94,10 @@ fn command_error(e: CommandError) -> Reply {
     let (status, code) = match &e {
         CommandError::UnknownMember(_) => (StatusCode::NOT_FOUND, "not_found"),
         CommandError::NotFailed { .. } => (StatusCode::CONFLICT, "conflict"),
-        CommandError::Meta(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        CommandError::Meta(_) | CommandError::UserEvent(_) => {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        }
+        CommandError::Gossip => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         CommandError::JoinFailed(_) => (StatusCode::BAD_GATEWAY, "join_failed"),
         CommandError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
@@ -132,7 +135,7 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             Ok(r) if r.addrs.is_empty() => {
                 error(StatusCode::BAD_REQUEST, "bad_request", "addrs is empty")
             }
-            Ok(r) => match st.node.join(r.addrs).await {
+            Ok(r) => match st.node.join(r.addrs, false).await {
                 Ok(joined) => json(StatusCode::OK, &JoinResponse { joined }),
                 Err(e) => command_error(e),
             },

@@ -6,6 +6,10 @@
 //! metas, leave intents) in one length-prefixed frame each and apply the other's. That repairs
 //! whatever gossip missed, in seconds rather than at the next full sync.
 //!
+//! The state also carries the sender's event clock and its recent user events (after the
+//! fields of the first format, so a node that predates them reads a new frame, ignoring the
+//! rest; and a frame from such a node still decodes here, with no events).
+//!
 //! A frame is a big-endian `u32` length, then the enveloped ([`Kind::PushPull`]) postcard
 //! [`SyncState`]. The length is checked against [`MAX_FRAME`] before anything is allocated.
 
@@ -16,6 +20,7 @@ use thiserror::Error;
 use crate::envelope::{self, EnvelopeError, Kind};
 use crate::identity::Identity;
 use crate::membership::Meta;
+use crate::user_event::UserEvent;
 
 /// Largest push-pull frame accepted, in bytes.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -40,6 +45,31 @@ pub struct SyncState {
     pub metas: Vec<Meta>,
     /// Leave intents: identity and whether it was an operator's force-leave.
     pub intents: Vec<(Identity, bool)>,
+    /// The sender's user-event Lamport clock.
+    pub event_clock: u64,
+    /// The sender's recent user events, oldest first.
+    pub events: Vec<UserEvent>,
+}
+
+/// The state as nodes without user events send it: [`SyncState`]'s first four fields.
+#[derive(Deserialize)]
+struct FirstFormat {
+    from: Option<Identity>,
+    members: Vec<FocaMember<Identity>>,
+    metas: Vec<Meta>,
+    intents: Vec<(Identity, bool)>,
+}
+
+impl From<FirstFormat> for SyncState {
+    fn from(old: FirstFormat) -> Self {
+        Self {
+            from: old.from,
+            members: old.members,
+            metas: old.metas,
+            intents: old.intents,
+            ..Self::default()
+        }
+    }
 }
 
 /// A push-pull frame that is not acceptable. Nothing was applied.
@@ -80,7 +110,12 @@ pub fn decode_frame(body: &[u8]) -> Result<SyncState, FrameError> {
     if kind != Kind::PushPull {
         return Err(FrameError::WrongKind(kind));
     }
-    Ok(postcard::from_bytes(payload)?)
+    match postcard::from_bytes::<SyncState>(payload) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            Ok(postcard::from_bytes::<FirstFormat>(payload)?.into())
+        }
+        decoded => Ok(decoded?),
+    }
 }
 
 #[cfg(test)]
@@ -95,12 +130,20 @@ mod tests {
             members: vec![FocaMember::alive(id)],
             metas: Vec::new(),
             intents: vec![(id, false)],
+            event_clock: 9,
+            events: vec![UserEvent {
+                ltime: 8,
+                name: "deploy".into(),
+                payload: b"v42".to_vec(),
+                coalesce: true,
+            }],
         };
         let back = decode_frame(&encode_frame(&state).expect("encode")).expect("decode");
         assert_eq!(
             (back.from, back.members.len(), back.intents),
             (Some(id), 1, vec![(id, false)])
         );
+        assert_eq!((back.event_clock, back.events), (9, state.events.clone()));
         let digest = envelope::seal(Kind::Digest, b"x");
         assert!(matches!(
             decode_frame(&digest),
@@ -110,5 +153,25 @@ mod tests {
             check_len(MAX_FRAME + 1),
             Err(FrameError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_frame_of_the_first_format_decodes_with_no_events_and_garbage_is_an_error() {
+        let id = Identity::new("127.0.0.1:7948".parse().expect("addr"));
+        let first = (
+            Some(id),
+            vec![FocaMember::alive(id)],
+            Vec::<Meta>::new(),
+            vec![(id, true)],
+        );
+        let body = envelope::seal(
+            Kind::PushPull,
+            &postcard::to_stdvec(&first).expect("encode"),
+        );
+        let back = decode_frame(&body).expect("decodes");
+        assert_eq!((back.from, back.intents), (Some(id), vec![(id, true)]));
+        assert_eq!((back.event_clock, back.events.len()), (0, 0));
+        let garbage = envelope::seal(Kind::PushPull, b"\x01\xff\xff");
+        assert!(decode_frame(&garbage).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! Application broadcasts carried by foca: member meta (name + tags), leave intents and
-//! operator force-leaves; and the foca [`BroadcastHandler`] that feeds them to the table.
+//! Application broadcasts carried by foca: member meta (name + tags), leave intents,
+//! operator force-leaves and user events; and the foca [`BroadcastHandler`] that feeds them to
+//! the member table and the user-event buffer.
 //!
 //! A meta too large for one datagram (tags may take up to [`MAX_TAGS_LEN`] bytes, more than
 //! foca's per-packet budget) travels as a small [`Broadcast::MetaChanged`] instead: receivers
@@ -15,6 +16,7 @@ use thiserror::Error;
 
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta};
+use crate::user_event::{UserEvent, UserEventError, UserEvents, validate as validate_user_event};
 
 /// Longest node name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
@@ -39,6 +41,8 @@ pub enum Broadcast {
         /// Its new version.
         version: u64,
     },
+    /// A user event (`shoal event`).
+    User(UserEvent),
 }
 
 impl Broadcast {
@@ -60,6 +64,9 @@ pub enum BroadcastError {
     /// A meta over the size limits.
     #[error("{0}")]
     Invalid(#[from] MetaError),
+    /// A user event over the size limits.
+    #[error("{0}")]
+    UserEvent(#[from] UserEventError),
 }
 
 /// A name or tag set that breaks the limits.
@@ -98,6 +105,8 @@ pub enum BroadcastKey {
     Meta(SocketAddr, (u64, u64)),
     /// Leave intent (own or forced) of `addr` at `generation`.
     Leave(SocketAddr, u64),
+    /// A user event: `(ltime, name, payload)`, which is what makes two events the same.
+    User(u64, String, Vec<u8>),
 }
 
 impl Invalidates for BroadcastKey {
@@ -105,6 +114,7 @@ impl Invalidates for BroadcastKey {
         match (self, other) {
             (BroadcastKey::Meta(a, x), BroadcastKey::Meta(b, y)) => a == b && x >= y,
             (BroadcastKey::Leave(a, x), BroadcastKey::Leave(b, y)) => a == b && x >= y,
+            (a @ BroadcastKey::User(..), b @ BroadcastKey::User(..)) => a == b,
             _ => false,
         }
     }
@@ -119,6 +129,8 @@ impl Invalidates for BroadcastKey {
 pub struct Shared {
     /// The member table.
     pub table: Membership,
+    /// The event clock and the recent user events.
+    pub events: UserEvents,
     /// Set when a received item was news, so the owner forwards it at once.
     pub news: bool,
     /// Members whose newer meta was announced but not carried ([`Broadcast::MetaChanged`]):
@@ -127,10 +139,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The shared state around `table`.
-    pub fn new(table: Membership) -> Self {
+    /// The shared state around `table` and `events`.
+    pub fn new(table: Membership, events: UserEvents) -> Self {
         Self {
             table,
+            events,
             news: false,
             fetch: Vec::new(),
         }
@@ -188,6 +201,12 @@ impl BroadcastHandler<Identity> for ItemHandler {
                     shared.fetch.push(id.addr);
                 }
                 (BroadcastKey::Meta(id.addr, (id.generation, version)), news)
+            }
+            Broadcast::User(event) => {
+                validate_user_event(&event.name, &event.payload)?;
+                let key =
+                    BroadcastKey::User(event.ltime, event.name.clone(), event.payload.clone());
+                (key, shared.events.receive(event))
             }
         };
         // Our own items (no sender) are always queued; received ones only when they were news,

@@ -7,8 +7,8 @@
 //!
 //! The state is factored as foca factors its own: the sub-states live in `engine/`, each in a
 //! file with its tests ([`rejoin`], [`leave`], [`join`], [`suspicion`], [`conflict`],
-//! [`discovery`], [`backoff`]). This file holds the entry points, the commands and the verbs
-//! every path shares (`broadcast`, `gossip_now`, `push_pull_to`, `announce_all`). What each
+//! [`discovery`], [`backoff`]; [`events`] sends user events and applies those of
+//! push-pulls). This file holds the entry points, the commands and the verbs every path shares (`broadcast`, `gossip_now`, `push_pull_to`, `announce_all`). What each
 //! timer does is in [`ticks`], what each datagram does in [`datagrams`], and what happens after
 //! every input (foca's runtime drained, notifications applied, the view published) in
 //! [`notify`]. Scenario tests feed a whole engine in `engine/tests.rs`.
@@ -17,6 +17,7 @@ mod backoff;
 mod conflict;
 mod datagrams;
 mod discovery;
+mod events;
 mod input;
 mod join;
 mod leave;
@@ -46,11 +47,14 @@ use crate::error::{CommandError, StartError};
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta, Status};
 use crate::profile::Timings;
+use crate::snapshot::Restored;
 use crate::timers::TimerQueue;
+use crate::user_event::UserEvents;
 use crate::view::{Stats, View};
 use backoff::Backoff;
 use conflict::{NameConflict, Verdict};
 use discovery::Discovery;
+use events::EventHistory;
 use join::PendingJoins;
 use leave::Leave;
 use rejoin::Rejoin;
@@ -78,6 +82,7 @@ pub(crate) struct Engine {
     conflict: NameConflict,
     suspects: SuspectTracker,
     discovery: Discovery,
+    history: EventHistory,
     /// Publish the view even if the table did not change (left / conflict changed).
     republish: bool,
     /// The cluster size foca's config was last scaled for.
@@ -97,12 +102,13 @@ pub(crate) fn rng(seed: Option<u64>) -> StdRng {
 }
 
 impl Engine {
-    /// A node with `identity`; `snapshot_seeds` are always join targets; `beacon_on` when the
-    /// caller can send discovery beacons; `seed` makes every random choice reproducible.
+    /// A node with `identity`; `restored` is what its snapshot remembers (the seeds are always
+    /// join targets); `beacon_on` when the caller can send discovery beacons; `seed` makes
+    /// every random choice reproducible.
     pub(crate) fn new(
         config: NodeConfig,
         identity: Identity,
-        snapshot_seeds: Vec<SocketAddr>,
+        restored: Restored,
         beacon_on: bool,
         seed: Option<u64>,
         stats: Arc<Stats>,
@@ -116,7 +122,9 @@ impl Engine {
         };
         validate_meta(&meta)?;
         let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
-        let shared = Arc::new(Mutex::new(Shared::new(table)));
+        let history = EventHistory::new(config.replay, restored.event_ltime.is_some());
+        let events = UserEvents::restored(restored.event_ltime);
+        let shared = Arc::new(Mutex::new(Shared::new(table, events)));
         let timings = config.profile.timings();
         let foca = Foca::with_custom_broadcast(
             identity,
@@ -138,7 +146,8 @@ impl Engine {
             timers: TimerQueue::default(),
             timings,
             config,
-            rejoin: Rejoin::new(snapshot_seeds, backoff.clone()),
+            rejoin: Rejoin::new(restored.seeds, backoff.clone()),
+            history,
             joins: PendingJoins::default(),
             leave: Leave::default(),
             conflict: NameConflict::default(),
@@ -180,10 +189,12 @@ impl Engine {
 
     /// The current view.
     pub(crate) fn view(&self) -> View {
+        let shared = lock(&self.shared);
         View::of(
-            &lock(&self.shared).table,
+            &shared.table,
             self.leave.left(),
             self.conflict.lost().cloned(),
+            shared.events.done_up_to(),
         )
     }
 
@@ -255,13 +266,19 @@ impl Engine {
             members,
             metas: shared.table.metas(),
             intents: shared.table.intents(),
+            event_clock: shared.events.clock(),
+            events: shared.events.recent(),
         }
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Join { targets, reply } => {
-                let id = self.joins.begin(&targets, reply);
+            Command::Join {
+                targets,
+                replay,
+                reply,
+            } => {
+                let id = self.joins.begin(&targets, replay, reply);
                 self.out.resolve.push(Resolve {
                     targets,
                     purpose: Purpose::Join(id),
@@ -301,7 +318,15 @@ impl Engine {
             Command::GetState { reply } => {
                 let _ = reply.send(self.state());
             }
-            Command::ApplyState { state } => self.apply_state(state),
+            Command::ApplyState { state, join } => self.apply_state(state, join),
+            Command::UserEvent {
+                name,
+                payload,
+                coalesce,
+                reply,
+            } => {
+                let _ = reply.send(self.user_event(name, payload, coalesce));
+            }
             Command::Discovered { addr } => self.discovered(addr),
             Command::Shutdown => {}
         }
@@ -417,9 +442,12 @@ impl Engine {
         Ok(tags)
     }
 
-    fn apply_state(&mut self, state: SyncState) {
+    fn apply_state(&mut self, state: SyncState, join: Option<JoinId>) {
         if self.leave.left() {
             return;
+        }
+        if state.from.is_some_and(|from| from != self.local()) {
+            self.apply_events(state.event_clock, state.events, join);
         }
         {
             let mut shared = lock(&self.shared);
@@ -488,11 +516,19 @@ impl Engine {
             .map(|m| m.id().addr)
     }
 
-    fn broadcast(&mut self, item: Broadcast) {
+    /// Queues `item` for gossip (foca hands it to our own handler first); false, logged, when
+    /// it could not be.
+    fn broadcast(&mut self, item: Broadcast) -> bool {
         match item.encode().map(|data| self.foca.add_broadcast(&data)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => warn!(%error, "broadcast refused by gossip layer"),
-            Err(error) => warn!(%error, "broadcast could not be encoded"),
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                warn!(%error, "broadcast refused by gossip layer");
+                false
+            }
+            Err(error) => {
+                warn!(%error, "broadcast could not be encoded");
+                false
+            }
         }
     }
 

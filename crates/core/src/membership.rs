@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
+use crate::user_event::UserEvent;
 
 /// A member's name and tags, versioned; travels as a custom broadcast and in push-pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +122,8 @@ pub enum Event {
         /// The member, as it is after the change.
         member: Member,
     },
+    /// A user event arrived for the first time (`user`, `user:NAME` handlers).
+    User(UserEvent),
 }
 
 #[derive(Debug, Clone)]

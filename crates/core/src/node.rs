@@ -89,8 +89,33 @@ impl NodeHandle {
 
     /// Contacts each target (`ip:port` or `name:port`, every resolved address) with a
     /// push-pull; returns how many answered.
-    pub async fn join(&self, targets: Vec<String>) -> Result<usize, CommandError> {
-        self.ask(|reply| Command::Join { targets, reply }).await?
+    /// With `replay`, the user events the cluster still remembers run here too (Serf's
+    /// `join -replay`); without, they are history and never run.
+    pub async fn join(&self, targets: Vec<String>, replay: bool) -> Result<usize, CommandError> {
+        self.ask(|reply| Command::Join {
+            targets,
+            replay,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends user event `name` with `payload` to every member, this one included (their
+    /// `user` and `user:NAME` handlers run once); returns its Lamport time. `coalesce`: handlers
+    /// may fold it into a newer event of the same name.
+    pub async fn user_event(
+        &self,
+        name: String,
+        payload: Vec<u8>,
+        coalesce: bool,
+    ) -> Result<u64, CommandError> {
+        self.ask(|reply| Command::UserEvent {
+            name,
+            payload,
+            coalesce,
+            reply,
+        })
+        .await?
     }
 
     /// Announces a leave intent, gossips it, then leaves the cluster.
@@ -148,9 +173,9 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
             }
         })
         .unwrap_or_else(|| net::guess_advertise(local_addr, &join_addrs));
-    let seeds = match &config.snapshot {
-        Some(path) => crate::snapshot::rejoin_seeds(path, config.rejoin, advertise),
-        None => Vec::new(),
+    let restored = match &config.snapshot {
+        Some(path) => crate::snapshot::restore(path, config.rejoin, advertise),
+        None => Default::default(),
     };
     let beacon = match &config.discover {
         Some(cluster) => {
@@ -174,7 +199,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
     let engine = Engine::new(
         config,
         Identity::starting_at(advertise, std::time::SystemTime::now()),
-        seeds,
+        restored,
         beacon.is_some(),
         None,
         stats.clone(),

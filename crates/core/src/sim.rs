@@ -26,6 +26,7 @@ use crate::error::CommandError;
 use crate::identity::Identity;
 use crate::membership::{Event, Status};
 use crate::profile::Profile;
+use crate::snapshot::Restored;
 use crate::view::{Stats, View};
 
 /// The name every simulated node joins by; it resolves to every node's address.
@@ -67,6 +68,8 @@ pub struct Sim {
     left: Vec<SocketAddr>,
     /// Crashed and not restarted.
     crashed: Vec<SocketAddr>,
+    /// What each crashed node's snapshot remembers of user events.
+    event_memory: BTreeMap<SocketAddr, Option<u64>>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     deliveries: BTreeMap<usize, Delivery>,
     next_delivery: usize,
@@ -114,6 +117,7 @@ impl Sim {
             names: BTreeMap::new(),
             left: Vec::new(),
             crashed: Vec::new(),
+            event_memory: BTreeMap::new(),
             queue: BinaryHeap::new(),
             deliveries: BTreeMap::new(),
             next_delivery: 0,
@@ -174,10 +178,16 @@ impl Sim {
             addr: at,
             generation,
         };
+        // Every simulated node keeps its event memory as `--snapshot` would (no seeds: a
+        // restarted node finds the cluster by the join name).
+        let restored = Restored {
+            seeds: Vec::new(),
+            event_ltime: self.event_memory.get(&at).copied().flatten(),
+        };
         let engine = Engine::new(
             config,
             id,
-            Vec::new(),
+            restored,
             false,
             Some(seed),
             Arc::new(Stats::default()),
@@ -222,9 +232,10 @@ impl Sim {
         self.loss = p;
     }
 
-    /// Kills the node at `at` (like `kill -9`).
+    /// Kills the node at `at` (like `kill -9`); its snapshot (event memory) stays.
     pub fn crash(&mut self, at: SocketAddr) {
-        if self.nodes.remove(&at).is_some() {
+        if let Some(node) = self.nodes.remove(&at) {
+            self.event_memory.insert(at, node.view.event_ltime);
             self.crashed.push(at);
         }
     }
@@ -257,9 +268,34 @@ impl Sim {
         &mut self,
         at: SocketAddr,
         targets: Vec<String>,
+        replay: bool,
     ) -> oneshot::Receiver<Result<usize, CommandError>> {
         let (reply, rx) = oneshot::channel();
-        self.command_now(at, Command::Join { targets, reply });
+        let cmd = Command::Join {
+            targets,
+            replay,
+            reply,
+        };
+        self.command_now(at, cmd);
+        rx
+    }
+
+    /// An operator's `shoal event NAME PAYLOAD` at the node at `at`; the answer (the event's
+    /// Lamport time) is on the receiver at once.
+    pub fn user_event(
+        &mut self,
+        at: SocketAddr,
+        name: &str,
+        payload: &[u8],
+    ) -> oneshot::Receiver<Result<u64, CommandError>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::UserEvent {
+            name: name.to_string(),
+            payload: payload.to_vec(),
+            coalesce: true,
+            reply,
+        };
+        self.command_now(at, cmd);
         rx
     }
 
@@ -378,12 +414,21 @@ impl Sim {
                     there,
                     Command::ApplyState {
                         state: pp.state.clone(),
+                        join: None,
                     },
                 );
                 let theirs = self.nodes.get(&peer).map(|n| n.engine.state());
                 if let Some(theirs) = theirs {
                     let back = there + self.latency();
-                    self.command_later(at, back, Command::ApplyState { state: theirs });
+                    let join = pp.join;
+                    self.command_later(
+                        at,
+                        back,
+                        Command::ApplyState {
+                            state: theirs,
+                            join,
+                        },
+                    );
                 }
             }
             if let Some(join) = pp.join {

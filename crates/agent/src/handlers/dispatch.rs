@@ -80,9 +80,13 @@ pub async fn run(
         };
         tokio::select! {
             event = events.recv() => {
-                let Some(Event::Member { kind, member }) = event else {
+                let Some(event) = event else {
                     flush(&mut pending, &workers, &node, dir.as_ref(), &counters).await;
                     return;
+                };
+                // No agent of this build sends user events yet (no `shoal event`).
+                let Event::Member { kind, member } = event else {
+                    continue;
                 };
                 merge(&mut pending, kind, member);
                 last_at = Instant::now();

@@ -15,9 +15,11 @@ use crate::identity::Identity;
 
 /// A request to the engine. Those with a `reply` are answered once, when done.
 pub(crate) enum Command {
-    /// Operator join: resolve the targets, push-pull with every address.
+    /// Operator join: resolve the targets, push-pull with every address; `replay`: run the
+    /// user events the answers bring.
     Join {
         targets: Vec<String>,
+        replay: bool,
         reply: JoinReply,
     },
     /// Leave gracefully; answered once the node has left.
@@ -35,8 +37,19 @@ pub(crate) enum Command {
     },
     /// Our state, for the answer to an inbound push-pull.
     GetState { reply: oneshot::Sender<SyncState> },
-    /// A peer's state from a push-pull (either direction).
-    ApplyState { state: SyncState },
+    /// A peer's state from a push-pull (either direction); `join`: the operator join whose
+    /// push-pull it answered.
+    ApplyState {
+        state: SyncState,
+        join: Option<JoinId>,
+    },
+    /// Send a user event; answered with its Lamport time.
+    UserEvent {
+        name: String,
+        payload: Vec<u8>,
+        coalesce: bool,
+        reply: oneshot::Sender<Result<u64, CommandError>>,
+    },
     /// The push-pulls of an operator join are done: `joined` answered.
     JoinedVia { joined: usize, join: JoinId },
     /// Names resolved (`failed`: the targets that did not, with the error).

@@ -12,6 +12,7 @@ use super::ticks::Tick;
 use crate::broadcast::lock;
 use crate::envelope::{self, Kind};
 use crate::identity::Identity;
+use crate::membership::Event;
 use crate::view::View;
 
 impl Engine {
@@ -131,6 +132,12 @@ impl Engine {
     fn publish(&mut self) {
         let mut shared = lock(&self.shared);
         self.out.events.extend(shared.table.take_events());
+        let user_events = shared.events.take_new();
+        // The view carries the event memory the snapshot keeps: publish it when it moved.
+        self.republish |= !user_events.is_empty();
+        self.out
+            .events
+            .extend(user_events.into_iter().map(Event::User));
         // Both flags are taken every time (a short-circuit would leave `republish` set and
         // publish an unchanged view on the next turn).
         let changed = shared.table.take_changed();
@@ -139,6 +146,7 @@ impl Engine {
                 &shared.table,
                 self.leave.left(),
                 self.conflict.lost().cloned(),
+                shared.events.done_up_to(),
             );
             self.out.view = Some(view);
         }

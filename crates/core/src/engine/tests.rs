@@ -34,7 +34,11 @@ fn started(config: NodeConfig, generation: u64, seeds: Vec<SocketAddr>, t0: Inst
         generation,
     };
     let stats = Arc::new(Stats::default());
-    let mut engine = Engine::new(config, me, seeds, false, Some(7), stats, t0).expect("valid");
+    let restored = Restored {
+        seeds,
+        event_ltime: None,
+    };
+    let mut engine = Engine::new(config, me, restored, false, Some(7), stats, t0).expect("valid");
     engine.start(t0);
     engine
 }
@@ -61,6 +65,17 @@ fn state_of(who: Identity, name: &str) -> SyncState {
             tags: BTreeMap::new(),
         }],
         intents: Vec::new(),
+        event_clock: 0,
+        events: Vec::new(),
+    }
+}
+
+/// An operator's `shoal join TARGETS` (no replay).
+fn join_command(targets: Vec<String>, reply: join::JoinReply) -> Command {
+    Command::Join {
+        targets,
+        replay: false,
+        reply,
     }
 }
 
@@ -179,6 +194,7 @@ fn the_member_that_started_later_gives_up_a_shared_name() {
         t0,
         Command::ApplyState {
             state: state_of(id(2, 100), "web"),
+            join: None,
         },
     );
     run_until(&mut later, t0 + Profile::Lan.timings().probe_period);
@@ -191,6 +207,7 @@ fn the_member_that_started_later_gives_up_a_shared_name() {
         t0,
         Command::ApplyState {
             state: state_of(id(2, 100), "web"),
+            join: None,
         },
     );
     run_until(&mut earlier, t0 + Profile::Lan.timings().probe_period);
@@ -206,6 +223,7 @@ fn leave_gossips_the_intent_then_tells_every_member_directly() {
         t0,
         Command::ApplyState {
             state: state_of(id(2, 1), "b"),
+            join: None,
         },
     );
     engine.take_outbox();
@@ -238,6 +256,7 @@ fn a_direct_leave_notice_marks_the_member_left() {
         t0,
         Command::ApplyState {
             state: state_of(id(2, 1), "b"),
+            join: None,
         },
     );
     assert_eq!(status_of(&engine, 2), Some(Status::Alive));
@@ -253,7 +272,7 @@ fn an_operator_join_resolves_push_pulls_and_answers_with_the_count() {
     engine.take_outbox();
     let (reply, mut answer) = oneshot::channel();
     let targets = vec!["b:7948".to_string()];
-    engine.handle_command(t0, Command::Join { targets, reply });
+    engine.handle_command(t0, join_command(targets, reply));
     let resolve = engine.take_outbox().resolve;
     let Purpose::Join(join) = resolve[0].purpose else {
         panic!("an operator join asks for its own resolution: {resolve:?}");
@@ -288,7 +307,7 @@ fn an_operator_join_that_resolves_to_nothing_fails_with_the_reason() {
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
     let (reply, mut answer) = oneshot::channel();
     let targets = vec!["nowhere".to_string()];
-    engine.handle_command(t0, Command::Join { targets, reply });
+    engine.handle_command(t0, join_command(targets, reply));
     let Purpose::Join(join) = engine.take_outbox().resolve[0].purpose else {
         panic!("a join purpose");
     };
@@ -344,6 +363,7 @@ fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
         t0,
         Command::ApplyState {
             state: state_of(id(2, 1), "b"),
+            join: None,
         },
     );
     let later = run_until(&mut engine, t0 + Duration::from_secs(60));

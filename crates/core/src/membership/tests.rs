@@ -29,7 +29,10 @@ fn table() -> Membership {
 fn kinds(t: &mut Membership) -> Vec<(MemberEventKind, String, Status)> {
     t.take_events()
         .into_iter()
-        .map(|Event::Member { kind, member }| (kind, member.name, member.status))
+        .filter_map(|e| match e {
+            Event::Member { kind, member } => Some((kind, member.name, member.status)),
+            Event::User(_) => None,
+        })
         .collect()
 }
 

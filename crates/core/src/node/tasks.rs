@@ -66,7 +66,12 @@ async fn serve_one(
     let Ok(ours) = rx.await else { return Ok(()) };
     push_pull::with_timeout(limit, push_pull::write_state(&mut stream, &ours)).await?;
     Stats::add(&stats.push_pulls, 1);
-    let _ = inbox.send(Command::ApplyState { state: theirs }).await;
+    let _ = inbox
+        .send(Command::ApplyState {
+            state: theirs,
+            join: None,
+        })
+        .await;
     Ok(())
 }
 
@@ -92,7 +97,10 @@ pub(super) fn spawn_push_pull(
                     joined += 1;
                     Stats::add(&stats.push_pulls, 1);
                     if inbox
-                        .send(Command::ApplyState { state: theirs })
+                        .send(Command::ApplyState {
+                            state: theirs,
+                            join,
+                        })
                         .await
                         .is_err()
                     {
