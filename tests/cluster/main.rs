@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod discovery;
+mod events;
 mod handlers;
 mod harness;
 mod membership;

@@ -31,6 +31,8 @@ pub enum Command {
     ForceLeave(ForceLeaveArgs),
     /// Change the agent's tags at runtime; every member sees them (`member-update`).
     Tags(TagsArgs),
+    /// Send a user event to every member (their `user` and `user:NAME` handlers run once).
+    Event(EventArgs),
     /// Show the agent's own state and counters.
     Info(InfoArgs),
     /// Print the version.
@@ -112,6 +114,10 @@ pub struct AgentArgs {
     /// Rejoin the snapshot's members even if this node left gracefully last time.
     #[arg(long, env = "SHOAL_REJOIN")]
     pub rejoin: bool,
+    /// On the first join, also run the user events the cluster still remembers (Serf's
+    /// -replay); otherwise only events from the join on run.
+    #[arg(long, env = "SHOAL_REPLAY")]
+    pub replay: bool,
     /// Render SRC (Jinja2 syntax) to DEST from the member view whenever it changes, then run
     /// COMMAND if DEST changed. Repeatable.
     #[arg(
@@ -182,6 +188,9 @@ pub struct JoinArgs {
     /// Addresses to join: ip:port or name:port.
     #[arg(required = true, value_name = "ADDR")]
     pub addrs: Vec<String>,
+    /// Also run the user events the cluster still remembers (Serf's -replay).
+    #[arg(long)]
+    pub replay: bool,
 }
 
 /// Flags of `shoal force-leave`.
@@ -222,6 +231,26 @@ pub struct TagsArgs {
     /// A tag key to remove (after the --set ones are applied). Repeatable.
     #[arg(long = "delete", value_name = "K")]
     pub delete: Vec<String>,
+}
+
+/// Flags of `shoal event`.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Handlers may fold this event into a newer one of the same name within the quiet
+    /// window: --coalesce=false runs every one.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub coalesce: bool,
+    /// The event's name (`user:NAME` handlers match it).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Given to the handlers on stdin.
+    #[arg(value_name = "PAYLOAD", default_value = "")]
+    pub payload: String,
 }
 
 /// `KEY=VALUE` with a non-empty key.

@@ -91,6 +91,7 @@ pub struct FileConfig {
     tombstone_timeout: Option<String>,
     snapshot: Option<PathBuf>,
     rejoin: Option<bool>,
+    replay: Option<bool>,
     discover: Option<String>,
     stop_delay: Option<String>,
     stop_timeout: Option<String>,
@@ -131,6 +132,7 @@ impl FileConfig {
             tombstone_timeout,
             snapshot,
             rejoin,
+            replay,
             discover,
             stop_delay,
             stop_timeout
@@ -303,6 +305,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             tombstone_timeout,
             snapshot: args.snapshot.clone().or(file.snapshot),
             rejoin: args.rejoin || file.rejoin.unwrap_or(false),
+            replay: args.replay || file.replay.unwrap_or(false),
             discover,
             ..NodeConfig::new(name, bind)
         },
@@ -437,6 +440,7 @@ mod tests {
             tombstone_timeout = "2h"
             snapshot = "/tmp/s.json"
             rejoin = true
+            replay = true
             discover = "prod"
             stop_delay = "3s"
             stop_timeout = "4s"
@@ -465,6 +469,7 @@ mod tests {
         assert_eq!(cfg.node.tombstone_timeout, Duration::from_secs(7200));
         assert_eq!(cfg.node.snapshot, Some(PathBuf::from("/tmp/s.json")));
         assert!(cfg.node.rejoin);
+        assert!(cfg.node.replay);
         assert_eq!(cfg.node.discover.as_deref(), Some("prod"));
         assert_eq!(cfg.stop_delay, Duration::from_secs(3));
         assert_eq!(cfg.stop_timeout, Duration::from_secs(4));

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_core::{CommandError, NodeHandle, Status};
 use shoal_proto::{
-    AgentInfo, ErrorBody, ForceLeaveRequest, InfoResponse, JoinRequest, JoinResponse, MemberCounts,
-    OkResponse, StatsInfo, TagsRequest, TagsResponse,
+    AgentInfo, ErrorBody, EventRequest, EventResponse, ForceLeaveRequest, InfoResponse,
+    JoinRequest, JoinResponse, MemberCounts, OkResponse, StatsInfo, TagsRequest, TagsResponse,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -135,7 +135,7 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             Ok(r) if r.addrs.is_empty() => {
                 error(StatusCode::BAD_REQUEST, "bad_request", "addrs is empty")
             }
-            Ok(r) => match st.node.join(r.addrs, false).await {
+            Ok(r) => match st.node.join(r.addrs, r.replay).await {
                 Ok(joined) => json(StatusCode::OK, &JoinResponse { joined }),
                 Err(e) => command_error(e),
             },
@@ -158,10 +158,22 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             Err(reply) => reply,
             Ok(r) => update_tags(r, st).await,
         },
+        (Method::POST, "/v1/event") => match body::<EventRequest>(req).await {
+            Err(reply) => reply,
+            Ok(r) => match st
+                .node
+                .user_event(r.name, r.payload.into_bytes(), r.coalesce)
+                .await
+            {
+                Ok(ltime) => json(StatusCode::OK, &EventResponse { ltime }),
+                Err(e) => command_error(e),
+            },
+        },
         (Method::GET, "/v1/info") => json(StatusCode::OK, &info(st)),
         (
             _,
-            "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/tags" | "/v1/info",
+            "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/tags" | "/v1/event"
+            | "/v1/info",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -3,6 +3,7 @@
 use shoal_proto::ClientError;
 use thiserror::Error;
 
+pub mod event;
 pub mod force_leave;
 pub mod info;
 pub mod join;
