@@ -107,9 +107,14 @@ impl Engine {
         }
     }
 
-    /// Push-pulls with each member that announced a meta too large to gossip.
+    /// Push-pulls with each member that announced a meta too large to gossip. Only live
+    /// members foca knows are contacted, never an address only a payload names; a member not
+    /// known yet is fetched by housekeeping once it is (its meta counts as stale).
     fn fetch_announced_metas(&mut self) {
-        let fetch = std::mem::take(&mut lock(&self.shared).fetch);
+        let mut fetch = std::mem::take(&mut lock(&self.shared).fetch);
+        let members = self.member_addrs();
+        fetch.retain(|addr| members.contains(addr));
+        fetch.dedup();
         if self.leave.left() || fetch.is_empty() {
             return;
         }

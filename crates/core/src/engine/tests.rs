@@ -373,3 +373,26 @@ fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
     );
     assert_eq!(status_of(&engine, 2), None);
 }
+
+#[test]
+fn an_announced_meta_is_fetched_from_a_member_but_never_from_an_address_only_a_payload_names() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.handle_command(
+        t0,
+        Command::ApplyState {
+            state: state_of(id(2, 1), "b"),
+            join: None,
+        },
+    );
+    engine.take_outbox();
+    lock(&engine.shared).fetch.extend([addr(9), addr(2)]);
+    engine.handle_command(t0, Command::Shutdown);
+    let out = engine.take_outbox();
+    let contacted: Vec<SocketAddr> = out
+        .push_pulls
+        .iter()
+        .flat_map(|p| p.addrs.clone())
+        .collect();
+    assert_eq!(contacted, vec![addr(2)]);
+}
