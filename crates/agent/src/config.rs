@@ -504,6 +504,14 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_config_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shoal.toml");
+        let cfg = resolve(&args(), FileConfig::load(&path).expect("parses")).expect("valid");
+        assert_eq!(cfg.node.name, "web-1");
+        assert_eq!(cfg.handlers.len(), 2);
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors() {
         let err = toml::from_str::<FileConfig>("nodee = \"x\"\n").expect_err("typo");
         assert!(err.to_string().contains("nodee"), "{err}");
