@@ -8,10 +8,11 @@
 //! The state is factored as foca factors its own: the sub-states live in `engine/`, each in a
 //! file with its tests ([`rejoin`], [`leave`], [`join`], [`suspicion`], [`conflict`],
 //! [`discovery`], [`backoff`]; [`events`] sends user events and applies those of
-//! push-pulls). This file holds the entry points, the commands and the verbs every path shares (`broadcast`, `gossip_now`, `push_pull_to`, `announce_all`). What each
-//! timer does is in [`ticks`], what each datagram does in [`datagrams`], and what happens after
-//! every input (foca's runtime drained, notifications applied, the view published) in
-//! [`notify`]. Scenario tests feed a whole engine in `engine/tests.rs`.
+//! push-pulls). This file holds the entry points, the commands and the verbs every path
+//! shares (`broadcast`, `broadcast_meta`, `gossip_now`, `push_pull_to`, `announce_all`).
+//! What each timer does is in [`ticks`], what each datagram does in [`datagrams`], and what
+//! happens after every input (foca's runtime drained, notifications applied, the view
+//! published) in [`notify`]. Scenario tests feed a whole engine in `engine/tests.rs`.
 
 mod backoff;
 mod conflict;

@@ -5,9 +5,9 @@
 //! User events wait in the same window, where only the newest of each name is kept
 //! ([`super::user`]), unless they were sent with `--coalesce=false`: those run at once.
 //! Then the whole view is written to `SHOAL_MEMBERS_FILE` and each batch (one per event kind,
-//! Serf's shape; one per user event) is queued to every handler whose filter wants it. Each handler has its own
-//! worker and bounded queue, so a slow or hung handler delays only itself, and its events run
-//! in order.
+//! Serf's shape; one per user event) is queued to every handler whose filter wants it. Each
+//! handler has its own worker and bounded queue, so a slow or hung handler delays only itself,
+//! and its events run in order.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
