@@ -160,3 +160,23 @@ fn a_tags_file_keeps_runtime_tags_across_a_restart_and_wins_over_tag_flags() {
     let b = Agent::start("tf", &flags);
     assert_eq!(tags_of(&b, "tf"), Some(tags(&[("role", "runtime")])));
 }
+
+#[test]
+fn a_sighup_applies_the_configurations_tag_changes_and_keeps_tags_set_at_runtime() {
+    let dir = scratch();
+    let cfg = dir.path().join("shoal.toml");
+    std::fs::write(&cfg, "[tags]\nrole = \"old\"\ngone = \"x\"\n").expect("write");
+    let a = Agent::start("th", &["--config", &cfg.display().to_string()]);
+    let control = a.control.to_string();
+    let (code, _, err) = cli(&["tags", "--control", &control, "--set", "extra=1"]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(&cfg, "[tags]\nrole = \"new\"\n").expect("rewrite");
+    a.signal(nix::sys::signal::Signal::SIGHUP);
+    let want = tags(&[("role", "new"), ("extra", "1")]);
+    assert!(
+        wait_until(Duration::from_secs(5), || tags_of(&a, "th")
+            == Some(want.clone())),
+        "{:?}",
+        tags_of(&a, "th")
+    );
+}
