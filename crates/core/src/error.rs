@@ -47,7 +47,7 @@ pub enum CommandError {
         status: &'static str,
     },
     /// A user event breaks the limits. Nothing was sent.
-    #[error("invalid user event: {0}")]
+    #[error("{0}")]
     UserEvent(#[from] UserEventError),
     /// The gossip layer refused the item (logged with the reason). Nothing was sent.
     #[error("the gossip layer refused the broadcast (see the agent's log)")]
