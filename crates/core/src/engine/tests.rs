@@ -70,6 +70,11 @@ fn state_of(who: Identity, name: &str) -> SyncState {
     }
 }
 
+/// A push-pull answer (not of an operator join) arrives at `t`.
+fn apply_state(engine: &mut Engine, t: Instant, state: SyncState) {
+    engine.handle_command(t, Command::ApplyState { state, join: None });
+}
+
 /// An operator's `shoal join TARGETS` (no replay).
 fn join_command(targets: Vec<String>, reply: join::JoinReply) -> Command {
     Command::Join {
@@ -190,26 +195,14 @@ fn at_most_one_push_pull_per_half_sync_interval() {
 fn the_member_that_started_later_gives_up_a_shared_name() {
     let t0 = Instant::now();
     let mut later = started(config("web", 1), 200, Vec::new(), t0);
-    later.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 100), "web"),
-            join: None,
-        },
-    );
+    apply_state(&mut later, t0, state_of(id(2, 100), "web"));
     run_until(&mut later, t0 + Profile::Lan.timings().probe_period);
     let conflict = later.view().conflict.expect("gave up the name");
     assert!(conflict.contains("started first"), "{conflict}");
     assert_eq!(later.view().local.status, Status::Leaving);
 
     let mut earlier = started(config("web", 1), 50, Vec::new(), t0);
-    earlier.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 100), "web"),
-            join: None,
-        },
-    );
+    apply_state(&mut earlier, t0, state_of(id(2, 100), "web"));
     run_until(&mut earlier, t0 + Profile::Lan.timings().probe_period);
     assert_eq!(earlier.view().conflict, None);
     assert_eq!(earlier.view().local.status, Status::Alive);
@@ -219,13 +212,7 @@ fn the_member_that_started_later_gives_up_a_shared_name() {
 fn leave_gossips_the_intent_then_tells_every_member_directly() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    engine.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 1), "b"),
-            join: None,
-        },
-    );
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     engine.take_outbox();
     let (reply, mut done) = oneshot::channel();
     engine.handle_command(t0, Command::Leave { reply });
@@ -252,13 +239,7 @@ fn leave_gossips_the_intent_then_tells_every_member_directly() {
 fn a_direct_leave_notice_marks_the_member_left() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    engine.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 1), "b"),
-            join: None,
-        },
-    );
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     assert_eq!(status_of(&engine, 2), Some(Status::Alive));
     let notice = leave::notice(id(2, 1)).expect("encode");
     engine.handle_datagram(t0, addr(2), &notice);
@@ -359,13 +340,7 @@ fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
     engine.handle_command(t0, Command::Leave { reply });
     run_until(&mut engine, t0 + Duration::from_secs(1));
     assert!(engine.view().left);
-    engine.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 1), "b"),
-            join: None,
-        },
-    );
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     let later = run_until(&mut engine, t0 + Duration::from_secs(60));
     assert!(
         later.iter().all(|(_, o)| o.push_pulls.is_empty()),
@@ -378,13 +353,7 @@ fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
 fn an_announced_meta_is_fetched_from_a_member_but_never_from_an_address_only_a_payload_names() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    engine.handle_command(
-        t0,
-        Command::ApplyState {
-            state: state_of(id(2, 1), "b"),
-            join: None,
-        },
-    );
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     engine.take_outbox();
     lock(&engine.shared).fetch.extend([addr(9), addr(2)]);
     engine.handle_command(t0, Command::Shutdown);
