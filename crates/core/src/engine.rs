@@ -460,6 +460,11 @@ impl Engine {
             for (id, forced) in state.intents {
                 shared.table.apply_intent(id, forced);
             }
+            if let Some(from) = state.from {
+                // The member's own state holds its current meta: no announcement beyond it
+                // is left to fetch (a bogus one would otherwise be fetched forever).
+                shared.table.settle_announced(from);
+            }
         }
         if let Err(error) = self
             .foca

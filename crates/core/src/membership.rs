@@ -596,6 +596,13 @@ impl Membership {
         true
     }
 
+    /// The member `id` itself sent its state: whatever it announced is now known or bogus.
+    pub fn settle_announced(&mut self, id: Identity) {
+        if let Some(entry) = self.entries.get_mut(&id.addr) {
+            entry.announced = None;
+        }
+    }
+
     /// A digest of the membership that matters: identities that are up with their meta
     /// versions, and members known to have left. Two nodes with the same view have the same
     /// digest; a difference triggers a push-pull. (Leave knowledge is in it so that a node that
