@@ -20,7 +20,7 @@ use thiserror::Error;
 use crate::envelope::{self, EnvelopeError, Kind};
 use crate::identity::Identity;
 use crate::membership::Meta;
-use crate::user_event::UserEvent;
+use crate::user_event::{EventDigest, UserEvent};
 
 /// Largest push-pull frame accepted, in bytes.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -32,6 +32,24 @@ pub struct Digest {
     pub from: Identity,
     /// The sender's [`crate::membership::Membership::digest`].
     pub digest: u64,
+    /// The sender's recent user events; `None` from a node that predates them (its digest
+    /// then ends after `digest`).
+    pub events: Option<EventDigest>,
+}
+
+/// Decodes a digest, also one of the first format (no `events`).
+pub fn decode_digest(payload: &[u8]) -> Result<Digest, postcard::Error> {
+    match postcard::from_bytes::<Digest>(payload) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            let (from, digest) = postcard::from_bytes::<(Identity, u64)>(payload)?;
+            Ok(Digest {
+                from,
+                digest,
+                events: None,
+            })
+        }
+        decoded => decoded,
+    }
 }
 
 /// Everything one node knows, as sent in a push-pull.
@@ -153,6 +171,26 @@ mod tests {
             check_len(MAX_FRAME + 1),
             Err(FrameError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn digests_of_both_formats_decode() {
+        let from = Identity::new("127.0.0.1:7948".parse().expect("addr"));
+        let events = Some(EventDigest {
+            clock: 3,
+            floor: 1,
+            hash: 9,
+        });
+        let new = Digest {
+            from,
+            digest: 7,
+            events,
+        };
+        let bytes = postcard::to_stdvec(&new).expect("encode");
+        assert_eq!(decode_digest(&bytes).expect("new"), new);
+        let old = postcard::to_stdvec(&(from, 7u64)).expect("encode");
+        assert_eq!(decode_digest(&old).expect("old").events, None);
+        assert!(decode_digest(b"\x01").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! - [`anti_entropy`]: the digest datagram and the push-pull frame.
 //! - [`discover`]: the `--discover` beacon's format.
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
-//! - [`fs`]: atomic file replacement.
+//! - [`fs`]: atomic file replacement; `fnv`: the hash digests use.
 //!
 //! **Engine** (`engine.rs`, `engine/`, crate-private): one node's protocol, sans I/O. Inputs
 //! (commands, datagrams, timers, each with the current `Instant`) go in; an outbox of
@@ -44,6 +44,7 @@ pub mod discover;
 pub(crate) mod engine;
 pub mod envelope;
 pub mod error;
+pub(crate) mod fnv;
 pub mod fs;
 pub mod identity;
 pub mod membership;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fnv::Fnv;
 use crate::identity::Identity;
 use crate::user_event::UserEvent;
 
@@ -644,24 +645,6 @@ impl Membership {
             .values()
             .filter(|e| e.known && e.meta.is_some() && e.status() == status)
             .count()
-    }
-}
-
-/// FNV-1a, 64 bits: stable across builds and platforms, unlike `DefaultHasher`.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

@@ -11,6 +11,10 @@
 //!   restarted node handled before (from its snapshot) and, on a join without replay, to the
 //!   cluster's clock, so a new member does not run the cluster's history.
 //!
+//! Gossip alone can miss a member (each copy goes to a random few), and nothing else would
+//! repair that: so the anti-entropy digest carries an [`EventDigest`], and two members whose
+//! recent events differ push-pull, which hands each the events it lacks.
+//!
 //! This lives in the rules layer because foca's broadcast handler decides, while it decodes
 //! an item, whether it is news to forward; it holds this state next to the member table.
 
@@ -18,6 +22,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::fnv::Fnv;
 
 /// Largest name + payload of a user event, in bytes (Serf's default limit).
 pub const MAX_USER_EVENT_LEN: usize = 512;
@@ -62,6 +68,18 @@ pub fn validate(name: &str, payload: &[u8]) -> Result<(), UserEventError> {
         return Err(UserEventError::TooLarge(size));
     }
     Ok(())
+}
+
+/// What a digest tells about the sender's recent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDigest {
+    /// The sender's event clock.
+    pub clock: u64,
+    /// The oldest Lamport time `hash` covers: the newer half of the window, or less when
+    /// the sender skipped older ones as history.
+    pub floor: u64,
+    /// A hash of the sender's events from `floor` on.
+    pub hash: u64,
 }
 
 /// The node's event clock and the buffer of recent events. See the module docs.
@@ -158,6 +176,45 @@ impl UserEvents {
         let oldest = self.clock.saturating_sub(EVENT_WINDOW);
         self.recent = self.recent.split_off(&oldest);
         true
+    }
+
+    /// This node's [`EventDigest`].
+    pub fn digest(&self) -> EventDigest {
+        let floor = self
+            .min_time
+            .max(self.clock.saturating_sub(EVENT_WINDOW / 2));
+        EventDigest {
+            clock: self.clock,
+            floor,
+            hash: self.hash_from(floor),
+        }
+    }
+
+    /// True when a peer's digest shows that one of the two misses an event the other has, so
+    /// a push-pull is due. Only events both would still accept are compared: from the
+    /// peer's floor on, unless this node skipped part of that range as history (the peer
+    /// then compares from ours, which is later).
+    pub fn differs(&self, theirs: &EventDigest) -> bool {
+        if theirs.clock != self.clock {
+            return true;
+        }
+        self.min_time <= theirs.floor && self.hash_from(theirs.floor) != theirs.hash
+    }
+
+    /// Order-independent hash of the recent events from `floor` on.
+    fn hash_from(&self, floor: u64) -> u64 {
+        self.recent
+            .range(floor..)
+            .flat_map(|(_, events)| events)
+            .map(|e| {
+                let mut h = Fnv::new();
+                h.write(&e.ltime.to_le_bytes());
+                h.write(&(e.name.len() as u64).to_le_bytes());
+                h.write(e.name.as_bytes());
+                h.write(&e.payload);
+                h.finish()
+            })
+            .fold(0u64, u64::wrapping_add)
     }
 
     /// Events accepted since the last call, oldest first.
@@ -260,6 +317,41 @@ mod tests {
             Some(19),
             "skipped history is never replayed later"
         );
+    }
+
+    #[test]
+    fn digests_differ_when_one_member_missed_an_event_even_at_the_same_clock() {
+        let mut a = UserEvents::default();
+        let mut b = UserEvents::default();
+        for e in [&mut a, &mut b] {
+            assert!(e.receive(event(1, "deploy", "v1")));
+        }
+        assert!(!a.differs(&b.digest()) && !b.differs(&a.digest()));
+        assert!(a.receive(event(2, "deploy", "v2")));
+        assert!(a.differs(&b.digest()), "b's clock is behind");
+        assert!(a.receive(event(3, "deploy", "v3")) && b.receive(event(3, "deploy", "v3")));
+        assert_eq!(a.clock(), b.clock());
+        assert!(
+            a.differs(&b.digest()) && b.differs(&a.digest()),
+            "b missed v2"
+        );
+        assert!(b.receive(event(2, "deploy", "v2")));
+        assert!(!a.differs(&b.digest()) && !b.differs(&a.digest()));
+    }
+
+    #[test]
+    fn a_member_that_skipped_history_compares_only_what_both_accept() {
+        let mut old = UserEvents::default();
+        assert!(old.receive(event(10, "deploy", "v1")));
+        let mut new = UserEvents::default();
+        new.ignore_before(old.clock());
+        new.catch_up(old.clock());
+        assert!(!new.differs(&old.digest()), "its floor is later than old's");
+        assert!(!old.differs(&new.digest()), "nothing since new's floor");
+        for e in [&mut old, &mut new] {
+            assert!(e.receive(event(11, "deploy", "v2")));
+        }
+        assert!(!new.differs(&old.digest()) && !old.differs(&new.digest()));
     }
 
     #[test]

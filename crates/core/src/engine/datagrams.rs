@@ -1,6 +1,7 @@
 //! What each gossip datagram does once it is decoded ([`super::input::decode`]): foca's
 //! messages go to foca, a direct leave notice marks its sender left, a digest that differs
-//! from ours asks for a push-pull; anything else is counted and dropped.
+//! from ours (members or recent user events) asks for a push-pull; anything else is counted
+//! and dropped.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -78,9 +79,14 @@ impl Engine {
         }
     }
 
+    /// A digest that differs from ours in membership or in recent user events (one of the
+    /// two missed an event, which gossip alone never repairs) asks for a push-pull.
     fn handle_digest(&mut self, digest: Digest) {
-        let ours = lock(&self.shared).table.digest();
-        if digest.digest != ours && !self.leave.left() {
+        let shared = lock(&self.shared);
+        let differs = digest.digest != shared.table.digest()
+            || digest.events.is_some_and(|e| shared.events.differs(&e));
+        drop(shared);
+        if differs && !self.leave.left() {
             self.push_pull(digest.from.addr);
         }
     }

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::join::JoinReply;
 use super::outbox::{JoinId, Purpose};
-use crate::anti_entropy::{Digest, SyncState};
+use crate::anti_entropy::{self, Digest, SyncState};
 use crate::envelope::{self, Kind};
 use crate::error::{CommandError, DropReason};
 use crate::identity::Identity;
@@ -82,7 +82,7 @@ pub(crate) fn decode(packet: &[u8]) -> Result<Datagram<'_>, DropReason> {
         (Kind::Leave, payload) => postcard::from_bytes(payload)
             .map(Datagram::Leave)
             .map_err(undecodable("leave notice")),
-        (Kind::Digest, payload) => postcard::from_bytes(payload)
+        (Kind::Digest, payload) => anti_entropy::decode_digest(payload)
             .map(Datagram::Digest)
             .map_err(undecodable("digest")),
         (kind, _) => Err(DropReason::NotADatagram(kind)),

@@ -173,6 +173,7 @@ fn at_most_one_push_pull_per_half_sync_interval() {
         let digest = Digest {
             from: id(2, 1),
             digest: d,
+            events: None,
         };
         envelope::seal(Kind::Digest, &postcard::to_stdvec(&digest).expect("encode"))
     };

@@ -67,10 +67,13 @@ impl Engine {
         let Some(target) = self.foca.iter_members().nth(pick).map(|m| m.id().addr) else {
             return;
         };
+        let shared = lock(&self.shared);
         let digest = Digest {
             from: self.local(),
-            digest: lock(&self.shared).table.digest(),
+            digest: shared.table.digest(),
+            events: Some(shared.events.digest()),
         };
+        drop(shared);
         match postcard::to_stdvec(&digest) {
             Ok(payload) => {
                 let packet = envelope::seal(Kind::Digest, &payload);

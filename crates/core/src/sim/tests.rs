@@ -341,6 +341,34 @@ fn members_that_joined_one_through_another_all_run_the_first_members_next_event(
 }
 
 #[test]
+fn a_member_cut_off_while_an_event_spread_gets_it_from_the_digest_repair() {
+    let mut sim = Sim::new(24, 5, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let cut = Sim::addr(4);
+    let rest: Vec<SocketAddr> = sim.live().into_iter().filter(|a| *a != cut).collect();
+    sim.partition(&[rest, vec![cut]]);
+    let mut sent = sim.user_event(Sim::addr(0), "deploy", b"v1");
+    assert!(sent.try_recv().expect("answered").is_ok());
+    // Shorter than the suspicion timeout, longer than the gossip of the event takes.
+    sim.run_until(Duration::from_millis(5900));
+    assert!(
+        user_events(&sim, cut).is_empty(),
+        "the gossip did not reach it"
+    );
+    sim.heal();
+    sim.run_until(Duration::from_secs(10));
+    assert_eq!(
+        user_events(&sim, cut),
+        vec![("deploy".to_string(), b"v1".to_vec())]
+    );
+    assert!(
+        sim.check_converged().is_empty(),
+        "{:?}",
+        sim.check_converged()
+    );
+}
+
+#[test]
 #[ignore]
 fn debug_seed() {
     let seed: u64 = std::env::var("SEED")
