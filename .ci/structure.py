@@ -25,7 +25,8 @@ CORE = ROOT / "crates/core/src"
 VOCABULARY = ["config.rs", "error.rs", "view.rs"]
 RULES = [
     "identity.rs", "envelope.rs", "profile.rs", "timers.rs", "broadcast.rs", "membership.rs",
-    "membership/", "anti_entropy.rs", "discover.rs", "snapshot.rs", "fs.rs",
+    "membership/", "anti_entropy.rs", "discover.rs", "snapshot.rs", "fs.rs", "user_event.rs",
+    "fnv.rs",
 ]
 ENGINE = ["engine.rs", "engine/"]
 DRIVER = ["node.rs", "node/"]

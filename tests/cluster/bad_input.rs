@@ -1,10 +1,10 @@
 //! Bad input gets a clear error; a running agent keeps running with nothing lost.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use crate::harness::{Agent, cli, wait_until};
+use crate::harness::{Agent, cli, raw_http, wait_until};
 
 #[test]
 fn unknown_flags_malformed_tags_and_bad_filters_exit_64_naming_the_problem() {
@@ -74,16 +74,6 @@ fn random_bytes_on_the_gossip_port_are_dropped_and_counted() {
     let b = Agent::start("gb", &["--join", &a.join_arg()]);
     assert!(wait_until(Duration::from_secs(5), || a.count_alive() == 2
         && b.count_alive() == 2));
-}
-
-fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 #[test]

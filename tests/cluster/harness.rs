@@ -1,7 +1,7 @@
 //! Runs real `shoal` processes on loopback: port 0, the readiness line, polling with a
 //! deadline, kill on drop, and the agent's log printed when a test fails.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -210,4 +210,36 @@ pub fn cli(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Sends `request` as is to `addr` and returns the whole answer (status line, headers, body).
+pub fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// `POST path` with `body` sent as is (it need not be valid JSON); the whole answer.
+pub fn post_raw(addr: SocketAddr, path: &str, body: &str) -> String {
+    raw_http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// The tags `agent` lists for member `name`, if it lists it.
+pub fn tags_of(agent: &Agent, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    agent
+        .try_members()
+        .ok()?
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.tags)
 }

@@ -4,9 +4,11 @@
 mod accuracy;
 mod bad_input;
 mod discovery;
+mod events;
 mod handlers;
 mod harness;
 mod membership;
 mod netns;
 mod supervise;
+mod tags;
 mod templates;

@@ -1,6 +1,7 @@
 //! `shoal agent`: start the node, the control API and the handlers; print the readiness line;
 //! leave gracefully on SIGTERM/SIGINT (a second signal exits at once); reload on SIGHUP.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ struct Running {
     hup: tokio::signal::unix::Signal,
     /// The supervised app, if any.
     app: Option<App>,
+    /// The tags the configuration gave when last (re)loaded: SIGHUP applies only what
+    /// changed since, so tags set at runtime with `shoal tags` survive a reload.
+    config_tags: BTreeMap<String, String>,
 }
 
 /// Binds the control address, starts the node, prints the readiness line, then starts the
@@ -101,6 +105,7 @@ async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
         control: control_addr.to_string(),
         counters,
         stopped: stopped_tx,
+        tags_file: cfg.tags_file.clone(),
     });
     tokio::spawn(control::serve(control, state));
 
@@ -123,6 +128,7 @@ async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
         int,
         hup,
         app,
+        config_tags: cfg.node.tags.clone(),
     })
 }
 
@@ -144,6 +150,7 @@ impl Running {
             int,
             hup,
             app,
+            config_tags,
         } = self;
         let mut view = node.watch();
         let stop = loop {
@@ -151,7 +158,7 @@ impl Running {
                 _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break Stop::Signal(Signal::SIGTERM); }
                 _ = int.recv() => { info!("SIGINT: leaving the cluster"); break Stop::Signal(Signal::SIGINT); }
                 _ = hup.recv() => {
-                    reload(args, node, handlers, templates, log).await;
+                    reload(args, node, handlers, templates, log, config_tags).await;
                     if let Some(app) = app.as_ref() {
                         app.signal(Signal::SIGHUP);
                     }
@@ -252,14 +259,16 @@ fn second_signal(app: &Option<App>) -> u8 {
     1
 }
 
-/// SIGHUP: re-reads the config files; applies handlers, templates, tags and log level. On error the old
-/// configuration stays.
+/// SIGHUP: re-reads the config files; applies handlers, templates, tags and log level. On
+/// error the old configuration stays. Tags: what changed in the configuration since it was last
+/// read is set or deleted (and kept in the tags file); tags set at runtime are left alone.
 async fn reload(
     args: &AgentArgs,
     node: &NodeHandle,
     handlers: &watch::Sender<Arc<Vec<HandlerSpec>>>,
     templates: &watch::Sender<Arc<Vec<TemplateSpec>>>,
     log: &LogHandle,
+    config_tags: &mut BTreeMap<String, String>,
 ) {
     if args.config.is_empty() {
         info!("SIGHUP: no --config file to reload");
@@ -277,14 +286,62 @@ async fn reload(
     }
     handlers.send_replace(Arc::new(cfg.handlers.clone()));
     templates.send_replace(Arc::new(cfg.templates.clone()));
-    if node.view().local.tags != cfg.node.tags
-        && let Err(e) = node.set_tags(cfg.node.tags.clone()).await
-    {
-        error!(error = %e, "SIGHUP: tags not changed");
+    let (set, delete) = tag_changes(config_tags, &cfg.node.tags);
+    if !set.is_empty() || !delete.is_empty() {
+        match node.update_tags(set, delete).await {
+            Ok(tags) => {
+                *config_tags = cfg.node.tags.clone();
+                if let Some(path) = &cfg.tags_file
+                    && let Err(e) = crate::tags_file::save(path, &tags).await
+                {
+                    error!(error = %e, "SIGHUP: tags changed but not persisted");
+                }
+            }
+            Err(e) => error!(error = %e, "SIGHUP: tags not changed"),
+        }
     }
     info!(
         handlers = cfg.handlers.len(),
         tags = cfg.node.tags.len(),
         "SIGHUP: configuration reloaded"
     );
+}
+
+/// What turns the tags `before` into `after`: the entries to set and the keys to delete.
+fn tag_changes(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let set = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let delete = before
+        .keys()
+        .filter(|k| !after.contains_key(*k))
+        .cloned()
+        .collect();
+    (set, delete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_changes_only_the_tags_the_configuration_changed() {
+        let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let before = tags(&[("role", "old"), ("dc", "east"), ("gone", "x")]);
+        let after = tags(&[("role", "new"), ("dc", "east"), ("zone", "a")]);
+        let (set, delete) = tag_changes(&before, &after);
+        assert_eq!(set, tags(&[("role", "new"), ("zone", "a")]));
+        assert_eq!(delete, vec!["gone".to_string()]);
+        assert_eq!(tag_changes(&after, &after), (BTreeMap::new(), Vec::new()));
+    }
 }

@@ -29,6 +29,10 @@ pub enum Command {
     Leave(ClientArgs),
     /// Mark a failed member as left, everywhere.
     ForceLeave(ForceLeaveArgs),
+    /// Change the agent's tags at runtime; every member sees them (`member-update`).
+    Tags(TagsArgs),
+    /// Send a user event to every member (their `user` and `user:NAME` handlers run once).
+    Event(EventArgs),
     /// Show the agent's own state and counters.
     Info(InfoArgs),
     /// Print the version.
@@ -59,6 +63,10 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub tags: Vec<String>,
+    /// Keep the tags in this JSON file: rewritten after every `shoal tags` change, and read at
+    /// start, where it wins over --tag and the config file's tags.
+    #[arg(long, env = "SHOAL_TAGS_FILE", value_name = "PATH")]
+    pub tags_file: Option<PathBuf>,
     /// An event handler: [FILTER=]SCRIPT, run with `sh -c` (Serf's syntax). Repeatable.
     #[arg(
         long = "event-handler",
@@ -106,6 +114,10 @@ pub struct AgentArgs {
     /// Rejoin the snapshot's members even if this node left gracefully last time.
     #[arg(long, env = "SHOAL_REJOIN")]
     pub rejoin: bool,
+    /// On the first join, also run the user events the cluster still remembers (Serf's
+    /// -replay); otherwise only events from the join on run.
+    #[arg(long, env = "SHOAL_REPLAY")]
+    pub replay: bool,
     /// Render SRC (Jinja2 syntax) to DEST from the member view whenever it changes, then run
     /// COMMAND if DEST changed. Repeatable.
     #[arg(
@@ -176,6 +188,9 @@ pub struct JoinArgs {
     /// Addresses to join: ip:port or name:port.
     #[arg(required = true, value_name = "ADDR")]
     pub addrs: Vec<String>,
+    /// Also run the user events the cluster still remembers (Serf's -replay).
+    #[arg(long)]
+    pub replay: bool,
 }
 
 /// Flags of `shoal force-leave`.
@@ -201,4 +216,47 @@ pub struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// Flags of `shoal tags`.
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// A tag to add or change, KEY=VALUE. Repeatable.
+    #[arg(long = "set", value_name = "K=V", value_parser = key_value,
+          required_unless_present = "delete")]
+    pub set: Vec<(String, String)>,
+    /// A tag key to remove (after the --set ones are applied). Repeatable.
+    #[arg(long = "delete", value_name = "K")]
+    pub delete: Vec<String>,
+}
+
+/// Flags of `shoal event`.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Handlers may fold this event into a newer one of the same name within the quiet
+    /// window: --coalesce=false runs every one.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub coalesce: bool,
+    /// The event's name (`user:NAME` handlers match it).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Given to the handlers on stdin.
+    #[arg(value_name = "PAYLOAD", default_value = "")]
+    pub payload: String,
+}
+
+/// `KEY=VALUE` with a non-empty key.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }

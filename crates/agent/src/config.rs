@@ -74,6 +74,7 @@ pub struct FileConfig {
     join: Vec<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    tags_file: Option<PathBuf>,
     #[serde(default)]
     event_handlers: Vec<String>,
     #[serde(default)]
@@ -90,6 +91,7 @@ pub struct FileConfig {
     tombstone_timeout: Option<String>,
     snapshot: Option<PathBuf>,
     rejoin: Option<bool>,
+    replay: Option<bool>,
     discover: Option<String>,
     stop_delay: Option<String>,
     stop_timeout: Option<String>,
@@ -117,6 +119,7 @@ impl FileConfig {
             node,
             bind,
             advertise,
+            tags_file,
             profile,
             control,
             log_level,
@@ -129,6 +132,7 @@ impl FileConfig {
             tombstone_timeout,
             snapshot,
             rejoin,
+            replay,
             discover,
             stop_delay,
             stop_timeout
@@ -147,6 +151,9 @@ pub struct AgentConfig {
     /// join targets and retries, reap timeouts, snapshot, rejoin and discovery. Anything the
     /// agent has no setting for (the UDP packet budget) keeps [`NodeConfig::new`]'s default.
     pub node: NodeConfig,
+    /// Where runtime tag changes are kept (`--tags-file`); its tags, when it exists, are
+    /// already in `node.tags`.
+    pub tags_file: Option<PathBuf>,
     /// Event handlers, in order.
     pub handlers: Vec<HandlerSpec>,
     /// Templates, in order.
@@ -202,6 +209,16 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| invalid("--tag", pair, "expected KEY=VALUE"))?;
         tags.insert(k.to_string(), v.to_string());
+    }
+    let tags_file = args.tags_file.clone().or(file.tags_file);
+    if let Some(path) = &tags_file {
+        let path_text = path.display().to_string();
+        // As in Serf, the tags a node last had at runtime win over the configured ones.
+        if let Some(kept) =
+            crate::tags_file::load(path).map_err(|e| invalid("--tags-file", &path_text, e))?
+        {
+            tags = kept;
+        }
     }
     let mut handlers = Vec::new();
     for spec in file.event_handlers.iter().chain(&args.event_handlers) {
@@ -288,9 +305,11 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             tombstone_timeout,
             snapshot: args.snapshot.clone().or(file.snapshot),
             rejoin: args.rejoin || file.rejoin.unwrap_or(false),
+            replay: args.replay || file.replay.unwrap_or(false),
             discover,
             ..NodeConfig::new(name, bind)
         },
+        tags_file,
         handlers,
         templates,
         control,
@@ -421,9 +440,11 @@ mod tests {
             tombstone_timeout = "2h"
             snapshot = "/tmp/s.json"
             rejoin = true
+            replay = true
             discover = "prod"
             stop_delay = "3s"
             stop_timeout = "4s"
+            tags_file = "/nonexistent/tags.json"
             [tags]
             role = "web"
         "#;
@@ -448,10 +469,46 @@ mod tests {
         assert_eq!(cfg.node.tombstone_timeout, Duration::from_secs(7200));
         assert_eq!(cfg.node.snapshot, Some(PathBuf::from("/tmp/s.json")));
         assert!(cfg.node.rejoin);
+        assert!(cfg.node.replay);
         assert_eq!(cfg.node.discover.as_deref(), Some("prod"));
         assert_eq!(cfg.stop_delay, Duration::from_secs(3));
         assert_eq!(cfg.stop_timeout, Duration::from_secs(4));
         assert_eq!(cfg.node.tags["role"], "web");
+        assert_eq!(cfg.tags_file, Some(PathBuf::from("/nonexistent/tags.json")));
+    }
+
+    #[test]
+    fn a_tags_file_wins_over_tag_flags_and_a_corrupt_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tags.json");
+        let mut a = args();
+        a.tags = vec!["role=flag".into()];
+        a.tags_file = Some(path.clone());
+        let cfg = resolve(&a, FileConfig::default()).expect("no file yet");
+        assert_eq!(cfg.node.tags["role"], "flag");
+        assert_eq!(cfg.tags_file.as_deref(), Some(path.as_path()));
+        std::fs::write(&path, r#"{"role":"kept"}"#).expect("write");
+        let cfg = resolve(&a, FileConfig::default()).expect("valid");
+        assert_eq!(
+            cfg.node.tags,
+            BTreeMap::from([("role".into(), "kept".into())])
+        );
+        std::fs::write(&path, "not json").expect("write");
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("corrupt")
+            .to_string();
+        assert!(
+            err.contains("--tags-file") && err.contains("tags.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_sample_config_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shoal.toml");
+        let cfg = resolve(&args(), FileConfig::load(&path).expect("parses")).expect("valid");
+        assert_eq!(cfg.node.name, "web-1");
+        assert_eq!(cfg.handlers.len(), 2);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_core::{CommandError, NodeHandle, Status};
 use shoal_proto::{
-    AgentInfo, ErrorBody, ForceLeaveRequest, InfoResponse, JoinRequest, JoinResponse, MemberCounts,
-    OkResponse, StatsInfo,
+    AgentInfo, ErrorBody, EventRequest, EventResponse, ForceLeaveRequest, InfoResponse,
+    JoinRequest, JoinResponse, MemberCounts, OkResponse, StatsInfo, TagsRequest, TagsResponse,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -42,6 +42,8 @@ pub struct ControlState {
     pub counters: Arc<Counters>,
     /// Told when `/v1/leave` completed, so the agent exits.
     pub stopped: mpsc::Sender<()>,
+    /// Where `/v1/tags` changes are kept (`--tags-file`).
+    pub tags_file: Option<std::path::PathBuf>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -92,7 +94,10 @@ fn command_error(e: CommandError) -> Reply {
     let (status, code) = match &e {
         CommandError::UnknownMember(_) => (StatusCode::NOT_FOUND, "not_found"),
         CommandError::NotFailed { .. } => (StatusCode::CONFLICT, "conflict"),
-        CommandError::Meta(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        CommandError::Meta(_) | CommandError::UserEvent(_) => {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        }
+        CommandError::Gossip => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         CommandError::JoinFailed(_) => (StatusCode::BAD_GATEWAY, "join_failed"),
         CommandError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
@@ -130,7 +135,7 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             Ok(r) if r.addrs.is_empty() => {
                 error(StatusCode::BAD_REQUEST, "bad_request", "addrs is empty")
             }
-            Ok(r) => match st.node.join(r.addrs).await {
+            Ok(r) => match st.node.join(r.addrs, r.replay).await {
                 Ok(joined) => json(StatusCode::OK, &JoinResponse { joined }),
                 Err(e) => command_error(e),
             },
@@ -149,8 +154,27 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
                 Err(e) => command_error(e),
             },
         },
+        (Method::POST, "/v1/tags") => match body::<TagsRequest>(req).await {
+            Err(reply) => reply,
+            Ok(r) => update_tags(r, st).await,
+        },
+        (Method::POST, "/v1/event") => match body::<EventRequest>(req).await {
+            Err(reply) => reply,
+            Ok(r) => match st
+                .node
+                .user_event(r.name, r.payload.into_bytes(), r.coalesce)
+                .await
+            {
+                Ok(ltime) => json(StatusCode::OK, &EventResponse { ltime }),
+                Err(e) => command_error(e),
+            },
+        },
         (Method::GET, "/v1/info") => json(StatusCode::OK, &info(st)),
-        (_, "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/info") => error(
+        (
+            _,
+            "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/tags" | "/v1/event"
+            | "/v1/info",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{} does not accept {}", path, req.method()),
@@ -161,6 +185,39 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             format!("no endpoint {path}"),
         ),
     }
+}
+
+/// `POST /v1/tags`: changes the tags in the cluster, then in the tags file.
+async fn update_tags(r: TagsRequest, st: &ControlState) -> Reply {
+    if r.set.is_empty() && r.delete.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "nothing to change: give tags to set or delete",
+        );
+    }
+    if r.set.keys().any(String::is_empty) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "tag keys must not be empty",
+        );
+    }
+    let tags = match st.node.update_tags(r.set, r.delete).await {
+        Ok(tags) => tags,
+        Err(e) => return command_error(e),
+    };
+    if let Some(path) = &st.tags_file
+        && let Err(e) = crate::tags_file::save(path, &tags).await
+    {
+        warn!(error = %e, "tags changed but not persisted");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("tags changed in the cluster, but {e}"),
+        );
+    }
+    json(StatusCode::OK, &TagsResponse { tags })
 }
 
 fn info(st: &ControlState) -> InfoResponse {

@@ -8,8 +8,10 @@
 //! - [`templates`]: `--template` files rendered from the member view (by `shoal-template`).
 //! - [`shell`]: runs one `sh -c` script for a handler or a template command, bounded in time.
 //! - [`supervise`]: the app run after `--`; [`reaper`]: zombie reaping when the agent is PID 1.
-//! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `info`).
+//! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `tags`,
+//!   `event`, `info`).
 //! - [`logging`]: the tracing subscriber and the log format.
+//! - [`tags_file`]: `--tags-file`, the tags kept across restarts.
 
 pub mod agent;
 pub mod cli;
@@ -21,5 +23,6 @@ pub mod logging;
 pub mod reaper;
 pub mod shell;
 pub mod supervise;
+pub mod tags_file;
 pub mod templates;
 pub mod view;

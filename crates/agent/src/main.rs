@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         Command::Join(a) => runtime.block_on(commands::join::run(&a)),
         Command::Leave(a) => runtime.block_on(commands::leave::run(&a)),
         Command::ForceLeave(a) => runtime.block_on(commands::force_leave::run(&a)),
+        Command::Tags(a) => runtime.block_on(commands::tags::run(&a)),
+        Command::Event(a) => runtime.block_on(commands::event::run(&a)),
         Command::Info(a) if a.joined => {
             // A health check: Docker reads 1 as unhealthy (2 is reserved).
             return match runtime.block_on(commands::info::run(&a)) {

@@ -21,7 +21,7 @@ pub struct Job {
     /// Extra environment.
     pub env: Vec<(String, String)>,
     /// Bytes written to stdin, which is then closed.
-    pub stdin: String,
+    pub stdin: Vec<u8>,
 }
 
 /// How an invocation ended.
@@ -57,7 +57,7 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
     let pid = child.id();
     crate::reaper::register(pid);
     if let Some(mut stdin) = child.stdin.take() {
-        let data = job.stdin.into_bytes();
+        let data = job.stdin;
         // A handler that never reads stdin must not block us: write in the background and
         // ignore a closed pipe, as Serf does.
         tokio::spawn(async move {
@@ -146,7 +146,7 @@ mod tests {
         Job {
             event: "member-join".into(),
             env: vec![("SERF_EVENT".into(), "member-join".into())],
-            stdin: stdin.into(),
+            stdin: stdin.as_bytes().to_vec(),
         }
     }
 

@@ -6,6 +6,10 @@
 //! metas, leave intents) in one length-prefixed frame each and apply the other's. That repairs
 //! whatever gossip missed, in seconds rather than at the next full sync.
 //!
+//! The state also carries the sender's event clock and its recent user events (after the
+//! fields of the first format, so a node that predates them reads a new frame, ignoring the
+//! rest; and a frame from such a node still decodes here, with no events).
+//!
 //! A frame is a big-endian `u32` length, then the enveloped ([`Kind::PushPull`]) postcard
 //! [`SyncState`]. The length is checked against [`MAX_FRAME`] before anything is allocated.
 //!
@@ -20,6 +24,7 @@ use thiserror::Error;
 use crate::envelope::{self, EnvelopeError, Kind};
 use crate::identity::Identity;
 use crate::membership::Meta;
+use crate::user_event::{EventDigest, UserEvent};
 
 /// Largest push-pull frame accepted, in bytes.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -31,6 +36,24 @@ pub struct Digest {
     pub from: Identity,
     /// The sender's [`crate::membership::Membership::digest`].
     pub digest: u64,
+    /// The sender's recent user events; `None` from a node that predates them (its digest
+    /// then ends after `digest`).
+    pub events: Option<EventDigest>,
+}
+
+/// Decodes a digest, also one of the first format (no `events`).
+pub fn decode_digest(payload: &[u8]) -> Result<Digest, postcard::Error> {
+    match postcard::from_bytes::<Digest>(payload) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            let (from, digest) = postcard::from_bytes::<(Identity, u64)>(payload)?;
+            Ok(Digest {
+                from,
+                digest,
+                events: None,
+            })
+        }
+        decoded => decoded,
+    }
 }
 
 /// The 4-byte form of a digest that every SWIM datagram carries ([`Kind::SwimDigest`]).
@@ -49,6 +72,31 @@ pub struct SyncState {
     pub metas: Vec<Meta>,
     /// Leave intents: identity and whether it was an operator's force-leave.
     pub intents: Vec<(Identity, bool)>,
+    /// The sender's user-event Lamport clock.
+    pub event_clock: u64,
+    /// The sender's recent user events, oldest first.
+    pub events: Vec<UserEvent>,
+}
+
+/// The state as nodes without user events send it: [`SyncState`]'s first four fields.
+#[derive(Deserialize)]
+struct FirstFormat {
+    from: Option<Identity>,
+    members: Vec<FocaMember<Identity>>,
+    metas: Vec<Meta>,
+    intents: Vec<(Identity, bool)>,
+}
+
+impl From<FirstFormat> for SyncState {
+    fn from(old: FirstFormat) -> Self {
+        Self {
+            from: old.from,
+            members: old.members,
+            metas: old.metas,
+            intents: old.intents,
+            ..Self::default()
+        }
+    }
 }
 
 /// A TCP ping, or its answer: who sends it and who it is for.
@@ -77,9 +125,19 @@ pub fn encode_ping(ping: &PingFrame) -> Result<Vec<u8>, FrameError> {
 /// Decodes any frame of the TCP side: a push-pull state or a ping.
 pub fn decode_any(body: &[u8]) -> Result<Frame, FrameError> {
     match envelope::open(body)? {
-        (Kind::PushPull, payload) => Ok(Frame::State(postcard::from_bytes(payload)?)),
+        (Kind::PushPull, payload) => Ok(Frame::State(decode_state(payload)?)),
         (Kind::Ping, payload) => Ok(Frame::Ping(postcard::from_bytes(payload)?)),
         (kind, _) => Err(FrameError::WrongKind(kind)),
+    }
+}
+
+/// A push-pull state, also one of the first format (no event fields).
+fn decode_state(payload: &[u8]) -> Result<SyncState, postcard::Error> {
+    match postcard::from_bytes::<SyncState>(payload) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) => {
+            Ok(postcard::from_bytes::<FirstFormat>(payload)?.into())
+        }
+        decoded => decoded,
     }
 }
 
@@ -135,12 +193,20 @@ mod tests {
             members: vec![FocaMember::alive(id)],
             metas: Vec::new(),
             intents: vec![(id, false)],
+            event_clock: 9,
+            events: vec![UserEvent {
+                ltime: 8,
+                name: "deploy".into(),
+                payload: b"v42".to_vec(),
+                coalesce: true,
+            }],
         };
         let back = decode_frame(&encode_frame(&state).expect("encode")).expect("decode");
         assert_eq!(
             (back.from, back.members.len(), back.intents),
             (Some(id), 1, vec![(id, false)])
         );
+        assert_eq!((back.event_clock, back.events), (9, state.events.clone()));
         let digest = envelope::seal(Kind::Digest, b"x");
         assert!(matches!(
             decode_frame(&digest),
@@ -150,5 +216,45 @@ mod tests {
             check_len(MAX_FRAME + 1),
             Err(FrameError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn digests_of_both_formats_decode() {
+        let from = Identity::new("127.0.0.1:7948".parse().expect("addr"));
+        let events = Some(EventDigest {
+            clock: 3,
+            floor: 1,
+            hash: 9,
+        });
+        let new = Digest {
+            from,
+            digest: 7,
+            events,
+        };
+        let bytes = postcard::to_stdvec(&new).expect("encode");
+        assert_eq!(decode_digest(&bytes).expect("new"), new);
+        let old = postcard::to_stdvec(&(from, 7u64)).expect("encode");
+        assert_eq!(decode_digest(&old).expect("old").events, None);
+        assert!(decode_digest(b"\x01").is_err());
+    }
+
+    #[test]
+    fn a_frame_of_the_first_format_decodes_with_no_events_and_garbage_is_an_error() {
+        let id = Identity::new("127.0.0.1:7948".parse().expect("addr"));
+        let first = (
+            Some(id),
+            vec![FocaMember::alive(id)],
+            Vec::<Meta>::new(),
+            vec![(id, true)],
+        );
+        let body = envelope::seal(
+            Kind::PushPull,
+            &postcard::to_stdvec(&first).expect("encode"),
+        );
+        let back = decode_frame(&body).expect("decodes");
+        assert_eq!((back.from, back.intents), (Some(id), vec![(id, true)]));
+        assert_eq!((back.event_clock, back.events.len()), (0, 0));
+        let garbage = envelope::seal(Kind::PushPull, b"\x01\xff\xff");
+        assert!(decode_frame(&garbage).is_err());
     }
 }

@@ -1,5 +1,11 @@
-//! Application broadcasts carried by foca: member meta (name + tags), leave intents and
-//! operator force-leaves; and the foca [`BroadcastHandler`] that feeds them to the table.
+//! Application broadcasts carried by foca: member meta (name + tags), leave intents,
+//! operator force-leaves and user events; and the foca [`BroadcastHandler`] that feeds them to
+//! the member table and the user-event buffer.
+//!
+//! A meta too large for one datagram (tags may take up to [`MAX_TAGS_LEN`] bytes, more than
+//! foca's per-packet budget) travels as a small [`Broadcast::MetaChanged`] instead: receivers
+//! that hold an older meta of that member push-pull with it ([`Shared::fetch`]) and get the
+//! whole meta from its state.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,11 +16,13 @@ use thiserror::Error;
 
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta};
+use crate::user_event::{UserEvent, UserEventError, UserEvents, validate as validate_user_event};
 
 /// Longest node name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
-/// Largest total size of a member's tags (keys + values), in bytes (Serf's limit).
-pub const MAX_TAGS_LEN: usize = 512;
+/// Largest total size of a member's tags (keys + values), in bytes. Serf allows 512; shoal
+/// carries larger sets by push-pull (see the module docs).
+pub const MAX_TAGS_LEN: usize = 4096;
 
 /// One custom broadcast item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +33,16 @@ pub enum Broadcast {
     Leave(Identity),
     /// An operator declared this failed member gone (`shoal force-leave`).
     ForceLeave(Identity),
+    /// The member's meta is now at this version but too large to gossip: fetch it by
+    /// push-pull from the member.
+    MetaChanged {
+        /// Whose meta changed.
+        id: Identity,
+        /// Its new version.
+        version: u64,
+    },
+    /// A user event (`shoal event`).
+    User(UserEvent),
 }
 
 impl Broadcast {
@@ -46,6 +64,9 @@ pub enum BroadcastError {
     /// A meta over the size limits.
     #[error("{0}")]
     Invalid(#[from] MetaError),
+    /// A user event over the size limits.
+    #[error("{0}")]
+    UserEvent(#[from] UserEventError),
 }
 
 /// A name or tag set that breaks the limits.
@@ -84,6 +105,8 @@ pub enum BroadcastKey {
     Meta(SocketAddr, (u64, u64)),
     /// Leave intent (own or forced) of `addr` at `generation`.
     Leave(SocketAddr, u64),
+    /// A user event: `(ltime, name, payload)`, which is what makes two events the same.
+    User(u64, String, Vec<u8>),
 }
 
 impl Invalidates for BroadcastKey {
@@ -91,6 +114,7 @@ impl Invalidates for BroadcastKey {
         match (self, other) {
             (BroadcastKey::Meta(a, x), BroadcastKey::Meta(b, y)) => a == b && x >= y,
             (BroadcastKey::Leave(a, x), BroadcastKey::Leave(b, y)) => a == b && x >= y,
+            (a @ BroadcastKey::User(..), b @ BroadcastKey::User(..)) => a == b,
             _ => false,
         }
     }
@@ -105,8 +129,25 @@ impl Invalidates for BroadcastKey {
 pub struct Shared {
     /// The member table.
     pub table: Membership,
+    /// The event clock and the recent user events.
+    pub events: UserEvents,
     /// Set when a received item was news, so the owner forwards it at once.
     pub news: bool,
+    /// Members whose newer meta was announced but not carried ([`Broadcast::MetaChanged`]):
+    /// the owner push-pulls with each, then clears this.
+    pub fetch: Vec<SocketAddr>,
+}
+
+impl Shared {
+    /// The shared state around `table` and `events`.
+    pub fn new(table: Membership, events: UserEvents) -> Self {
+        Self {
+            table,
+            events,
+            news: false,
+            fetch: Vec::new(),
+        }
+    }
 }
 
 /// Locks the shared state. Poisoning means the owner panicked mid-update; the table is then
@@ -154,6 +195,19 @@ impl BroadcastHandler<Identity> for ItemHandler {
                 BroadcastKey::Leave(id.addr, id.generation),
                 shared.table.apply_intent(id, true),
             ),
+            Broadcast::MetaChanged { id, version } => {
+                let news = shared.table.announce_meta(id, version);
+                if news && sender.is_some() {
+                    shared.fetch.push(id.addr);
+                }
+                (BroadcastKey::Meta(id.addr, (id.generation, version)), news)
+            }
+            Broadcast::User(event) => {
+                validate_user_event(&event.name, &event.payload)?;
+                let key =
+                    BroadcastKey::User(event.ltime, event.name.clone(), event.payload.clone());
+                (key, shared.events.receive(event))
+            }
         };
         // Our own items (no sender) are always queued; received ones only when they were news,
         // so a known item is never re-gossiped forever.
@@ -186,8 +240,10 @@ mod tests {
             id: Identity::new("127.0.0.1:1".parse().expect("addr")),
             version: 0,
             name: "n".into(),
-            tags: BTreeMap::from([("k".into(), "v".repeat(600))]),
+            tags: BTreeMap::from([("k".into(), "v".repeat(MAX_TAGS_LEN))]),
         };
-        assert_eq!(validate_meta(&meta), Err(MetaError::TagsTooLarge(601)));
+        let err = validate_meta(&meta).expect_err("over the limit");
+        assert_eq!(err, MetaError::TagsTooLarge(MAX_TAGS_LEN + 1));
+        assert_eq!(err.to_string(), "tags take 4097 bytes; the limit is 4096");
     }
 }

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub rejoin: bool,
     /// Cluster name for multicast discovery (`--discover`); `None`: off.
     pub discover: Option<String>,
+    /// Run the user events the cluster already had when this node first joins (Serf's
+    /// `-replay`); off: only events from the join on run.
+    pub replay: bool,
 }
 
 impl NodeConfig {
@@ -68,6 +71,7 @@ impl NodeConfig {
             snapshot: None,
             rejoin: false,
             discover: None,
+            replay: false,
         }
     }
 }

@@ -7,17 +7,21 @@
 //!
 //! The state is factored as foca factors its own: the sub-states live in `engine/`, each in a
 //! file with its tests ([`rejoin`], [`leave`], [`join`], [`suspicion`], [`conflict`],
-//! [`discovery`], [`backoff`]). This file holds the entry points, the commands and the verbs
-//! every path shares (`broadcast`, `gossip_now`, `push_pull_to`, `announce_all`). What each
-//! timer does is in [`ticks`], what each datagram does in [`datagrams`], what happens after
-//! every input (foca's runtime drained, notifications applied, the view published) in
-//! [`notify`], and liveness beyond foca's rules (TCP fallback, stalls, local health) in
-//! [`liveness`]. Scenario tests feed a whole engine in `engine/tests.rs`.
+//! [`discovery`], [`backoff`]; [`events`] sends user events and applies those of
+//! push-pulls). This file holds the entry points, the dispatch of commands (what each does
+//! is in [`commands`]) and the verbs every path shares (`broadcast`, `broadcast_meta`, `gossip_now`, `push_pull_to`, `announce_all`).
+//! What each timer does is in [`ticks`], what each datagram does in [`datagrams`], what
+//! happens after every input (foca's runtime drained, notifications applied, the view
+//! published) in [`notify`], and liveness beyond foca's rules (TCP fallback, stalls, local
+//! health) in [`liveness`]. Scenario tests feed a whole engine in `engine/tests.rs`.
 
 mod backoff;
+mod cadence;
+mod commands;
 mod conflict;
 mod datagrams;
 mod discovery;
+mod events;
 mod health;
 mod input;
 mod join;
@@ -45,15 +49,19 @@ use crate::anti_entropy::SyncState;
 use crate::broadcast::{Broadcast, ItemHandler, Shared, lock, validate_meta};
 use crate::config::NodeConfig;
 use crate::envelope;
-use crate::error::{CommandError, StartError};
+use crate::error::StartError;
 use crate::identity::Identity;
-use crate::membership::{Membership, Meta, Status};
+use crate::membership::{Membership, Meta};
 use crate::profile::Timings;
+use crate::snapshot::Restored;
 use crate::timers::TimerQueue;
+use crate::user_event::UserEvents;
 use crate::view::{Stats, View};
 use backoff::Backoff;
-use conflict::{NameConflict, Verdict};
+use cadence::SyncCadence;
+use conflict::NameConflict;
 use discovery::Discovery;
+use events::EventHistory;
 use health::LocalHealth;
 use join::PendingJoins;
 use leave::Leave;
@@ -87,9 +95,14 @@ pub(crate) struct Engine {
     health: LocalHealth,
     /// Our own incarnation, as foca last sent it (in every header).
     incarnation: foca::Incarnation,
-    /// The table's revision and short digest at the last look, and when it last changed.
-    digest_cache: (u64, u32),
+    /// What the short digest was computed from (table revision, event clock), the short
+    /// digest, and when it last changed.
+    digest_cache: ((u64, u64), u32),
     last_change: Instant,
+    /// The full digest's cadence.
+    sync: SyncCadence,
+    rng: StdRng,
+    history: EventHistory,
     /// Publish the view even if the table did not change (left / conflict changed).
     republish: bool,
     /// The cluster size foca's config was last scaled for.
@@ -108,12 +121,13 @@ pub(crate) fn rng(seed: Option<u64>) -> StdRng {
 }
 
 impl Engine {
-    /// A node with `identity`; `snapshot_seeds` are always join targets; `beacon_on` when the
-    /// caller can send discovery beacons; `seed` makes every random choice reproducible.
+    /// A node with `identity`; `restored` is what its snapshot remembers (the seeds are always
+    /// join targets); `beacon_on` when the caller can send discovery beacons; `seed` makes
+    /// every random choice reproducible.
     pub(crate) fn new(
         config: NodeConfig,
         identity: Identity,
-        snapshot_seeds: Vec<SocketAddr>,
+        restored: Restored,
         beacon_on: bool,
         seed: Option<u64>,
         stats: Arc<Stats>,
@@ -127,11 +141,18 @@ impl Engine {
         };
         validate_meta(&meta)?;
         let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
-        let shared = Arc::new(Mutex::new(Shared { table, news: false }));
+        let history = EventHistory::new(config.replay, restored.event_ltime.is_some());
+        let events = UserEvents::restored(restored.event_ltime);
+        let shared = Arc::new(Mutex::new(Shared::new(table, events)));
         let timings = config
             .timings
             .clone()
             .unwrap_or_else(|| config.profile.timings());
+        let sync = SyncCadence::new(
+            timings.sync_interval,
+            timings.sync_interval * 30,
+            now + timings.sync_interval,
+        );
         let foca = Foca::with_custom_broadcast(
             identity,
             timings.foca_config(1, packet_budget(&config)),
@@ -152,7 +173,8 @@ impl Engine {
             timers: TimerQueue::default(),
             timings,
             config,
-            rejoin: Rejoin::new(snapshot_seeds, backoff.clone()),
+            rejoin: Rejoin::new(restored.seeds, backoff.clone()),
+            history,
             joins: PendingJoins::default(),
             leave: Leave::default(),
             conflict: NameConflict::default(),
@@ -161,8 +183,10 @@ impl Engine {
             probes: ProbeWatch::default(),
             health: LocalHealth::default(),
             incarnation: 0,
-            digest_cache: (u64::MAX, 0),
+            digest_cache: ((u64::MAX, u64::MAX), 0),
             last_change: now,
+            sync,
+            rng: rng(seed.map(|s| s.wrapping_add(1))),
             republish: false,
             cluster_size: 1,
             last_push_pull: None,
@@ -203,10 +227,12 @@ impl Engine {
 
     /// The current view.
     pub(crate) fn view(&self) -> View {
+        let shared = lock(&self.shared);
         View::of(
-            &lock(&self.shared).table,
+            &shared.table,
             self.leave.left(),
             self.conflict.lost().cloned(),
+            shared.events.done_up_to(),
         )
     }
 
@@ -219,7 +245,8 @@ impl Engine {
     pub(crate) fn start(&mut self, now: Instant) {
         self.now = now;
         let local_meta = lock(&self.shared).table.local_meta().clone();
-        self.broadcast(Broadcast::Meta(local_meta));
+        self.broadcast_meta(local_meta);
+        self.timers.push(self.sync.due, Tick::Sync(0));
         self.timers
             .push(now + self.timings.probe_period, Tick::Housekeeping);
         if !self.config.join.is_empty() {
@@ -287,13 +314,19 @@ impl Engine {
             members,
             metas: shared.table.metas(),
             intents: shared.table.intents(),
+            event_clock: shared.events.clock(),
+            events: shared.events.recent(),
         }
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Join { targets, reply } => {
-                let id = self.joins.begin(&targets, reply);
+            Command::Join {
+                targets,
+                replay,
+                reply,
+            } => {
+                let id = self.joins.begin(&targets, replay, reply);
                 self.out.resolve.push(Resolve {
                     targets,
                     purpose: Purpose::Join(id),
@@ -327,16 +360,24 @@ impl Engine {
             Command::ForceLeave { name, reply } => {
                 let _ = reply.send(self.force_leave(&name));
             }
-            Command::SetTags { tags, reply } => {
-                let _ = reply.send(self.set_tags(tags));
+            Command::UpdateTags { set, delete, reply } => {
+                let _ = reply.send(self.update_tags(set, &delete));
             }
             Command::Exchange { state, reply } => {
-                self.apply_state(state);
+                self.apply_state(state, None);
                 // foca's refutation (if ours was suspected) is in its state once drained.
                 self.drain();
                 let _ = reply.send(self.state());
             }
-            Command::ApplyState { state } => self.apply_state(state),
+            Command::ApplyState { state, join } => self.apply_state(state, join),
+            Command::UserEvent {
+                name,
+                payload,
+                coalesce,
+                reply,
+            } => {
+                let _ = reply.send(self.user_event(name, payload, coalesce));
+            }
             Command::Discovered { addr } => self.discovered(addr),
             Command::TcpAnswered { target, number } => self.tcp_answered(target, number),
             Command::TcpRefused { target, number } => self.tcp_refused(target, number),
@@ -344,151 +385,6 @@ impl Engine {
                 let _ = reply.send(self.local());
             }
             Command::Shutdown => {}
-        }
-    }
-
-    /// New resolution of the join names. While alone, try the seeds now; otherwise contact
-    /// only addresses that are not members (a service scaled up, or a cluster that formed
-    /// apart from ours: they merge at the next resolution).
-    fn seeds_resolved(&mut self, addrs: Vec<SocketAddr>) {
-        let members = self.member_addrs();
-        let fresh = self.rejoin.on_resolved(addrs, self.local().addr, &members);
-        if self.leave.left() {
-            return;
-        }
-        if self.alone() {
-            self.schedule_rejoin(self.now);
-        } else if !fresh.is_empty() {
-            debug!(
-                count = fresh.len(),
-                "join names resolve to new addresses; contacting them"
-            );
-            self.push_pull_to(fresh, None);
-        }
-    }
-
-    /// A beacon of our cluster from `addr`: join it unless it is already a member (or was
-    /// contacted less than a retry interval ago).
-    fn discovered(&mut self, addr: SocketAddr) {
-        if self.leave.left() || self.member_addrs().contains(&addr) {
-            return;
-        }
-        if !self
-            .discovery
-            .should_contact(addr, self.now, self.timings.retry_interval)
-        {
-            return;
-        }
-        debug!(%addr, "discovered a member by its beacon");
-        self.announce_all(&[addr]);
-        self.push_pull_to(vec![addr], None);
-    }
-
-    fn start_leave(&mut self, reply: Option<tokio::sync::oneshot::Sender<()>>) {
-        if self.leave.start(reply) != leave::Start::Begin {
-            return;
-        }
-        info!("leaving the cluster");
-        lock(&self.shared).table.set_local_leaving();
-        self.broadcast(Broadcast::Leave(self.local()));
-        self.gossip_now();
-        let wait = if self.alone() {
-            Duration::ZERO
-        } else {
-            self.timings.leave_propagate
-        };
-        self.timers.push(self.now + wait, Tick::LeaveNow);
-    }
-
-    /// The intent had its time: leave foca, then tell every member directly.
-    fn leave_now(&mut self) {
-        let members = self.member_addrs();
-        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
-            warn!(%error, "leave failed");
-        }
-        match leave::notice(self.local()) {
-            Ok(packet) => {
-                for to in members {
-                    self.send_datagram(packet.clone(), to);
-                }
-            }
-            Err(error) => warn!(%error, "leave notice could not be encoded"),
-        }
-        self.leave.finish();
-        self.republish = true;
-        info!("left the cluster");
-    }
-
-    fn force_leave(&mut self, name: &str) -> Result<(), CommandError> {
-        let found = lock(&self.shared).table.find_by_name(name);
-        let (id, status) = found.ok_or_else(|| CommandError::UnknownMember(name.to_string()))?;
-        if status != Status::Failed {
-            return Err(CommandError::NotFailed {
-                name: name.to_string(),
-                status: status.as_str(),
-            });
-        }
-        lock(&self.shared).table.apply_intent(id, true);
-        self.broadcast(Broadcast::ForceLeave(id));
-        self.gossip_now();
-        Ok(())
-    }
-
-    fn set_tags(
-        &mut self,
-        tags: std::collections::BTreeMap<String, String>,
-    ) -> Result<(), CommandError> {
-        let mut candidate = lock(&self.shared).table.local_meta().clone();
-        candidate.tags = tags.clone();
-        validate_meta(&candidate)?;
-        let meta = lock(&self.shared).table.set_local_tags(tags);
-        self.broadcast(Broadcast::Meta(meta));
-        self.gossip_now();
-        Ok(())
-    }
-
-    fn apply_state(&mut self, state: SyncState) {
-        if self.leave.left() {
-            return;
-        }
-        {
-            let mut shared = lock(&self.shared);
-            for meta in state.metas {
-                if validate_meta(&meta).is_ok() {
-                    shared.table.apply_meta(meta);
-                }
-            }
-            for (id, forced) in state.intents {
-                shared.table.apply_intent(id, forced);
-            }
-        }
-        if let Err(error) = self
-            .foca
-            .apply_many(state.members.into_iter(), true, &mut self.runtime)
-        {
-            debug!(%error, "applying push-pull state failed");
-        }
-    }
-
-    /// Two live members with one name: see [`conflict`].
-    fn check_name_conflict(&mut self) {
-        if self.leave.started() {
-            return;
-        }
-        let Some(other) = lock(&self.shared).table.name_conflict() else {
-            return;
-        };
-        let name = self.config.name.clone();
-        match self.conflict.judge(&name, self.local(), other) {
-            Verdict::GiveUp(_) => {
-                tracing::error!(%name, other = %other.addr,
-                    "name conflict: this node gives up the name and leaves");
-                self.republish = true;
-                self.start_leave(None);
-            }
-            Verdict::Warn => warn!(%name, other = %other.addr,
-                "name conflict: a member that started later claims this node's name; it will leave"),
-            Verdict::Nothing => {}
         }
     }
 
@@ -518,12 +414,44 @@ impl Engine {
             .map(|m| m.id().addr)
     }
 
-    fn broadcast(&mut self, item: Broadcast) {
+    /// Queues `item` for gossip (foca hands it to our own handler first); false, logged, when
+    /// it could not be.
+    fn broadcast(&mut self, item: Broadcast) -> bool {
         match item.encode().map(|data| self.foca.add_broadcast(&data)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => warn!(%error, "broadcast refused by gossip layer"),
-            Err(error) => warn!(%error, "broadcast could not be encoded"),
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                warn!(%error, "broadcast refused by gossip layer");
+                false
+            }
+            Err(error) => {
+                warn!(%error, "broadcast could not be encoded");
+                false
+            }
         }
+    }
+
+    /// Gossips our meta: whole when it fits in half a datagram, else as a
+    /// [`Broadcast::MetaChanged`] announcement that makes receivers fetch it by push-pull.
+    fn broadcast_meta(&mut self, meta: Meta) {
+        let whole = Broadcast::Meta(meta);
+        let fits = whole
+            .encode()
+            .is_ok_and(|data| data.len() <= packet_budget(&self.config) / 2);
+        if fits {
+            self.broadcast(whole);
+            return;
+        }
+        let Broadcast::Meta(meta) = whole else {
+            return;
+        };
+        debug!(
+            version = meta.version,
+            "meta too large to gossip; announcing its version"
+        );
+        self.broadcast(Broadcast::MetaChanged {
+            id: meta.id,
+            version: meta.version,
+        });
     }
 
     fn gossip_now(&mut self) {

@@ -8,6 +8,7 @@ use thiserror::Error;
 use crate::broadcast::MetaError;
 use crate::discover::DiscoverError;
 use crate::envelope::{EnvelopeError, Kind};
+use crate::user_event::UserEventError;
 
 /// Why a node could not start. Nothing is running.
 #[derive(Debug, Error)]
@@ -45,6 +46,12 @@ pub enum CommandError {
         /// Its status.
         status: &'static str,
     },
+    /// A user event breaks the limits. Nothing was sent.
+    #[error("{0}")]
+    UserEvent(#[from] UserEventError),
+    /// The gossip layer refused the item (logged with the reason). Nothing was sent.
+    #[error("the gossip layer refused the broadcast (see the agent's log)")]
+    Gossip,
     /// None of the join targets answered. Nothing was learned from them.
     #[error("could not join any of {0}")]
     JoinFailed(String),

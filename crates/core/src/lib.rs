@@ -15,12 +15,14 @@
 //! - [`envelope`]: magic, version, kind and key id around every datagram and stream frame.
 //! - [`profile`]: `lan`, `wan`, `local` timings and foca's config for a cluster size.
 //! - [`timers`]: the one ordered timer queue.
-//! - [`broadcast`]: the application broadcasts (meta, leave intents) and foca's handler.
+//! - [`broadcast`]: the application broadcasts (meta, leave intents, user events) and foca's
+//!   handler.
+//! - [`user_event`]: user events: the Lamport event clock and the buffer that drops duplicates.
 //! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.
 //! - [`anti_entropy`]: the digest datagram and the push-pull frame.
 //! - [`discover`]: the `--discover` beacon's format.
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
-//! - [`fs`]: atomic file replacement.
+//! - [`fs`]: atomic file replacement; `fnv`: the hash digests use.
 //!
 //! **Engine** (`engine.rs`, `engine/`, crate-private): one node's protocol, sans I/O. Inputs
 //! (commands, datagrams, timers, each with the current `Instant`) go in; an outbox of
@@ -42,6 +44,7 @@ pub mod discover;
 pub(crate) mod engine;
 pub mod envelope;
 pub mod error;
+pub(crate) mod fnv;
 pub mod fs;
 pub mod identity;
 pub mod membership;
@@ -50,6 +53,7 @@ pub mod profile;
 pub mod sim;
 pub mod snapshot;
 pub mod timers;
+pub mod user_event;
 pub mod view;
 
 pub use config::{DEFAULT_PORT, NodeConfig};
@@ -58,4 +62,5 @@ pub use identity::Identity;
 pub use membership::{Event, Member, MemberEventKind, Status};
 pub use node::{NodeHandle, start};
 pub use profile::Profile;
+pub use user_event::UserEvent;
 pub use view::{Stats, View};

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fnv::Fnv;
 use crate::identity::Identity;
+use crate::user_event::UserEvent;
 
 /// A member's name and tags, versioned; travels as a custom broadcast and in push-pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +123,8 @@ pub enum Event {
         /// The member, as it is after the change.
         member: Member,
     },
+    /// A user event arrived for the first time (`user`, `user:NAME` handlers).
+    User(UserEvent),
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +146,9 @@ struct Entry {
     told_failed: bool,
     /// When it went down.
     down_since: Option<Instant>,
+    /// The newest `(generation, version)` of its meta announced without the meta itself (too
+    /// large to gossip); `meta` is current once it reaches this.
+    announced: Option<(u64, u64)>,
 }
 
 impl Entry {
@@ -157,6 +164,7 @@ impl Entry {
             joined: false,
             told_failed: false,
             down_since: None,
+            announced: None,
         }
     }
 
@@ -575,12 +583,41 @@ impl Membership {
             .collect()
     }
 
-    /// True when the member at `id.addr` has a meta for `id`'s generation or newer.
+    /// True when the member at `id.addr` has a meta for `id`'s generation or newer, and none
+    /// newer was announced without being carried ([`Self::announce_meta`]).
     pub fn has_current_meta(&self, id: Identity) -> bool {
-        self.entries
-            .get(&id.addr)
-            .and_then(|e| e.meta.as_ref())
-            .is_some_and(|m| m.id.generation >= id.generation)
+        self.entries.get(&id.addr).is_some_and(|e| {
+            e.meta.as_ref().is_some_and(|m| {
+                m.id.generation >= id.generation && e.announced.is_none_or(|a| m.order() >= a)
+            })
+        })
+    }
+
+    /// The member `id` announced that its meta is now at `version` (the meta itself was too
+    /// large to gossip). Returns true when that is newer than what is known or announced: the
+    /// caller then fetches it by push-pull.
+    pub fn announce_meta(&mut self, id: Identity, version: u64) -> bool {
+        if id.addr == self.local {
+            return false;
+        }
+        let order = (id.generation, version);
+        let entry = self
+            .entries
+            .entry(id.addr)
+            .or_insert_with(|| Entry::new(id));
+        let known = entry.meta.as_ref().map(Meta::order).max(entry.announced);
+        if known.is_some_and(|k| k >= order) {
+            return false;
+        }
+        entry.announced = Some(order);
+        true
+    }
+
+    /// The member `id` itself sent its state: whatever it announced is now known or bogus.
+    pub fn settle_announced(&mut self, id: Identity) {
+        if let Some(entry) = self.entries.get_mut(&id.addr) {
+            entry.announced = None;
+        }
     }
 
     /// A digest of the membership that matters: identities that are up with their meta
@@ -624,24 +661,6 @@ impl Membership {
             .values()
             .filter(|e| e.known && e.meta.is_some() && e.status() == status)
             .count()
-    }
-}
-
-/// FNV-1a, 64 bits: stable across builds and platforms, unlike `DefaultHasher`.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

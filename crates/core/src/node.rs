@@ -89,8 +89,33 @@ impl NodeHandle {
 
     /// Contacts each target (`ip:port` or `name:port`, every resolved address) with a
     /// push-pull; returns how many answered.
-    pub async fn join(&self, targets: Vec<String>) -> Result<usize, CommandError> {
-        self.ask(|reply| Command::Join { targets, reply }).await?
+    /// With `replay`, the user events the cluster still remembers run here too (Serf's
+    /// `join -replay`); without, they are history and never run.
+    pub async fn join(&self, targets: Vec<String>, replay: bool) -> Result<usize, CommandError> {
+        self.ask(|reply| Command::Join {
+            targets,
+            replay,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends user event `name` with `payload` to every member, this one included (their
+    /// `user` and `user:NAME` handlers run once); returns its Lamport time. `coalesce`: handlers
+    /// may fold it into a newer event of the same name.
+    pub async fn user_event(
+        &self,
+        name: String,
+        payload: Vec<u8>,
+        coalesce: bool,
+    ) -> Result<u64, CommandError> {
+        self.ask(|reply| Command::UserEvent {
+            name,
+            payload,
+            coalesce,
+            reply,
+        })
+        .await?
     }
 
     /// Announces a leave intent, gossips it, then leaves the cluster.
@@ -104,9 +129,15 @@ impl NodeHandle {
             .await?
     }
 
-    /// Replaces the local tags and gossips them.
-    pub async fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), CommandError> {
-        self.ask(|reply| Command::SetTags { tags, reply }).await?
+    /// Sets the tags in `set`, then deletes those in `delete`, and gossips the result to every
+    /// member; returns the tags now in effect. Over the size limit nothing changes.
+    pub async fn update_tags(
+        &self,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<BTreeMap<String, String>, CommandError> {
+        self.ask(|reply| Command::UpdateTags { set, delete, reply })
+            .await?
     }
 
     /// Stops the owner and its tasks (without leaving: call [`Self::leave`] first) and waits,
@@ -142,9 +173,9 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
             }
         })
         .unwrap_or_else(|| net::guess_advertise(local_addr, &join_addrs));
-    let seeds = match &config.snapshot {
-        Some(path) => crate::snapshot::rejoin_seeds(path, config.rejoin, advertise),
-        None => Vec::new(),
+    let restored = match &config.snapshot {
+        Some(path) => crate::snapshot::restore(path, config.rejoin, advertise),
+        None => Default::default(),
     };
     let beacon = match &config.discover {
         Some(cluster) => {
@@ -168,7 +199,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
     let engine = Engine::new(
         config,
         Identity::starting_at(advertise, std::time::SystemTime::now()),
-        seeds,
+        restored,
         beacon.is_some(),
         None,
         stats.clone(),

@@ -1,6 +1,8 @@
 //! `--snapshot PATH`: the members this node knew, written atomically whenever the view changes,
 //! so a restarted node rejoins them without `--join`. Also records whether the node left
-//! gracefully: such a node does not rejoin from its snapshot unless told to (`--rejoin`).
+//! gracefully: such a node does not rejoin from its snapshot unless told to (`--rejoin`), and
+//! the newest user event it handled, so a restart never runs an event again (Serf's
+//! `event-clock`). Files written before that field existed load with none.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +27,19 @@ pub struct SnapshotFile {
     pub left: bool,
     /// Members worth rejoining: every other member not known to have left.
     pub members: Vec<SnapshotMember>,
+    /// The newest user-event Lamport time this node handled (or skipped as history when it
+    /// joined); after a restart only later events run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_ltime: Option<u64>,
+}
+
+/// What a starting node takes from its snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Members to rejoin (none after a graceful leave without `--rejoin`).
+    pub seeds: Vec<SocketAddr>,
+    /// See [`SnapshotFile::event_ltime`]; kept even when the members are not rejoined.
+    pub event_ltime: Option<u64>,
 }
 
 /// One remembered member.
@@ -74,6 +89,7 @@ impl SnapshotFile {
             name: view.local.name.clone(),
             left: view.left,
             members,
+            event_ltime: view.event_ltime,
         }
     }
 
@@ -87,24 +103,30 @@ impl SnapshotFile {
     }
 }
 
-/// The members to rejoin from the snapshot at `path`: none when there is no file, when it
-/// cannot be read (logged), or when the node left gracefully last time and `rejoin` is off.
-pub fn rejoin_seeds(path: &Path, rejoin: bool, advertise: SocketAddr) -> Vec<SocketAddr> {
+/// What to start with from the snapshot at `path`: nothing when there is no file or it cannot
+/// be read (logged); no seeds when the node left gracefully last time and `rejoin` is off.
+pub fn restore(path: &Path, rejoin: bool, advertise: SocketAddr) -> Restored {
     match load(path) {
-        Ok(None) => Vec::new(),
+        Ok(None) => Restored::default(),
         Ok(Some(file)) if file.left && !rejoin => {
             tracing::info!(path = %path.display(),
                 "this node left the cluster gracefully last time: not rejoining its snapshot (use --rejoin)");
-            Vec::new()
+            Restored {
+                seeds: Vec::new(),
+                event_ltime: file.event_ltime,
+            }
         }
         Ok(Some(file)) => {
             let seeds = file.seeds(advertise);
             tracing::info!(path = %path.display(), members = seeds.len(), "rejoining members from the snapshot");
-            seeds
+            Restored {
+                seeds,
+                event_ltime: file.event_ltime,
+            }
         }
         Err(error) => {
             tracing::warn!(%error, "ignoring the snapshot");
-            Vec::new()
+            Restored::default()
         }
     }
 }
@@ -154,6 +176,7 @@ mod tests {
                 name: "n2".into(),
                 addr: "127.0.0.1:7948".parse().expect("addr"),
             }],
+            event_ltime: Some(41),
         }
     }
 
@@ -164,6 +187,34 @@ mod tests {
         assert!(load(&path).expect("missing is fine").is_none());
         write(&path, &sample()).expect("write");
         assert_eq!(load(&path).expect("load"), Some(sample()));
+    }
+
+    #[test]
+    fn a_file_without_an_event_clock_still_loads_and_the_clock_survives_a_graceful_leave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("snap.json");
+        let old = r#"{"format":1,"name":"n1","left":true,"members":[{"name":"n2","addr":"127.0.0.1:7948"}]}"#;
+        std::fs::write(&path, old).expect("write");
+        let file = load(&path).expect("load").expect("present");
+        assert_eq!(file.event_ltime, None);
+        let me: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        write(
+            &path,
+            &SnapshotFile {
+                event_ltime: Some(7),
+                ..file
+            },
+        )
+        .expect("write");
+        let restored = restore(&path, false, me);
+        assert_eq!(
+            restored,
+            Restored {
+                seeds: Vec::new(),
+                event_ltime: Some(7)
+            }
+        );
+        assert_eq!(restore(&path, true, me).seeds.len(), 1);
     }
 
     #[test]

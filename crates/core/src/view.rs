@@ -17,11 +17,18 @@ pub struct View {
     /// Set when another live member claims this node's name and keeps it (it was there
     /// first): this node leaves, and its owner should exit with this message.
     pub conflict: Option<String>,
+    /// The newest user-event Lamport time this node handled or skipped (kept in the snapshot).
+    pub event_ltime: Option<u64>,
 }
 
 impl View {
-    /// The view of `table`, with the node's own `left` and `conflict` state.
-    pub fn of(table: &Membership, left: bool, conflict: Option<String>) -> Self {
+    /// The view of `table`, with the node's own `left`, `conflict` and event state.
+    pub fn of(
+        table: &Membership,
+        left: bool,
+        conflict: Option<String>,
+        event_ltime: Option<u64>,
+    ) -> Self {
         let members = table.members();
         let local_addr = table.local_meta().id.addr;
         let local = members
@@ -34,6 +41,7 @@ impl View {
             members,
             left,
             conflict,
+            event_ltime,
         }
     }
 

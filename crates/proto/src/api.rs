@@ -31,6 +31,35 @@ pub struct MembersResponse {
 pub struct JoinRequest {
     /// Targets: `ip:port` or `name:port` (a name joins every address it resolves to).
     pub addrs: Vec<String>,
+    /// Also run the user events the cluster still remembers (Serf's `join -replay`).
+    #[serde(default)]
+    pub replay: bool,
+}
+
+/// `POST /v1/event` body: a user event for every member's `user` / `user:NAME` handlers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRequest {
+    /// The event's name.
+    pub name: String,
+    /// Given to the handlers on stdin (default: empty).
+    #[serde(default)]
+    pub payload: String,
+    /// Handlers may fold it into a newer event of the same name within the quiet window
+    /// (default: true, as in Serf).
+    #[serde(default = "yes")]
+    pub coalesce: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /v1/event` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventResponse {
+    /// The event's Lamport time (`SERF_USER_LTIME` in the handlers).
+    pub ltime: u64,
 }
 
 /// `POST /v1/join` answer.
@@ -45,6 +74,25 @@ pub struct JoinResponse {
 pub struct ForceLeaveRequest {
     /// Name of the failed member.
     pub node: String,
+}
+
+/// `POST /v1/tags` body: tags to set, then tags to delete (both optional, not both empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagsRequest {
+    /// Tags to add or change.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys to remove (applied after `set`).
+    #[serde(default)]
+    pub delete: Vec<String>,
+}
+
+/// `POST /v1/tags` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagsResponse {
+    /// The agent's tags now.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Answer of requests with nothing else to say.

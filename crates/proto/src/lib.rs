@@ -6,7 +6,9 @@
 //! - [`ready`]: [`ReadyLine`], the first line `shoal agent` prints on stdout.
 //!
 //! Endpoints (HTTP/1.1, JSON, loopback by default):
-//! `GET /v1/members`, `POST /v1/join`, `POST /v1/leave`, `POST /v1/force-leave`, `GET /v1/info`.
+//! `GET /v1/members`, `POST /v1/join`, `POST /v1/leave`, `POST /v1/force-leave`, `POST /v1/tags`,
+//! `POST /v1/event`,
+//! `GET /v1/info`.
 //! Errors are `{"error":{"code":"...","message":"..."}}` with a stable `code`.
 
 pub mod api;

@@ -9,6 +9,7 @@ use crate::cli::JoinArgs;
 pub async fn run(args: &JoinArgs) -> Result<String, CliError> {
     let req = JoinRequest {
         addrs: args.addrs.clone(),
+        replay: args.replay,
     };
     let resp: JoinResponse = Client::new(&args.client.control)
         .post("/v1/join", &req)

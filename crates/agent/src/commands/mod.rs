@@ -3,11 +3,13 @@
 use shoal_proto::ClientError;
 use thiserror::Error;
 
+pub mod event;
 pub mod force_leave;
 pub mod info;
 pub mod join;
 pub mod leave;
 pub mod members;
+pub mod tags;
 
 /// Why a client command failed. `main` prints it after `shoal: ` and exits 2 (1 for
 /// `info --joined`, which Docker reads as unhealthy).

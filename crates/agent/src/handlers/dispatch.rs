@@ -2,23 +2,26 @@
 //!
 //! Member events are collected until no new one arrived for the quiet window (or for at most
 //! `MAX_HOLD` in a storm); per member the latest event wins, except that a join stays a join.
+//! User events wait in the same window, where only the newest of each name is kept
+//! ([`super::user`]), unless they were sent with `--coalesce=false`: those run at once.
 //! Then the whole view is written to `SHOAL_MEMBERS_FILE` and each batch (one per event kind,
-//! Serf's shape) is queued to every handler whose filter wants it. Each handler has its own
-//! worker and bounded queue, so a slow or hung handler delays only itself, and its events run
-//! in order.
+//! Serf's shape; one per user event) is queued to every handler whose filter wants it. Each
+//! handler has its own worker and bounded queue, so a slow or hung handler delays only itself,
+//! and its events run in order.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shoal_core::{Event, Member, MemberEventKind, NodeHandle};
+use shoal_core::{Event, Member, MemberEventKind, NodeHandle, UserEvent, View};
 use tempfile::TempDir;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::env::{member_event_env, member_event_stdin};
+use super::env::{member_event_env, member_event_stdin, user_event_env, user_event_stdin};
 use super::filter::HandlerSpec;
+use super::user::UserPending;
 use crate::shell::{self, Job, Outcome};
 use crate::view;
 
@@ -67,7 +70,7 @@ pub async fn run(
         }
     };
     let mut workers = spawn_workers(&handlers.borrow_and_update(), &settings, &counters);
-    let mut pending: Vec<(MemberEventKind, Member)> = Vec::new();
+    let mut pending = Pending::default();
     let mut first_at: Option<Instant> = None;
     let mut last_at = Instant::now();
     loop {
@@ -80,11 +83,20 @@ pub async fn run(
         };
         tokio::select! {
             event = events.recv() => {
-                let Some(Event::Member { kind, member }) = event else {
+                let Some(event) = event else {
                     flush(&mut pending, &workers, &node, dir.as_ref(), &counters).await;
                     return;
                 };
-                merge(&mut pending, kind, member);
+                match event {
+                    Event::Member { kind, member } => merge(&mut pending.members, kind, member),
+                    Event::User(user) if user.coalesce && !settings.coalesce.is_zero() => {
+                        pending.users.add(user);
+                    }
+                    Event::User(user) => {
+                        run_users(&[user], &workers, &node, dir.as_ref(), &counters).await;
+                        continue;
+                    }
+                }
                 last_at = Instant::now();
                 first_at.get_or_insert(last_at);
                 if settings.coalesce.is_zero() {
@@ -147,41 +159,97 @@ fn batches(pending: Vec<(MemberEventKind, Member)>) -> Vec<(MemberEventKind, Vec
     out
 }
 
+/// Events waiting for the quiet window to end.
+#[derive(Default)]
+struct Pending {
+    members: Vec<(MemberEventKind, Member)>,
+    users: UserPending,
+}
+
 async fn flush(
-    pending: &mut Vec<(MemberEventKind, Member)>,
+    pending: &mut Pending,
     workers: &[Worker],
     node: &NodeHandle,
     dir: Option<&TempDir>,
     counters: &Counters,
 ) {
-    if pending.is_empty() || workers.is_empty() {
-        pending.clear();
+    let members = std::mem::take(&mut pending.members);
+    let users = pending.users.take();
+    if workers.is_empty() || (members.is_empty() && users.is_empty()) {
         return;
     }
-    let snapshot = node.view();
-    let file = match dir {
-        Some(d) => write_members_file(d.path().join("members.json"), &snapshot).await,
-        None => None,
-    };
-    for (kind, members) in batches(std::mem::take(pending)) {
-        let stdin = member_event_stdin(&members);
+    let (snapshot, file) = context(node, dir).await;
+    for (kind, members) in batches(members) {
+        let stdin = member_event_stdin(&members).into_bytes();
         for worker in workers.iter().filter(|w| w.spec.wants_member(kind)) {
             let job = Job {
                 event: kind.as_str().to_string(),
                 env: member_event_env(kind, &snapshot.local, file.as_deref()),
                 stdin: stdin.clone(),
             };
-            if worker.tx.try_send(job).is_err() {
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(handler = %worker.spec.raw, event = kind.as_str(), "handler is behind; event dropped");
-            }
+            queue(worker, job, counters);
         }
+    }
+    queue_users(&users, workers, &snapshot.local, file.as_deref(), counters);
+}
+
+/// Runs user events now, outside the quiet window (sent with `--coalesce=false`).
+async fn run_users(
+    users: &[UserEvent],
+    workers: &[Worker],
+    node: &NodeHandle,
+    dir: Option<&TempDir>,
+    counters: &Counters,
+) {
+    if workers.is_empty() {
+        return;
+    }
+    let (snapshot, file) = context(node, dir).await;
+    queue_users(users, workers, &snapshot.local, file.as_deref(), counters);
+}
+
+/// One run per user event for every handler whose filter wants its name.
+fn queue_users(
+    users: &[UserEvent],
+    workers: &[Worker],
+    local: &Member,
+    file: Option<&Path>,
+    counters: &Counters,
+) {
+    for user in users {
+        for worker in workers.iter().filter(|w| w.spec.wants_user(&user.name)) {
+            let job = Job {
+                event: format!("user:{}", user.name),
+                env: user_event_env(user, local, file),
+                stdin: user_event_stdin(user),
+            };
+            queue(worker, job, counters);
+        }
+    }
+}
+
+/// The view the runs see, and the members file written from it.
+async fn context(node: &NodeHandle, dir: Option<&TempDir>) -> (Arc<View>, Option<PathBuf>) {
+    let snapshot = node.view();
+    let file = match dir {
+        Some(d) => write_members_file(d.path().join("members.json"), &snapshot).await,
+        None => None,
+    };
+    (snapshot, file)
+}
+
+/// Queues `job` to `worker`, or drops it with a warning when the worker is behind.
+fn queue(worker: &Worker, job: Job, counters: &Counters) {
+    let event = job.event.clone();
+    if worker.tx.try_send(job).is_err() {
+        counters.dropped.fetch_add(1, Ordering::Relaxed);
+        warn!(handler = %worker.spec.raw, %event, "handler is behind; event dropped");
     }
 }
 
 /// Writes the view to `path` atomically, off the runtime thread (it is also the gossip
 /// loop's); returns the path.
-async fn write_members_file(path: PathBuf, snapshot: &shoal_core::View) -> Option<PathBuf> {
+async fn write_members_file(path: PathBuf, snapshot: &View) -> Option<PathBuf> {
     let json = match serde_json::to_vec_pretty(&view::members(snapshot)) {
         Ok(json) => json,
         Err(error) => {

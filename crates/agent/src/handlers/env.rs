@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use shoal_core::{Member, MemberEventKind};
+use shoal_core::{Member, MemberEventKind, UserEvent};
 
 use crate::view::tags_string;
 
@@ -25,6 +25,12 @@ pub fn tag_var(key: &str) -> String {
         .collect()
 }
 
+/// Pushes `SERF_{name}` and its `SHOAL_{name}` twin.
+fn both(env: &mut Vec<(String, String)>, name: &str, value: String) {
+    env.push((format!("SERF_{name}"), value.clone()));
+    env.push((format!("SHOAL_{name}"), value));
+}
+
 /// The environment for a member event: `SERF_EVENT`, `SERF_SELF_NAME`, `SERF_SELF_ROLE`,
 /// `SERF_TAG_<KEY>` (the local node's tags), their `SHOAL_*` twins and `SHOAL_MEMBERS_FILE`.
 pub fn member_event_env(
@@ -32,19 +38,41 @@ pub fn member_event_env(
     local: &Member,
     members_file: Option<&Path>,
 ) -> Vec<(String, String)> {
+    event_env(kind.as_str(), local, members_file)
+}
+
+/// The environment for a user event: that of a member event with `SERF_EVENT=user`, plus
+/// `SERF_USER_EVENT` (its name) and `SERF_USER_LTIME` (its Lamport time), with twins.
+pub fn user_event_env(
+    event: &UserEvent,
+    local: &Member,
+    members_file: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut env = event_env("user", local, members_file);
+    both(&mut env, "USER_EVENT", event.name.clone());
+    both(&mut env, "USER_LTIME", event.ltime.to_string());
+    env
+}
+
+/// Stdin for a user event: its payload, with a newline added if it lacks one (as Serf does).
+pub fn user_event_stdin(event: &UserEvent) -> Vec<u8> {
+    let mut stdin = event.payload.clone();
+    if stdin.last().is_some_and(|b| *b != b'\n') {
+        stdin.push(b'\n');
+    }
+    stdin
+}
+
+/// What every event's environment holds: the event name and the local node's name, role
+/// and tags (with twins), and the members file.
+fn event_env(event: &str, local: &Member, members_file: Option<&Path>) -> Vec<(String, String)> {
     let mut env = Vec::new();
-    let mut both = |name: &str, value: String| {
-        env.push((format!("SERF_{name}"), value.clone()));
-        env.push((format!("SHOAL_{name}"), value));
-    };
-    both("EVENT", kind.as_str().to_string());
-    both("SELF_NAME", local.name.clone());
-    both(
-        "SELF_ROLE",
-        local.tags.get("role").cloned().unwrap_or_default(),
-    );
+    both(&mut env, "EVENT", event.to_string());
+    both(&mut env, "SELF_NAME", local.name.clone());
+    let role = local.tags.get("role").cloned().unwrap_or_default();
+    both(&mut env, "SELF_ROLE", role);
     for (k, v) in &local.tags {
-        both(&format!("TAG_{}", tag_var(k)), v.clone());
+        both(&mut env, &format!("TAG_{}", tag_var(k)), v.clone());
     }
     if let Some(path) = members_file {
         env.push(("SHOAL_MEMBERS_FILE".into(), path.display().to_string()));
@@ -97,6 +125,30 @@ mod tests {
             member_event_stdin(&[member("db", &[])]),
             "db\t10.0.0.7\t\t\n"
         );
+    }
+
+    #[test]
+    fn a_user_event_has_serfs_variables_and_its_payload_on_stdin() {
+        let event = UserEvent {
+            ltime: 42,
+            name: "deploy".into(),
+            payload: b"v42".to_vec(),
+            coalesce: true,
+        };
+        let env = user_event_env(&event, &member("me", &[("role", "web")]), None);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("SERF_EVENT"), Some("user"));
+        assert_eq!(get("SERF_USER_EVENT"), Some("deploy"));
+        assert_eq!(get("SHOAL_USER_EVENT"), Some("deploy"));
+        assert_eq!(get("SERF_USER_LTIME"), Some("42"));
+        assert_eq!(get("SHOAL_USER_LTIME"), Some("42"));
+        assert_eq!(get("SERF_SELF_ROLE"), Some("web"));
+        assert_eq!(user_event_stdin(&event), b"v42\n");
+        let empty = UserEvent {
+            payload: Vec::new(),
+            ..event
+        };
+        assert_eq!(user_event_stdin(&empty), b"");
     }
 
     #[test]

@@ -91,6 +91,16 @@ impl HandlerSpec {
         })
     }
 
+    /// True when this handler runs for user event `name` (`user`, `user:NAME`, `*`).
+    pub fn wants_user(&self, name: &str) -> bool {
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| match f {
+                Filter::All | Filter::User(None) => true,
+                Filter::User(Some(wanted)) => wanted == name,
+                Filter::Member(_) | Filter::Query(_) => false,
+            })
+    }
+
     /// True when this handler runs for a member event of `kind`.
     pub fn wants_member(&self, kind: MemberEventKind) -> bool {
         self.filters.is_empty()
@@ -134,6 +144,20 @@ mod tests {
         assert_eq!(
             HandlerSpec::parse("query=x").expect("ok").filters,
             vec![Filter::Query(None)]
+        );
+    }
+
+    #[test]
+    fn user_filters_match_every_user_event_or_one_name() {
+        let named = HandlerSpec::parse("user:deploy=x").expect("ok");
+        assert!(named.wants_user("deploy") && !named.wants_user("restart"));
+        assert!(!named.wants_member(MemberEventKind::Join));
+        assert!(HandlerSpec::parse("user=x").expect("ok").wants_user("any"));
+        assert!(HandlerSpec::parse("x").expect("ok").wants_user("any"));
+        assert!(
+            !HandlerSpec::parse("member-join,query=x")
+                .expect("ok")
+                .wants_user("any")
         );
     }
 

@@ -4,3 +4,4 @@
 pub mod dispatch;
 pub mod env;
 pub mod filter;
+pub mod user;

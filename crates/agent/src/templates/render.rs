@@ -133,6 +133,7 @@ mod tests {
             ],
             left: false,
             conflict: None,
+            event_ltime: None,
         }
     }
 

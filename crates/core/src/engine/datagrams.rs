@@ -1,6 +1,7 @@
 //! What each gossip datagram does once it is decoded ([`super::input::decode`]): foca's
 //! messages go to foca, a direct leave notice marks its sender left, a digest that differs
-//! from ours asks for a push-pull; anything else is counted and dropped.
+//! from ours (members or recent user events) asks for a push-pull; anything else is counted
+//! and dropped.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,17 +53,27 @@ impl Engine {
 
     /// Our short digest (the one every SWIM datagram carries), recomputed only when the
     /// table changed; notes when it did.
+    ///
+    /// It covers the membership digest and the user-event clock (a member behind on events is
+    /// behind on the clock too, as every event moves it). When it changed, the full digest's
+    /// cadence starts over.
     pub(super) fn short_digest(&mut self) -> u32 {
-        let table = &lock(&self.shared).table;
-        let revision = table.revision();
-        if revision != self.digest_cache.0 {
-            let digest = crate::anti_entropy::short_digest(table.digest());
-            if digest != self.digest_cache.1 {
-                self.last_change = self.now;
-            }
-            self.digest_cache = (revision, digest);
+        let shared = lock(&self.shared);
+        let key = (shared.table.revision(), shared.events.digest().clock);
+        if key == self.digest_cache.0 {
+            return self.digest_cache.1;
         }
-        self.digest_cache.1
+        let digest = crate::anti_entropy::short_digest(shared.table.digest() ^ key.1);
+        drop(shared);
+        if digest != self.digest_cache.1 {
+            self.last_change = self.now;
+            if let Some((generation, at)) = self.sync.changed(self.now, self.timings.sync_interval)
+            {
+                self.timers.push(at, super::ticks::Tick::Sync(generation));
+            }
+        }
+        self.digest_cache = (key, digest);
+        digest
     }
 
     pub(super) fn datagram(&mut self, from: SocketAddr, packet: &[u8]) {
@@ -123,11 +134,15 @@ impl Engine {
         Ok(())
     }
 
-    /// A digest datagram (older agents send these): push-pull with its UDP source if ours
-    /// differs.
+    /// A digest datagram that differs from ours in membership or in recent user events (one of
+    /// the two missed an event, which gossip alone never repairs) asks for a push-pull with
+    /// its UDP source.
     fn handle_digest(&mut self, from: SocketAddr, digest: Digest) {
-        let ours = lock(&self.shared).table.digest();
-        if digest.digest != ours && !self.leave.left() {
+        let shared = lock(&self.shared);
+        let differs = digest.digest != shared.table.digest()
+            || digest.events.is_some_and(|e| shared.events.differs(&e));
+        drop(shared);
+        if differs && !self.leave.left() {
             self.push_pull(from);
         }
     }

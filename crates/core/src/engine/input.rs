@@ -8,16 +8,18 @@ use tokio::sync::oneshot;
 
 use super::join::JoinReply;
 use super::outbox::{JoinId, Purpose};
-use crate::anti_entropy::{Digest, SyncState};
+use crate::anti_entropy::{self, Digest, SyncState};
 use crate::envelope::{self, Kind};
 use crate::error::{CommandError, DropReason};
 use crate::identity::Identity;
 
 /// A request to the engine. Those with a `reply` are answered once, when done.
 pub(crate) enum Command {
-    /// Operator join: resolve the targets, push-pull with every address.
+    /// Operator join: resolve the targets, push-pull with every address; `replay`: run the
+    /// user events the answers bring.
     Join {
         targets: Vec<String>,
+        replay: bool,
         reply: JoinReply,
     },
     /// Leave gracefully; answered once the node has left.
@@ -27,10 +29,11 @@ pub(crate) enum Command {
         name: String,
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
-    /// Replace the local tags.
-    SetTags {
-        tags: BTreeMap<String, String>,
-        reply: oneshot::Sender<Result<(), CommandError>>,
+    /// Set some local tags, then delete others; answered with the tags now in effect.
+    UpdateTags {
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        reply: oneshot::Sender<Result<BTreeMap<String, String>, CommandError>>,
     },
     /// An inbound push-pull: apply the peer's state, then answer with ours, which then
     /// carries what applying theirs changed (a suspected member's refutation above all).
@@ -38,8 +41,19 @@ pub(crate) enum Command {
         state: SyncState,
         reply: oneshot::Sender<SyncState>,
     },
-    /// A peer's state from a push-pull (either direction).
-    ApplyState { state: SyncState },
+    /// A peer's state from a push-pull (either direction); `join`: the operator join whose
+    /// push-pull it answered.
+    ApplyState {
+        state: SyncState,
+        join: Option<JoinId>,
+    },
+    /// Send a user event; answered with its Lamport time.
+    UserEvent {
+        name: String,
+        payload: Vec<u8>,
+        coalesce: bool,
+        reply: oneshot::Sender<Result<u64, CommandError>>,
+    },
     /// The push-pulls of an operator join are done: `joined` answered.
     JoinedVia { joined: usize, join: JoinId },
     /// Names resolved (`failed`: the targets that did not, with the error).
@@ -89,7 +103,7 @@ pub(crate) fn decode(packet: &[u8]) -> Result<Datagram<'_>, DropReason> {
         (Kind::Leave, payload) => postcard::from_bytes(payload)
             .map(Datagram::Leave)
             .map_err(undecodable("leave notice")),
-        (Kind::Digest, payload) => postcard::from_bytes(payload)
+        (Kind::Digest, payload) => anti_entropy::decode_digest(payload)
             .map(Datagram::Digest)
             .map_err(undecodable("digest")),
         (kind, _) => Err(DropReason::NotADatagram(kind)),

@@ -16,6 +16,8 @@ struct Pending {
     reply: JoinReply,
     /// The targets, and why any of them did not resolve: the error text if nobody answers.
     tried: String,
+    /// Run the user events the answers bring (`shoal join --replay`).
+    replay: bool,
 }
 
 /// The joins in progress.
@@ -26,13 +28,25 @@ pub(crate) struct PendingJoins {
 }
 
 impl PendingJoins {
-    /// A join of `targets` begins; its answer goes to `reply`.
-    pub(crate) fn begin(&mut self, targets: &[String], reply: JoinReply) -> JoinId {
+    /// A join of `targets` begins (`replay`: with `--replay`); its answer goes to `reply`.
+    pub(crate) fn begin(&mut self, targets: &[String], replay: bool, reply: JoinReply) -> JoinId {
         self.next += 1;
         let id = JoinId(self.next);
         let tried = targets.join(", ");
-        self.pending.insert(id, Pending { reply, tried });
+        self.pending.insert(
+            id,
+            Pending {
+                reply,
+                tried,
+                replay,
+            },
+        );
         id
+    }
+
+    /// Join `id` asked to replay old user events.
+    pub(crate) fn replay(&self, id: JoinId) -> bool {
+        self.pending.get(&id).is_some_and(|p| p.replay)
     }
 
     /// Some targets of join `id` did not resolve: `(target, error)`.
@@ -71,7 +85,7 @@ mod tests {
     fn a_join_that_reached_nobody_fails_with_what_was_tried() {
         let mut joins = PendingJoins::default();
         let (tx, mut rx) = oneshot::channel();
-        let id = joins.begin(&["a:1".into(), "b".into()], tx);
+        let id = joins.begin(&["a:1".into(), "b".into()], false, tx);
         joins.resolved(id, &[("b".into(), "no such host".into())]);
         joins.finish(id, 0);
         let err = rx.try_recv().expect("answered").expect_err("failed");
@@ -86,8 +100,10 @@ mod tests {
     fn a_join_answers_with_the_count_once() {
         let mut joins = PendingJoins::default();
         let (tx, mut rx) = oneshot::channel();
-        let id = joins.begin(&["a:1".into()], tx);
+        let id = joins.begin(&["a:1".into()], true, tx);
+        assert!(joins.replay(id));
         joins.finish(id, 2);
+        assert!(!joins.replay(id), "forgotten once answered");
         joins.finish(id, 0);
         assert_eq!(rx.try_recv().expect("answered").expect("joined"), 2);
     }

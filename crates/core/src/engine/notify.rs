@@ -5,13 +5,14 @@
 use std::net::SocketAddr;
 
 use foca::OwnedNotification;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Engine;
 use super::ticks::Tick;
-use crate::broadcast::{Broadcast, lock};
+use crate::broadcast::lock;
 use crate::envelope::{self, Kind};
 use crate::identity::Identity;
+use crate::membership::Event;
 use crate::view::View;
 
 impl Engine {
@@ -61,6 +62,7 @@ impl Engine {
             }
             break;
         }
+        self.fetch_announced_metas();
         self.publish();
     }
 
@@ -108,7 +110,7 @@ impl Engine {
                     generation = id.generation,
                     "declared down by the cluster; rejoined"
                 );
-                self.broadcast(Broadcast::Meta(meta));
+                self.broadcast_meta(meta);
                 if self.alone() {
                     // The new identity is accepted where the old one was down: try at once.
                     self.rejoin.hurry();
@@ -123,6 +125,23 @@ impl Engine {
         }
     }
 
+    /// Push-pulls with each member that announced a meta too large to gossip. Only live
+    /// members foca knows are contacted, never an address only a payload names; a member not
+    /// known yet is fetched by housekeeping once it is (its meta counts as stale).
+    fn fetch_announced_metas(&mut self) {
+        let mut fetch = std::mem::take(&mut lock(&self.shared).fetch);
+        let members = self.member_addrs();
+        fetch.retain(|addr| members.contains(addr));
+        fetch.dedup();
+        if self.leave.left() || fetch.is_empty() {
+            return;
+        }
+        debug!(count = fetch.len(), "fetching announced metas by push-pull");
+        for addr in fetch {
+            self.push_pull_to(vec![addr], None);
+        }
+    }
+
     /// Announces to (and push-pulls with) up to 8 members foca knows as down.
     fn announce_to_down(&mut self) {
         let down: Vec<SocketAddr> = self.down_addrs().take(8).collect();
@@ -134,8 +153,16 @@ impl Engine {
     }
 
     fn publish(&mut self) {
+        // Notes a change of the digest (and starts the full digest's cadence over).
+        self.short_digest();
         let mut shared = lock(&self.shared);
         self.out.events.extend(shared.table.take_events());
+        let user_events = shared.events.take_new();
+        // The view carries the event memory the snapshot keeps: publish it when it moved.
+        self.republish |= !user_events.is_empty();
+        self.out
+            .events
+            .extend(user_events.into_iter().map(Event::User));
         // Both flags are taken every time (a short-circuit would leave `republish` set and
         // publish an unchanged view on the next turn).
         let changed = shared.table.take_changed();
@@ -144,6 +171,7 @@ impl Engine {
                 &shared.table,
                 self.leave.left(),
                 self.conflict.lost().cloned(),
+                shared.events.done_up_to(),
             );
             self.out.view = Some(view);
         }

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::anti_entropy::Digest;
 use crate::envelope::Kind;
+use crate::membership::Status;
 use crate::profile::Profile;
 
 fn addr(port: u16) -> SocketAddr {
@@ -34,7 +35,11 @@ fn started(config: NodeConfig, generation: u64, seeds: Vec<SocketAddr>, t0: Inst
         generation,
     };
     let stats = Arc::new(Stats::default());
-    let mut engine = Engine::new(config, me, seeds, false, Some(7), stats, t0).expect("valid");
+    let restored = Restored {
+        seeds,
+        event_ltime: None,
+    };
+    let mut engine = Engine::new(config, me, restored, false, Some(7), stats, t0).expect("valid");
     engine.start(t0);
     engine
 }
@@ -61,13 +66,23 @@ fn state_of(who: Identity, name: &str) -> SyncState {
             tags: BTreeMap::new(),
         }],
         intents: Vec::new(),
+        event_clock: 0,
+        events: Vec::new(),
     }
 }
 
-/// `engine` learns of the member `who` named `name`, as from a push-pull with it.
-fn learn(engine: &mut Engine, t0: Instant, who: Identity, name: &str) {
-    let state = state_of(who, name);
-    engine.handle_command(t0, Command::ApplyState { state });
+/// A push-pull answer (not of an operator join) arrives at `t`.
+fn apply_state(engine: &mut Engine, t: Instant, state: SyncState) {
+    engine.handle_command(t, Command::ApplyState { state, join: None });
+}
+
+/// An operator's `shoal join TARGETS` (no replay).
+fn join_command(targets: Vec<String>, reply: join::JoinReply) -> Command {
+    Command::Join {
+        targets,
+        replay: false,
+        reply,
+    }
 }
 
 fn kinds_to(outbox: &Outbox, to: SocketAddr) -> Vec<Kind> {
@@ -159,6 +174,7 @@ fn at_most_one_push_pull_per_half_sync_interval() {
         let digest = Digest {
             from: id(2, 1),
             digest: d,
+            events: None,
         };
         envelope::seal(Kind::Digest, &postcard::to_stdvec(&digest).expect("encode"))
     };
@@ -181,14 +197,14 @@ fn at_most_one_push_pull_per_half_sync_interval() {
 fn the_member_that_started_later_gives_up_a_shared_name() {
     let t0 = Instant::now();
     let mut later = started(config("web", 1), 200, Vec::new(), t0);
-    learn(&mut later, t0, id(2, 100), "web");
+    apply_state(&mut later, t0, state_of(id(2, 100), "web"));
     run_until(&mut later, t0 + Profile::Lan.timings().probe_period);
     let conflict = later.view().conflict.expect("gave up the name");
     assert!(conflict.contains("started first"), "{conflict}");
     assert_eq!(later.view().local.status, Status::Leaving);
 
     let mut earlier = started(config("web", 1), 50, Vec::new(), t0);
-    learn(&mut earlier, t0, id(2, 100), "web");
+    apply_state(&mut earlier, t0, state_of(id(2, 100), "web"));
     run_until(&mut earlier, t0 + Profile::Lan.timings().probe_period);
     assert_eq!(earlier.view().conflict, None);
     assert_eq!(earlier.view().local.status, Status::Alive);
@@ -198,7 +214,7 @@ fn the_member_that_started_later_gives_up_a_shared_name() {
 fn leave_gossips_the_intent_then_tells_every_member_directly() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    learn(&mut engine, t0, id(2, 1), "b");
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     engine.take_outbox();
     let (reply, mut done) = oneshot::channel();
     engine.handle_command(t0, Command::Leave { reply });
@@ -225,7 +241,7 @@ fn leave_gossips_the_intent_then_tells_every_member_directly() {
 fn a_direct_leave_notice_marks_the_member_left() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    learn(&mut engine, t0, id(2, 1), "b");
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     assert_eq!(status_of(&engine, 2), Some(Status::Alive));
     let notice = leave::notice(id(2, 1)).expect("encode");
     engine.handle_datagram(t0, addr(2), &notice);
@@ -236,7 +252,7 @@ fn a_direct_leave_notice_marks_the_member_left() {
 fn a_leave_notice_not_from_the_member_itself_changes_nothing() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    learn(&mut engine, t0, id(2, 1), "b");
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     let from_elsewhere = leave::notice(id(2, 1)).expect("encode");
     engine.handle_datagram(t0, addr(3), &from_elsewhere);
     let huge_generation = leave::notice(id(2, u64::MAX)).expect("encode");
@@ -256,7 +272,7 @@ fn an_operator_join_resolves_push_pulls_and_answers_with_the_count() {
     engine.take_outbox();
     let (reply, mut answer) = oneshot::channel();
     let targets = vec!["b:7948".to_string()];
-    engine.handle_command(t0, Command::Join { targets, reply });
+    engine.handle_command(t0, join_command(targets, reply));
     let resolve = engine.take_outbox().resolve;
     let Purpose::Join(join) = resolve[0].purpose else {
         panic!("an operator join asks for its own resolution: {resolve:?}");
@@ -291,7 +307,7 @@ fn an_operator_join_that_resolves_to_nothing_fails_with_the_reason() {
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
     let (reply, mut answer) = oneshot::channel();
     let targets = vec!["nowhere".to_string()];
-    engine.handle_command(t0, Command::Join { targets, reply });
+    engine.handle_command(t0, join_command(targets, reply));
     let Purpose::Join(join) = engine.take_outbox().resolve[0].purpose else {
         panic!("a join purpose");
     };
@@ -343,7 +359,7 @@ fn a_node_that_left_ignores_gossip_and_does_not_rejoin() {
     engine.handle_command(t0, Command::Leave { reply });
     run_until(&mut engine, t0 + Duration::from_secs(1));
     assert!(engine.view().left);
-    learn(&mut engine, t0, id(2, 1), "b");
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
     let later = run_until(&mut engine, t0 + Duration::from_secs(60));
     assert!(
         later.iter().all(|(_, o)| o.push_pulls.is_empty()),
@@ -360,10 +376,28 @@ fn a_digest_makes_the_node_push_pull_with_its_udp_source_not_an_address_it_names
     let forged = Digest {
         from: id(9, 1),
         digest: 1,
+        events: None,
     };
     let packet = envelope::seal(Kind::Digest, &postcard::to_stdvec(&forged).expect("encode"));
     engine.handle_datagram(t0, addr(2), &packet);
     let pp = engine.take_outbox().push_pulls;
     assert_eq!(pp.len(), 1);
     assert_eq!(pp[0].addrs, [addr(2)], "only the UDP source");
+}
+
+#[test]
+fn an_announced_meta_is_fetched_from_a_member_but_never_from_an_address_only_a_payload_names() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
+    engine.take_outbox();
+    lock(&engine.shared).fetch.extend([addr(9), addr(2)]);
+    engine.handle_command(t0, Command::Shutdown);
+    let out = engine.take_outbox();
+    let contacted: Vec<SocketAddr> = out
+        .push_pulls
+        .iter()
+        .flat_map(|p| p.addrs.clone())
+        .collect();
+    assert_eq!(contacted, vec![addr(2)]);
 }

@@ -7,18 +7,24 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use foca::{State, Timer};
+use rand::RngExt;
 use tracing::{debug, info, warn};
 
 use super::outbox::{Purpose, Resolve, ms};
 use super::{Engine, packet_budget};
+use crate::anti_entropy::Digest;
 use crate::broadcast::lock;
 
+use crate::envelope::{self, Kind};
 use crate::identity::Identity;
 
 /// One timer of the engine's queue.
 pub(crate) enum Tick {
     /// One of foca's.
     Foca(Timer<Identity>),
+    /// Send the full digest (membership and recent user events) to a random member; only
+    /// the tick of the current cadence (`sync.generation`) counts.
+    Sync(u64),
     /// Suspect polling, reaping, config scaling, missing metas.
     Housekeeping,
     /// Join attempt while alone.
@@ -49,6 +55,7 @@ impl Engine {
                     debug!(%error, "timer failed");
                 }
             }
+            Tick::Sync(generation) => self.sync_tick(generation),
             Tick::Housekeeping => self.housekeeping(),
             Tick::Rejoin => self.rejoin_tick(),
             Tick::Beacon => self.beacon_tick(),
@@ -109,6 +116,44 @@ impl Engine {
                 number,
                 limit,
             });
+        }
+    }
+
+    /// Sends the full digest to one random member: every sync interval after a change,
+    /// backing off to the profile's maximum while nothing changes (the short digest on every
+    /// SWIM datagram covers membership; this one also covers user events, which a member
+    /// that gossip missed would otherwise never get).
+    fn sync_tick(&mut self, generation: u64) {
+        if generation != self.sync.generation {
+            return;
+        }
+        let next = self.sync.backoff.next();
+        self.sync.due = self.now + next;
+        self.timers.push(self.sync.due, Tick::Sync(generation));
+        if self.leave.left() {
+            return;
+        }
+        let count = self.foca.num_members();
+        if count == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..count);
+        let Some(target) = self.foca.iter_members().nth(pick).map(|m| m.id().addr) else {
+            return;
+        };
+        let shared = lock(&self.shared);
+        let digest = Digest {
+            from: self.local(),
+            digest: shared.table.digest(),
+            events: Some(shared.events.digest()),
+        };
+        drop(shared);
+        match postcard::to_stdvec(&digest) {
+            Ok(payload) => {
+                let packet = envelope::seal(Kind::Digest, &payload);
+                self.send_datagram(packet, target);
+            }
+            Err(error) => warn!(%error, "digest could not be encoded"),
         }
     }
 

@@ -29,7 +29,10 @@ fn table() -> Membership {
 fn kinds(t: &mut Membership) -> Vec<(MemberEventKind, String, Status)> {
     t.take_events()
         .into_iter()
-        .map(|Event::Member { kind, member }| (kind, member.name, member.status))
+        .filter_map(|e| match e {
+            Event::Member { kind, member } => Some((kind, member.name, member.status)),
+            Event::User(_) => None,
+        })
         .collect()
 }
 
@@ -245,4 +248,27 @@ fn a_member_back_under_its_name_at_a_new_address_replaces_its_dead_entry() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].addr.port(), 3);
     assert_eq!(rows[0].status, Status::Alive);
+}
+
+#[test]
+fn an_announced_meta_version_makes_the_known_meta_stale_until_it_arrives() {
+    let mut t = table();
+    let other = id(2, 1);
+    t.member_up(other);
+    assert!(t.apply_meta(meta(2, 1, 0, "b")));
+    assert!(t.has_current_meta(other));
+    assert!(t.announce_meta(other, 3), "newer version is news");
+    assert!(
+        !t.announce_meta(other, 3),
+        "the same announcement twice is not"
+    );
+    assert!(!t.announce_meta(other, 2), "nor an older one");
+    assert!(!t.has_current_meta(other), "stale until version 3 arrives");
+    assert!(t.apply_meta(meta(2, 1, 3, "b")));
+    assert!(t.has_current_meta(other));
+    assert!(!t.announce_meta(other, 3), "already have it");
+    assert!(
+        !t.announce_meta(id(1, 1), 9),
+        "own announcements are ignored"
+    );
 }

@@ -148,7 +148,10 @@ pub(super) fn spawn_push_pull(
                     joined += 1;
                     Stats::add(&stats.push_pulls, 1);
                     if inbox
-                        .send(Command::ApplyState { state: theirs })
+                        .send(Command::ApplyState {
+                            state: theirs,
+                            join,
+                        })
                         .await
                         .is_err()
                     {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::membership::MemberEventKind;
+use crate::membership::{MemberEventKind, Status};
 
 /// One seeded scenario: start, faults for a while, heal, quiet; returns the problems found.
 fn scenario(seed: u64) -> (Vec<String>, String) {
@@ -78,7 +78,10 @@ fn scenario(seed: u64) -> (Vec<String>, String) {
     // same observer unless it restarted (it does not here: departed nodes stay down).
     for at in sim.live() {
         let mut left_seen = Vec::new();
-        for Event::Member { kind, member } in sim.events(at) {
+        for (kind, member) in sim.events(at).iter().filter_map(|e| match e {
+            Event::Member { kind, member } => Some((kind, member)),
+            Event::User(_) => None,
+        }) {
             if *kind == MemberEventKind::Leave && sim.departed().contains(&member.addr) {
                 left_seen.push(member.addr);
             }
@@ -171,9 +174,9 @@ fn operator_joins_go_through_the_engine_and_merge_nodes_that_started_alone() {
     assert_eq!(alone, 1, "no join names: every node is alone");
     let first = Sim::addr(0).to_string();
     let mut answers: Vec<_> = (1..n)
-        .map(|i| sim.join(Sim::addr(i), vec![first.clone()]))
+        .map(|i| sim.join(Sim::addr(i), vec![first.clone()], false))
         .collect();
-    let mut unknown = sim.join(Sim::addr(1), vec!["nowhere".into()]);
+    let mut unknown = sim.join(Sim::addr(1), vec!["nowhere".into()], false);
     sim.run_until(Duration::from_secs(6));
     for answer in &mut answers {
         assert_eq!(answer.try_recv().expect("answered").expect("joined"), 1);
@@ -183,6 +186,181 @@ fn operator_joins_go_through_the_engine_and_merge_nodes_that_started_alone() {
         .expect("answered")
         .expect_err("nothing to join");
     assert!(err.to_string().contains("nowhere"), "{err}");
+    assert!(
+        sim.check_converged().is_empty(),
+        "{:?}",
+        sim.check_converged()
+    );
+}
+
+#[test]
+fn a_tag_set_too_large_for_a_datagram_reaches_every_node_with_an_update() {
+    let mut sim = Sim::new(11, 6, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let big: BTreeMap<String, String> = (0..16)
+        .map(|i| (format!("key{i:02}"), "v".repeat(250)))
+        .collect();
+    let size: usize = big.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(
+        size > 4000 && size <= crate::broadcast::MAX_TAGS_LEN,
+        "{size}"
+    );
+    let n0 = Sim::addr(0);
+    let mut answer = sim.update_tags(n0, big.clone(), Vec::new());
+    assert_eq!(answer.try_recv().expect("answered").expect("accepted"), big);
+    sim.run_until(Duration::from_secs(8));
+    for at in sim.live() {
+        let view = sim.view(at).expect("live");
+        let row = view.members.iter().find(|m| m.addr == n0).expect("listed");
+        assert_eq!(row.tags, big, "at {at}");
+        if at != n0 {
+            let updated = sim.events(at).iter().any(|e| {
+                matches!(e, Event::Member { kind: MemberEventKind::Update, member } if member.addr == n0)
+            });
+            assert!(updated, "no member-update at {at}");
+        }
+    }
+    let over: BTreeMap<String, String> = BTreeMap::from([("k".into(), "v".repeat(5000))]);
+    let every_key: Vec<String> = big.keys().cloned().collect();
+    let mut answer = sim.update_tags(n0, over, every_key);
+    let err = answer.try_recv().expect("answered").expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("tags take 5001 bytes; the limit is 4096"),
+        "{err}"
+    );
+}
+
+/// The user events (name, payload) the node at `at` handed to its handlers.
+fn user_events(sim: &Sim, at: SocketAddr) -> Vec<(String, Vec<u8>)> {
+    sim.events(at)
+        .iter()
+        .filter_map(|e| match e {
+            Event::User(u) => Some((u.name.clone(), u.payload.clone())),
+            Event::Member { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_user_event_runs_once_everywhere_and_never_again_after_a_restart() {
+    let mut sim = Sim::new(21, 6, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let once = vec![("deploy".to_string(), b"v42".to_vec())];
+    let mut sent = sim.user_event(Sim::addr(0), "deploy", b"v42");
+    assert!(sent.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_secs(8));
+    for at in sim.live() {
+        assert_eq!(user_events(&sim, at), once, "at {at}");
+    }
+    // The same name and payload again is a new event (a new Lamport time).
+    let mut again = sim.user_event(Sim::addr(1), "deploy", b"v42");
+    assert!(again.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_secs(11));
+    let twice = vec![once[0].clone(), once[0].clone()];
+    for at in sim.live() {
+        assert_eq!(user_events(&sim, at), twice, "at {at}");
+    }
+    // A restart with its event memory: the push-pull brings all three events back; only the
+    // one sent while it was down runs.
+    let n3 = Sim::addr(3);
+    sim.crash(n3);
+    sim.run_until(Duration::from_secs(12));
+    let mut missed = sim.user_event(Sim::addr(0), "deploy", b"v43");
+    assert!(missed.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_secs(14));
+    sim.restart(n3);
+    sim.run_until(Duration::from_secs(20));
+    assert!(
+        sim.check_converged().is_empty(),
+        "{:?}",
+        sim.check_converged()
+    );
+    assert_eq!(
+        user_events(&sim, n3),
+        vec![("deploy".to_string(), b"v43".to_vec())]
+    );
+    let mut big = sim.user_event(Sim::addr(0), "deploy", &[b'x'; 600]);
+    let err = big.try_recv().expect("answered").expect_err("too large");
+    assert!(err.to_string().contains("the limit is 512"), "{err}");
+}
+
+#[test]
+fn a_joining_node_runs_the_clusters_recent_events_only_with_replay() {
+    let mut sim = Sim::unjoined(22, 4, Profile::Lan);
+    let first = Sim::addr(0).to_string();
+    let mut joined = sim.join(Sim::addr(1), vec![first.clone()], false);
+    sim.run_until(Duration::from_secs(3));
+    assert_eq!(joined.try_recv().expect("answered").expect("joined"), 1);
+    let mut sent = sim.user_event(Sim::addr(0), "deploy", b"v42");
+    assert!(sent.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_secs(6));
+    assert_eq!(user_events(&sim, Sim::addr(1)).len(), 1);
+    let joins = [
+        sim.join(Sim::addr(2), vec![first.clone()], false),
+        sim.join(Sim::addr(3), vec![first], true),
+    ];
+    sim.run_until(Duration::from_secs(10));
+    for mut joined in joins {
+        assert_eq!(joined.try_recv().expect("answered").expect("joined"), 1);
+    }
+    assert!(
+        sim.check_converged().is_empty(),
+        "{:?}",
+        sim.check_converged()
+    );
+    assert_eq!(
+        user_events(&sim, Sim::addr(2)),
+        Vec::new(),
+        "history without --replay"
+    );
+    assert_eq!(
+        user_events(&sim, Sim::addr(3)),
+        vec![("deploy".to_string(), b"v42".to_vec())],
+        "--replay"
+    );
+}
+
+#[test]
+fn members_that_joined_one_through_another_all_run_the_first_members_next_event() {
+    // Regression: push-pulls once moved the event clock one tick past the peer's, so each
+    // joiner down a chain skipped more "history" than there was, and dropped the first
+    // member's next event.
+    let mut sim = Sim::unjoined(23, 6, Profile::Lan);
+    for i in 1..6 {
+        let mut joined = sim.join(Sim::addr(i), vec![Sim::addr(i - 1).to_string()], false);
+        sim.run_until(Duration::from_secs(2 * i as u64));
+        assert_eq!(joined.try_recv().expect("answered").expect("joined"), 1);
+    }
+    let mut sent = sim.user_event(Sim::addr(0), "deploy", b"v1");
+    assert!(sent.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_secs(15));
+    for at in sim.live() {
+        assert_eq!(user_events(&sim, at).len(), 1, "at {at}");
+    }
+}
+
+#[test]
+fn a_member_cut_off_while_an_event_spread_gets_it_from_the_digest_repair() {
+    let mut sim = Sim::new(24, 5, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let cut = Sim::addr(4);
+    let rest: Vec<SocketAddr> = sim.live().into_iter().filter(|a| *a != cut).collect();
+    sim.partition(&[rest, vec![cut]]);
+    let mut sent = sim.user_event(Sim::addr(0), "deploy", b"v1");
+    assert!(sent.try_recv().expect("answered").is_ok());
+    // Shorter than the suspicion timeout, longer than the gossip of the event takes.
+    sim.run_until(Duration::from_millis(5900));
+    assert!(
+        user_events(&sim, cut).is_empty(),
+        "the gossip did not reach it"
+    );
+    sim.heal();
+    sim.run_until(Duration::from_secs(10));
+    assert_eq!(
+        user_events(&sim, cut),
+        vec![("deploy".to_string(), b"v1".to_vec())]
+    );
     assert!(
         sim.check_converged().is_empty(),
         "{:?}",

@@ -1,0 +1,181 @@
+//! What the node's commands do to its membership: seeds resolved, a beacon heard, a leave
+//! (begun, then carried out), a force-leave, a tag change, a peer's state applied, and the
+//! name-conflict rule.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::conflict::Verdict;
+use super::{Engine, JoinId, leave, ticks::Tick};
+use crate::anti_entropy::SyncState;
+use crate::broadcast::{Broadcast, lock, validate_meta};
+use crate::error::CommandError;
+use crate::membership::Status;
+
+impl Engine {
+    /// New resolution of the join names. While alone, try the seeds now; otherwise contact
+    /// only addresses that are not members (a service scaled up, or a cluster that formed
+    /// apart from ours: they merge at the next resolution).
+    pub(super) fn seeds_resolved(&mut self, addrs: Vec<SocketAddr>) {
+        let members = self.member_addrs();
+        let fresh = self.rejoin.on_resolved(addrs, self.local().addr, &members);
+        if self.leave.left() {
+            return;
+        }
+        if self.alone() {
+            self.schedule_rejoin(self.now);
+        } else if !fresh.is_empty() {
+            debug!(
+                count = fresh.len(),
+                "join names resolve to new addresses; contacting them"
+            );
+            self.push_pull_to(fresh, None);
+        }
+    }
+
+    /// A beacon of our cluster from `addr`: join it unless it is already a member (or was
+    /// contacted less than a retry interval ago).
+    pub(super) fn discovered(&mut self, addr: SocketAddr) {
+        if self.leave.left() || self.member_addrs().contains(&addr) {
+            return;
+        }
+        if !self
+            .discovery
+            .should_contact(addr, self.now, self.timings.retry_interval)
+        {
+            return;
+        }
+        debug!(%addr, "discovered a member by its beacon");
+        self.announce_all(&[addr]);
+        self.push_pull_to(vec![addr], None);
+    }
+
+    pub(super) fn start_leave(&mut self, reply: Option<tokio::sync::oneshot::Sender<()>>) {
+        if self.leave.start(reply) != leave::Start::Begin {
+            return;
+        }
+        info!("leaving the cluster");
+        lock(&self.shared).table.set_local_leaving();
+        self.broadcast(Broadcast::Leave(self.local()));
+        self.gossip_now();
+        let wait = if self.alone() {
+            Duration::ZERO
+        } else {
+            self.timings.leave_propagate
+        };
+        self.timers.push(self.now + wait, Tick::LeaveNow);
+    }
+
+    /// The intent had its time: leave foca, then tell every member directly.
+    pub(super) fn leave_now(&mut self) {
+        let members = self.member_addrs();
+        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
+            warn!(%error, "leave failed");
+        }
+        match leave::notice(self.local()) {
+            Ok(packet) => {
+                for to in members {
+                    self.send_datagram(packet.clone(), to);
+                }
+            }
+            Err(error) => warn!(%error, "leave notice could not be encoded"),
+        }
+        self.leave.finish();
+        self.republish = true;
+        info!("left the cluster");
+    }
+
+    pub(super) fn force_leave(&mut self, name: &str) -> Result<(), CommandError> {
+        let found = lock(&self.shared).table.find_by_name(name);
+        let (id, status) = found.ok_or_else(|| CommandError::UnknownMember(name.to_string()))?;
+        if status != Status::Failed {
+            return Err(CommandError::NotFailed {
+                name: name.to_string(),
+                status: status.as_str(),
+            });
+        }
+        lock(&self.shared).table.apply_intent(id, true);
+        self.broadcast(Broadcast::ForceLeave(id));
+        self.gossip_now();
+        Ok(())
+    }
+
+    /// Sets and deletes local tags (deletions last); returns the tags now in effect. An
+    /// update that changes nothing is not gossiped.
+    pub(super) fn update_tags(
+        &mut self,
+        set: BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<BTreeMap<String, String>, CommandError> {
+        let mut candidate = lock(&self.shared).table.local_meta().clone();
+        candidate.tags.extend(set);
+        for key in delete {
+            candidate.tags.remove(key);
+        }
+        validate_meta(&candidate)?;
+        if candidate.tags == lock(&self.shared).table.local_meta().tags {
+            return Ok(candidate.tags);
+        }
+        let meta = lock(&self.shared).table.set_local_tags(candidate.tags);
+        let tags = meta.tags.clone();
+        self.broadcast_meta(meta);
+        self.gossip_now();
+        Ok(tags)
+    }
+
+    pub(super) fn apply_state(&mut self, state: SyncState, join: Option<JoinId>) {
+        if self.leave.left() {
+            return;
+        }
+        if state.from.is_some_and(|from| from != self.local()) {
+            self.apply_events(state.event_clock, state.events, join);
+        }
+        {
+            let mut shared = lock(&self.shared);
+            for meta in state.metas {
+                if validate_meta(&meta).is_ok() {
+                    shared.table.apply_meta(meta);
+                }
+            }
+            for (id, forced) in state.intents {
+                shared.table.apply_intent(id, forced);
+            }
+            if let Some(from) = state.from {
+                // The member's own state holds its current meta: no announcement beyond it
+                // is left to fetch (a bogus one would otherwise be fetched forever).
+                shared.table.settle_announced(from);
+            }
+        }
+        if let Err(error) = self
+            .foca
+            .apply_many(state.members.into_iter(), true, &mut self.runtime)
+        {
+            debug!(%error, "applying push-pull state failed");
+        }
+    }
+
+    /// Two live members with one name: see [`conflict`].
+    pub(super) fn check_name_conflict(&mut self) {
+        if self.leave.started() {
+            return;
+        }
+        let Some(other) = lock(&self.shared).table.name_conflict() else {
+            return;
+        };
+        let name = self.config.name.clone();
+        match self.conflict.judge(&name, self.local(), other) {
+            Verdict::GiveUp(_) => {
+                tracing::error!(%name, other = %other.addr,
+                    "name conflict: this node gives up the name and leaves");
+                self.republish = true;
+                self.start_leave(None);
+            }
+            Verdict::Warn => warn!(%name, other = %other.addr,
+                "name conflict: a member that started later claims this node's name; it will leave"),
+            Verdict::Nothing => {}
+        }
+    }
+}
