@@ -104,6 +104,10 @@ pub struct Sim {
     pub delivered: u64,
     /// Datagrams lost to loss or partitions.
     pub dropped: u64,
+    /// Datagrams and their bytes sent by all nodes (envelope included, no IP/UDP headers).
+    pub sent: (u64, u64),
+    /// Timings that replace the profile's for every node booted from now on.
+    timings: Option<crate::profile::Timings>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -123,6 +127,20 @@ impl Sim {
         Self::with_join(seed, n, profile, Vec::new())
     }
 
+    /// `n` nodes joining [`CLUSTER_NAME`] with `timings` instead of the lan profile's (to
+    /// measure other settings).
+    pub fn with_timings(seed: u64, n: usize, timings: crate::profile::Timings) -> Self {
+        let mut sim = Self::with_join(seed, 0, Profile::Lan, vec![CLUSTER_NAME.to_string()]);
+        sim.timings = Some(timings);
+        for i in 0..n {
+            sim.names.insert(addr(i), format!("n{i}"));
+        }
+        for i in 0..n {
+            sim.boot(addr(i));
+        }
+        sim
+    }
+
     /// The address of the `i`th node.
     pub fn addr(i: usize) -> SocketAddr {
         addr(i)
@@ -137,6 +155,8 @@ impl Sim {
             seq: 0,
             profile,
             join,
+            timings: None,
+            sent: (0, 0),
             nodes: BTreeMap::new(),
             names: BTreeMap::new(),
             left: Vec::new(),
@@ -200,6 +220,7 @@ impl Sim {
         let name = self.names[&at].clone();
         let mut config = NodeConfig::new(name, at);
         config.profile = self.profile;
+        config.timings = self.timings.clone();
         config.join = self.join.clone();
         config.reconnect_timeout = Duration::from_secs(3600);
         config.tombstone_timeout = Duration::from_secs(3600);
@@ -480,6 +501,8 @@ impl Sim {
             node.view = view;
         }
         for (to, packet) in datagrams {
+            self.sent.0 += 1;
+            self.sent.1 += packet.len() as u64;
             let lost = self.rng.random_bool(self.loss.clamp(0.0, 1.0));
             if lost || !self.linked(at, to) {
                 self.dropped += 1;

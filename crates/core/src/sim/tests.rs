@@ -493,8 +493,13 @@ fn print_false_deaths() {
 fn detection_times(seed: u64, n: usize, kills: usize) -> Vec<f64> {
     let mut sim = Sim::new(seed, n, Profile::Lan);
     sim.run_until(Duration::from_secs(5));
+    detection_times_in(&mut sim, n, kills)
+}
+
+/// [`detection_times`] in a running simulation of `n` nodes, from its current time on.
+fn detection_times_in(sim: &mut Sim, n: usize, kills: usize) -> Vec<f64> {
     let mut times = Vec::new();
-    let mut t = 5.0;
+    let mut t = sim.elapsed().as_secs_f64();
     for k in 0..kills {
         let victim = sim.live()[(k * 7 + 3) % n];
         sim.crash(victim);
@@ -551,5 +556,46 @@ fn print_tcp_loss_only() {
             });
             println!("seed {seed}: UDP {u} TCP {t}: {got:?}");
         }
+    }
+}
+
+/// Median and worst of `times`.
+fn median_worst(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() - 1])
+}
+
+/// The trade-off between idle traffic and kill detection for four probe periods (RTT 30% of
+/// the period, the rest of lan's timings as they are), at N = 20: what docs/benchmarks.md's
+/// curve is printed from.
+#[test]
+#[ignore]
+fn print_tradeoff_curve() {
+    let n = 20;
+    println!(
+        "probe period  datagrams/node/s  wire bytes/node/s  kill detected everywhere median / worst"
+    );
+    for ms in [400, 600, 1000, 1500] {
+        let mut t = Profile::Lan.timings();
+        t.probe_period = Duration::from_millis(ms);
+        t.probe_rtt = Duration::from_millis(ms * 3 / 10);
+        let mut times = Vec::new();
+        let (mut datagrams, mut bytes) = (0.0, 0.0);
+        for seed in 0..3 {
+            let mut sim = Sim::with_timings(seed, n, t.clone());
+            sim.run_until(Duration::from_secs(10));
+            let before = sim.sent;
+            sim.run_until(Duration::from_secs(40));
+            let (d, b) = (sim.sent.0 - before.0, sim.sent.1 - before.1);
+            datagrams += d as f64 / 30.0 / n as f64 / 3.0;
+            // IPv4 + UDP headers, 28 bytes a datagram, as on the wire.
+            bytes += (b + 28 * d) as f64 / 30.0 / n as f64 / 3.0;
+            times.extend(detection_times_in(&mut sim, n, 5));
+        }
+        let (median, worst) = median_worst(times);
+        println!(
+            "{:>9} ms  {datagrams:>16.2}  {bytes:>17.0}  {median:.2} s / {worst:.2} s (15 kills)",
+            ms
+        );
     }
 }
