@@ -37,6 +37,8 @@ use crate::view;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// Kernel send buffer of a control connection (Linux doubles it for bookkeeping).
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// What the handlers of the API need.
 pub struct ControlState {
@@ -83,6 +85,12 @@ pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
                 continue;
             }
         };
+        // The kernel's send buffer would otherwise grow to megabytes behind a stream reader
+        // that stopped reading (32 of them: over 100 MiB), and hide it from the fan-out's own
+        // bound; 64 KiB is plenty for every JSON answer.
+        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+            debug!(%peer, %error, "could not bound the control connection's send buffer");
+        }
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
