@@ -439,3 +439,77 @@ fn bad_stream_requests_are_400_json_errors_and_a_33rd_stream_is_503() {
     let (_s, head) = open_raw(a.control, "/v1/stream");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+#[test]
+fn member_join_update_leave_failure_and_reap_are_info_lines_in_the_log() {
+    let a = Agent::start("la", &["--reconnect-timeout", "1s"]);
+    let b = Agent::start("lb", &["--join", &a.join_arg()]);
+    let mut c = Agent::start("lc", &["--join", &a.join_arg()]);
+    assert!(wait_until(Duration::from_secs(10), || a.count_alive() == 3));
+    let (code, _, err) = cli(&["tags", "--control", &control(&b), "--set", "k=v"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cli(&["leave", "--control", &control(&b)]);
+    assert_eq!(code, Some(0), "{err}");
+    c.kill9();
+    let lines = [
+        format!("INFO member-join member=lb addr={}", b.gossip),
+        format!("INFO member-update member=lb addr={}", b.gossip),
+        format!("INFO member-leave member=lb addr={} status=left", b.gossip),
+        format!(
+            "INFO member-failed member=lc addr={} status=failed",
+            c.gossip
+        ),
+        format!("INFO member-reap member=lc addr={}", c.gossip),
+    ];
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let log = a.log();
+            lines.iter().all(|l| log.contains(l.as_str()))
+        }),
+        "expected {lines:#?} in the log:\n{}",
+        a.log()
+    );
+    let log = a.log();
+    assert_eq!(
+        log.matches("member-join member=lb").count(),
+        1,
+        "logged once"
+    );
+}
+
+#[test]
+fn shoal_info_lists_the_loaded_handlers_and_the_event_counters() {
+    let dir = scratch();
+    let d = dir.path().display().to_string();
+    let deploy = format!("user:deploy=cat >> {d}/deploys");
+    let a = Agent::start(
+        "ia",
+        &["--event-handler", &deploy, "--event-handler", "echo any"],
+    );
+    let (code, _, err) = cli(&["event", "--control", &control(&a), "deploy", "v1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(wait_until(Duration::from_secs(10), || read(
+        &dir.path().join("deploys")
+    )
+    .is_some()));
+    let (code, out, err) = cli(&["info", "--control", &control(&a)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!(
+            "handlers:\n\tuser:deploy = cat >> {d}/deploys\n\t* = echo any\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("events:\n\tmember = 1\n\tuser = 1\n\tuser_handled = 1\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("streams:\n\tevents = 0\n\tmonitors = 0\n"),
+        "{out}"
+    );
+    let info = a.info();
+    assert_eq!(info.handlers.len(), 2);
+    assert_eq!(info.handlers[0].filter, "user:deploy");
+    assert_eq!(info.handlers[1].filter, "");
+}
