@@ -348,8 +348,15 @@ fn shoal_monitor_shows_the_member_join_line_and_debug_shows_more_without_changin
         nix::sys::signal::Signal::SIGINT,
     )
     .expect("SIGINT");
-    let status = debug.child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0));
+    let mut status = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            status = debug.child.try_wait().expect("try_wait");
+            status.is_some()
+        }),
+        "shoal monitor did not stop on SIGINT"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
     assert!(wait_until(Duration::from_secs(5), || a
         .info()
         .streams

@@ -41,6 +41,9 @@ pub enum CliError {
     /// `monitor`: the agent ended the stream (it stopped, or this reader fell behind).
     #[error("the agent ended the monitor stream (it has stopped, or this reader fell behind)")]
     StreamEnded,
+    /// `monitor`: SIGINT could not be caught. Nothing was asked.
+    #[error("cannot listen for SIGINT: {0}")]
+    Signal(std::io::Error),
     /// Writing to stdout failed.
     #[error("cannot write to stdout: {0}")]
     Stdout(std::io::Error),

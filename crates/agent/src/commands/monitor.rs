@@ -4,6 +4,7 @@
 use std::io::{ErrorKind, Write};
 
 use shoal_proto::{Client, MonitorLevel};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::CliError;
 use crate::cli::MonitorArgs;
@@ -17,12 +18,15 @@ pub async fn run(args: &MonitorArgs) -> Result<String, CliError> {
         LogFormat::Json => "json",
     };
     let path = format!("/v1/monitor?level={}&format={format}", level.as_str());
+    // Listening before connecting, and with one listener for the whole run: a `ctrl_c()`
+    // future made per line would lose a SIGINT that arrives between two lines.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
     let mut lines = Client::new(&args.client.control).stream(&path).await?;
     let mut out = std::io::stdout();
     loop {
         let line = tokio::select! {
             line = lines.next_line() => line?,
-            _ = tokio::signal::ctrl_c() => return Ok(String::new()),
+            _ = interrupt.recv() => return Ok(String::new()),
         };
         let Some(line) = line else {
             return Err(CliError::StreamEnded);
