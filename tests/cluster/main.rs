@@ -9,6 +9,7 @@ mod handlers;
 mod harness;
 mod membership;
 mod netns;
+mod stream;
 mod supervise;
 mod tags;
 mod templates;

@@ -10,7 +10,7 @@ use shoal_core::NodeHandle;
 use shoal_proto::{Ready, ReadyLine};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::cli::AgentArgs;
@@ -19,6 +19,7 @@ use crate::control::{self, ControlState};
 use crate::handlers::dispatch::{self, Counters, Settings};
 use crate::handlers::filter::HandlerSpec;
 use crate::logging::LogHandle;
+use crate::stream::events::EventStreams;
 use crate::supervise::{self, App};
 use crate::templates::{self, TemplateSpec};
 use nix::sys::signal::Signal;
@@ -28,7 +29,7 @@ const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Runs the agent until it has left; returns the exit status (the app's, when supervising).
 pub async fn run(args: AgentArgs, cfg: AgentConfig, log: LogHandle) -> anyhow::Result<u8> {
-    let mut running = start(&cfg).await?;
+    let mut running = start(&cfg, &log).await?;
     let stop = running.wait_for_stop(&args, &cfg, &log).await?;
     Ok(running.shut_down(stop, &cfg).await)
 }
@@ -55,7 +56,7 @@ struct Running {
 
 /// Binds the control address, starts the node, prints the readiness line, then starts the
 /// handlers, the templates, the control API, the signal handlers and the app.
-async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
+async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
     let node_cfg = cfg.node.clone();
     let control = TcpListener::bind(cfg.control)
         .await
@@ -79,6 +80,7 @@ async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
 
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
+    let streams = Arc::new(EventStreams::default());
     let settings = Settings {
         coalesce: cfg.coalesce,
         timeout: cfg.handler_timeout,
@@ -86,9 +88,10 @@ async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
     tokio::spawn(dispatch::run(
         events,
         node.clone(),
-        handlers_rx,
+        handlers_rx.clone(),
         settings,
         counters.clone(),
+        streams.clone(),
     ));
     let (templates_tx, templates_rx) = watch::channel(Arc::new(cfg.templates.clone()));
     tokio::spawn(templates::run(
@@ -106,6 +109,10 @@ async fn start(cfg: &AgentConfig) -> anyhow::Result<Running> {
         counters,
         stopped: stopped_tx,
         tags_file: cfg.tags_file.clone(),
+        handlers: handlers_rx,
+        events: streams,
+        monitors: log.monitors(),
+        stream_slots: Arc::new(Semaphore::new(control::MAX_STREAMS)),
     });
     tokio::spawn(control::serve(control, state));
 

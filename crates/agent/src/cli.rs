@@ -35,6 +35,8 @@ pub enum Command {
     Event(EventArgs),
     /// Show the agent's own state and counters.
     Info(InfoArgs),
+    /// Stream the agent's log from now on, until interrupted (Serf's `monitor`).
+    Monitor(MonitorArgs),
     /// Print the version.
     Version,
 }
@@ -216,6 +218,50 @@ pub struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// Flags of `shoal monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Show lines at this level and more severe ones. Independent of the agent's own
+    /// --log-level: `debug` here shows debug lines even if the agent logs only info.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = MonitorLevelArg::Info)]
+    pub log_level: MonitorLevelArg,
+    /// Lines as the agent writes them (text) or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub format: LogFormat,
+}
+
+/// `shoal monitor --log-level` (Serf's levels; `err` as Serf spells it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MonitorLevelArg {
+    /// Everything.
+    Trace,
+    /// More detail.
+    Debug,
+    /// The default.
+    Info,
+    /// Warnings and errors.
+    #[value(alias = "warning")]
+    Warn,
+    /// Errors only.
+    #[value(alias = "err")]
+    Error,
+}
+
+impl From<MonitorLevelArg> for shoal_proto::MonitorLevel {
+    fn from(level: MonitorLevelArg) -> Self {
+        match level {
+            MonitorLevelArg::Trace => Self::Trace,
+            MonitorLevelArg::Debug => Self::Debug,
+            MonitorLevelArg::Info => Self::Info,
+            MonitorLevelArg::Warn => Self::Warn,
+            MonitorLevelArg::Error => Self::Error,
+        }
+    }
 }
 
 /// Flags of `shoal tags`.

@@ -4,12 +4,14 @@
 //! - [`cli`]: clap definitions; [`config`]: files, environment and flags into [`config::AgentConfig`].
 //! - [`agent`]: runs the agent (node, control API, handlers, templates, signals).
 //! - [`control`]: the HTTP/JSON control API; [`view`]: members as JSON and as `k=v` tag text.
+//! - [`stream`]: `/v1/stream` (events as NDJSON) and `/v1/monitor` (the log): a fan-out
+//!   through bounded per-reader channels that nothing on the event path or in the log waits for.
 //! - [`handlers`]: Serf-compatible event handlers (filters, environment, dispatcher).
 //! - [`templates`]: `--template` files rendered from the member view (by `shoal-template`).
 //! - [`shell`]: runs one `sh -c` script for a handler or a template command, bounded in time.
 //! - [`supervise`]: the app run after `--`; [`reaper`]: zombie reaping when the agent is PID 1.
 //! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `tags`,
-//!   `event`, `info`).
+//!   `event`, `info`, `monitor`).
 //! - [`logging`]: the tracing subscriber and the log format.
 //! - [`tags_file`]: `--tags-file`, the tags kept across restarts.
 
@@ -22,6 +24,7 @@ pub mod handlers;
 pub mod logging;
 pub mod reaper;
 pub mod shell;
+pub mod stream;
 pub mod supervise;
 pub mod tags_file;
 pub mod templates;

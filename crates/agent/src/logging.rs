@@ -1,6 +1,9 @@
-//! Log setup: `tracing` to stderr, text or JSON, with a filter that SIGHUP can replace.
+//! Log setup: `tracing` to stderr, text or JSON, with a filter that SIGHUP can replace; and
+//! beside it the layers of `shoal monitor` ([`Monitors`]), each behind its own filter so that
+//! neither changes what the other writes.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use clap::ValueEnum;
 use thiserror::Error;
@@ -8,6 +11,8 @@ use tracing_subscriber::filter::{ParseError, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
+
+use crate::stream::monitor::Monitors;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
@@ -41,14 +46,22 @@ pub enum LogError {
     Init(#[from] tracing_subscriber::util::TryInitError),
 }
 
-/// Replaces the log filter at run time.
-pub struct LogHandle(reload::Handle<Targets, Registry>);
+/// Replaces the log filter at run time; reaches the monitors.
+pub struct LogHandle {
+    stderr: reload::Handle<Targets, Registry>,
+    monitors: Arc<Monitors>,
+}
 
 impl LogHandle {
-    /// Installs a new level or filter.
+    /// Installs a new level or filter for stderr (the monitors keep theirs).
     pub fn set_level(&self, level: &str) -> Result<(), LogError> {
         let filter = parse(level)?;
-        Ok(self.0.reload(filter)?)
+        Ok(self.stderr.reload(filter)?)
+    }
+
+    /// The `shoal monitor` readers.
+    pub fn monitors(&self) -> Arc<Monitors> {
+        self.monitors.clone()
     }
 }
 
@@ -60,7 +73,8 @@ fn parse(level: &str) -> Result<Targets, LogError> {
     })
 }
 
-/// Installs the global subscriber.
+/// Installs the global subscriber: stderr with its (reloadable) filter, and the monitors'
+/// layers, which let nothing through while no monitor is connected.
 pub fn init(level: &str, format: LogFormat) -> Result<LogHandle, LogError> {
     let (filter, handle) = reload::Layer::new(parse(level)?);
     let fmt = tracing_subscriber::fmt::layer()
@@ -70,11 +84,15 @@ pub fn init(level: &str, format: LogFormat) -> Result<LogHandle, LogError> {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
+    let monitors = Monitors::new();
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
+        .with(monitors.layers())
         .try_init()?;
-    Ok(LogHandle(handle))
+    Ok(LogHandle {
+        stderr: handle,
+        monitors,
+    })
 }
 
 #[cfg(test)]

@@ -111,6 +111,47 @@ pub struct InfoResponse {
     pub members: MemberCounts,
     /// Traffic counters since start.
     pub stats: StatsInfo,
+    /// The event handlers loaded now (after the last SIGHUP).
+    #[serde(default)]
+    pub handlers: Vec<HandlerInfo>,
+    /// Events the agent received since start.
+    #[serde(default)]
+    pub events: EventCounts,
+    /// The streams (`/v1/stream`, `/v1/monitor`).
+    #[serde(default)]
+    pub streams: StreamCounts,
+}
+
+/// One loaded event handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandlerInfo {
+    /// Its filter as written (`member-join,user:deploy`); empty: every event.
+    pub filter: String,
+    /// The script, run as `sh -c SCRIPT`.
+    pub script: String,
+}
+
+/// Events received from the gossip layer, before coalescing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    /// Member events (join, leave, failed, update, reap).
+    pub member: u64,
+    /// User events received (each once; duplicates are dropped before).
+    pub user: u64,
+    /// User events handed to handlers (the rest were coalesced into newer ones of their name,
+    /// or no handler wants them).
+    pub user_handled: u64,
+}
+
+/// The streaming endpoints' readers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCounts {
+    /// `/v1/stream` readers connected now.
+    pub events: usize,
+    /// `/v1/monitor` readers connected now.
+    pub monitors: usize,
+    /// Readers of either kind closed by the agent because they fell behind, since start.
+    pub dropped_slow: u64,
 }
 
 /// About the agent answering.
@@ -188,7 +229,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `not_found`, `conflict`, `unavailable`,
-    /// `method_not_allowed`, `payload_too_large`, `internal`.
+    /// `method_not_allowed`, `payload_too_large`, `internal`, `too_many_streams`; as the last
+    /// line of a stream, `slow_reader`.
     pub code: String,
     /// What went wrong.
     pub message: String,

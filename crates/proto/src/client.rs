@@ -1,8 +1,10 @@
-//! A minimal HTTP/1.1 client for the control API (one connection per request).
+//! A minimal HTTP/1.1 client for the control API (one connection per request), and
+//! [`Lines`], the reader of the streaming endpoints.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -98,12 +100,31 @@ impl Client {
         }
     }
 
-    async fn request<T: DeserializeOwned>(
+    /// `GET path` of a streaming endpoint (`/v1/stream`, `/v1/monitor`): the lines as they
+    /// come. An error answer (status 400 and up) is returned as [`ClientError::Api`].
+    pub async fn stream(&self, path: &str) -> Result<Lines, ClientError> {
+        let (status, body, conn) = self.send("GET", path, Bytes::new()).await?;
+        if status >= 400 {
+            let bytes = collect(body).await.map_err(|e| self.http(e))?;
+            conn.abort();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(Lines {
+            body,
+            pending: Vec::new(),
+            conn,
+            addr: self.addr.clone(),
+        })
+    }
+
+    /// Sends one request on a new connection; the status, the body still to read, and the
+    /// task driving the connection (to abort once the body is read).
+    async fn send(
         &self,
         method: &str,
         path: &str,
         body: Bytes,
-    ) -> Result<T, ClientError> {
+    ) -> Result<(u16, Incoming, tokio::task::JoinHandle<hyper::Result<()>>), ClientError> {
         let stream = TcpStream::connect(self.addr.as_str())
             .await
             .map_err(|source| ClientError::Connect {
@@ -122,28 +143,89 @@ impl Client {
             .header("content-type", "application/json");
         let req = req.body(Full::new(body)).map_err(|e| self.http(e))?;
         let resp = sender.send_request(req).await.map_err(|e| self.http(e))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.http(e))?
-            .to_bytes();
+        Ok((resp.status().as_u16(), resp.into_body(), conn))
+    }
+
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        let (status, body, conn) = self.send(method, path, body).await?;
+        let bytes = collect(body).await.map_err(|e| self.http(e))?;
         conn.abort();
         if status >= 400 {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => ClientError::Api {
-                    status,
-                    code: body.error.code,
-                    message: body.error.message,
-                },
-                Err(_) => ClientError::Api {
-                    status,
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-            });
+            return Err(api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| self.decode(e))
+    }
+}
+
+async fn collect(body: Incoming) -> hyper::Result<Bytes> {
+    Ok(body.collect().await?.to_bytes())
+}
+
+/// An error answer: its JSON error body, or the text when it is not one.
+fn api_error(status: u16, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "http".into(),
+            message: String::from_utf8_lossy(bytes).into_owned(),
+        },
+    }
+}
+
+/// The lines of a streaming answer, read as they arrive. Dropping it closes the connection,
+/// which is how a reader stops a stream.
+pub struct Lines {
+    body: Incoming,
+    /// Bytes received after the last complete line.
+    pending: Vec<u8>,
+    conn: tokio::task::JoinHandle<hyper::Result<()>>,
+    addr: String,
+}
+
+impl Lines {
+    /// The next line without its newline; `None` once the agent ended the stream.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
+                let rest = self.pending.split_off(at + 1);
+                let mut line = std::mem::replace(&mut self.pending, rest);
+                line.pop();
+                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.pending.extend_from_slice(data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(ClientError::Http {
+                        addr: self.addr.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                None if self.pending.is_empty() => return Ok(None),
+                None => {
+                    let line = std::mem::take(&mut self.pending);
+                    return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.conn.abort();
     }
 }

@@ -1,4 +1,5 @@
-//! `shoal info`
+//! `shoal info`: Serf's sections (agent, members, stats), then the loaded handlers (`FILTER =
+//! SCRIPT`, `*` for every event), the event counters and the open streams.
 
 use shoal_proto::{Client, InfoResponse};
 
@@ -20,7 +21,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         return Ok(serde_json::to_string_pretty(&i)? + "\n");
     }
     let (a, m, s) = (&i.agent, &i.members, &i.stats);
-    Ok(format!(
+    let mut text = format!(
         "agent:\n\tname = {}\n\tversion = {}\n\tbind = {}\n\tadvertise = {}\n\tcontrol = {}\n\t\
          profile = {}\n\ttags = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
          left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
@@ -49,5 +50,17 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         s.handler_timeouts,
         s.tcp_fallbacks,
         s.health_score
-    ))
+    );
+    text.push_str("handlers:\n");
+    for h in &i.handlers {
+        let filter = if h.filter.is_empty() { "*" } else { &h.filter };
+        text.push_str(&format!("\t{filter} = {}\n", h.script));
+    }
+    let (e, st) = (&i.events, &i.streams);
+    text.push_str(&format!(
+        "events:\n\tmember = {}\n\tuser = {}\n\tuser_handled = {}\nstreams:\n\tevents = {}\n\t\
+         monitors = {}\n\tdropped_slow = {}\n",
+        e.member, e.user, e.user_handled, st.events, st.monitors, st.dropped_slow
+    ));
+    Ok(text)
 }

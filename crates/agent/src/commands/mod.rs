@@ -9,6 +9,7 @@ pub mod info;
 pub mod join;
 pub mod leave;
 pub mod members;
+pub mod monitor;
 pub mod tags;
 
 /// Why a client command failed. `main` prints it after `shoal: ` and exits 2 (1 for
@@ -37,6 +38,15 @@ pub enum CliError {
     /// The answer could not be printed as JSON.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// `monitor`: the agent ended the stream (it stopped, or this reader fell behind).
+    #[error("the agent ended the monitor stream (it has stopped, or this reader fell behind)")]
+    StreamEnded,
+    /// `monitor`: SIGINT could not be caught. Nothing was asked.
+    #[error("cannot listen for SIGINT: {0}")]
+    Signal(std::io::Error),
+    /// Writing to stdout failed.
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
 }
 
 /// Pads columns two spaces apart, like Serf's `columnize`.

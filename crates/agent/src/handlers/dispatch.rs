@@ -8,6 +8,9 @@
 //! Serf's shape; one per user event) is queued to every handler whose filter wants it. Each
 //! handler has its own worker and bounded queue, so a slow or hung handler delays only itself,
 //! and its events run in order.
+//!
+//! Every event is first handed, as it arrives and uncoalesced, to the `/v1/stream` readers
+//! ([`EventStreams::publish`], which never waits).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use super::env::{member_event_env, member_event_stdin, user_event_env, user_even
 use super::filter::HandlerSpec;
 use super::user::UserPending;
 use crate::shell::{self, Job, Outcome};
+use crate::stream::events::EventStreams;
 use crate::view;
 
 /// Longest a member event is held back while events keep coming.
@@ -39,6 +43,12 @@ pub struct Counters {
     pub timeouts: AtomicU64,
     /// Runs dropped because the handler's queue was full.
     pub dropped: AtomicU64,
+    /// Member events received from the node (before coalescing).
+    pub member_events: AtomicU64,
+    /// User events received from the node (before coalescing).
+    pub user_events: AtomicU64,
+    /// User events queued to at least one handler.
+    pub user_handled: AtomicU64,
 }
 
 struct Worker {
@@ -61,6 +71,7 @@ pub async fn run(
     mut handlers: watch::Receiver<Arc<Vec<HandlerSpec>>>,
     settings: Settings,
     counters: Arc<Counters>,
+    streams: Arc<EventStreams>,
 ) {
     let dir = match tempfile::Builder::new().prefix("shoal-").tempdir() {
         Ok(dir) => Some(dir),
@@ -87,6 +98,7 @@ pub async fn run(
                     flush(&mut pending, &workers, &node, dir.as_ref(), &counters).await;
                     return;
                 };
+                received(&event, &streams, &counters);
                 match event {
                     Event::Member { kind, member } => merge(&mut pending.members, kind, member),
                     Event::User(user) if user.coalesce && !settings.coalesce.is_zero() => {
@@ -116,6 +128,22 @@ pub async fn run(
                 workers = spawn_workers(&handlers.borrow_and_update(), &settings, &counters);
             }
         }
+    }
+}
+
+/// Counts `event` and hands it to the stream readers.
+fn received(event: &Event, streams: &EventStreams, counters: &Counters) {
+    let counter = match event {
+        Event::Member { .. } => &counters.member_events,
+        Event::User(_) => &counters.user_events,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let closed = streams.publish(event);
+    if closed > 0 {
+        warn!(
+            readers = closed,
+            "a /v1/stream reader fell behind; closed its stream"
+        );
     }
 }
 
@@ -217,6 +245,9 @@ fn queue_users(
     counters: &Counters,
 ) {
     for user in users {
+        if workers.iter().any(|w| w.spec.wants_user(&user.name)) {
+            counters.user_handled.fetch_add(1, Ordering::Relaxed);
+        }
         for worker in workers.iter().filter(|w| w.spec.wants_user(&user.name)) {
             let job = Job {
                 event: format!("user:{}", user.name),

@@ -33,7 +33,8 @@ pub enum Filter {
 }
 
 impl Filter {
-    fn parse(word: &str) -> Result<Self, ParseError> {
+    /// One word of a filter list.
+    pub fn parse(word: &str) -> Result<Self, ParseError> {
         let member = |k| Ok(Filter::Member(k));
         match word {
             "*" => Ok(Filter::All),
@@ -93,22 +94,40 @@ impl HandlerSpec {
 
     /// True when this handler runs for user event `name` (`user`, `user:NAME`, `*`).
     pub fn wants_user(&self, name: &str) -> bool {
-        self.filters.is_empty()
-            || self.filters.iter().any(|f| match f {
-                Filter::All | Filter::User(None) => true,
-                Filter::User(Some(wanted)) => wanted == name,
-                Filter::Member(_) | Filter::Query(_) => false,
-            })
+        wants_user(&self.filters, name)
     }
 
     /// True when this handler runs for a member event of `kind`.
     pub fn wants_member(&self, kind: MemberEventKind) -> bool {
-        self.filters.is_empty()
-            || self
-                .filters
-                .iter()
-                .any(|f| matches!(f, Filter::All) || *f == Filter::Member(kind))
+        wants_member(&self.filters, kind)
     }
+
+    /// The filter part as written (empty: every event).
+    pub fn filter_text(&self) -> &str {
+        self.raw
+            .strip_suffix(self.script.as_str())
+            .and_then(|f| f.strip_suffix('='))
+            .unwrap_or("")
+    }
+}
+
+/// True when the filter list wants user event `name` (`user`, `user:NAME`, `*`; an empty
+/// list wants everything). Handlers and `/v1/stream` share it.
+pub fn wants_user(filters: &[Filter], name: &str) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| match f {
+            Filter::All | Filter::User(None) => true,
+            Filter::User(Some(wanted)) => wanted == name,
+            Filter::Member(_) | Filter::Query(_) => false,
+        })
+}
+
+/// True when the filter list wants a member event of `kind` (an empty list wants everything).
+pub fn wants_member(filters: &[Filter], kind: MemberEventKind) -> bool {
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| matches!(f, Filter::All) || *f == Filter::Member(kind))
 }
 
 #[cfg(test)]
@@ -166,8 +185,10 @@ mod tests {
         let spec = HandlerSpec::parse("./notify.sh --level=2").expect("ok");
         assert!(spec.filters.is_empty());
         assert_eq!(spec.script, "./notify.sh --level=2");
+        assert_eq!(spec.filter_text(), "");
         let spec = HandlerSpec::parse("member-join=FOO=1 ./x.sh").expect("ok");
         assert_eq!(spec.script, "FOO=1 ./x.sh");
+        assert_eq!(spec.filter_text(), "member-join");
     }
 
     #[test]

@@ -156,8 +156,13 @@ impl Engine {
         // Notes a change of the digest (and starts the full digest's cadence over).
         self.short_digest();
         let mut shared = lock(&self.shared);
-        self.out.events.extend(shared.table.take_events());
+        let member_events = shared.table.take_events();
+        member_events.iter().for_each(log_event);
+        self.out.events.extend(member_events);
         let user_events = shared.events.take_new();
+        user_events.iter().for_each(|e| {
+            info!(name = %e.name, ltime = e.ltime, coalesce = e.coalesce, "user-event");
+        });
         // The view carries the event memory the snapshot keeps: publish it when it moved.
         self.republish |= !user_events.is_empty();
         self.out
@@ -175,5 +180,14 @@ impl Engine {
             );
             self.out.view = Some(view);
         }
+    }
+}
+
+/// Serf's INFO line for a member event (`serf: EventMemberJoin: web-1 10.0.0.5`), with
+/// tracing fields: `member-join member=web-1 addr=10.0.0.5:7948`.
+fn log_event(event: &Event) {
+    if let Event::Member { kind, member } = event {
+        info!(member = %member.name, addr = %member.addr, status = %member.status.as_str(),
+              "{}", kind.as_str());
     }
 }

@@ -1,10 +1,17 @@
 //! The control API: HTTP/1.1 + JSON, loopback by default. The CLI is a client of it.
+//!
+//! - this file: the server, the routes, the JSON helpers and the request/response endpoints;
+//! - [`streams`]: `GET /v1/stream` and `GET /v1/monitor`, answered with a streamed body;
+//! - [`info`]: `GET /v1/info`.
+
+mod info;
+mod streams;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -13,20 +20,25 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shoal_core::{CommandError, NodeHandle, Status};
+use shoal_core::{CommandError, NodeHandle};
 use shoal_proto::{
-    AgentInfo, ErrorBody, EventRequest, EventResponse, ForceLeaveRequest, InfoResponse,
-    JoinRequest, JoinResponse, MemberCounts, OkResponse, StatsInfo, TagsRequest, TagsResponse,
+    ErrorBody, EventRequest, EventResponse, ForceLeaveRequest, JoinRequest, JoinResponse,
+    OkResponse, TagsRequest, TagsResponse,
 };
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::handlers::dispatch::Counters;
+use crate::handlers::filter::HandlerSpec;
+use crate::stream::events::EventStreams;
+use crate::stream::monitor::Monitors;
 use crate::view;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// Kernel send buffer of a control connection (Linux doubles it for bookkeeping).
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// What the handlers of the API need.
 pub struct ControlState {
@@ -44,9 +56,23 @@ pub struct ControlState {
     pub stopped: mpsc::Sender<()>,
     /// Where `/v1/tags` changes are kept (`--tags-file`).
     pub tags_file: Option<std::path::PathBuf>,
+    /// The handlers loaded now (`/v1/info`); SIGHUP replaces them.
+    pub handlers: watch::Receiver<Arc<Vec<HandlerSpec>>>,
+    /// `/v1/stream` readers; the dispatcher publishes to them.
+    pub events: Arc<EventStreams>,
+    /// `/v1/monitor` readers; the log publishes to them.
+    pub monitors: Arc<Monitors>,
+    /// Places for open streams of both kinds ([`MAX_STREAMS`]); each stream holds one.
+    pub stream_slots: Arc<Semaphore>,
 }
 
-type Reply = Response<Full<Bytes>>;
+/// Most streams (`/v1/stream` and `/v1/monitor` together) open at once; one more is answered
+/// 503 `too_many_streams`. Each costs a connection, a task and up to
+/// [`crate::stream::fanout::CAPACITY`] queued lines.
+pub const MAX_STREAMS: usize = 32;
+
+/// An answer: a whole JSON body, or a stream.
+type Reply = Response<BoxBody<Bytes, Infallible>>;
 
 /// Serves the API until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
@@ -59,6 +85,12 @@ pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
                 continue;
             }
         };
+        // The kernel's send buffer would otherwise grow to megabytes behind a stream reader
+        // that stopped reading (32 of them: over 100 MiB), and hide it from the fan-out's own
+        // bound; 64 KiB is plenty for every JSON answer.
+        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+            debug!(%peer, %error, "could not bound the control connection's send buffer");
+        }
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
@@ -77,7 +109,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         "content-type",
@@ -169,11 +201,13 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
                 Err(e) => command_error(e),
             },
         },
-        (Method::GET, "/v1/info") => json(StatusCode::OK, &info(st)),
+        (Method::GET, "/v1/info") => json(StatusCode::OK, &info::info(st)),
+        (Method::GET, "/v1/stream") => streams::events(req.uri().query(), st),
+        (Method::GET, "/v1/monitor") => streams::monitor(req.uri().query(), st),
         (
             _,
             "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/tags" | "/v1/event"
-            | "/v1/info",
+            | "/v1/info" | "/v1/stream" | "/v1/monitor",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -218,41 +252,4 @@ async fn update_tags(r: TagsRequest, st: &ControlState) -> Reply {
         );
     }
     json(StatusCode::OK, &TagsResponse { tags })
-}
-
-fn info(st: &ControlState) -> InfoResponse {
-    let snap = st.node.view();
-    let s = st.node.stats();
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    InfoResponse {
-        agent: AgentInfo {
-            name: st.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            bind: st.node.local_addr().to_string(),
-            advertise: st.node.advertise_addr().to_string(),
-            control: st.control.clone(),
-            profile: st.profile.clone(),
-            tags: snap.local.tags.clone(),
-        },
-        members: MemberCounts {
-            alive: snap.count(Status::Alive),
-            suspect: snap.count(Status::Suspect),
-            leaving: snap.count(Status::Leaving),
-            left: snap.count(Status::Left),
-            failed: snap.count(Status::Failed),
-        },
-        stats: StatsInfo {
-            packets_in: get(&s.packets_in),
-            packets_out: get(&s.packets_out),
-            bytes_in: get(&s.bytes_in),
-            bytes_out: get(&s.bytes_out),
-            packets_dropped: get(&s.packets_dropped),
-            push_pulls: get(&s.push_pulls),
-            events_dropped: get(&s.events_dropped) + get(&st.counters.dropped),
-            handler_runs: get(&st.counters.runs),
-            handler_timeouts: get(&st.counters.timeouts),
-            tcp_fallbacks: get(&s.tcp_fallbacks),
-            health_score: get(&s.health_score),
-        },
-    }
 }
