@@ -5,8 +5,13 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Agent, cli, scratch, wait_until};
 
+/// A loopback address no other test binds: every other agent binds 127.0.0.1, so a port
+/// reserved here cannot be taken by a parallel test's port-0 bind before the agent that
+/// needs it starts (it was, now and then, on 127.0.0.1).
+const OWN_IP: &str = "127.0.0.77";
+
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
+    std::net::UdpSocket::bind((OWN_IP, 0))
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("free port")
@@ -15,7 +20,7 @@ fn free_port() -> u16 {
 #[test]
 fn start_order_does_not_matter_the_agent_everyone_names_may_start_last() {
     let port = free_port();
-    let seed = format!("127.0.0.1:{port}");
+    let seed = format!("{OWN_IP}:{port}");
     let early: Vec<Agent> = (0..3)
         .map(|i| Agent::start(&format!("early{i}"), &["--join", &seed]))
         .collect();
