@@ -94,7 +94,7 @@ fn command_error(e: CommandError) -> Reply {
     let (status, code) = match &e {
         CommandError::UnknownMember(_) => (StatusCode::NOT_FOUND, "not_found"),
         CommandError::NotFailed { .. } => (StatusCode::CONFLICT, "conflict"),
-        CommandError::Meta(_) | CommandError::UserEvent(_) => {
+        CommandError::Meta(_) | CommandError::UserEvent(_) | CommandError::Query(_) => {
             (StatusCode::BAD_REQUEST, "bad_request")
         }
         CommandError::Gossip => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -8,7 +8,7 @@
 //! The state is factored as foca factors its own: the sub-states live in `engine/`, each in a
 //! file with its tests ([`rejoin`], [`leave`], [`join`], [`suspicion`], [`conflict`],
 //! [`discovery`], [`backoff`]; [`events`] sends user events and applies those of
-//! push-pulls). This file holds the entry points, the commands and the verbs every path
+//! push-pulls; [`queries`] sends queries, collects their answers and answers others'). This file holds the entry points, the commands and the verbs every path
 //! shares (`broadcast`, `broadcast_meta`, `gossip_now`, `push_pull_to`, `announce_all`).
 //! What each timer does is in [`ticks`], what each datagram does in [`datagrams`], and what
 //! happens after every input (foca's runtime drained, notifications applied, the view
@@ -24,6 +24,7 @@ mod join;
 mod leave;
 mod notify;
 mod outbox;
+mod queries;
 mod rejoin;
 mod suspicion;
 mod ticks;
@@ -48,6 +49,7 @@ use crate::error::{CommandError, StartError};
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta, Status};
 use crate::profile::Timings;
+use crate::query::Queries;
 use crate::snapshot::Restored;
 use crate::timers::TimerQueue;
 use crate::user_event::UserEvents;
@@ -58,6 +60,7 @@ use discovery::Discovery;
 use events::EventHistory;
 use join::PendingJoins;
 use leave::Leave;
+use queries::QueryState;
 use rejoin::Rejoin;
 use suspicion::SuspectTracker;
 use ticks::Tick;
@@ -84,6 +87,7 @@ pub(crate) struct Engine {
     suspects: SuspectTracker,
     discovery: Discovery,
     history: EventHistory,
+    queries: QueryState,
     /// Publish the view even if the table did not change (left / conflict changed).
     republish: bool,
     /// The cluster size foca's config was last scaled for.
@@ -125,7 +129,8 @@ impl Engine {
         let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
         let history = EventHistory::new(config.replay, restored.event_ltime.is_some());
         let events = UserEvents::restored(restored.event_ltime);
-        let shared = Arc::new(Mutex::new(Shared::new(table, events)));
+        let queries = Queries::restored(restored.query_ltime);
+        let shared = Arc::new(Mutex::new(Shared::new(table, events, queries)));
         let timings = config.profile.timings();
         let foca = Foca::with_custom_broadcast(
             identity,
@@ -149,6 +154,7 @@ impl Engine {
             config,
             rejoin: Rejoin::new(restored.seeds, backoff.clone()),
             history,
+            queries: QueryState::default(),
             joins: PendingJoins::default(),
             leave: Leave::default(),
             conflict: NameConflict::default(),
@@ -195,7 +201,7 @@ impl Engine {
             &shared.table,
             self.leave.left(),
             self.conflict.lost().cloned(),
-            shared.events.done_up_to(),
+            (shared.events.done_up_to(), shared.queries.done_up_to()),
         )
     }
 
@@ -269,6 +275,7 @@ impl Engine {
             intents: shared.table.intents(),
             event_clock: shared.events.clock(),
             events: shared.events.recent(),
+            query_clock: shared.queries.clock(),
         }
     }
 
@@ -327,6 +334,21 @@ impl Engine {
                 reply,
             } => {
                 let _ = reply.send(self.user_event(name, payload, coalesce));
+            }
+            Command::Query {
+                params,
+                updates,
+                reply,
+            } => {
+                let _ = reply.send(self.query(params, updates));
+            }
+            Command::RespondQuery {
+                ltime,
+                id,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.respond_query(ltime, id, payload));
             }
             Command::Discovered { addr } => self.discovered(addr),
             Command::Shutdown => {}
@@ -452,6 +474,7 @@ impl Engine {
         }
         {
             let mut shared = lock(&self.shared);
+            shared.queries.catch_up(state.query_clock);
             for meta in state.metas {
                 if validate_meta(&meta).is_ok() {
                     shared.table.apply_meta(meta);

@@ -30,6 +30,8 @@ pub enum Kind {
     Beacon,
     /// "I have left": sent by a leaving node straight to every member.
     Leave,
+    /// An ack or an answer to a query, sent to its origin (or through a relay).
+    QueryResponse,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::PushPull => 3,
             Kind::Beacon => 4,
             Kind::Leave => 5,
+            Kind::QueryResponse => 6,
         }
     }
 
@@ -50,6 +53,7 @@ impl Kind {
             3 => Some(Kind::PushPull),
             4 => Some(Kind::Beacon),
             5 => Some(Kind::Leave),
+            6 => Some(Kind::QueryResponse),
             _ => None,
         }
     }

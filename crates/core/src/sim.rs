@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use rand::rngs::StdRng;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::NodeConfig;
 use crate::engine::{Command, Engine, Outbox, Resolve, rng};
@@ -26,6 +26,7 @@ use crate::error::CommandError;
 use crate::identity::Identity;
 use crate::membership::{Event, Status};
 use crate::profile::Profile;
+use crate::query::{QueryParams, QueryStarted, QueryUpdate};
 use crate::snapshot::Restored;
 use crate::view::{Stats, View};
 
@@ -68,8 +69,8 @@ pub struct Sim {
     left: Vec<SocketAddr>,
     /// Crashed and not restarted.
     crashed: Vec<SocketAddr>,
-    /// What each crashed node's snapshot remembers of user events.
-    event_memory: BTreeMap<SocketAddr, Option<u64>>,
+    /// What each crashed node's snapshot remembers of user events and queries.
+    event_memory: BTreeMap<SocketAddr, (Option<u64>, Option<u64>)>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     deliveries: BTreeMap<usize, Delivery>,
     next_delivery: usize,
@@ -178,11 +179,13 @@ impl Sim {
             addr: at,
             generation,
         };
+        let memory = self.event_memory.get(&at).copied().unwrap_or_default();
         // Every simulated node keeps its event memory as `--snapshot` would (no seeds: a
         // restarted node finds the cluster by the join name).
         let restored = Restored {
             seeds: Vec::new(),
-            event_ltime: self.event_memory.get(&at).copied().flatten(),
+            event_ltime: memory.0,
+            query_ltime: memory.1,
         };
         let engine = Engine::new(
             config,
@@ -235,7 +238,8 @@ impl Sim {
     /// Kills the node at `at` (like `kill -9`); its snapshot (event memory) stays.
     pub fn crash(&mut self, at: SocketAddr) {
         if let Some(node) = self.nodes.remove(&at) {
-            self.event_memory.insert(at, node.view.event_ltime);
+            let memory = (node.view.event_ltime, node.view.query_ltime);
+            self.event_memory.insert(at, memory);
             self.crashed.push(at);
         }
     }
@@ -309,6 +313,46 @@ impl Sim {
     ) -> oneshot::Receiver<Result<BTreeMap<String, String>, CommandError>> {
         let (reply, rx) = oneshot::channel();
         self.command_now(at, Command::UpdateTags { set, delete, reply });
+        rx
+    }
+
+    /// An operator's `shoal query` at the node at `at`: the answer (whom it expects) is on
+    /// the first receiver at once; acks and answers arrive on the second as the simulation
+    /// runs.
+    pub fn query(
+        &mut self,
+        at: SocketAddr,
+        params: QueryParams,
+    ) -> (
+        oneshot::Receiver<Result<QueryStarted, CommandError>>,
+        mpsc::Receiver<QueryUpdate>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let (updates, stream) = mpsc::channel(1024);
+        let cmd = Command::Query {
+            params,
+            updates,
+            reply,
+        };
+        self.command_now(at, cmd);
+        (rx, stream)
+    }
+
+    /// The node at `at` answers query `(ltime, id)` as its handler would.
+    pub fn respond_query(
+        &mut self,
+        at: SocketAddr,
+        (ltime, id): (u64, u64),
+        payload: &[u8],
+    ) -> oneshot::Receiver<Result<(), CommandError>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::RespondQuery {
+            ltime,
+            id,
+            payload: payload.to_vec(),
+            reply,
+        };
+        self.command_now(at, cmd);
         rx
     }
 

@@ -96,6 +96,8 @@ pub async fn run(
                         run_users(&[user], &workers, &node, dir.as_ref(), &counters).await;
                         continue;
                     }
+                    // Handled by the agent's query path (next commit).
+                    Event::Query(_) => continue,
                 }
                 last_at = Instant::now();
                 first_at.get_or_insert(last_at);

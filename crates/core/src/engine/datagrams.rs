@@ -1,6 +1,7 @@
 //! What each gossip datagram does once it is decoded ([`super::input::decode`]): foca's
 //! messages go to foca, a direct leave notice marks its sender left, a digest that differs
-//! from ours asks for a push-pull; anything else is counted and dropped.
+//! from ours asks for a push-pull, a query's ack or answer is collected or relayed; anything
+//! else is counted and dropped.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +40,10 @@ impl Engine {
             }
             Datagram::Digest(digest) => {
                 self.handle_digest(digest);
+                Ok(())
+            }
+            Datagram::QueryResponse(response) => {
+                self.query_response(response);
                 Ok(())
             }
         });

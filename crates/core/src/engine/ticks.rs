@@ -33,6 +33,8 @@ pub(crate) enum Tick {
     Resolve,
     /// The leave intent had its time: leave now.
     LeaveNow,
+    /// A query of ours (`(ltime, id)`) reached its timeout.
+    QueryDone((u64, u64)),
 }
 
 impl Engine {
@@ -49,6 +51,7 @@ impl Engine {
             Tick::Beacon => self.beacon_tick(),
             Tick::Resolve => self.resolve_tick(),
             Tick::LeaveNow => self.leave_now(),
+            Tick::QueryDone(key) => self.query_done(key),
         }
     }
 
