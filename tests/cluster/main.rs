@@ -8,6 +8,7 @@ mod handlers;
 mod harness;
 mod membership;
 mod netns;
+mod queries;
 mod supervise;
 mod tags;
 mod templates;

@@ -3,11 +3,13 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use crate::api::ErrorBody;
 
@@ -84,6 +86,31 @@ impl Client {
         self.request("POST", path, Bytes::from(body)).await
     }
 
+    /// `POST path` with a JSON body, for an answer of JSON lines (NDJSON) read as they come.
+    pub async fn post_lines<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Lines, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| self.decode(e))?;
+        let (status, incoming, conn) = self.send("POST", path, Bytes::from(body)).await?;
+        if status >= 400 {
+            let bytes = incoming
+                .collect()
+                .await
+                .map_err(|e| self.http(e))?
+                .to_bytes();
+            conn.abort();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(Lines {
+            client: self.clone(),
+            body: incoming,
+            buf: Vec::new(),
+            _conn: ConnGuard(conn),
+        })
+    }
+
     fn http(&self, e: impl std::fmt::Display) -> ClientError {
         ClientError::Http {
             addr: self.addr.clone(),
@@ -104,6 +131,26 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<T, ClientError> {
+        let (status, incoming, conn) = self.send(method, path, body).await?;
+        let bytes = incoming
+            .collect()
+            .await
+            .map_err(|e| self.http(e))?
+            .to_bytes();
+        conn.abort();
+        if status >= 400 {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| self.decode(e))
+    }
+
+    /// Sends one request; returns the status, the body still to read and the connection task.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(u16, Incoming, JoinHandle<()>), ClientError> {
         let stream = TcpStream::connect(self.addr.as_str())
             .await
             .map_err(|source| ClientError::Connect {
@@ -114,7 +161,9 @@ impl Client {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.http(e))?;
-        let conn = tokio::spawn(conn);
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -122,28 +171,66 @@ impl Client {
             .header("content-type", "application/json");
         let req = req.body(Full::new(body)).map_err(|e| self.http(e))?;
         let resp = sender.send_request(req).await.map_err(|e| self.http(e))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.http(e))?
-            .to_bytes();
-        conn.abort();
-        if status >= 400 {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => ClientError::Api {
-                    status,
-                    code: body.error.code,
-                    message: body.error.message,
-                },
-                Err(_) => ClientError::Api {
-                    status,
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-            });
+        Ok((resp.status().as_u16(), resp.into_body(), conn))
+    }
+}
+
+/// The error of an answer with status `status` and body `bytes`.
+fn api_error(status: u16, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "http".into(),
+            message: String::from_utf8_lossy(bytes).into_owned(),
+        },
+    }
+}
+
+/// Stops the connection task when the reader is dropped.
+struct ConnGuard(JoinHandle<()>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An answer of JSON lines, read as the agent writes them ([`Client::post_lines`]).
+pub struct Lines {
+    client: Client,
+    body: Incoming,
+    buf: Vec<u8>,
+    _conn: ConnGuard,
+}
+
+impl Lines {
+    /// The next line, decoded; `None` at the end of the answer.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return serde_json::from_slice(&line)
+                    .map(Some)
+                    .map_err(|e| self.client.decode(e));
+            }
+            match self.body.frame().await {
+                None if self.buf.iter().all(u8::is_ascii_whitespace) => return Ok(None),
+                None => self.buf.push(b'\n'),
+                Some(Err(e)) => return Err(self.client.http(e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
         }
-        serde_json::from_slice(&bytes).map_err(|e| self.decode(e))
     }
 }

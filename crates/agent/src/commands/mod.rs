@@ -9,6 +9,7 @@ pub mod info;
 pub mod join;
 pub mod leave;
 pub mod members;
+pub mod query;
 pub mod tags;
 
 /// Why a client command failed. `main` prints it after `shoal: ` and exits 2 (1 for

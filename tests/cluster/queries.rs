@@ -1,0 +1,274 @@
+//! Queries: `shoal query` asks only the members that pass its filters, prints their acks and
+//! answers (their `query:NAME` handlers' stdout), ends as soon as all of them answered, and
+//! at its timeout when one does not (a failing, hung or too talkative handler); bad input
+//! gets a clear error and never a hang.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Agent, cli, post_raw, wait_until};
+
+/// Serf's worked example: managers print the swarm token.
+const TOKEN_HANDLER: &str =
+    "query:swarm-token=echo \"token-of-$SERF_SELF_NAME $SERF_QUERY_NAME $SHOAL_QUERY_LTIME\"";
+
+/// Starts `names` (the first is the seed); each gets `--tag role=ROLE` and `handler`.
+fn cluster(members: &[(&str, &str, &str)]) -> Vec<Agent> {
+    let mut agents: Vec<Agent> = Vec::new();
+    for (name, role, handler) in members {
+        let tag = format!("role={role}");
+        let mut args = vec!["--tag", &tag, "--event-handler", handler];
+        let seed = agents.first().map(Agent::join_arg);
+        if let Some(seed) = &seed {
+            args.extend(["--join", seed]);
+        }
+        agents.push(Agent::start(name, &args));
+    }
+    let n = agents.len();
+    assert!(
+        wait_until(Duration::from_secs(15), || agents
+            .iter()
+            .all(|a| a.count_alive() == n)),
+        "cluster did not form"
+    );
+    agents
+}
+
+/// Runs `shoal query` through `agent`; returns (exit code, stdout, stderr, how long it took).
+fn query(agent: &Agent, args: &[&str]) -> (Option<i32>, String, String, Duration) {
+    let control = agent.control.to_string();
+    let started = Instant::now();
+    let (code, out, err) = cli(&[&["query", "--control", &control][..], args].concat());
+    (code, out, err, started.elapsed())
+}
+
+fn sorted_lines(out: &str, prefix: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_tag_filter_gets_exactly_the_managers_answers_well_before_the_timeout() {
+    let agents = cluster(&[
+        ("m1", "manager", TOKEN_HANDLER),
+        ("w1", "worker", TOKEN_HANDLER),
+        ("m2", "manager", TOKEN_HANDLER),
+        ("w2", "worker", TOKEN_HANDLER),
+    ]);
+    let timeout = Duration::from_secs(8);
+    let (code, out, err, took) = query(
+        &agents[3],
+        &[
+            "--tag",
+            "role=manager",
+            "--timeout",
+            "8s",
+            "--relay-factor",
+            "2",
+            "swarm-token",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < timeout / 2, "took {took:?}: {out}");
+    assert!(out.starts_with("Query 'swarm-token' dispatched\n"), "{out}");
+    assert_eq!(
+        sorted_lines(&out, "Ack from"),
+        vec!["Ack from 'm1'", "Ack from 'm2'"],
+        "{out}"
+    );
+    let responses = sorted_lines(&out, "Response from");
+    assert_eq!(
+        responses.len(),
+        2,
+        "one answer per manager despite relays: {out}"
+    );
+    assert!(
+        responses[0].starts_with("Response from 'm1': token-of-m1 swarm-token "),
+        "{out}"
+    );
+    assert!(
+        responses[1].starts_with("Response from 'm2': token-of-m2 swarm-token "),
+        "{out}"
+    );
+    let ltime = responses[0].rsplit(' ').next().unwrap_or_default();
+    assert!(ltime.parse::<u64>().is_ok(), "SHOAL_QUERY_LTIME: {out}");
+    assert!(
+        out.ends_with("Total Acks: 2\nTotal Responses: 2\n"),
+        "{out}"
+    );
+
+    // --node restricts by name; json prints one object per line, done last.
+    let (code, out, err, took) = query(
+        &agents[0],
+        &[
+            "--node",
+            "w.*",
+            "--tag",
+            "role=worker",
+            "--no-ack",
+            "--format",
+            "json",
+            "--timeout",
+            "8s",
+            "swarm-token",
+            "who",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < timeout / 2, "took {took:?}: {out}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines[0]["type"], "started", "{out}");
+    assert_eq!(
+        lines[0]["expected"],
+        serde_json::json!(["w1", "w2"]),
+        "{out}"
+    );
+    let mut from: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "response")
+        .filter_map(|l| l["from"].as_str())
+        .collect();
+    from.sort();
+    assert_eq!(from, vec!["w1", "w2"], "{out}");
+    assert!(lines.iter().all(|l| l["type"] != "ack"), "--no-ack: {out}");
+    let done = lines.last().expect("lines");
+    assert_eq!(
+        (
+            done["type"].as_str(),
+            done["responses"].as_u64(),
+            done["timed_out"].as_bool()
+        ),
+        (Some("done"), Some(2), Some(false)),
+        "{out}"
+    );
+
+    // The same through the API, as curl would send it.
+    let resp = post_raw(
+        agents[1].control,
+        "/v1/query",
+        r#"{"name":"swarm-token","nodes":["m2"],"timeout_ms":8000}"#,
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("application/x-ndjson"), "{resp}");
+    assert!(
+        resp.contains(r#""type":"response","from":"m2","payload":"token-of-m2 swarm-token"#),
+        "{resp}"
+    );
+    assert!(
+        resp.contains(r#""type":"done","acks":1,"responses":1,"timed_out":false"#),
+        "{resp}"
+    );
+}
+
+#[test]
+fn failing_hung_and_too_talkative_handlers_give_no_answer_and_the_query_ends_at_its_timeout() {
+    let agents = cluster(&[
+        ("f1", "x", "query:check=exit 3"),
+        ("h1", "x", "query:check=sleep 30"),
+        (
+            "t1",
+            "x",
+            "query:check=head -c 5000 /dev/zero | tr '\\000' x",
+        ),
+    ]);
+    let timeout = Duration::from_millis(1500);
+    let (code, out, err, took) = query(&agents[0], &["--timeout", "1500ms", "check"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(1200),
+        "took {took:?}: {out}"
+    );
+    assert_eq!(sorted_lines(&out, "Ack from").len(), 3, "{out}");
+    assert!(
+        out.ends_with("Total Acks: 3\nTotal Responses: 0\n"),
+        "{out}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || agents[2].log().contains(
+            "the handler printed 5000 bytes; an answer may take 1024"
+        )),
+        "the refusal is logged with the limit"
+    );
+    // The hung handler was killed at the query's time, not the 30 s handler timeout.
+    assert!(
+        wait_until(Duration::from_secs(5), || agents[1]
+            .log()
+            .contains("timed out and was killed")),
+        "hung handler killed"
+    );
+}
+
+#[test]
+fn bad_queries_get_clear_errors_and_a_query_nobody_matches_ends_at_once() {
+    let agents = cluster(&[
+        ("b1", "worker", TOKEN_HANDLER),
+        ("b2", "worker", TOKEN_HANDLER),
+    ]);
+    let a = &agents[0];
+    let (code, _, err, _) = query(a, &["--node", "(", "swarm-token"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("invalid node regular expression \"(\""),
+        "{err}"
+    );
+    assert!(err.contains("(bad_request)"), "{err}");
+
+    let (code, out, err, took) = query(
+        a,
+        &["--tag", "role=manager", "--timeout", "30s", "swarm-token"],
+    );
+    assert_eq!(code, Some(0), "as serf query: {err}");
+    assert!(took < Duration::from_secs(5), "no hang: {took:?}");
+    assert!(
+        err.contains("no member matches the query's filters; nothing was sent"),
+        "{err}"
+    );
+    assert_eq!(out, "Total Acks: 0\nTotal Responses: 0\n");
+
+    let big = "x".repeat(2000);
+    let (code, _, err, _) = query(a, &["swarm-token", &big]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("query name, payload and filters take 2011 bytes; the limit is 1024"),
+        "{err}"
+    );
+    for args in [
+        &["swarm-token", "--relay-factor", "6"][..],
+        &["swarm-token", "--timeout", "soon"][..],
+        &["swarm-token", "--timeout", "0s"][..],
+        &["swarm-token", "--tag", "role"][..],
+        &["swarm-token", "--format", "yaml"][..],
+        &[][..],
+    ] {
+        let (code, _, err, _) = query(a, args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+    }
+    let bodies = [
+        "{not json",
+        r#"{"payload":"x"}"#,
+        r#"{"name":"swarm-token","bogus":1}"#,
+        r#"{"name":"swarm-token","nodes":"b1"}"#,
+        r#"{"name":""}"#,
+        r#"{"name":"swarm-token","tags":{"role":"("}}"#,
+        r#"{"name":"swarm-token","relay_factor":9}"#,
+        r#"{"name":"swarm-token","timeout_ms":0}"#,
+    ];
+    for body in bodies {
+        let resp = post_raw(a.control, "/v1/query", body);
+        assert!(
+            resp.starts_with("HTTP/1.1 400") && resp.contains(r#""code":"bad_request""#),
+            "{body}: {resp}"
+        );
+    }
+    // The agent still answers.
+    let (code, out, err, _) = query(a, &["--node", "b2", "swarm-token"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Response from 'b2': token-of-b2"), "{out}");
+}
