@@ -26,7 +26,7 @@ VOCABULARY = ["config.rs", "error.rs", "view.rs"]
 RULES = [
     "identity.rs", "envelope.rs", "profile.rs", "timers.rs", "broadcast.rs", "membership.rs",
     "membership/", "anti_entropy.rs", "discover.rs", "snapshot.rs", "fs.rs", "user_event.rs",
-    "query.rs",
+    "query.rs", "lamport.rs",
 ]
 ENGINE = ["engine.rs", "engine/"]
 DRIVER = ["node.rs", "node/"]

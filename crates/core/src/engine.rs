@@ -273,9 +273,9 @@ impl Engine {
             members,
             metas: shared.table.metas(),
             intents: shared.table.intents(),
-            event_clock: shared.events.clock(),
+            event_clock: shared.events.clock.time(),
             events: shared.events.recent(),
-            query_clock: shared.queries.clock(),
+            query_clock: shared.queries.clock.time(),
         }
     }
 
@@ -474,7 +474,7 @@ impl Engine {
         }
         {
             let mut shared = lock(&self.shared);
-            shared.queries.catch_up(state.query_clock);
+            shared.queries.clock.catch_up(state.query_clock);
             for meta in state.metas {
                 if validate_meta(&meta).is_ok() {
                     shared.table.apply_meta(meta);

@@ -22,6 +22,8 @@ use regex_lite::Regex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::lamport::LamportClock;
+
 /// Largest name + payload + filter texts of a query, in bytes (Serf's query size limit).
 /// The encoded query stays well inside one datagram.
 pub const MAX_QUERY_LEN: usize = 1024;
@@ -207,8 +209,8 @@ pub fn matches(filters: &[QueryFilter], name: &str, tags: &BTreeMap<String, Stri
 /// The node's query clock and the ids of recent queries. See the module docs.
 #[derive(Debug, Default)]
 pub struct Queries {
-    /// Serf's `queryClock.Time()`: the Lamport time the next own query gets.
-    clock: u64,
+    /// Serf's `queryClock`: its time is the Lamport time the next own query gets.
+    pub clock: LamportClock,
     /// Queries before this are never handled (a restarted node handled them).
     min_time: u64,
     /// Ids of recent queries by Lamport time, within [`QUERY_WINDOW`] of the clock.
@@ -225,36 +227,11 @@ impl Queries {
     pub fn restored(ltime: Option<u64>) -> Self {
         let mut queries = Self::default();
         if let Some(ltime) = ltime {
-            queries.witness(ltime);
+            queries.clock.witness(ltime);
             queries.min_time = ltime.saturating_add(1);
             queries.newest = Some(ltime);
         }
         queries
-    }
-
-    /// The clock value a push-pull carries (Serf's `QueryLTime`).
-    pub fn clock(&self) -> u64 {
-        self.clock
-    }
-
-    /// The Lamport time for a new own query; the clock moves past it.
-    pub fn next_ltime(&mut self) -> u64 {
-        let ltime = self.clock;
-        self.clock = self.clock.saturating_add(1);
-        ltime
-    }
-
-    /// Lamport's rule: after seeing time `t`, the clock is past it.
-    pub fn witness(&mut self, t: u64) {
-        if t >= self.clock {
-            self.clock = t.saturating_add(1);
-        }
-    }
-
-    /// A peer's clock (push-pull): ours moves up to it (see
-    /// [`crate::user_event::UserEvents::catch_up`] for why not past it).
-    pub fn catch_up(&mut self, clock: u64) {
-        self.clock = self.clock.max(clock);
     }
 
     /// The newest Lamport time that must never be handled again here; what the snapshot keeps.
@@ -265,12 +242,13 @@ impl Queries {
     /// A query arrived (or was sent here). True when it is news: it is then queued
     /// ([`Self::take_new`]) and should be forwarded.
     pub fn receive(&mut self, query: Query) -> bool {
-        self.witness(query.ltime);
+        self.clock.witness(query.ltime);
+        let clock = self.clock.time();
         if query.ltime < self.min_time {
             return false;
         }
-        if self.clock > QUERY_WINDOW && query.ltime < self.clock - QUERY_WINDOW {
-            tracing::debug!(name = %query.name, ltime = query.ltime, clock = self.clock,
+        if clock > QUERY_WINDOW && query.ltime < clock - QUERY_WINDOW {
+            tracing::debug!(name = %query.name, ltime = query.ltime, clock,
                 "dropping a query older than the query buffer");
             return false;
         }
@@ -281,7 +259,7 @@ impl Queries {
         same_time.push(query.id);
         self.newest = self.newest.max(Some(query.ltime));
         self.fresh.push(query);
-        let oldest = self.clock.saturating_sub(QUERY_WINDOW);
+        let oldest = clock.saturating_sub(QUERY_WINDOW);
         self.recent = self.recent.split_off(&oldest);
         true
     }
@@ -378,12 +356,12 @@ mod tests {
         assert!(q.receive(query(5, 1)));
         assert!(!q.receive(query(5, 1)), "re-gossiped copy");
         assert!(q.receive(query(5, 2)), "another query at the same time");
-        assert_eq!(q.clock(), 6);
-        assert_eq!(q.next_ltime(), 6);
+        assert_eq!(q.clock.time(), 6);
+        assert_eq!(q.clock.tick(), 6);
         assert_eq!(q.take_new().len(), 2);
         assert!(q.take_new().is_empty());
-        q.catch_up(3);
-        assert_eq!(q.clock(), 7);
+        q.clock.catch_up(3);
+        assert_eq!(q.clock.time(), 7);
     }
 
     #[test]
@@ -397,7 +375,7 @@ mod tests {
         );
         let mut restarted = Queries::restored(q.done_up_to());
         assert_eq!(restarted.done_up_to(), Some(1000));
-        assert!(restarted.next_ltime() > 1000, "own queries come after");
+        assert!(restarted.clock.tick() > 1000, "own queries come after");
         assert!(
             !restarted.receive(query(1000, 1)),
             "handled before the restart"

@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::lamport::LamportClock;
+
 /// Largest name + payload of a user event, in bytes (Serf's default limit).
 pub const MAX_USER_EVENT_LEN: usize = 512;
 /// How many Lamport ticks of recent events are remembered for duplicate detection and sent
@@ -67,8 +69,8 @@ pub fn validate(name: &str, payload: &[u8]) -> Result<(), UserEventError> {
 /// The node's event clock and the buffer of recent events. See the module docs.
 #[derive(Debug, Default)]
 pub struct UserEvents {
-    /// Serf's `eventClock.Time()`: the Lamport time the next own event gets.
-    clock: u64,
+    /// Serf's `eventClock`: its time is the Lamport time the next own event gets.
+    pub clock: LamportClock,
     /// Events before this are never handed to the handlers.
     min_time: u64,
     /// Recent events by Lamport time, within [`EVENT_WINDOW`] of the clock.
@@ -85,38 +87,11 @@ impl UserEvents {
     pub fn restored(ltime: Option<u64>) -> Self {
         let mut events = Self::default();
         if let Some(ltime) = ltime {
-            events.witness(ltime);
+            events.clock.witness(ltime);
             events.min_time = ltime.saturating_add(1);
             events.newest = Some(ltime);
         }
         events
-    }
-
-    /// The clock value a push-pull carries (Serf's `EventLTime`).
-    pub fn clock(&self) -> u64 {
-        self.clock
-    }
-
-    /// The Lamport time for a new own event; the clock moves past it.
-    pub fn next_ltime(&mut self) -> u64 {
-        let ltime = self.clock;
-        self.clock = self.clock.saturating_add(1);
-        ltime
-    }
-
-    /// Lamport's rule: after seeing time `t`, the clock is past it.
-    pub fn witness(&mut self, t: u64) {
-        if t >= self.clock {
-            self.clock = t.saturating_add(1);
-        }
-    }
-
-    /// A peer's clock (from its push-pull state): ours moves up to it. Not [`Self::witness`]:
-    /// a clock is the *next* time, and moving one tick past it on every push-pull would push
-    /// clocks apart, until a joiner's minimum time (a peer's clock) is ahead of another
-    /// member's clock and that member's next event is dropped as history.
-    pub fn catch_up(&mut self, clock: u64) {
-        self.clock = self.clock.max(clock);
     }
 
     /// A join without replay: events before `t` (the cluster's clock) are history this node
@@ -135,13 +110,14 @@ impl UserEvents {
     /// An event arrived (or was sent here). Returns true when it is news: it is then queued
     /// for the handlers ([`Self::take_new`]) and should be forwarded.
     pub fn receive(&mut self, event: UserEvent) -> bool {
-        self.witness(event.ltime);
+        self.clock.witness(event.ltime);
+        let clock = self.clock.time();
         if event.ltime < self.min_time {
             return false;
         }
-        if self.clock > EVENT_WINDOW && event.ltime < self.clock - EVENT_WINDOW {
+        if clock > EVENT_WINDOW && event.ltime < clock - EVENT_WINDOW {
             // Debug, not warn: a lagging peer's push-pull can hold several of these each time.
-            tracing::debug!(name = %event.name, ltime = event.ltime, clock = self.clock,
+            tracing::debug!(name = %event.name, ltime = event.ltime, clock,
                 "dropping a user event older than the event buffer");
             return false;
         }
@@ -155,7 +131,7 @@ impl UserEvents {
         same_time.push(event.clone());
         self.newest = self.newest.max(Some(event.ltime));
         self.fresh.push(event);
-        let oldest = self.clock.saturating_sub(EVENT_WINDOW);
+        let oldest = clock.saturating_sub(EVENT_WINDOW);
         self.recent = self.recent.split_off(&oldest);
         true
     }
@@ -185,24 +161,6 @@ mod tests {
     }
 
     #[test]
-    fn the_lamport_clock_stamps_own_events_and_moves_past_every_time_it_sees() {
-        let mut e = UserEvents::default();
-        assert_eq!((e.next_ltime(), e.next_ltime()), (0, 1));
-        e.witness(10);
-        assert_eq!(e.clock(), 11);
-        e.witness(3);
-        assert_eq!(e.next_ltime(), 11);
-        e.catch_up(20);
-        assert_eq!(
-            e.clock(),
-            20,
-            "a peer's clock is the next time, not one seen"
-        );
-        e.catch_up(5);
-        assert_eq!(e.clock(), 20);
-    }
-
-    #[test]
     fn an_event_is_news_once_by_ltime_name_and_payload() {
         let mut e = UserEvents::default();
         assert!(e.receive(event(5, "deploy", "v42")));
@@ -226,7 +184,7 @@ mod tests {
             ]
         );
         assert!(e.take_new().is_empty());
-        assert_eq!(e.clock(), 7);
+        assert_eq!(e.clock.time(), 7);
         assert_eq!(e.recent().len(), 3);
     }
 

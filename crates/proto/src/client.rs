@@ -95,13 +95,7 @@ impl Client {
         let body = serde_json::to_vec(body).map_err(|e| self.decode(e))?;
         let (status, incoming, conn) = self.send("POST", path, Bytes::from(body)).await?;
         if status >= 400 {
-            let bytes = incoming
-                .collect()
-                .await
-                .map_err(|e| self.http(e))?
-                .to_bytes();
-            conn.abort();
-            return Err(api_error(status, &bytes));
+            return Err(api_error(status, &self.read_all(incoming, conn).await?));
         }
         Ok(Lines {
             client: self.clone(),
@@ -132,16 +126,22 @@ impl Client {
         body: Bytes,
     ) -> Result<T, ClientError> {
         let (status, incoming, conn) = self.send(method, path, body).await?;
-        let bytes = incoming
-            .collect()
-            .await
-            .map_err(|e| self.http(e))?
-            .to_bytes();
-        conn.abort();
+        let bytes = self.read_all(incoming, conn).await?;
         if status >= 400 {
             return Err(api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| self.decode(e))
+    }
+
+    /// The whole body; then the connection is closed.
+    async fn read_all(
+        &self,
+        incoming: Incoming,
+        conn: JoinHandle<()>,
+    ) -> Result<Bytes, ClientError> {
+        let bytes = incoming.collect().await.map_err(|e| self.http(e));
+        conn.abort();
+        Ok(bytes?.to_bytes())
     }
 
     /// Sends one request; returns the status, the body still to read and the connection task.

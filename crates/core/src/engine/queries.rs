@@ -185,7 +185,7 @@ impl Engine {
             let _ = updates.try_send(QueryUpdate::Done { timed_out: false });
             return Ok(started);
         }
-        query.ltime = lock(&self.shared).queries.next_ltime();
+        query.ltime = lock(&self.shared).queries.clock.tick();
         started.ltime = query.ltime;
         let key = (query.ltime, query.id);
         self.queries.ask(key, expected, updates);
