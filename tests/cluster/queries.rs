@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Agent, cli, post_raw, wait_until};
 
-/// Serf's worked example: managers print the swarm token.
-const TOKEN_HANDLER: &str =
-    "query:swarm-token=echo \"token-of-$SERF_SELF_NAME $SERF_QUERY_NAME $SHOAL_QUERY_LTIME\"";
+/// Serf's worked example: managers print the swarm token (here with what the run saw:
+/// `token-of-NAME|SERF_EVENT|SERF_QUERY_NAME|SHOAL_QUERY_LTIME|stdin`).
+const TOKEN_HANDLER: &str = "query:swarm-token=echo \"token-of-$SERF_SELF_NAME|$SERF_EVENT|$SERF_QUERY_NAME|$SHOAL_QUERY_LTIME|$(cat)\"";
 
 /// Starts `names` (the first is the seed); each gets `--tag role=ROLE` and `handler`.
 fn cluster(members: &[(&str, &str, &str)]) -> Vec<Agent> {
@@ -86,16 +86,17 @@ fn a_tag_filter_gets_exactly_the_managers_answers_well_before_the_timeout() {
         2,
         "one answer per manager despite relays: {out}"
     );
-    assert!(
-        responses[0].starts_with("Response from 'm1': token-of-m1 swarm-token "),
-        "{out}"
-    );
-    assert!(
-        responses[1].starts_with("Response from 'm2': token-of-m2 swarm-token "),
-        "{out}"
-    );
-    let ltime = responses[0].rsplit(' ').next().unwrap_or_default();
-    assert!(ltime.parse::<u64>().is_ok(), "SHOAL_QUERY_LTIME: {out}");
+    for (line, name) in responses.iter().zip(["m1", "m2"]) {
+        let fields: Vec<&str> = line.split('|').collect();
+        let head = format!("Response from '{name}': token-of-{name}");
+        assert_eq!(
+            fields[..3],
+            [head.as_str(), "query", "swarm-token"],
+            "{out}"
+        );
+        assert!(fields[3].parse::<u64>().is_ok(), "SHOAL_QUERY_LTIME: {out}");
+        assert_eq!(fields[4], "", "no payload: {out}");
+    }
     assert!(
         out.ends_with("Total Acks: 2\nTotal Responses: 2\n"),
         "{out}"
@@ -138,6 +139,12 @@ fn a_tag_filter_gets_exactly_the_managers_answers_well_before_the_timeout() {
     from.sort();
     assert_eq!(from, vec!["w1", "w2"], "{out}");
     assert!(lines.iter().all(|l| l["type"] != "ack"), "--no-ack: {out}");
+    let payload = lines
+        .iter()
+        .find(|l| l["type"] == "response")
+        .and_then(|l| l["payload"].as_str())
+        .unwrap_or_default();
+    assert!(payload.ends_with("|who\n"), "the payload on stdin: {out}");
     let done = lines.last().expect("lines");
     assert_eq!(
         (
@@ -158,7 +165,7 @@ fn a_tag_filter_gets_exactly_the_managers_answers_well_before_the_timeout() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("application/x-ndjson"), "{resp}");
     assert!(
-        resp.contains(r#""type":"response","from":"m2","payload":"token-of-m2 swarm-token"#),
+        resp.contains(r#""type":"response","from":"m2","payload":"token-of-m2|query|swarm-token|"#),
         "{resp}"
     );
     assert!(
@@ -271,4 +278,55 @@ fn bad_queries_get_clear_errors_and_a_query_nobody_matches_ends_at_once() {
     let (code, out, err, _) = query(a, &["--node", "b2", "swarm-token"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Response from 'b2': token-of-b2"), "{out}");
+}
+
+/// The Lamport time `agent`'s own answer reports (`SHOAL_QUERY_LTIME`).
+fn answered_ltime(agent: &Agent) -> u64 {
+    let (code, out, err, _) = query(agent, &["--node", &agent.name, "swarm-token"]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Response from"))
+        .unwrap_or_else(|| panic!("no answer: {out}"));
+    line.split('|')
+        .nth(3)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn the_query_clock_survives_a_restart_through_the_snapshot() {
+    let dir = crate::harness::scratch();
+    let snap = dir.path().join("snap.json");
+    let snap_arg = snap.display().to_string();
+    let args = ["--snapshot", &snap_arg, "--event-handler", TOKEN_HANDLER];
+    let mut a = Agent::start("s1", &args);
+    // A node alone writes no snapshot: give it a peer.
+    let peer = Agent::start("s2", &["--join", &a.join_arg()]);
+    assert!(wait_until(Duration::from_secs(10), || a.count_alive() == 2
+        && peer.count_alive() == 2));
+    let first = answered_ltime(&a);
+    let second = answered_ltime(&a);
+    assert!(second > first, "{first} then {second}");
+    let kept = format!("\"query_ltime\": {second}");
+    assert!(
+        wait_until(Duration::from_secs(5), || crate::harness::read(&snap)
+            .is_some_and(|s| s.contains(&kept))),
+        "snapshot keeps the query clock: {:?}",
+        crate::harness::read(&snap)
+    );
+    // A graceful leave: the restart does not rejoin, so no peer's clock can help it.
+    a.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "stopped");
+    let b = Agent::start("s1", &args);
+    let third = answered_ltime(&b);
+    assert!(
+        third > second,
+        "a restart stamps later queries: {second} then {third}"
+    );
+    assert_eq!(
+        b.count_alive(),
+        1,
+        "alone: the clock came from the snapshot"
+    );
 }
