@@ -330,3 +330,31 @@ fn the_query_clock_survives_a_restart_through_the_snapshot() {
         "alone: the clock came from the snapshot"
     );
 }
+
+#[test]
+fn a_query_cut_off_by_the_agent_dying_is_an_error_not_a_success() {
+    let dir = crate::harness::scratch();
+    let started = dir.path().join("started");
+    let handler = format!("query:slow=touch {}; sleep 30", started.display());
+    let mut a = Agent::start("k1", &["--event-handler", &handler]);
+    let control = a.control.to_string();
+    std::thread::scope(|s| {
+        let asked = s.spawn(|| cli(&["query", "--control", &control, "--timeout", "20s", "slow"]));
+        assert!(
+            wait_until(Duration::from_secs(10), || started.exists()),
+            "the handler ran"
+        );
+        a.kill9();
+        let (code, out, err) = asked.join().expect("cli thread");
+        assert_eq!(code, Some(2), "{out}{err}");
+        assert!(out.starts_with("Query 'slow' dispatched"), "{out}");
+        assert!(!out.contains("Total"), "{out}");
+        // A killed agent leaves the chunked body broken (hyper's error); one that ends the
+        // body early without a done line gets the client's own message.
+        assert!(
+            err.contains("error reading a body from connection")
+                || err.contains("the agent closed the answer before the query ended"),
+            "{err}"
+        );
+    });
+}

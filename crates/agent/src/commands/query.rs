@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use shoal_proto::{Client, QueryLine, QueryRequest};
+use shoal_proto::{Client, ClientError, QueryLine, QueryRequest};
 
 use super::CliError;
 use crate::cli::{QueryArgs, QueryFormat};
@@ -31,7 +31,9 @@ pub async fn run(args: &QueryArgs) -> Result<String, CliError> {
         .post_lines("/v1/query", &req)
         .await?;
     let mut out = std::io::stdout().lock();
+    let mut done = false;
     while let Some(line) = lines.next::<QueryLine>().await? {
+        done |= matches!(line, QueryLine::Done { .. });
         let text = match args.format {
             QueryFormat::Json => format!("{}\n", serde_json::to_string(&line)?),
             QueryFormat::Text => text(&line, args),
@@ -39,6 +41,12 @@ pub async fn run(args: &QueryArgs) -> Result<String, CliError> {
         // Flushed per line: a script reading the output sees each answer as it arrives.
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
+    }
+    if !done {
+        return Err(CliError::Client(ClientError::Http {
+            addr: args.client.control.clone(),
+            message: "the agent closed the answer before the query ended".into(),
+        }));
     }
     Ok(String::new())
 }
