@@ -125,6 +125,22 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_keeps_its_number() {
+        let kinds = [
+            (Kind::Swim, 1),
+            (Kind::Digest, 2),
+            (Kind::PushPull, 3),
+            (Kind::Beacon, 4),
+            (Kind::Leave, 5),
+            (Kind::QueryResponse, 6),
+        ];
+        for (kind, byte) in kinds {
+            let packet = seal(kind, b"");
+            assert_eq!((packet[3], open(&packet).map(|(k, _)| k)), (byte, Ok(kind)));
+        }
+    }
+
+    #[test]
     fn garbage_is_rejected_with_a_reason() {
         assert_eq!(open(b"SH"), Err(EnvelopeError::Truncated(2)));
         assert_eq!(open(b"XXXXXXX"), Err(EnvelopeError::BadMagic));

@@ -120,6 +120,24 @@ mod tests {
         assert!(matches!(decode(&leave), Ok(Datagram::Leave(x)) if x == id));
         let swim = envelope::seal(Kind::Swim, b"foca");
         assert!(matches!(decode(&swim), Ok(Datagram::Swim(b"foca"))));
+        let answer = crate::query::QueryResponse {
+            ltime: 3,
+            id: 4,
+            from: "m1".into(),
+            ack: false,
+            payload: b"token".to_vec(),
+            relay_to: None,
+        };
+        let packet = envelope::seal(
+            Kind::QueryResponse,
+            &postcard::to_stdvec(&answer).expect("encode"),
+        );
+        assert!(matches!(decode(&packet), Ok(Datagram::QueryResponse(x)) if x == answer));
+        let err = decode(&envelope::seal(Kind::QueryResponse, b"\x01"))
+            .err()
+            .expect("dropped")
+            .to_string();
+        assert!(err.starts_with("undecodable query response"), "{err}");
         let bad_digest = envelope::seal(Kind::Digest, b"");
         let err = decode(&bad_digest).err().expect("dropped").to_string();
         assert!(err.starts_with("undecodable digest"), "{err}");
