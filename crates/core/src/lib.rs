@@ -17,7 +17,7 @@
 //! - [`timers`]: the one ordered timer queue.
 //! - [`broadcast`]: the application broadcasts (meta, leave intents, user events) and foca's
 //!   handler.
-//! - [`lamport`]: the Lamport clock user events and queries are stamped with.
+//! - [`lamport`]: the Lamport clock and the buffer of recent items user events and queries keep.
 //! - [`user_event`]: user events: the Lamport event clock and the buffer that drops duplicates.
 //! - [`query`]: queries: the query clock, filters, the answer datagram and the buffer of ids.
 //! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.

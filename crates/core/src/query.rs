@@ -22,7 +22,7 @@ use regex_lite::Regex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::lamport::LamportClock;
+use crate::lamport::{Admit, LamportClock, Recent};
 
 /// Largest name + payload + filter texts of a query, in bytes (Serf's query size limit).
 /// The encoded query stays well inside one datagram.
@@ -36,9 +36,6 @@ pub const MAX_RELAY_FACTOR: u8 = 5;
 pub const MAX_QUERY_TIMEOUT_MS: u64 = 3_600_000;
 /// How many Lamport ticks of query ids are remembered (Serf's default query buffer).
 pub const QUERY_WINDOW: u64 = 512;
-/// At most this many queries are kept per Lamport time (concurrent origins); more are
-/// dropped, so a flood cannot grow the buffer without bound.
-const MAX_PER_LTIME: usize = 64;
 
 /// Picks the members that answer a query. Every filter must pass; see [`matches`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,61 +204,57 @@ pub fn matches(filters: &[QueryFilter], name: &str, tags: &BTreeMap<String, Stri
 }
 
 /// The node's query clock and the ids of recent queries. See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Queries {
     /// Serf's `queryClock`: its time is the Lamport time the next own query gets.
     pub clock: LamportClock,
-    /// Queries before this are never handled (a restarted node handled them).
-    min_time: u64,
-    /// Ids of recent queries by Lamport time, within [`QUERY_WINDOW`] of the clock.
-    recent: BTreeMap<u64, Vec<u64>>,
-    /// The newest Lamport time handled.
-    newest: Option<u64>,
+    /// Ids of recent queries, within [`QUERY_WINDOW`] of the clock.
+    recent: Recent<u64>,
     /// Queries accepted since the last [`Self::take_new`], oldest first.
     fresh: Vec<Query>,
+}
+
+impl Default for Queries {
+    fn default() -> Self {
+        Self::restored(None)
+    }
 }
 
 impl Queries {
     /// The state of a node that restarted having handled every query up to `ltime` (from its
     /// snapshot); `None`: a new node.
     pub fn restored(ltime: Option<u64>) -> Self {
-        let mut queries = Self::default();
-        if let Some(ltime) = ltime {
-            queries.clock.witness(ltime);
-            queries.min_time = ltime.saturating_add(1);
-            queries.newest = Some(ltime);
+        let mut clock = LamportClock::default();
+        let recent = Recent::restored(QUERY_WINDOW, ltime, &mut clock);
+        Self {
+            clock,
+            recent,
+            fresh: Vec::new(),
         }
-        queries
     }
 
     /// The newest Lamport time that must never be handled again here; what the snapshot keeps.
     pub fn done_up_to(&self) -> Option<u64> {
-        self.newest
+        self.recent.done_up_to()
     }
 
     /// A query arrived (or was sent here). True when it is news: it is then queued
     /// ([`Self::take_new`]) and should be forwarded.
     pub fn receive(&mut self, query: Query) -> bool {
         self.clock.witness(query.ltime);
-        let clock = self.clock.time();
-        if query.ltime < self.min_time {
-            return false;
+        let id = query.id;
+        match self.recent.admit(self.clock, query.ltime, id, |x| *x == id) {
+            Admit::New => {
+                self.fresh.push(query);
+                true
+            }
+            Admit::Known => false,
+            Admit::TooOld => {
+                tracing::debug!(name = %query.name, ltime = query.ltime,
+                    clock = self.clock.time(), "dropping a query older than the query buffer");
+                false
+            }
         }
-        if clock > QUERY_WINDOW && query.ltime < clock - QUERY_WINDOW {
-            tracing::debug!(name = %query.name, ltime = query.ltime, clock,
-                "dropping a query older than the query buffer");
-            return false;
-        }
-        let same_time = self.recent.entry(query.ltime).or_default();
-        if same_time.contains(&query.id) || same_time.len() >= MAX_PER_LTIME {
-            return false;
-        }
-        same_time.push(query.id);
-        self.newest = self.newest.max(Some(query.ltime));
-        self.fresh.push(query);
-        let oldest = clock.saturating_sub(QUERY_WINDOW);
-        self.recent = self.recent.split_off(&oldest);
-        true
     }
 
     /// Queries accepted since the last call, oldest first.

@@ -14,21 +14,16 @@
 //! This lives in the rules layer because foca's broadcast handler decides, while it decodes
 //! an item, whether it is news to forward; it holds this state next to the member table.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::lamport::LamportClock;
+use crate::lamport::{Admit, LamportClock, Recent};
 
 /// Largest name + payload of a user event, in bytes (Serf's default limit).
 pub const MAX_USER_EVENT_LEN: usize = 512;
 /// How many Lamport ticks of recent events are remembered for duplicate detection and sent
 /// in push-pull (Serf's default event buffer).
 pub const EVENT_WINDOW: u64 = 64;
-/// At most this many distinct events are kept per Lamport time (concurrent senders); more
-/// are dropped, so a flood cannot grow the buffer without bound.
-const MAX_PER_LTIME: usize = 64;
 
 /// One user event, as gossiped and as handed to the handlers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,73 +62,68 @@ pub fn validate(name: &str, payload: &[u8]) -> Result<(), UserEventError> {
 }
 
 /// The node's event clock and the buffer of recent events. See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UserEvents {
     /// Serf's `eventClock`: its time is the Lamport time the next own event gets.
     pub clock: LamportClock,
-    /// Events before this are never handed to the handlers.
-    min_time: u64,
-    /// Recent events by Lamport time, within [`EVENT_WINDOW`] of the clock.
-    recent: BTreeMap<u64, Vec<UserEvent>>,
-    /// The newest Lamport time handed to the handlers.
-    newest: Option<u64>,
+    /// Recent events, within [`EVENT_WINDOW`] of the clock.
+    recent: Recent<UserEvent>,
     /// Events accepted since the last [`Self::take_new`], oldest first.
     fresh: Vec<UserEvent>,
+}
+
+impl Default for UserEvents {
+    fn default() -> Self {
+        Self::restored(None)
+    }
 }
 
 impl UserEvents {
     /// The state of a node that restarted having handled every event up to `ltime` (from its
     /// snapshot); `None`: a new node.
     pub fn restored(ltime: Option<u64>) -> Self {
-        let mut events = Self::default();
-        if let Some(ltime) = ltime {
-            events.clock.witness(ltime);
-            events.min_time = ltime.saturating_add(1);
-            events.newest = Some(ltime);
+        let mut clock = LamportClock::default();
+        let recent = Recent::restored(EVENT_WINDOW, ltime, &mut clock);
+        Self {
+            clock,
+            recent,
+            fresh: Vec::new(),
         }
-        events
     }
 
     /// A join without replay: events before `t` (the cluster's clock) are history this node
     /// was not part of; they are never handled.
     pub fn ignore_before(&mut self, t: u64) {
-        self.min_time = self.min_time.max(t);
+        self.recent.ignore_before(t);
     }
 
     /// The newest Lamport time that must never run again here: handled, or skipped as
     /// history. What the snapshot keeps; `None` while there is none.
     pub fn done_up_to(&self) -> Option<u64> {
-        let skipped = self.min_time.checked_sub(1);
-        self.newest.max(skipped)
+        self.recent.done_up_to()
     }
 
     /// An event arrived (or was sent here). Returns true when it is news: it is then queued
     /// for the handlers ([`Self::take_new`]) and should be forwarded.
     pub fn receive(&mut self, event: UserEvent) -> bool {
         self.clock.witness(event.ltime);
-        let clock = self.clock.time();
-        if event.ltime < self.min_time {
-            return false;
+        let same = |e: &UserEvent| e.name == event.name && e.payload == event.payload;
+        match self
+            .recent
+            .admit(self.clock, event.ltime, event.clone(), same)
+        {
+            Admit::New => {
+                self.fresh.push(event);
+                true
+            }
+            Admit::Known => false,
+            Admit::TooOld => {
+                // Debug, not warn: a lagging peer's push-pull can hold several of these.
+                tracing::debug!(name = %event.name, ltime = event.ltime,
+                    clock = self.clock.time(), "dropping a user event older than the event buffer");
+                false
+            }
         }
-        if clock > EVENT_WINDOW && event.ltime < clock - EVENT_WINDOW {
-            // Debug, not warn: a lagging peer's push-pull can hold several of these each time.
-            tracing::debug!(name = %event.name, ltime = event.ltime, clock,
-                "dropping a user event older than the event buffer");
-            return false;
-        }
-        let same_time = self.recent.entry(event.ltime).or_default();
-        let duplicate = same_time
-            .iter()
-            .any(|e| e.name == event.name && e.payload == event.payload);
-        if duplicate || same_time.len() >= MAX_PER_LTIME {
-            return false;
-        }
-        same_time.push(event.clone());
-        self.newest = self.newest.max(Some(event.ltime));
-        self.fresh.push(event);
-        let oldest = clock.saturating_sub(EVENT_WINDOW);
-        self.recent = self.recent.split_off(&oldest);
-        true
     }
 
     /// Events accepted since the last call, oldest first.
@@ -143,7 +133,7 @@ impl UserEvents {
 
     /// The recent events, oldest first (for push-pull).
     pub fn recent(&self) -> Vec<UserEvent> {
-        self.recent.values().flatten().cloned().collect()
+        self.recent.items().cloned().collect()
     }
 }
 
