@@ -211,19 +211,18 @@ pub struct Lines {
 impl Lines {
     /// The next line, decoded; `None` at the end of the answer.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
+        let mut ended = false;
         loop {
-            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=end).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
+            if let Some(line) = take_line(&mut self.buf, ended) {
                 return serde_json::from_slice(&line)
                     .map(Some)
                     .map_err(|e| self.client.decode(e));
             }
+            if ended {
+                return Ok(None);
+            }
             match self.body.frame().await {
-                None if self.buf.iter().all(u8::is_ascii_whitespace) => return Ok(None),
-                None => self.buf.push(b'\n'),
+                None => ended = true,
                 Some(Err(e)) => return Err(self.client.http(e)),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
@@ -232,5 +231,38 @@ impl Lines {
                 }
             }
         }
+    }
+}
+
+/// The first non-blank line in `buf`, taken out of it; at the end of the body (`ended`) also
+/// a last line without its newline.
+fn take_line(buf: &mut Vec<u8>, ended: bool) -> Option<Vec<u8>> {
+    while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=end).collect();
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            return Some(line);
+        }
+    }
+    if ended && !buf.iter().all(u8::is_ascii_whitespace) {
+        return Some(std::mem::take(buf));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_taken_whole_across_frames_blank_ones_skipped_and_a_last_one_kept() {
+        let mut buf = b"{\"a\":1}\n\n{\"b\"".to_vec();
+        assert_eq!(take_line(&mut buf, false), Some(b"{\"a\":1}\n".to_vec()));
+        assert_eq!(take_line(&mut buf, false), None, "half a line waits");
+        buf.extend_from_slice(b":2}\n  \n");
+        assert_eq!(take_line(&mut buf, false), Some(b"{\"b\":2}\n".to_vec()));
+        assert_eq!(take_line(&mut buf, true), None, "only blanks left");
+        buf.extend_from_slice(b"{\"c\":3}");
+        assert_eq!(take_line(&mut buf, false), None);
+        assert_eq!(take_line(&mut buf, true), Some(b"{\"c\":3}".to_vec()));
     }
 }
