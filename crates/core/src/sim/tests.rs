@@ -428,3 +428,28 @@ fn a_query_reaches_only_the_matching_members_and_ends_once_they_all_answered() {
     let mut late = sim.respond_query(Sim::addr(1), key, b"late");
     assert!(late.try_recv().expect("answered").is_err());
 }
+
+#[test]
+fn a_query_at_the_size_limit_still_reaches_every_member() {
+    let mut sim = Sim::new(24, 4, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let name = "big".to_string();
+    let filter = QueryFilter::Nodes(vec!["n.*".into()]);
+    let payload = vec![b'x'; crate::query::MAX_QUERY_LEN - name.len() - 3];
+    let params = QueryParams {
+        name,
+        payload,
+        filters: vec![filter],
+        timeout_ms: Some(3000),
+        ack: true,
+        relay_factor: 5,
+    };
+    let (mut started, mut stream) = sim.query(Sim::addr(0), params);
+    assert!(started.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_secs(6));
+    for at in sim.live() {
+        assert_eq!(queries(&sim, at).len(), 1, "at {at}");
+    }
+    let acks = drain(&mut stream);
+    assert_eq!(acks.len(), 4, "{acks:?}");
+}
