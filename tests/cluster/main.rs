@@ -9,6 +9,7 @@ mod handlers;
 mod harness;
 mod membership;
 mod netns;
+mod queries;
 mod stream;
 mod supervise;
 mod tags;

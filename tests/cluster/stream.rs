@@ -103,10 +103,10 @@ fn control(agent: &Agent) -> String {
 }
 
 #[test]
-fn two_readers_see_the_same_member_and_user_events_in_the_same_order() {
+fn two_readers_see_the_same_member_user_and_query_events_in_the_same_order() {
     let a = Agent::start("sa", &[]);
     let all = Reader::open(&a, "/v1/stream");
-    let chosen = Reader::open(&a, "/v1/stream?types=member,user");
+    let chosen = Reader::open(&a, "/v1/stream?types=member,user,query");
     let users_only = Reader::open(&a, "/v1/stream?types=user");
     let b = Agent::start("sb", &["--join", &a.join_arg()]);
     assert!(wait_until(Duration::from_secs(10), || a.count_alive() == 2));
@@ -116,6 +116,17 @@ fn two_readers_see_the_same_member_and_user_events_in_the_same_order() {
         tags_of(&a, "sb").is_some_and(|t| t.get("role").map(String::as_str) == Some("web"))
     }));
     let (code, _, err) = cli(&["event", "--control", &control(&a), "deploy", "v1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let query = [
+        "query",
+        "--control",
+        &control(&b),
+        "--timeout",
+        "300ms",
+        "uptime",
+        "now",
+    ];
+    let (code, _, err) = cli(&query);
     assert_eq!(code, Some(0), "{err}");
     let (code, _, err) = cli(&["leave", "--control", &control(&b)]);
     assert_eq!(code, Some(0), "{err}");
@@ -129,6 +140,7 @@ fn two_readers_see_the_same_member_and_user_events_in_the_same_order() {
         ("member-join", "sb"),
         ("member-update", "sb"),
         ("user", "deploy"),
+        ("query", "uptime"),
         ("member-leave", "sb"),
     ]
     .map(|(e, n)| (e.to_string(), n.to_string()));
@@ -141,7 +153,12 @@ fn two_readers_see_the_same_member_and_user_events_in_the_same_order() {
     assert_eq!(member["port"], b.gossip.port());
     assert_eq!(member["status"], "alive");
     assert_eq!(json(&seen_all[1])["members"][0]["tags"]["role"], "web");
-    assert_eq!(json(&seen_all[3])["members"][0]["status"], "left");
+    assert_eq!(json(&seen_all[4])["members"][0]["status"], "left");
+    let query = json(&seen_all[3]);
+    assert_eq!(
+        (&query["type"], &query["payload"], &query["origin"]),
+        (&"query".into(), &"now".into(), &b.gossip.to_string().into())
+    );
     let user = json(&seen_all[2]);
     assert_eq!(
         (&user["type"], &user["payload"], &user["payload_encoding"]),

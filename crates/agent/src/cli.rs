@@ -33,6 +33,8 @@ pub enum Command {
     Tags(TagsArgs),
     /// Send a user event to every member (their `user` and `user:NAME` handlers run once).
     Event(EventArgs),
+    /// Ask the members that pass the filters; print their acks and answers as they arrive.
+    Query(QueryArgs),
     /// Show the agent's own state and counters.
     Info(InfoArgs),
     /// Stream the agent's log from now on, until interrupted (Serf's `monitor`).
@@ -297,6 +299,59 @@ pub struct EventArgs {
     /// Given to the handlers on stdin.
     #[arg(value_name = "PAYLOAD", default_value = "")]
     pub payload: String,
+}
+
+/// Flags of `shoal query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only members whose name matches this regular expression (anchored). Repeatable: a
+    /// member matching any of them.
+    #[arg(long = "node", value_name = "RE")]
+    pub nodes: Vec<String>,
+    /// Only members with tag KEY whose value matches RE (anchored). Repeatable: all must match.
+    #[arg(long = "tag", value_name = "KEY=RE", value_parser = key_value)]
+    pub tags: Vec<(String, String)>,
+    /// How long to wait for answers [default: the profile's gossip interval * 32 *
+    /// ceil(log10(members + 1)); lan: 3.2s up to 9 members].
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Do not ask the members for acks.
+    #[arg(long)]
+    pub no_ack: bool,
+    /// Also send each answer through this many random members (0 to 5).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=5))]
+    pub relay_factor: u8,
+    /// Output: text (Serf's lines) or json (the API's NDJSON lines, one object per line).
+    #[arg(long, value_enum, default_value_t = QueryFormat::Text)]
+    pub format: QueryFormat,
+    /// The query's name (`query:NAME` handlers match it).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Given to the handlers on stdin.
+    #[arg(value_name = "PAYLOAD", default_value = "")]
+    pub payload: String,
+}
+
+/// Output format of `shoal query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    /// `Ack from 'NAME'`, `Response from 'NAME': TEXT`, then the totals (Serf's).
+    Text,
+    /// One JSON object per line, as `POST /v1/query` streams them.
+    Json,
+}
+
+/// A duration like `500ms` or `2s`, not zero.
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Err("the timeout must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (examples: 500ms, 2s)")),
+    }
 }
 
 /// `KEY=VALUE` with a non-empty key.

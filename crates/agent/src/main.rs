@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Tags(a) => runtime.block_on(commands::tags::run(&a)),
         Command::Event(a) => runtime.block_on(commands::event::run(&a)),
         Command::Monitor(a) => runtime.block_on(commands::monitor::run(&a)),
+        Command::Query(a) => runtime.block_on(commands::query::run(&a)),
         Command::Info(a) if a.joined => {
             // A health check: Docker reads 1 as unhealthy (2 is reserved).
             return match runtime.block_on(commands::info::run(&a)) {

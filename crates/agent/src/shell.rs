@@ -1,6 +1,7 @@
 //! Runs one script for an event handler or a template's command: `sh -c SCRIPT` in its own
 //! process group, stdin fed, output captured (bounded), killed with its whole group past the
-//! timeout.
+//! timeout. A query's handler also gets its [`Ran`] back (outcome and stdout), which is how
+//! its answer is read.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -9,12 +10,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 /// Output kept per stream, as in Serf.
 const MAX_OUTPUT: usize = 8 * 1024;
 
 /// One invocation.
+#[derive(Default)]
 pub struct Job {
     /// Event name for logs (`member-join`, ...).
     pub event: String,
@@ -22,10 +25,25 @@ pub struct Job {
     pub env: Vec<(String, String)>,
     /// Bytes written to stdin, which is then closed.
     pub stdin: Vec<u8>,
+    /// A shorter timeout than the handler's (a query's time left).
+    pub timeout: Option<Duration>,
+    /// Told how the run ended and what it printed (a query's answer).
+    pub done: Option<oneshot::Sender<Ran>>,
+}
+
+/// How a run ended and what it wrote to stdout.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ran {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Its stdout, at most [`MAX_OUTPUT`] bytes of it.
+    pub stdout: Vec<u8>,
+    /// How many bytes it wrote to stdout in all.
+    pub stdout_len: usize,
 }
 
 /// How an invocation ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Exited with this code (`None`: killed by a signal).
     Exited(Option<i32>),
@@ -35,8 +53,9 @@ pub enum Outcome {
     SpawnFailed,
 }
 
-/// Runs `script` for `job`, never longer than `timeout`.
+/// Runs `script` for `job`, never longer than `timeout` (or the job's own, if shorter).
 pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
+    let timeout = job.timeout.map_or(timeout, |t| t.min(timeout));
     let started = Instant::now();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
@@ -66,6 +85,7 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
     }
     let stdout = tokio::spawn(capture(child.stdout.take()));
     let stderr = tokio::spawn(capture(child.stderr.take()));
+    let done = job.done;
     let outcome = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => Outcome::Exited(status.code()),
         Ok(Err(error)) => {
@@ -82,16 +102,18 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
     };
     crate::reaper::unregister(pid);
     let grace = Duration::from_secs(1);
-    let out = tokio::time::timeout(grace, stdout)
+    let (stdout, stdout_len) = tokio::time::timeout(grace, stdout)
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let err = tokio::time::timeout(grace, stderr)
+    let out = printable(&stdout, stdout_len);
+    let (stderr, stderr_len) = tokio::time::timeout(grace, stderr)
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
+    let err = printable(&stderr, stderr_len);
     let ms = started.elapsed().as_millis() as u64;
     match &outcome {
         Outcome::Exited(Some(0)) => {
@@ -110,13 +132,21 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
         ),
         Outcome::SpawnFailed => {}
     }
+    if let Some(done) = done {
+        let _ = done.send(Ran {
+            outcome,
+            stdout,
+            stdout_len,
+        });
+    }
     outcome
 }
 
-/// Reads a stream to its end, keeping the first [`MAX_OUTPUT`] bytes.
-async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
+/// Reads a stream to its end, keeping the first [`MAX_OUTPUT`] bytes; returns them and the
+/// length of the whole.
+async fn capture(stream: Option<impl AsyncRead + Unpin>) -> (Vec<u8>, usize) {
     let Some(mut stream) = stream else {
-        return String::new();
+        return (Vec::new(), 0);
     };
     let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
@@ -131,8 +161,13 @@ async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
             }
         }
     }
-    let mut text = String::from_utf8_lossy(&kept).trim_end().to_string();
-    if total > MAX_OUTPUT {
+    (kept, total)
+}
+
+/// Captured output for the log: trimmed, with a note when it was cut.
+fn printable(kept: &[u8], total: usize) -> String {
+    let mut text = String::from_utf8_lossy(kept).trim_end().to_string();
+    if total > kept.len() {
         text.push_str(&format!(" [truncated: {total} bytes in all]"));
     }
     text
@@ -147,7 +182,43 @@ mod tests {
             event: "member-join".into(),
             env: vec![("SERF_EVENT".into(), "member-join".into())],
             stdin: stdin.as_bytes().to_vec(),
+            ..Job::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_run_reports_its_stdout_and_a_job_timeout_shortens_the_handlers() {
+        let (done, ran) = oneshot::channel();
+        let first = Job {
+            done: Some(done),
+            ..job("")
+        };
+        run(
+            "printf 'token\\n'; head -c 9000 /dev/zero >/dev/null",
+            first,
+            Duration::from_secs(10),
+        )
+        .await;
+        let ran = ran.await.expect("told");
+        assert_eq!(ran.outcome, Outcome::Exited(Some(0)));
+        assert_eq!((ran.stdout, ran.stdout_len), (b"token\n".to_vec(), 6));
+        let (done, ran) = oneshot::channel();
+        let second = Job {
+            done: Some(done),
+            timeout: Some(Duration::from_millis(200)),
+            ..job("")
+        };
+        let started = Instant::now();
+        let outcome = run(
+            "head -c 9000 /dev/zero; sleep 30",
+            second,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let ran = ran.await.expect("told");
+        assert_eq!((ran.stdout.len(), ran.stdout_len), (MAX_OUTPUT, 9000));
     }
 
     #[tokio::test]

@@ -6,9 +6,10 @@
 //! metas, leave intents) in one length-prefixed frame each and apply the other's. That repairs
 //! whatever gossip missed, in seconds rather than at the next full sync.
 //!
-//! The state also carries the sender's event clock and its recent user events (after the
-//! fields of the first format, so a node that predates them reads a new frame, ignoring the
-//! rest; and a frame from such a node still decodes here, with no events).
+//! The state also carries the sender's event clock and its recent user events, then its
+//! query clock (each after the fields of the format before, so a node that predates them
+//! reads a new frame, ignoring the rest; and a frame from such a node still decodes here,
+//! with no events or a query clock of 0).
 //!
 //! A frame is a big-endian `u32` length, then the enveloped ([`Kind::PushPull`]) postcard
 //! [`SyncState`]. The length is checked against [`MAX_FRAME`] before anything is allocated.
@@ -76,6 +77,33 @@ pub struct SyncState {
     pub event_clock: u64,
     /// The sender's recent user events, oldest first.
     pub events: Vec<UserEvent>,
+    /// The sender's query Lamport clock.
+    pub query_clock: u64,
+}
+
+/// The state as nodes without queries send it: [`SyncState`]'s first six fields.
+#[derive(Deserialize)]
+struct SecondFormat {
+    from: Option<Identity>,
+    members: Vec<FocaMember<Identity>>,
+    metas: Vec<Meta>,
+    intents: Vec<(Identity, bool)>,
+    event_clock: u64,
+    events: Vec<UserEvent>,
+}
+
+impl From<SecondFormat> for SyncState {
+    fn from(old: SecondFormat) -> Self {
+        Self {
+            from: old.from,
+            members: old.members,
+            metas: old.metas,
+            intents: old.intents,
+            event_clock: old.event_clock,
+            events: old.events,
+            query_clock: 0,
+        }
+    }
 }
 
 /// The state as nodes without user events send it: [`SyncState`]'s first four fields.
@@ -131,12 +159,14 @@ pub fn decode_any(body: &[u8]) -> Result<Frame, FrameError> {
     }
 }
 
-/// A push-pull state, also one of the first format (no event fields).
+/// A push-pull state, also one of the earlier formats (no event fields; no query clock).
 fn decode_state(payload: &[u8]) -> Result<SyncState, postcard::Error> {
+    let end = postcard::Error::DeserializeUnexpectedEnd;
     match postcard::from_bytes::<SyncState>(payload) {
-        Err(postcard::Error::DeserializeUnexpectedEnd) => {
-            Ok(postcard::from_bytes::<FirstFormat>(payload)?.into())
-        }
+        Err(e) if e == end => match postcard::from_bytes::<SecondFormat>(payload) {
+            Err(e) if e == end => Ok(postcard::from_bytes::<FirstFormat>(payload)?.into()),
+            decoded => Ok(decoded?.into()),
+        },
         decoded => decoded,
     }
 }
@@ -200,6 +230,7 @@ mod tests {
                 payload: b"v42".to_vec(),
                 coalesce: true,
             }],
+            query_clock: 4,
         };
         let back = decode_frame(&encode_frame(&state).expect("encode")).expect("decode");
         assert_eq!(
@@ -207,6 +238,7 @@ mod tests {
             (Some(id), 1, vec![(id, false)])
         );
         assert_eq!((back.event_clock, back.events), (9, state.events.clone()));
+        assert_eq!(back.query_clock, 4);
         let digest = envelope::seal(Kind::Digest, b"x");
         assert!(matches!(
             decode_frame(&digest),
@@ -254,6 +286,20 @@ mod tests {
         let back = decode_frame(&body).expect("decodes");
         assert_eq!((back.from, back.intents), (Some(id), vec![(id, true)]));
         assert_eq!((back.event_clock, back.events.len()), (0, 0));
+        let second = (
+            Some(id),
+            Vec::<FocaMember<Identity>>::new(),
+            Vec::<Meta>::new(),
+            Vec::<(Identity, bool)>::new(),
+            7u64,
+            Vec::<UserEvent>::new(),
+        );
+        let body = envelope::seal(
+            Kind::PushPull,
+            &postcard::to_stdvec(&second).expect("encode"),
+        );
+        let back = decode_frame(&body).expect("a frame without the query clock decodes");
+        assert_eq!((back.event_clock, back.query_clock), (7, 0));
         let garbage = envelope::seal(Kind::PushPull, b"\x01\xff\xff");
         assert!(decode_frame(&garbage).is_err());
     }

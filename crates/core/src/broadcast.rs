@@ -1,6 +1,6 @@
 //! Application broadcasts carried by foca: member meta (name + tags), leave intents,
-//! operator force-leaves and user events; and the foca [`BroadcastHandler`] that feeds them to
-//! the member table and the user-event buffer.
+//! operator force-leaves, user events and queries; and the foca [`BroadcastHandler`] that feeds
+//! them to the member table, the user-event buffer and the query buffer.
 //!
 //! A meta too large for one datagram (tags may take up to [`MAX_TAGS_LEN`] bytes, more than
 //! foca's per-packet budget) travels as a small [`Broadcast::MetaChanged`] instead: receivers
@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta};
+use crate::query::{Queries, Query, QueryError, validate as validate_query};
 use crate::user_event::{UserEvent, UserEventError, UserEvents, validate as validate_user_event};
 
 /// Longest node name accepted, in bytes.
@@ -43,6 +44,8 @@ pub enum Broadcast {
     },
     /// A user event (`shoal event`).
     User(UserEvent),
+    /// A query (`shoal query`).
+    Query(Query),
 }
 
 impl Broadcast {
@@ -67,6 +70,9 @@ pub enum BroadcastError {
     /// A user event over the size limits.
     #[error("{0}")]
     UserEvent(#[from] UserEventError),
+    /// A query over the limits.
+    #[error("{0}")]
+    Query(#[from] QueryError),
 }
 
 /// A name or tag set that breaks the limits.
@@ -107,6 +113,8 @@ pub enum BroadcastKey {
     Leave(SocketAddr, u64),
     /// A user event: `(ltime, name, payload)`, which is what makes two events the same.
     User(u64, String, Vec<u8>),
+    /// A query: `(ltime, id)`.
+    Query(u64, u64),
 }
 
 impl Invalidates for BroadcastKey {
@@ -115,6 +123,7 @@ impl Invalidates for BroadcastKey {
             (BroadcastKey::Meta(a, x), BroadcastKey::Meta(b, y)) => a == b && x >= y,
             (BroadcastKey::Leave(a, x), BroadcastKey::Leave(b, y)) => a == b && x >= y,
             (a @ BroadcastKey::User(..), b @ BroadcastKey::User(..)) => a == b,
+            (a @ BroadcastKey::Query(..), b @ BroadcastKey::Query(..)) => a == b,
             _ => false,
         }
     }
@@ -131,6 +140,8 @@ pub struct Shared {
     pub table: Membership,
     /// The event clock and the recent user events.
     pub events: UserEvents,
+    /// The query clock and the ids of recent queries.
+    pub queries: Queries,
     /// Set when a received item was news, so the owner forwards it at once.
     pub news: bool,
     /// Members whose newer meta was announced but not carried ([`Broadcast::MetaChanged`]):
@@ -139,11 +150,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The shared state around `table` and `events`.
-    pub fn new(table: Membership, events: UserEvents) -> Self {
+    /// The shared state around `table`, `events` and `queries`.
+    pub fn new(table: Membership, events: UserEvents, queries: Queries) -> Self {
         Self {
             table,
             events,
+            queries,
             news: false,
             fetch: Vec::new(),
         }
@@ -207,6 +219,11 @@ impl BroadcastHandler<Identity> for ItemHandler {
                 let key =
                     BroadcastKey::User(event.ltime, event.name.clone(), event.payload.clone());
                 (key, shared.events.receive(event))
+            }
+            Broadcast::Query(query) => {
+                validate_query(&query)?;
+                let key = BroadcastKey::Query(query.ltime, query.id);
+                (key, shared.queries.receive(query))
             }
         };
         // Our own items (no sender) are always queued; received ones only when they were news,

@@ -8,8 +8,10 @@
 //! The state is factored as foca factors its own: the sub-states live in `engine/`, each in a
 //! file with its tests ([`rejoin`], [`leave`], [`join`], [`suspicion`], [`conflict`],
 //! [`discovery`], [`backoff`]; [`events`] sends user events and applies those of
-//! push-pulls). This file holds the entry points, the dispatch of commands (what each does
-//! is in [`commands`]) and the verbs every path shares (`broadcast`, `broadcast_meta`, `gossip_now`, `push_pull_to`, `announce_all`).
+//! push-pulls; [`queries`] sends queries, collects their answers and answers others'). This
+//! file holds the entry points, the dispatch of commands (what each does is in [`commands`])
+//! and the verbs every path shares (`broadcast`, `broadcast_meta`, `gossip_now`,
+//! `push_pull_to`, `announce_all`).
 //! What each timer does is in [`ticks`], what each datagram does in [`datagrams`], what
 //! happens after every input (foca's runtime drained, notifications applied, the view
 //! published) in [`notify`], and liveness beyond foca's rules (TCP fallback, stalls, local
@@ -30,6 +32,7 @@ mod liveness;
 mod notify;
 mod outbox;
 mod probe;
+mod queries;
 mod rejoin;
 mod suspicion;
 mod ticks;
@@ -53,6 +56,7 @@ use crate::error::StartError;
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta};
 use crate::profile::Timings;
+use crate::query::Queries;
 use crate::snapshot::Restored;
 use crate::timers::TimerQueue;
 use crate::user_event::UserEvents;
@@ -66,6 +70,7 @@ use health::LocalHealth;
 use join::PendingJoins;
 use leave::Leave;
 use probe::ProbeWatch;
+use queries::QueryState;
 use rejoin::Rejoin;
 use suspicion::SuspectTracker;
 use ticks::Tick;
@@ -103,6 +108,7 @@ pub(crate) struct Engine {
     sync: SyncCadence,
     rng: StdRng,
     history: EventHistory,
+    queries: QueryState,
     /// Publish the view even if the table did not change (left / conflict changed).
     republish: bool,
     /// The cluster size foca's config was last scaled for.
@@ -143,7 +149,8 @@ impl Engine {
         let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
         let history = EventHistory::new(config.replay, restored.event_ltime.is_some());
         let events = UserEvents::restored(restored.event_ltime);
-        let shared = Arc::new(Mutex::new(Shared::new(table, events)));
+        let queries = Queries::restored(restored.query_ltime);
+        let shared = Arc::new(Mutex::new(Shared::new(table, events, queries)));
         let timings = config
             .timings
             .clone()
@@ -175,6 +182,7 @@ impl Engine {
             config,
             rejoin: Rejoin::new(restored.seeds, backoff.clone()),
             history,
+            queries: QueryState::default(),
             joins: PendingJoins::default(),
             leave: Leave::default(),
             conflict: NameConflict::default(),
@@ -232,7 +240,7 @@ impl Engine {
             &shared.table,
             self.leave.left(),
             self.conflict.lost().cloned(),
-            shared.events.done_up_to(),
+            (shared.events.done_up_to(), shared.queries.done_up_to()),
         )
     }
 
@@ -314,8 +322,9 @@ impl Engine {
             members,
             metas: shared.table.metas(),
             intents: shared.table.intents(),
-            event_clock: shared.events.clock(),
+            event_clock: shared.events.clock.time(),
             events: shared.events.recent(),
+            query_clock: shared.queries.clock.time(),
         }
     }
 
@@ -377,6 +386,21 @@ impl Engine {
                 reply,
             } => {
                 let _ = reply.send(self.user_event(name, payload, coalesce));
+            }
+            Command::Query {
+                params,
+                updates,
+                reply,
+            } => {
+                let _ = reply.send(self.query(params, updates));
+            }
+            Command::RespondQuery {
+                ltime,
+                id,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.respond_query(ltime, id, payload));
             }
             Command::Discovered { addr } => self.discovered(addr),
             Command::TcpAnswered { target, number } => self.tcp_answered(target, number),

@@ -35,6 +35,8 @@ pub enum Kind {
     /// A foca (SWIM) message behind the sender's 4-byte state digest (big-endian): every
     /// message carries the anti-entropy check, so no datagram of its own is needed.
     SwimDigest,
+    /// An ack or an answer to a query, sent to its origin (or through a relay).
+    QueryResponse,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Leave => 5,
             Kind::Ping => 6,
             Kind::SwimDigest => 7,
+            Kind::QueryResponse => 8,
         }
     }
 
@@ -59,6 +62,7 @@ impl Kind {
             5 => Some(Kind::Leave),
             6 => Some(Kind::Ping),
             7 => Some(Kind::SwimDigest),
+            8 => Some(Kind::QueryResponse),
             _ => None,
         }
     }
@@ -127,6 +131,24 @@ mod tests {
     fn sealed_packet_opens_to_the_same_kind_and_payload() {
         let packet = seal(Kind::Digest, b"hello");
         assert_eq!(open(&packet), Ok((Kind::Digest, &b"hello"[..])));
+    }
+
+    #[test]
+    fn every_kind_keeps_its_number() {
+        let kinds = [
+            (Kind::Swim, 1),
+            (Kind::Digest, 2),
+            (Kind::PushPull, 3),
+            (Kind::Beacon, 4),
+            (Kind::Leave, 5),
+            (Kind::Ping, 6),
+            (Kind::SwimDigest, 7),
+            (Kind::QueryResponse, 8),
+        ];
+        for (kind, byte) in kinds {
+            let packet = seal(kind, b"");
+            assert_eq!((packet[3], open(&packet).map(|(k, _)| k)), (byte, Ok(kind)));
+        }
     }
 
     #[test]

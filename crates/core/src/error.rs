@@ -8,6 +8,7 @@ use thiserror::Error;
 use crate::broadcast::MetaError;
 use crate::discover::DiscoverError;
 use crate::envelope::{EnvelopeError, Kind};
+use crate::query::QueryError;
 use crate::user_event::UserEventError;
 
 /// Why a node could not start. Nothing is running.
@@ -49,6 +50,10 @@ pub enum CommandError {
     /// A user event breaks the limits. Nothing was sent.
     #[error("{0}")]
     UserEvent(#[from] UserEventError),
+    /// A query or an answer breaks the limits, or there is nothing to answer. Nothing was
+    /// sent.
+    #[error("{0}")]
+    Query(#[from] QueryError),
     /// The gossip layer refused the item (logged with the reason). Nothing was sent.
     #[error("the gossip layer refused the broadcast (see the agent's log)")]
     Gossip,

@@ -17,7 +17,9 @@
 //! - [`timers`]: the one ordered timer queue.
 //! - [`broadcast`]: the application broadcasts (meta, leave intents, user events) and foca's
 //!   handler.
+//! - [`lamport`]: the Lamport clock and the buffer of recent items user events and queries keep.
 //! - [`user_event`]: user events: the Lamport event clock and the buffer that drops duplicates.
+//! - [`query`]: queries: the query clock, filters, the answer datagram and the buffer of ids.
 //! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.
 //! - [`anti_entropy`]: the digest datagram and the push-pull frame.
 //! - [`discover`]: the `--discover` beacon's format.
@@ -47,9 +49,11 @@ pub mod error;
 pub(crate) mod fnv;
 pub mod fs;
 pub mod identity;
+pub mod lamport;
 pub mod membership;
 pub mod node;
 pub mod profile;
+pub mod query;
 pub mod sim;
 pub mod snapshot;
 pub mod timers;
@@ -62,5 +66,6 @@ pub use identity::Identity;
 pub use membership::{Event, Member, MemberEventKind, Status};
 pub use node::{NodeHandle, start};
 pub use profile::Profile;
+pub use query::{Query, QueryFilter, QueryParams, QueryStarted, QueryUpdate};
 pub use user_event::UserEvent;
 pub use view::{Stats, View};

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fnv::Fnv;
 use crate::identity::Identity;
+use crate::query::Query;
 use crate::user_event::UserEvent;
 
 /// A member's name and tags, versioned; travels as a custom broadcast and in push-pull.
@@ -125,6 +126,9 @@ pub enum Event {
     },
     /// A user event arrived for the first time (`user`, `user:NAME` handlers).
     User(UserEvent),
+    /// A query this member passes the filters of arrived for the first time (`query`,
+    /// `query:NAME` handlers); answer with [`crate::NodeHandle::respond_query`].
+    Query(Query),
 }
 
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ use crate::engine::{Command, Engine};
 use crate::error::{CommandError, StartError};
 use crate::identity::Identity;
 use crate::membership::Event;
+use crate::query::{QueryParams, QueryStarted, QueryUpdate};
 use crate::view::{Stats, View};
 
 /// How many commands may wait for the owner. Senders wait when it is full (back-pressure on
@@ -37,6 +38,10 @@ const INBOX_CAPACITY: usize = 256;
 /// How many events may wait for the consumer. The owner never waits: past this, events are
 /// dropped and counted in [`Stats::events_dropped`].
 const EVENT_CAPACITY: usize = 4096;
+/// How many acks and answers of one query may wait for its consumer. The owner never waits:
+/// past this, updates are dropped (a consumer reading as they come never gets there: each
+/// member sends at most one ack and one answer).
+const QUERY_UPDATES: usize = 1024;
 
 /// A handle to a running node. Cheap to clone.
 #[derive(Clone)]
@@ -113,6 +118,43 @@ impl NodeHandle {
             name,
             payload,
             coalesce,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends a query to the members that pass `params.filters` (this one included); returns
+    /// whom it expects answers from, and the stream of acks and answers, which ends with
+    /// [`QueryUpdate::Done`] once every expected member answered or the timeout passed.
+    /// With no member passing the filters nothing is sent and the stream holds only `Done`.
+    pub async fn query(
+        &self,
+        params: QueryParams,
+    ) -> Result<(QueryStarted, mpsc::Receiver<QueryUpdate>), CommandError> {
+        let (updates, rx) = mpsc::channel(QUERY_UPDATES);
+        let started = self
+            .ask(|reply| Command::Query {
+                params,
+                updates,
+                reply,
+            })
+            .await??;
+        Ok((started, rx))
+    }
+
+    /// This node's answer to query `(ltime, id)` ([`Event::Query`]), sent to its origin. A
+    /// node answers a query once, before its timeout, with at most
+    /// [`crate::query::MAX_RESPONSE_LEN`] bytes.
+    pub async fn respond_query(
+        &self,
+        ltime: u64,
+        id: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), CommandError> {
+        self.ask(|reply| Command::RespondQuery {
+            ltime,
+            id,
+            payload,
             reply,
         })
         .await?

@@ -161,6 +161,21 @@ impl Timings {
     }
 }
 
+/// Serf's `QueryTimeoutMult` is 16 at a 200 ms gossip interval; shoal gossips twice as often,
+/// and handler scripts are no faster for it, so it waits 32 gossip intervals per step.
+pub const QUERY_TIMEOUT_MULT: u32 = 32;
+
+impl Timings {
+    /// The default query timeout for `n` live members (Serf's formula):
+    /// `gossip_interval * QUERY_TIMEOUT_MULT * ceil(log10(n + 1))`; lan 3.2 s up to 9 members,
+    /// 6.4 s up to 99; wan 16 s, 32 s; local 1.6 s, 3.2 s.
+    pub fn query_timeout(&self, n: usize) -> Duration {
+        // ceil(log10(n + 1)) is the number of decimal digits of n (at least 1).
+        let digits = n.max(1).ilog10() + 1;
+        self.gossip_interval * QUERY_TIMEOUT_MULT * digits
+    }
+}
+
 /// `log10(n)` for a cluster size, accurate to about 1e-9, without calling libm: the only libm
 /// symbol shoal needed was `log10`, and not linking libm saves half a MiB of idle RSS per agent.
 fn log10(n: usize) -> f64 {
@@ -218,6 +233,17 @@ mod tests {
         assert_eq!(small, Duration::from_secs(6));
         assert_eq!(hundred, Duration::from_secs(6));
         assert_eq!(thousand, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn the_default_query_timeout_scales_with_the_digits_of_the_cluster_size() {
+        let lan = Profile::Lan.timings();
+        assert_eq!(lan.query_timeout(0), Duration::from_millis(3200));
+        assert_eq!(lan.query_timeout(9), Duration::from_millis(3200));
+        assert_eq!(lan.query_timeout(10), Duration::from_millis(6400));
+        assert_eq!(lan.query_timeout(100), Duration::from_millis(9600));
+        let local = Profile::Local.timings();
+        assert_eq!(local.query_timeout(3), Duration::from_millis(1600));
     }
 
     #[test]

@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use rand::rngs::StdRng;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::NodeConfig;
-use crate::engine::{Command, Engine, Outbox, Resolve, TcpPing, rng};
+use crate::engine::{Command, Engine, Outbox, Resolve, rng};
 use crate::error::CommandError;
 use crate::identity::Identity;
 use crate::membership::Event;
 use crate::profile::Profile;
+use crate::query::{QueryParams, QueryStarted, QueryUpdate};
 use crate::snapshot::Restored;
 use crate::view::{Stats, View};
 
@@ -89,8 +90,8 @@ pub struct Sim {
     left: Vec<SocketAddr>,
     /// Crashed and not restarted.
     crashed: Vec<SocketAddr>,
-    /// What each crashed node's snapshot remembers of user events.
-    event_memory: BTreeMap<SocketAddr, Option<u64>>,
+    /// What each crashed node's snapshot remembers of user events and queries.
+    event_memory: BTreeMap<SocketAddr, (Option<u64>, Option<u64>)>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     deliveries: BTreeMap<usize, Delivery>,
     next_delivery: usize,
@@ -230,11 +231,13 @@ impl Sim {
             addr: at,
             generation,
         };
+        let memory = self.event_memory.get(&at).copied().unwrap_or_default();
         // Every simulated node keeps its event memory as `--snapshot` would (no seeds: a
         // restarted node finds the cluster by the join name).
         let restored = Restored {
             seeds: Vec::new(),
-            event_ltime: self.event_memory.get(&at).copied().flatten(),
+            event_ltime: memory.0,
+            query_ltime: memory.1,
         };
         let engine = Engine::new(
             config,
@@ -301,7 +304,8 @@ impl Sim {
     /// Kills the node at `at` (like `kill -9`); its snapshot (event memory) stays.
     pub fn crash(&mut self, at: SocketAddr) {
         if let Some(node) = self.nodes.remove(&at) {
-            self.event_memory.insert(at, node.view.event_ltime);
+            let memory = (node.view.event_ltime, node.view.query_ltime);
+            self.event_memory.insert(at, memory);
             self.crashed.push(at);
         }
     }
@@ -378,76 +382,50 @@ impl Sim {
         rx
     }
 
+    /// An operator's `shoal query` at the node at `at`: the answer (whom it expects) is on
+    /// the first receiver at once; acks and answers arrive on the second as the simulation
+    /// runs.
+    pub fn query(
+        &mut self,
+        at: SocketAddr,
+        params: QueryParams,
+    ) -> (
+        oneshot::Receiver<Result<QueryStarted, CommandError>>,
+        mpsc::Receiver<QueryUpdate>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let (updates, stream) = mpsc::channel(1024);
+        let cmd = Command::Query {
+            params,
+            updates,
+            reply,
+        };
+        self.command_now(at, cmd);
+        (rx, stream)
+    }
+
+    /// The node at `at` answers query `(ltime, id)` as its handler would.
+    pub fn respond_query(
+        &mut self,
+        at: SocketAddr,
+        (ltime, id): (u64, u64),
+        payload: &[u8],
+    ) -> oneshot::Receiver<Result<(), CommandError>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::RespondQuery {
+            ltime,
+            id,
+            payload: payload.to_vec(),
+            reply,
+        };
+        self.command_now(at, cmd);
+        rx
+    }
+
     fn command_now(&mut self, at: SocketAddr, cmd: Command) {
         if let Some(node) = self.nodes.get_mut(&at) {
             node.engine.handle_command(self.now, cmd);
             self.flush(at);
-        }
-    }
-
-    /// Simulated DNS: [`CLUSTER_NAME`] resolves to every node's address, an `ip:port` to
-    /// itself, any other name to nothing.
-    fn resolve(&self, targets: &[String]) -> (Vec<SocketAddr>, Vec<(String, String)>) {
-        let mut addrs = Vec::new();
-        let mut failed = Vec::new();
-        for target in targets {
-            if target == CLUSTER_NAME {
-                addrs.extend(self.names.keys().copied());
-            } else if let Ok(a) = target.parse::<SocketAddr>() {
-                addrs.push(a);
-            } else {
-                failed.push((target.clone(), "no such host in the simulation".to_string()));
-            }
-        }
-        (addrs, failed)
-    }
-
-    /// The time a TCP exchange of `segments` segments takes under `tcp_loss`: the latency of
-    /// each, plus the retransmission timeouts of the lost ones.
-    fn tcp_time(&mut self, segments: usize) -> Duration {
-        let p = self.tcp_loss.clamp(0.0, 0.9);
-        let mut total = Duration::ZERO;
-        for i in 0..segments {
-            let mut rto = if i == 0 {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_millis(200)
-            };
-            while self.rng.random_bool(p) {
-                total += rto;
-                rto *= 2;
-            }
-            total += self.latency();
-        }
-        total
-    }
-
-    /// A TCP ping from `at`: answered when the target runs (and is not paused past the
-    /// limit) under that very identity.
-    fn tcp_ping(&mut self, at: SocketAddr, ping: TcpPing) {
-        let to = ping.target.addr;
-        if !self.linked(at, to) {
-            return;
-        }
-        let Some(node) = self.nodes.get(&to) else {
-            // Nothing listens there: the connection is refused.
-            let (target, number) = (ping.target, ping.number);
-            let took = self.tcp_time(2);
-            if took <= ping.limit {
-                self.command_later(at, took, Command::TcpRefused { target, number });
-            }
-            return;
-        };
-        if node.engine.identity() != ping.target {
-            return;
-        }
-        let paused = node
-            .paused_until
-            .map_or(Duration::ZERO, |p| p.saturating_duration_since(self.now));
-        let took = self.tcp_time(4).max(paused + self.latency());
-        if took <= ping.limit {
-            let (target, number) = (ping.target, ping.number);
-            self.command_later(at, took, Command::TcpAnswered { target, number });
         }
     }
 
@@ -678,6 +656,7 @@ impl Sim {
 }
 
 mod invariants;
+mod network;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //! so a restarted node rejoins them without `--join`. Also records whether the node left
 //! gracefully: such a node does not rejoin from its snapshot unless told to (`--rejoin`), and
 //! the newest user event it handled, so a restart never runs an event again (Serf's
-//! `event-clock`). Files written before that field existed load with none.
+//! `event-clock`), and likewise the newest query it handled (Serf's `query-clock`). Files
+//! written before those fields existed load with none.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +32,10 @@ pub struct SnapshotFile {
     /// joined); after a restart only later events run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_ltime: Option<u64>,
+    /// The newest query Lamport time this node handled; after a restart only later queries
+    /// are handled, and its own queries are stamped later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_ltime: Option<u64>,
 }
 
 /// What a starting node takes from its snapshot.
@@ -40,6 +45,8 @@ pub struct Restored {
     pub seeds: Vec<SocketAddr>,
     /// See [`SnapshotFile::event_ltime`]; kept even when the members are not rejoined.
     pub event_ltime: Option<u64>,
+    /// See [`SnapshotFile::query_ltime`]; kept likewise.
+    pub query_ltime: Option<u64>,
 }
 
 /// One remembered member.
@@ -90,6 +97,7 @@ impl SnapshotFile {
             left: view.left,
             members,
             event_ltime: view.event_ltime,
+            query_ltime: view.query_ltime,
         }
     }
 
@@ -114,6 +122,7 @@ pub fn restore(path: &Path, rejoin: bool, advertise: SocketAddr) -> Restored {
             Restored {
                 seeds: Vec::new(),
                 event_ltime: file.event_ltime,
+                query_ltime: file.query_ltime,
             }
         }
         Ok(Some(file)) => {
@@ -122,6 +131,7 @@ pub fn restore(path: &Path, rejoin: bool, advertise: SocketAddr) -> Restored {
             Restored {
                 seeds,
                 event_ltime: file.event_ltime,
+                query_ltime: file.query_ltime,
             }
         }
         Err(error) => {
@@ -177,6 +187,7 @@ mod tests {
                 addr: "127.0.0.1:7948".parse().expect("addr"),
             }],
             event_ltime: Some(41),
+            query_ltime: Some(3),
         }
     }
 
@@ -196,12 +207,13 @@ mod tests {
         let old = r#"{"format":1,"name":"n1","left":true,"members":[{"name":"n2","addr":"127.0.0.1:7948"}]}"#;
         std::fs::write(&path, old).expect("write");
         let file = load(&path).expect("load").expect("present");
-        assert_eq!(file.event_ltime, None);
+        assert_eq!((file.event_ltime, file.query_ltime), (None, None));
         let me: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         write(
             &path,
             &SnapshotFile {
                 event_ltime: Some(7),
+                query_ltime: Some(9),
                 ..file
             },
         )
@@ -211,7 +223,8 @@ mod tests {
             restored,
             Restored {
                 seeds: Vec::new(),
-                event_ltime: Some(7)
+                event_ltime: Some(7),
+                query_ltime: Some(9),
             }
         );
         assert_eq!(restore(&path, true, me).seeds.len(), 1);

@@ -18,21 +18,17 @@
 //! This lives in the rules layer because foca's broadcast handler decides, while it decodes
 //! an item, whether it is news to forward; it holds this state next to the member table.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::fnv::Fnv;
+use crate::lamport::{Admit, LamportClock, Recent};
 
 /// Largest name + payload of a user event, in bytes (Serf's default limit).
 pub const MAX_USER_EVENT_LEN: usize = 512;
 /// How many Lamport ticks of recent events are remembered for duplicate detection and sent
 /// in push-pull (Serf's default event buffer).
 pub const EVENT_WINDOW: u64 = 64;
-/// At most this many distinct events are kept per Lamport time (concurrent senders); more
-/// are dropped, so a flood cannot grow the buffer without bound.
-const MAX_PER_LTIME: usize = 64;
 
 /// One user event, as gossiped and as handed to the handlers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,108 +79,79 @@ pub struct EventDigest {
 }
 
 /// The node's event clock and the buffer of recent events. See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UserEvents {
-    /// Serf's `eventClock.Time()`: the Lamport time the next own event gets.
-    clock: u64,
-    /// Events before this are never handed to the handlers.
-    min_time: u64,
-    /// Recent events by Lamport time, within [`EVENT_WINDOW`] of the clock.
-    recent: BTreeMap<u64, Vec<UserEvent>>,
-    /// The newest Lamport time handed to the handlers.
-    newest: Option<u64>,
+    /// Serf's `eventClock`: its time is the Lamport time the next own event gets.
+    pub clock: LamportClock,
+    /// Recent events, within [`EVENT_WINDOW`] of the clock.
+    recent: Recent<UserEvent>,
     /// Events accepted since the last [`Self::take_new`], oldest first.
     fresh: Vec<UserEvent>,
+}
+
+impl Default for UserEvents {
+    fn default() -> Self {
+        Self::restored(None)
+    }
 }
 
 impl UserEvents {
     /// The state of a node that restarted having handled every event up to `ltime` (from its
     /// snapshot); `None`: a new node.
     pub fn restored(ltime: Option<u64>) -> Self {
-        let mut events = Self::default();
-        if let Some(ltime) = ltime {
-            events.witness(ltime);
-            events.min_time = ltime.saturating_add(1);
-            events.newest = Some(ltime);
+        let mut clock = LamportClock::default();
+        let recent = Recent::restored(EVENT_WINDOW, ltime, &mut clock);
+        Self {
+            clock,
+            recent,
+            fresh: Vec::new(),
         }
-        events
-    }
-
-    /// The clock value a push-pull carries (Serf's `EventLTime`).
-    pub fn clock(&self) -> u64 {
-        self.clock
-    }
-
-    /// The Lamport time for a new own event; the clock moves past it.
-    pub fn next_ltime(&mut self) -> u64 {
-        let ltime = self.clock;
-        self.clock = self.clock.saturating_add(1);
-        ltime
-    }
-
-    /// Lamport's rule: after seeing time `t`, the clock is past it.
-    pub fn witness(&mut self, t: u64) {
-        if t >= self.clock {
-            self.clock = t.saturating_add(1);
-        }
-    }
-
-    /// A peer's clock (from its push-pull state): ours moves up to it. Not [`Self::witness`]:
-    /// a clock is the *next* time, and moving one tick past it on every push-pull would push
-    /// clocks apart, until a joiner's minimum time (a peer's clock) is ahead of another
-    /// member's clock and that member's next event is dropped as history.
-    pub fn catch_up(&mut self, clock: u64) {
-        self.clock = self.clock.max(clock);
     }
 
     /// A join without replay: events before `t` (the cluster's clock) are history this node
     /// was not part of; they are never handled.
     pub fn ignore_before(&mut self, t: u64) {
-        self.min_time = self.min_time.max(t);
+        self.recent.ignore_before(t);
     }
 
     /// The newest Lamport time that must never run again here: handled, or skipped as
     /// history. What the snapshot keeps; `None` while there is none.
     pub fn done_up_to(&self) -> Option<u64> {
-        let skipped = self.min_time.checked_sub(1);
-        self.newest.max(skipped)
+        self.recent.done_up_to()
     }
 
     /// An event arrived (or was sent here). Returns true when it is news: it is then queued
     /// for the handlers ([`Self::take_new`]) and should be forwarded.
     pub fn receive(&mut self, event: UserEvent) -> bool {
-        self.witness(event.ltime);
-        if event.ltime < self.min_time {
-            return false;
+        self.clock.witness(event.ltime);
+        let same = |e: &UserEvent| e.name == event.name && e.payload == event.payload;
+        match self
+            .recent
+            .admit(self.clock, event.ltime, event.clone(), same)
+        {
+            Admit::New => {
+                self.fresh.push(event);
+                true
+            }
+            Admit::Known => false,
+            Admit::TooOld => {
+                // Debug, not warn: a lagging peer's push-pull can hold several of these.
+                tracing::debug!(name = %event.name, ltime = event.ltime,
+                    clock = self.clock.time(), "dropping a user event older than the event buffer");
+                false
+            }
         }
-        if self.clock > EVENT_WINDOW && event.ltime < self.clock - EVENT_WINDOW {
-            // Debug, not warn: a lagging peer's push-pull can hold several of these each time.
-            tracing::debug!(name = %event.name, ltime = event.ltime, clock = self.clock,
-                "dropping a user event older than the event buffer");
-            return false;
-        }
-        let same_time = self.recent.entry(event.ltime).or_default();
-        let duplicate = same_time
-            .iter()
-            .any(|e| e.name == event.name && e.payload == event.payload);
-        if duplicate || same_time.len() >= MAX_PER_LTIME {
-            return false;
-        }
-        same_time.push(event.clone());
-        self.newest = self.newest.max(Some(event.ltime));
-        self.fresh.push(event);
-        let oldest = self.clock.saturating_sub(EVENT_WINDOW);
-        self.recent = self.recent.split_off(&oldest);
-        true
     }
 
     /// This node's [`EventDigest`].
     pub fn digest(&self) -> EventDigest {
+        let clock = self.clock.time();
         let floor = self
-            .min_time
-            .max(self.clock.saturating_sub(EVENT_WINDOW / 2));
+            .recent
+            .min_time()
+            .max(clock.saturating_sub(EVENT_WINDOW / 2));
         EventDigest {
-            clock: self.clock,
+            clock,
             floor,
             hash: self.hash_from(floor),
         }
@@ -195,17 +162,16 @@ impl UserEvents {
     /// peer's floor on, unless this node skipped part of that range as history (the peer
     /// then compares from ours, which is later).
     pub fn differs(&self, theirs: &EventDigest) -> bool {
-        if theirs.clock != self.clock {
+        if theirs.clock != self.clock.time() {
             return true;
         }
-        self.min_time <= theirs.floor && self.hash_from(theirs.floor) != theirs.hash
+        self.recent.min_time() <= theirs.floor && self.hash_from(theirs.floor) != theirs.hash
     }
 
     /// Order-independent hash of the recent events from `floor` on.
     fn hash_from(&self, floor: u64) -> u64 {
         self.recent
-            .range(floor..)
-            .flat_map(|(_, events)| events)
+            .items_from(floor)
             .map(|e| {
                 let mut h = Fnv::new();
                 h.write(&e.ltime.to_le_bytes());
@@ -224,7 +190,7 @@ impl UserEvents {
 
     /// The recent events, oldest first (for push-pull).
     pub fn recent(&self) -> Vec<UserEvent> {
-        self.recent.values().flatten().cloned().collect()
+        self.recent.items().cloned().collect()
     }
 }
 
@@ -239,24 +205,6 @@ mod tests {
             payload: payload.as_bytes().to_vec(),
             coalesce: true,
         }
-    }
-
-    #[test]
-    fn the_lamport_clock_stamps_own_events_and_moves_past_every_time_it_sees() {
-        let mut e = UserEvents::default();
-        assert_eq!((e.next_ltime(), e.next_ltime()), (0, 1));
-        e.witness(10);
-        assert_eq!(e.clock(), 11);
-        e.witness(3);
-        assert_eq!(e.next_ltime(), 11);
-        e.catch_up(20);
-        assert_eq!(
-            e.clock(),
-            20,
-            "a peer's clock is the next time, not one seen"
-        );
-        e.catch_up(5);
-        assert_eq!(e.clock(), 20);
     }
 
     #[test]
@@ -283,7 +231,7 @@ mod tests {
             ]
         );
         assert!(e.take_new().is_empty());
-        assert_eq!(e.clock(), 7);
+        assert_eq!(e.clock.time(), 7);
         assert_eq!(e.recent().len(), 3);
     }
 
@@ -330,7 +278,7 @@ mod tests {
         assert!(a.receive(event(2, "deploy", "v2")));
         assert!(a.differs(&b.digest()), "b's clock is behind");
         assert!(a.receive(event(3, "deploy", "v3")) && b.receive(event(3, "deploy", "v3")));
-        assert_eq!(a.clock(), b.clock());
+        assert_eq!(a.clock.time(), b.clock.time());
         assert!(
             a.differs(&b.digest()) && b.differs(&a.digest()),
             "b missed v2"
@@ -344,8 +292,8 @@ mod tests {
         let mut old = UserEvents::default();
         assert!(old.receive(event(10, "deploy", "v1")));
         let mut new = UserEvents::default();
-        new.ignore_before(old.clock());
-        new.catch_up(old.clock());
+        new.ignore_before(old.clock.time());
+        new.clock.catch_up(old.clock.time());
         assert!(!new.differs(&old.digest()), "its floor is later than old's");
         assert!(!old.differs(&new.digest()), "nothing since new's floor");
         for e in [&mut old, &mut new] {

@@ -19,15 +19,17 @@ pub struct View {
     pub conflict: Option<String>,
     /// The newest user-event Lamport time this node handled or skipped (kept in the snapshot).
     pub event_ltime: Option<u64>,
+    /// The newest query Lamport time this node handled (kept in the snapshot).
+    pub query_ltime: Option<u64>,
 }
 
 impl View {
-    /// The view of `table`, with the node's own `left`, `conflict` and event state.
+    /// The view of `table`, with the node's own `left`, `conflict`, event and query state.
     pub fn of(
         table: &Membership,
         left: bool,
         conflict: Option<String>,
-        event_ltime: Option<u64>,
+        (event_ltime, query_ltime): (Option<u64>, Option<u64>),
     ) -> Self {
         let members = table.members();
         let local_addr = table.local_meta().id.addr;
@@ -42,6 +44,7 @@ impl View {
             left,
             conflict,
             event_ltime,
+            query_ltime,
         }
     }
 

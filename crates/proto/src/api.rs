@@ -62,6 +62,72 @@ pub struct EventResponse {
     pub ltime: u64,
 }
 
+/// `POST /v1/query` body: a query for the members that pass every filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// The query's name (`query:NAME` handlers match it).
+    pub name: String,
+    /// Given to the handlers on stdin (default: empty).
+    #[serde(default)]
+    pub payload: String,
+    /// Only members whose name matches one of these regular expressions (anchored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// Only members whose tag KEY matches the regular expression (anchored), for every key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// How long to wait, in milliseconds (default: the profile's, scaled by cluster size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Ask each matching member for an ack (default: true, as in Serf).
+    #[serde(default = "yes")]
+    pub ack: bool,
+    /// Also send each answer through this many random members, 0 to 5 (default: 0).
+    #[serde(default)]
+    pub relay_factor: u8,
+}
+
+/// One line of the `POST /v1/query` answer (NDJSON, one object per line, as they happen):
+/// `started` first, then `ack` and `response` lines as they arrive, `done` last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum QueryLine {
+    /// The query was sent (or, with `expected` empty, not: no member passes the filters).
+    Started {
+        /// The query's name.
+        name: String,
+        /// Its Lamport time (`SERF_QUERY_LTIME` in the handlers).
+        ltime: u64,
+        /// How long the agent waits, in milliseconds.
+        timeout_ms: u64,
+        /// The members that pass the filters in this agent's view: the query ends as soon as
+        /// all of them answered.
+        expected: Vec<String>,
+    },
+    /// A member received the query.
+    Ack {
+        /// Its name.
+        from: String,
+    },
+    /// A member answered.
+    Response {
+        /// Its name.
+        from: String,
+        /// Its handler's stdout (invalid UTF-8 replaced).
+        payload: String,
+    },
+    /// The query is over.
+    Done {
+        /// Acks received.
+        acks: usize,
+        /// Answers received.
+        responses: usize,
+        /// True when the timeout ended it (not every expected member answered).
+        timed_out: bool,
+    },
+}
+
 /// `POST /v1/join` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResponse {
@@ -141,6 +207,9 @@ pub struct EventCounts {
     /// User events handed to handlers (the rest were coalesced into newer ones of their name,
     /// or no handler wants them).
     pub user_handled: u64,
+    /// Queries received that this member passes the filters of.
+    #[serde(default)]
+    pub query: u64,
 }
 
 /// The streaming endpoints' readers.

@@ -117,6 +117,28 @@ impl Client {
         })
     }
 
+    /// `POST path` with a JSON body, for an answer of JSON lines (NDJSON, `POST /v1/query`)
+    /// read as they come with [`Lines::next`].
+    pub async fn post_lines<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Lines, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| self.decode(e))?;
+        let (status, incoming, conn) = self.send("POST", path, Bytes::from(body)).await?;
+        if status >= 400 {
+            let bytes = collect(incoming).await.map_err(|e| self.http(e))?;
+            conn.abort();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(Lines {
+            body: incoming,
+            pending: Vec::new(),
+            conn,
+            addr: self.addr.clone(),
+        })
+    }
+
     /// Sends one request on a new connection; the status, the body still to read, and the
     /// task driving the connection (to abort once the body is read).
     async fn send(
@@ -221,6 +243,24 @@ impl Lines {
                 }
             }
         }
+    }
+}
+
+impl Lines {
+    /// The next non-blank line decoded as JSON; `None` once the agent ended the answer.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
+        while let Some(line) = self.next_line().await? {
+            if line.trim().is_empty() {
+                continue;
+            }
+            return serde_json::from_str(&line)
+                .map(Some)
+                .map_err(|e| ClientError::Decode {
+                    addr: self.addr.clone(),
+                    message: e.to_string(),
+                });
+        }
+        Ok(None)
     }
 }
 

@@ -18,6 +18,9 @@ pub enum StreamEvent {
     Member(MemberEvent),
     /// `{"type":"user","event":"user","name":..,"ltime":..,"payload":..,...}`.
     User(UserStreamEvent),
+    /// `{"type":"query","event":"query","name":..,"ltime":..,"payload":..,...}`: a query this
+    /// member passes the filters of (what its `query` handlers see).
+    Query(QueryStreamEvent),
     /// The last line of a stream the agent closed: `{"type":"error","error":{"code",
     /// "message"}}` (`slow_reader`: the reader fell behind and events were dropped for it).
     Error {
@@ -56,6 +59,46 @@ pub struct UserStreamEvent {
     pub coalesce: bool,
 }
 
+/// A query on the stream (what a `query` handler sees).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryStreamEvent {
+    /// Always `query` (`SERF_EVENT`).
+    pub event: String,
+    /// The query's name (`SERF_QUERY_NAME`).
+    pub name: String,
+    /// Its Lamport time (`SERF_QUERY_LTIME`).
+    pub ltime: u64,
+    /// The payload, written as in [`UserStreamEvent::payload`].
+    pub payload: String,
+    /// `text` or `base64`.
+    pub payload_encoding: PayloadEncoding,
+    /// The asking member's gossip address.
+    pub origin: String,
+}
+
+impl QueryStreamEvent {
+    /// The stream line of a query.
+    pub fn new(name: &str, ltime: u64, payload: &[u8], origin: String) -> Self {
+        let (payload, payload_encoding) = encode_payload(payload);
+        Self {
+            event: "query".to_string(),
+            name: name.to_string(),
+            ltime,
+            payload,
+            payload_encoding,
+            origin,
+        }
+    }
+}
+
+/// A payload as JSON text: itself when it is UTF-8, else standard base64.
+fn encode_payload(payload: &[u8]) -> (String, PayloadEncoding) {
+    match std::str::from_utf8(payload) {
+        Ok(text) => (text.to_string(), PayloadEncoding::Text),
+        Err(_) => (base64(payload), PayloadEncoding::Base64),
+    }
+}
+
 /// How a payload is written in a JSON string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,10 +112,7 @@ pub enum PayloadEncoding {
 impl UserStreamEvent {
     /// The stream line of a user event.
     pub fn new(name: &str, ltime: u64, payload: &[u8], coalesce: bool) -> Self {
-        let (payload, payload_encoding) = match std::str::from_utf8(payload) {
-            Ok(text) => (text.to_string(), PayloadEncoding::Text),
-            Err(_) => (base64(payload), PayloadEncoding::Base64),
-        };
+        let (payload, payload_encoding) = encode_payload(payload);
         Self {
             event: "user".to_string(),
             name: name.to_string(),

@@ -10,6 +10,7 @@ pub mod join;
 pub mod leave;
 pub mod members;
 pub mod monitor;
+pub mod query;
 pub mod tags;
 
 /// Why a client command failed. `main` prints it after `shoal: ` and exits 2 (1 for

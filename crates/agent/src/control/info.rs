@@ -57,6 +57,7 @@ pub(super) fn info(st: &ControlState) -> InfoResponse {
         events: EventCounts {
             member: get(&c.member_events),
             user: get(&c.user_events),
+            query: get(&c.query_events),
             user_handled: get(&c.user_handled),
         },
         streams: StreamCounts {

@@ -1,6 +1,8 @@
 //! The control API: HTTP/1.1 + JSON, loopback by default. The CLI is a client of it.
 //!
-//! - this file: the server, the routes, the JSON helpers and the request/response endpoints;
+//! - this file: the server, the routes, the JSON helpers and the request/response endpoints
+//!   (`POST /v1/query` answers with a stream of JSON lines, [`QueryLine`], as acks and answers
+//!   arrive);
 //! - [`streams`]: `GET /v1/stream` and `GET /v1/monitor`, answered with a streamed body;
 //! - [`info`]: `GET /v1/info`.
 
@@ -8,22 +10,24 @@ mod info;
 mod streams;
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shoal_core::{CommandError, NodeHandle};
+use shoal_core::{CommandError, NodeHandle, QueryFilter, QueryParams, QueryUpdate};
 use shoal_proto::{
     ErrorBody, EventRequest, EventResponse, ForceLeaveRequest, JoinRequest, JoinResponse,
-    OkResponse, TagsRequest, TagsResponse,
+    OkResponse, QueryLine, QueryRequest, TagsRequest, TagsResponse,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -73,6 +77,10 @@ pub const MAX_STREAMS: usize = 32;
 
 /// An answer: a whole JSON body, or a stream.
 type Reply = Response<BoxBody<Bytes, Infallible>>;
+
+/// How many lines of a query's answer may wait for the HTTP connection; the writer task waits
+/// when it is full (the engine does not: its own stream to the task is bounded and lossy).
+const QUERY_LINES: usize = 64;
 
 /// Serves the API until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
@@ -126,7 +134,7 @@ fn command_error(e: CommandError) -> Reply {
     let (status, code) = match &e {
         CommandError::UnknownMember(_) => (StatusCode::NOT_FOUND, "not_found"),
         CommandError::NotFailed { .. } => (StatusCode::CONFLICT, "conflict"),
-        CommandError::Meta(_) | CommandError::UserEvent(_) => {
+        CommandError::Meta(_) | CommandError::UserEvent(_) | CommandError::Query(_) => {
             (StatusCode::BAD_REQUEST, "bad_request")
         }
         CommandError::Gossip => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -201,13 +209,17 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
                 Err(e) => command_error(e),
             },
         },
+        (Method::POST, "/v1/query") => match body::<QueryRequest>(req).await {
+            Err(reply) => reply,
+            Ok(r) => query(r, &st.node).await,
+        },
         (Method::GET, "/v1/info") => json(StatusCode::OK, &info::info(st)),
         (Method::GET, "/v1/stream") => streams::events(req.uri().query(), st),
         (Method::GET, "/v1/monitor") => streams::monitor(req.uri().query(), st),
         (
             _,
             "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/tags" | "/v1/event"
-            | "/v1/info" | "/v1/stream" | "/v1/monitor",
+            | "/v1/query" | "/v1/info" | "/v1/stream" | "/v1/monitor",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -218,6 +230,104 @@ async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             "not_found",
             format!("no endpoint {path}"),
         ),
+    }
+}
+
+/// `POST /v1/query`: sends the query, then streams its lines as NDJSON.
+async fn query(r: QueryRequest, node: &NodeHandle) -> Reply {
+    let name = r.name.clone();
+    let (started, mut updates) = match node.query(query_params(r)).await {
+        Ok(sent) => sent,
+        Err(e) => return command_error(e),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(QUERY_LINES);
+    tokio::spawn(async move {
+        let (mut acks, mut responses, mut timed_out) = (0, 0, false);
+        let first = QueryLine::Started {
+            name,
+            ltime: started.ltime,
+            timeout_ms: started.timeout_ms,
+            expected: started.expected,
+        };
+        if tx.send(line(&first)).await.is_err() {
+            return;
+        }
+        while let Some(update) = updates.recv().await {
+            let next = match update {
+                QueryUpdate::Ack { from } => {
+                    acks += 1;
+                    QueryLine::Ack { from }
+                }
+                QueryUpdate::Response { from, payload } => {
+                    responses += 1;
+                    let payload = String::from_utf8_lossy(&payload).into_owned();
+                    QueryLine::Response { from, payload }
+                }
+                QueryUpdate::Done { timed_out: t } => {
+                    timed_out = t;
+                    break;
+                }
+            };
+            if tx.send(line(&next)).await.is_err() {
+                return;
+            }
+        }
+        let done = QueryLine::Done {
+            acks,
+            responses,
+            timed_out,
+        };
+        let _ = tx.send(line(&done)).await;
+    });
+    let mut resp = Response::new(BodyExt::boxed(LineBody(rx)));
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}
+
+/// The engine's query from the request (checked there: regexes, sizes, limits).
+fn query_params(r: QueryRequest) -> QueryParams {
+    let mut filters = Vec::new();
+    if !r.nodes.is_empty() {
+        filters.push(QueryFilter::Nodes(r.nodes));
+    }
+    filters.extend(
+        r.tags
+            .into_iter()
+            .map(|(key, re)| QueryFilter::Tag { key, re }),
+    );
+    QueryParams {
+        name: r.name,
+        payload: r.payload.into_bytes(),
+        filters,
+        timeout_ms: r.timeout_ms,
+        ack: r.ack,
+        relay_factor: r.relay_factor,
+    }
+}
+
+fn line(value: &QueryLine) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// A response body of the lines a task sends; it ends when the task drops its sender.
+struct LineBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for LineBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|line| line.map(|b| Ok(Frame::data(b))))
     }
 }
 

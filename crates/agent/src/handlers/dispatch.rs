@@ -3,7 +3,8 @@
 //! Member events are collected until no new one arrived for the quiet window (or for at most
 //! `MAX_HOLD` in a storm); per member the latest event wins, except that a join stays a join.
 //! User events wait in the same window, where only the newest of each name is kept
-//! ([`super::user`]), unless they were sent with `--coalesce=false`: those run at once.
+//! ([`super::user`]), unless they were sent with `--coalesce=false`: those run at once, as
+//! queries always do (their runs' stdout is the answer, [`super::query`]).
 //! Then the whole view is written to `SHOAL_MEMBERS_FILE` and each batch (one per event kind,
 //! Serf's shape; one per user event) is queued to every handler whose filter wants it. Each
 //! handler has its own worker and bounded queue, so a slow or hung handler delays only itself,
@@ -17,12 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shoal_core::{Event, Member, MemberEventKind, NodeHandle, UserEvent, View};
+use shoal_core::{Event, Member, MemberEventKind, NodeHandle, Query, UserEvent, View};
 use tempfile::TempDir;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
-use super::env::{member_event_env, member_event_stdin, user_event_env, user_event_stdin};
+use super::env::{
+    member_event_env, member_event_stdin, payload_stdin, query_env, user_event_env,
+    user_event_stdin,
+};
 use super::filter::HandlerSpec;
 use super::user::UserPending;
 use crate::shell::{self, Job, Outcome};
@@ -47,6 +51,8 @@ pub struct Counters {
     pub member_events: AtomicU64,
     /// User events received from the node (before coalescing).
     pub user_events: AtomicU64,
+    /// Queries received that this member passes the filters of.
+    pub query_events: AtomicU64,
     /// User events queued to at least one handler.
     pub user_handled: AtomicU64,
 }
@@ -108,6 +114,11 @@ pub async fn run(
                         run_users(&[user], &workers, &node, dir.as_ref(), &counters).await;
                         continue;
                     }
+                    Event::Query(query) => {
+                        let limit = settings.timeout;
+                        run_query(&query, &workers, &node, dir.as_ref(), &counters, limit).await;
+                        continue;
+                    }
                 }
                 last_at = Instant::now();
                 first_at.get_or_insert(last_at);
@@ -136,6 +147,7 @@ fn received(event: &Event, streams: &EventStreams, counters: &Counters) {
     let counter = match event {
         Event::Member { .. } => &counters.member_events,
         Event::User(_) => &counters.user_events,
+        Event::Query(_) => &counters.query_events,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     let closed = streams.publish(event);
@@ -214,6 +226,7 @@ async fn flush(
                 event: kind.as_str().to_string(),
                 env: member_event_env(kind, &snapshot.local, file.as_deref()),
                 stdin: stdin.clone(),
+                ..Job::default()
             };
             queue(worker, job, counters);
         }
@@ -253,9 +266,49 @@ fn queue_users(
                 event: format!("user:{}", user.name),
                 env: user_event_env(user, local, file),
                 stdin: user_event_stdin(user),
+                ..Job::default()
             };
             queue(worker, job, counters);
         }
+    }
+}
+
+/// Runs a query at once (queries are never coalesced) for every handler whose filter wants
+/// its name; the first run that succeeds answers it ([`super::query::answer`]). Each run is
+/// killed at the handler timeout or when the query's time is up, whichever comes first.
+async fn run_query(
+    query: &Query,
+    workers: &[Worker],
+    node: &NodeHandle,
+    dir: Option<&TempDir>,
+    counters: &Counters,
+    handler_timeout: Duration,
+) {
+    let wanted: Vec<&Worker> = workers
+        .iter()
+        .filter(|w| w.spec.wants_query(&query.name))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let (snapshot, file) = context(node, dir).await;
+    let timeout = Duration::from_millis(query.timeout_ms).min(handler_timeout);
+    for worker in wanted {
+        let (done, ran) = oneshot::channel();
+        let job = Job {
+            event: format!("query:{}", query.name),
+            env: query_env(query, &snapshot.local, file.as_deref()),
+            stdin: payload_stdin(&query.payload),
+            timeout: Some(timeout),
+            done: Some(done),
+        };
+        queue(worker, job, counters);
+        tokio::spawn(super::query::answer(
+            node.clone(),
+            query.ltime,
+            query.id,
+            ran,
+        ));
     }
 }
 

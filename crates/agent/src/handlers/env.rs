@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use shoal_core::{Member, MemberEventKind, UserEvent};
+use shoal_core::{Member, MemberEventKind, Query, UserEvent};
 
 use crate::view::tags_string;
 
@@ -56,11 +56,29 @@ pub fn user_event_env(
 
 /// Stdin for a user event: its payload, with a newline added if it lacks one (as Serf does).
 pub fn user_event_stdin(event: &UserEvent) -> Vec<u8> {
-    let mut stdin = event.payload.clone();
+    payload_stdin(&event.payload)
+}
+
+/// A payload with a newline added if it lacks one (Serf's stdin for user events and queries).
+pub fn payload_stdin(payload: &[u8]) -> Vec<u8> {
+    let mut stdin = payload.to_vec();
     if stdin.last().is_some_and(|b| *b != b'\n') {
         stdin.push(b'\n');
     }
     stdin
+}
+
+/// The environment for a query: that of a member event with `SERF_EVENT=query`, plus
+/// `SERF_QUERY_NAME` and `SERF_QUERY_LTIME` (its Lamport time), with twins.
+pub fn query_env(
+    query: &Query,
+    local: &Member,
+    members_file: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut env = event_env("query", local, members_file);
+    both(&mut env, "QUERY_NAME", query.name.clone());
+    both(&mut env, "QUERY_LTIME", query.ltime.to_string());
+    env
 }
 
 /// What every event's environment holds: the event name and the local node's name, role
@@ -149,6 +167,30 @@ mod tests {
             ..event
         };
         assert_eq!(user_event_stdin(&empty), b"");
+    }
+
+    #[test]
+    fn a_query_has_serfs_variables_and_its_payload_on_stdin() {
+        let query = Query {
+            ltime: 7,
+            id: 1,
+            name: "swarm-token".into(),
+            payload: b"who".to_vec(),
+            filters: Vec::new(),
+            origin: "10.0.0.1:7948".parse().expect("addr"),
+            timeout_ms: 1000,
+            ack: true,
+            relay_factor: 0,
+        };
+        let env = query_env(&query, &member("m1", &[("role", "manager")]), None);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("SERF_EVENT"), Some("query"));
+        assert_eq!(get("SHOAL_EVENT"), Some("query"));
+        assert_eq!(get("SERF_QUERY_NAME"), Some("swarm-token"));
+        assert_eq!(get("SHOAL_QUERY_NAME"), Some("swarm-token"));
+        assert_eq!(get("SERF_QUERY_LTIME"), Some("7"));
+        assert_eq!(get("SHOAL_QUERY_LTIME"), Some("7"));
+        assert_eq!(payload_stdin(&query.payload), b"who\n");
     }
 
     #[test]

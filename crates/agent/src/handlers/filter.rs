@@ -97,6 +97,16 @@ impl HandlerSpec {
         wants_user(&self.filters, name)
     }
 
+    /// True when this handler runs for query `name` (`query`, `query:NAME`, `*`).
+    pub fn wants_query(&self, name: &str) -> bool {
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| match f {
+                Filter::All | Filter::Query(None) => true,
+                Filter::Query(Some(wanted)) => wanted == name,
+                Filter::Member(_) | Filter::User(_) => false,
+            })
+    }
+
     /// True when this handler runs for a member event of `kind`.
     pub fn wants_member(&self, kind: MemberEventKind) -> bool {
         wants_member(&self.filters, kind)
@@ -119,6 +129,17 @@ pub fn wants_user(filters: &[Filter], name: &str) -> bool {
             Filter::All | Filter::User(None) => true,
             Filter::User(Some(wanted)) => wanted == name,
             Filter::Member(_) | Filter::Query(_) => false,
+        })
+}
+
+/// True when the filter list wants query `name` (`query`, `query:NAME`, `*`; an empty list
+/// wants everything). `/v1/stream` uses it.
+pub fn wants_query(filters: &[Filter], name: &str) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| match f {
+            Filter::All | Filter::Query(None) => true,
+            Filter::Query(Some(wanted)) => wanted == name,
+            Filter::Member(_) | Filter::User(_) => false,
         })
 }
 
@@ -178,6 +199,20 @@ mod tests {
                 .expect("ok")
                 .wants_user("any")
         );
+    }
+
+    #[test]
+    fn query_filters_match_every_query_or_one_name() {
+        let named = HandlerSpec::parse("query:swarm-token=x").expect("ok");
+        assert!(named.wants_query("swarm-token") && !named.wants_query("load"));
+        assert!(!named.wants_user("swarm-token"));
+        assert!(
+            HandlerSpec::parse("query=x")
+                .expect("ok")
+                .wants_query("any")
+        );
+        assert!(HandlerSpec::parse("x").expect("ok").wants_query("any"));
+        assert!(!HandlerSpec::parse("user=x").expect("ok").wants_query("any"));
     }
 
     #[test]

@@ -4,4 +4,5 @@
 pub mod dispatch;
 pub mod env;
 pub mod filter;
+pub mod query;
 pub mod user;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use shoal_core::{Event, MemberEventKind};
-use shoal_proto::{ErrorDetail, MemberEvent, StreamEvent, UserStreamEvent};
+use shoal_proto::{ErrorDetail, MemberEvent, QueryStreamEvent, StreamEvent, UserStreamEvent};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::fanout::{CAPACITY, Fanout, LineStream};
@@ -58,6 +58,7 @@ impl StreamFilter {
         match event {
             Event::Member { kind, .. } => filter::wants_member(&self.0, *kind),
             Event::User(user) => filter::wants_user(&self.0, &user.name),
+            Event::Query(query) => filter::wants_query(&self.0, &query.name),
         }
     }
 }
@@ -126,6 +127,12 @@ pub fn stream_event(event: &Event) -> StreamEvent {
         }),
         Event::User(u) => StreamEvent::User(UserStreamEvent::new(
             &u.name, u.ltime, &u.payload, u.coalesce,
+        )),
+        Event::Query(q) => StreamEvent::Query(QueryStreamEvent::new(
+            &q.name,
+            q.ltime,
+            &q.payload,
+            q.origin.to_string(),
         )),
     }
 }

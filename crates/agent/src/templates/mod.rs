@@ -197,7 +197,7 @@ async fn render_all(specs: &[TemplateSpec], view: &View, timeout: Duration) {
                             "SHOAL_TEMPLATE_DEST".into(),
                             spec.dest.display().to_string(),
                         )],
-                        stdin: Vec::new(),
+                        ..Job::default()
                     };
                     if shell::run(command, job, timeout).await != Outcome::Exited(Some(0)) {
                         error!(command, "template command failed");

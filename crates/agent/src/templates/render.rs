@@ -134,6 +134,7 @@ mod tests {
             left: false,
             conflict: None,
             event_ltime: None,
+            query_ltime: None,
         }
     }
 

@@ -135,6 +135,7 @@ impl Engine {
         }
         {
             let mut shared = lock(&self.shared);
+            shared.queries.clock.catch_up(state.query_clock);
             for meta in state.metas {
                 if validate_meta(&meta).is_ok() {
                     shared.table.apply_meta(meta);

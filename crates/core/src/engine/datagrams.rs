@@ -1,7 +1,7 @@
 //! What each gossip datagram does once it is decoded ([`super::input::decode`]): foca's
 //! messages go to foca, a direct leave notice marks its sender left, a digest that differs
-//! from ours (members or recent user events) asks for a push-pull; anything else is counted
-//! and dropped.
+//! from ours (members or recent user events) asks for a push-pull, a query's ack or answer is
+//! collected or relayed; anything else is counted and dropped.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,6 +95,10 @@ impl Engine {
             Datagram::Leave(id) => self.member_left(from, id),
             Datagram::Digest(digest) => {
                 self.handle_digest(from, digest);
+                Ok(())
+            }
+            Datagram::QueryResponse(response) => {
+                self.query_response(response);
                 Ok(())
             }
         });

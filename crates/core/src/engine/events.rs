@@ -46,7 +46,7 @@ impl Engine {
         coalesce: bool,
     ) -> Result<u64, CommandError> {
         user_event::validate(&name, &payload)?;
-        let ltime = lock(&self.shared).events.next_ltime();
+        let ltime = lock(&self.shared).events.clock.tick();
         let event = UserEvent {
             ltime,
             name,
@@ -74,7 +74,7 @@ impl Engine {
         if skip {
             shared.events.ignore_before(clock);
         }
-        shared.events.catch_up(clock);
+        shared.events.clock.catch_up(clock);
         for event in events {
             if user_event::validate(&event.name, &event.payload).is_ok() {
                 shared.events.receive(event);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::join::JoinReply;
 use super::outbox::{JoinId, Purpose};
@@ -12,6 +12,7 @@ use crate::anti_entropy::{self, Digest, SyncState};
 use crate::envelope::{self, Kind};
 use crate::error::{CommandError, DropReason};
 use crate::identity::Identity;
+use crate::query::{QueryParams, QueryResponse, QueryStarted, QueryUpdate};
 
 /// A request to the engine. Those with a `reply` are answered once, when done.
 pub(crate) enum Command {
@@ -54,6 +55,20 @@ pub(crate) enum Command {
         coalesce: bool,
         reply: oneshot::Sender<Result<u64, CommandError>>,
     },
+    /// Send a query; answered with what the origin expects, then acks and answers go to
+    /// `updates` (bounded by the caller: a full stream drops updates).
+    Query {
+        params: QueryParams,
+        updates: mpsc::Sender<QueryUpdate>,
+        reply: oneshot::Sender<Result<QueryStarted, CommandError>>,
+    },
+    /// This node's answer to a query it received (a handler's output).
+    RespondQuery {
+        ltime: u64,
+        id: u64,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
     /// The push-pulls of an operator join are done: `joined` answered.
     JoinedVia { joined: usize, join: JoinId },
     /// Names resolved (`failed`: the targets that did not, with the error).
@@ -89,6 +104,8 @@ pub(crate) enum Datagram<'a> {
     Leave(Identity),
     /// A digest: push-pull with the sender if ours differs.
     Digest(Digest),
+    /// An ack or answer to a query, ours or to relay.
+    QueryResponse(QueryResponse),
 }
 
 /// Opens the envelope of a gossip datagram and decodes what foca does not.
@@ -106,6 +123,9 @@ pub(crate) fn decode(packet: &[u8]) -> Result<Datagram<'_>, DropReason> {
         (Kind::Digest, payload) => anti_entropy::decode_digest(payload)
             .map(Datagram::Digest)
             .map_err(undecodable("digest")),
+        (Kind::QueryResponse, payload) => postcard::from_bytes(payload)
+            .map(Datagram::QueryResponse)
+            .map_err(undecodable("query response")),
         (kind, _) => Err(DropReason::NotADatagram(kind)),
     }
 }
@@ -128,6 +148,24 @@ mod tests {
         ));
         let short = envelope::seal(Kind::SwimDigest, b"\0\0");
         assert!(matches!(decode(&short), Err(DropReason::Truncated(_))));
+        let answer = crate::query::QueryResponse {
+            ltime: 3,
+            id: 4,
+            from: "m1".into(),
+            ack: false,
+            payload: b"token".to_vec(),
+            relay_to: None,
+        };
+        let packet = envelope::seal(
+            Kind::QueryResponse,
+            &postcard::to_stdvec(&answer).expect("encode"),
+        );
+        assert!(matches!(decode(&packet), Ok(Datagram::QueryResponse(x)) if x == answer));
+        let err = decode(&envelope::seal(Kind::QueryResponse, b"\x01"))
+            .err()
+            .expect("dropped")
+            .to_string();
+        assert!(err.starts_with("undecodable query response"), "{err}");
         let bad_digest = envelope::seal(Kind::Digest, b"");
         let err = decode(&bad_digest).err().expect("dropped").to_string();
         assert!(err.starts_with("undecodable digest"), "{err}");

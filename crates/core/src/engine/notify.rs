@@ -63,6 +63,7 @@ impl Engine {
             break;
         }
         self.fetch_announced_metas();
+        self.take_new_queries();
         self.publish();
     }
 
@@ -176,7 +177,7 @@ impl Engine {
                 &shared.table,
                 self.leave.left(),
                 self.conflict.lost().cloned(),
-                shared.events.done_up_to(),
+                (shared.events.done_up_to(), shared.queries.done_up_to()),
             );
             self.out.view = Some(view);
         }

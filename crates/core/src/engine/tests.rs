@@ -37,7 +37,7 @@ fn started(config: NodeConfig, generation: u64, seeds: Vec<SocketAddr>, t0: Inst
     let stats = Arc::new(Stats::default());
     let restored = Restored {
         seeds,
-        event_ltime: None,
+        ..Restored::default()
     };
     let mut engine = Engine::new(config, me, restored, false, Some(7), stats, t0).expect("valid");
     engine.start(t0);
@@ -68,6 +68,7 @@ fn state_of(who: Identity, name: &str) -> SyncState {
         intents: Vec::new(),
         event_clock: 0,
         events: Vec::new(),
+        query_clock: 0,
     }
 }
 
@@ -400,4 +401,88 @@ fn an_announced_meta_is_fetched_from_a_member_but_never_from_an_address_only_a_p
         .flat_map(|p| p.addrs.clone())
         .collect();
     assert_eq!(contacted, vec![addr(2)]);
+}
+
+fn query_response(from: &str, key: (u64, u64), relay_to: Option<SocketAddr>) -> Vec<u8> {
+    let response = crate::query::QueryResponse {
+        ltime: key.0,
+        id: key.1,
+        from: from.into(),
+        ack: false,
+        payload: b"token".to_vec(),
+        relay_to,
+    };
+    envelope::seal(
+        Kind::QueryResponse,
+        &postcard::to_stdvec(&response).expect("encode"),
+    )
+}
+
+#[test]
+fn a_query_takes_the_clusters_clock_answers_locally_and_relays_only_to_members() {
+    use crate::membership::Event;
+    use crate::query::{QueryParams, QueryUpdate};
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    let mut state = state_of(id(2, 1), "b");
+    state.query_clock = 700;
+    apply_state(&mut engine, t0, state);
+    engine.take_outbox();
+    let (updates, mut stream) = tokio::sync::mpsc::channel(16);
+    let (reply, mut started) = oneshot::channel();
+    let params = QueryParams {
+        name: "q".into(),
+        ack: true,
+        ..QueryParams::default()
+    };
+    let cmd = Command::Query {
+        params,
+        updates,
+        reply,
+    };
+    engine.handle_command(t0, cmd);
+    let started = started.try_recv().expect("answered").expect("sent");
+    assert_eq!(
+        started.ltime, 700,
+        "stamped with the clock a push-pull brought"
+    );
+    assert_eq!(started.expected, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(started.timeout_ms, 3200, "lan default for two members");
+    assert_eq!(
+        engine.view().query_ltime,
+        Some(700),
+        "kept for the snapshot"
+    );
+    let out = engine.take_outbox();
+    assert!(
+        kinds_to(&out, addr(2)).contains(&Kind::SwimDigest),
+        "gossiped"
+    );
+    assert!(matches!(out.events.as_slice(), [Event::Query(q)] if q.name == "q"));
+    assert_eq!(
+        stream.try_recv(),
+        Ok(QueryUpdate::Ack { from: "a".into() }),
+        "own ack"
+    );
+    let key = (started.ltime, started.id);
+    // A relayed copy naming a non-member is not forwarded; one for us is collected.
+    engine.handle_datagram(t0, addr(2), &query_response("b", key, Some(addr(9))));
+    assert!(engine.take_outbox().datagrams.is_empty());
+    assert!(stream.try_recv().is_err());
+    engine.handle_datagram(t0, addr(2), &query_response("b", key, None));
+    let (reply, mut answered) = oneshot::channel();
+    let cmd = Command::RespondQuery {
+        ltime: key.0,
+        id: key.1,
+        payload: b"mine".to_vec(),
+        reply,
+    };
+    engine.handle_command(t0, cmd);
+    assert!(answered.try_recv().expect("answered").is_ok());
+    let mut got = Vec::new();
+    while let Ok(update) = stream.try_recv() {
+        got.push(update);
+    }
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2], QueryUpdate::Done { timed_out: false });
 }

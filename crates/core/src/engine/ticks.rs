@@ -42,6 +42,8 @@ pub(crate) enum Tick {
         target: Identity,
         incarnation: foca::Incarnation,
     },
+    /// A query of ours (`(ltime, id)`) reached its timeout.
+    QueryDone((u64, u64)),
 }
 
 impl Engine {
@@ -66,6 +68,7 @@ impl Engine {
                 target,
                 incarnation,
             } => self.confirm_down(target, incarnation),
+            Tick::QueryDone(key) => self.query_done(key),
         }
     }
 

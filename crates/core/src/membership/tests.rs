@@ -31,7 +31,7 @@ fn kinds(t: &mut Membership) -> Vec<(MemberEventKind, String, Status)> {
         .into_iter()
         .filter_map(|e| match e {
             Event::Member { kind, member } => Some((kind, member.name, member.status)),
-            Event::User(_) => None,
+            Event::User(_) | Event::Query(_) => None,
         })
         .collect()
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::membership::{MemberEventKind, Status};
+use crate::query::QueryFilter;
 
 /// One seeded scenario: start, faults for a while, heal, quiet; returns the problems found.
 fn scenario(seed: u64) -> (Vec<String>, String) {
@@ -80,7 +81,7 @@ fn scenario(seed: u64) -> (Vec<String>, String) {
         let mut left_seen = Vec::new();
         for (kind, member) in sim.events(at).iter().filter_map(|e| match e {
             Event::Member { kind, member } => Some((kind, member)),
-            Event::User(_) => None,
+            Event::User(_) | Event::Query(_) => None,
         }) {
             if *kind == MemberEventKind::Leave && sim.departed().contains(&member.addr) {
                 left_seen.push(member.addr);
@@ -237,7 +238,7 @@ fn user_events(sim: &Sim, at: SocketAddr) -> Vec<(String, Vec<u8>)> {
         .iter()
         .filter_map(|e| match e {
             Event::User(u) => Some((u.name.clone(), u.payload.clone())),
-            Event::Member { .. } => None,
+            Event::Member { .. } | Event::Query(_) => None,
         })
         .collect()
 }
@@ -598,4 +599,106 @@ fn print_tradeoff_curve() {
             ms
         );
     }
+}
+
+/// The queries (ltime, id, name) the node at `at` handed to its handlers.
+fn queries(sim: &Sim, at: SocketAddr) -> Vec<(u64, u64, String)> {
+    sim.events(at)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Query(q) => Some((q.ltime, q.id, q.name.clone())),
+            Event::Member { .. } | Event::User(_) => None,
+        })
+        .collect()
+}
+
+fn drain(stream: &mut tokio::sync::mpsc::Receiver<QueryUpdate>) -> Vec<QueryUpdate> {
+    let mut got = Vec::new();
+    while let Ok(update) = stream.try_recv() {
+        got.push(update);
+    }
+    got
+}
+
+#[test]
+fn a_query_reaches_only_the_matching_members_and_ends_once_they_all_answered() {
+    let mut sim = Sim::new(23, 5, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let params = QueryParams {
+        name: "swarm-token".into(),
+        filters: vec![QueryFilter::Nodes(vec!["n[12]".into()])],
+        timeout_ms: Some(5000),
+        ack: true,
+        relay_factor: 2,
+        ..QueryParams::default()
+    };
+    let (mut started, mut stream) = sim.query(Sim::addr(0), params.clone());
+    let started = started.try_recv().expect("answered").expect("sent");
+    assert_eq!(started.expected, vec!["n1".to_string(), "n2".to_string()]);
+    sim.run_until(Duration::from_millis(5500));
+    let key = (started.ltime, started.id);
+    for i in 0..5 {
+        let got = queries(&sim, Sim::addr(i));
+        let want = usize::from(i == 1 || i == 2);
+        assert_eq!(got.len(), want, "n{i}: {got:?}");
+    }
+    let acks = drain(&mut stream);
+    assert_eq!(acks.len(), 2, "one ack per member despite relays: {acks:?}");
+    for i in [1, 2] {
+        let mut sent = sim.respond_query(Sim::addr(i), key, format!("token-{i}").as_bytes());
+        assert!(sent.try_recv().expect("answered").is_ok());
+        let mut twice = sim.respond_query(Sim::addr(i), key, b"again");
+        let err = twice.try_recv().expect("answered").expect_err("once");
+        assert!(err.to_string().contains("already answered"), "{err}");
+    }
+    sim.run_until(Duration::from_millis(5600));
+    let got = drain(&mut stream);
+    assert_eq!(got.len(), 3, "two answers, then done: {got:?}");
+    assert!(got.contains(&QueryUpdate::Response {
+        from: "n1".into(),
+        payload: b"token-1".to_vec()
+    }));
+    assert_eq!(
+        got[2],
+        QueryUpdate::Done { timed_out: false },
+        "done before the timeout"
+    );
+    // Nobody answers a second query: it ends at its timeout, not before.
+    let (mut second, mut stream) = sim.query(Sim::addr(3), params);
+    assert!(second.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_millis(10500));
+    assert!(!drain(&mut stream).contains(&QueryUpdate::Done { timed_out: true }));
+    sim.run_until(Duration::from_millis(10700));
+    assert_eq!(
+        drain(&mut stream).last(),
+        Some(&QueryUpdate::Done { timed_out: true })
+    );
+    // Late answers are refused.
+    let mut late = sim.respond_query(Sim::addr(1), key, b"late");
+    assert!(late.try_recv().expect("answered").is_err());
+}
+
+#[test]
+fn a_query_at_the_size_limit_still_reaches_every_member() {
+    let mut sim = Sim::new(24, 4, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let name = "big".to_string();
+    let filter = QueryFilter::Nodes(vec!["n.*".into()]);
+    let payload = vec![b'x'; crate::query::MAX_QUERY_LEN - name.len() - 3];
+    let params = QueryParams {
+        name,
+        payload,
+        filters: vec![filter],
+        timeout_ms: Some(3000),
+        ack: true,
+        relay_factor: 5,
+    };
+    let (mut started, mut stream) = sim.query(Sim::addr(0), params);
+    assert!(started.try_recv().expect("answered").is_ok());
+    sim.run_until(Duration::from_secs(6));
+    for at in sim.live() {
+        assert_eq!(queries(&sim, at).len(), 1, "at {at}");
+    }
+    let acks = drain(&mut stream);
+    assert_eq!(acks.len(), 4, "{acks:?}");
 }
