@@ -21,6 +21,39 @@ pub const TARGET_FAIL_S: f64 = 4.0;
 /// The cluster size the targets are stated for.
 pub const TARGET_N: usize = 20;
 
+/// Which agent a report is about: shoal, or Serf run through the same scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Peer {
+    Shoal,
+    Serf,
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Shoal => "shoal",
+            Peer::Serf => "Serf",
+        }
+    }
+
+    /// The signal of the leave scenario: SIGTERM leaves in shoal; Serf leaves on SIGINT
+    /// (`skip_leave_on_interrupt` is false by default) and not on SIGTERM.
+    pub fn leave_signal(self) -> &'static str {
+        match self {
+            Peer::Shoal => "SIGTERM",
+            Peer::Serf => "SIGINT",
+        }
+    }
+
+    /// A target cell: shown for shoal, `-` for Serf (the targets are shoal's).
+    pub fn target(self, cell: String) -> String {
+        match self {
+            Peer::Shoal => cell,
+            Peer::Serf => "-".into(),
+        }
+    }
+}
+
 /// splitmix64: enough randomness for picking join targets and victims, reproducible by seed.
 pub struct Rng(pub u64);
 
