@@ -91,11 +91,19 @@ const RATIOS: [Ratio; 6] = [
     },
 ];
 
+/// `ok` / `MISS` for a ratio against its limit; `n/a` without a ratio (no runs, or a side
+/// without the figure). A shoal timeout against a finite Serf figure is a `MISS`.
+fn verdict(r: f64, limit: f64) -> &'static str {
+    if r.is_nan() { "n/a" } else { ok(r <= limit) }
+}
+
 /// `0.42x`, or `n/a` when either side has no finite figure (or Serf's is 0).
 fn ratio(a: f64, b: f64) -> (f64, String) {
     let r = a / b;
     if a.is_finite() && b.is_finite() && b > 0.0 {
         (r, format!("{r:.2}x"))
+    } else if a.is_infinite() && b.is_finite() {
+        (f64::INFINITY, "inf".into())
     } else {
         (f64::NAN, "n/a".into())
     }
@@ -104,27 +112,156 @@ fn ratio(a: f64, b: f64) -> (f64, String) {
 fn fig(v: f64, decimals: usize, unit: &str) -> String {
     if v.is_infinite() {
         "timeout".into()
+    } else if v.is_nan() {
+        "n/a".into()
     } else {
         format!("{}{unit}", fmt_num(v, decimals))
     }
 }
 
+/// One row of the side-by-side table: label, figure, decimals, unit, and the ratio target
+/// (shoal at most this many times Serf's) if the issue sets one.
+type Figure = (
+    &'static str,
+    fn(&SizeReport) -> f64,
+    usize,
+    &'static str,
+    Option<f64>,
+);
+
+const FIGURES: [Figure; 17] = [
+    (
+        "wire packets/s per agent (iptables)",
+        wire_pkts,
+        1,
+        "",
+        Some(1.0),
+    ),
+    (
+        "wire bytes/s per agent (iptables)",
+        wire_bytes,
+        0,
+        "",
+        Some(0.75),
+    ),
+    (
+        "idle CPU per agent, mean (s per min)",
+        cpu,
+        3,
+        "",
+        Some(0.5),
+    ),
+    (
+        "idle RSS per agent, max VmRSS (MiB)",
+        |r| fmax(&r.idle.rss_mib),
+        2,
+        "",
+        None,
+    ),
+    (
+        "idle RssAnon per agent, max (MiB)",
+        |r| fmax(&r.idle.anon_mib),
+        2,
+        "",
+        None,
+    ),
+    (
+        "idle PSS per agent, max (MiB)",
+        |r| fmax(&r.idle.pss_mib),
+        2,
+        "",
+        None,
+    ),
+    (
+        "join: all list N alive since 1st start",
+        join,
+        3,
+        " s",
+        Some(0.5),
+    ),
+    (
+        "join: N agents spawned and ready in",
+        |r| r.spawn.as_secs_f64(),
+        3,
+        " s",
+        None,
+    ),
+    (
+        "kill -9: all ran member-failed, worst",
+        fail_worst,
+        3,
+        " s",
+        Some(0.5),
+    ),
+    (
+        "kill -9: all ran member-failed, median",
+        fail_median,
+        3,
+        " s",
+        None,
+    ),
+    (
+        "kill -9: all listed failed, worst",
+        |r| over(&r.kills, DepartRun::all_seen, fmax),
+        3,
+        " s",
+        None,
+    ),
+    (
+        "kill -9: all listed failed, median",
+        |r| over(&r.kills, DepartRun::all_seen, median),
+        3,
+        " s",
+        None,
+    ),
+    (
+        "leave: all listed+handled, worst",
+        leave_worst,
+        3,
+        " s",
+        Some(0.3),
+    ),
+    (
+        "leave: all listed+handled, median",
+        |r| over(&r.leaves, DepartRun::done, median),
+        3,
+        " s",
+        None,
+    ),
+    (
+        "`members` CLI, median (ms)",
+        |r| median(&r.cli_ms),
+        2,
+        "",
+        None,
+    ),
+    (
+        "members in-process, median (ms)",
+        |r| median(&r.api_ms),
+        2,
+        "",
+        None,
+    ),
+    (
+        "pause: runs with a false failure",
+        |r| false_failures(&r.pauses) as f64,
+        0,
+        "",
+        None,
+    ),
+];
+
+fn fail_median(r: &SizeReport) -> f64 {
+    over(&r.kills, DepartRun::all_handled, median)
+}
+
 /// Every figure of one size, shoal beside Serf.
 fn size_table(a: &SizeReport, b: &SizeReport) -> String {
     let mut t = Table::new(&["figure", "shoal", "Serf", "shoal/Serf", "target"]);
-    let targets = |label: &str| {
-        RATIOS
-            .iter()
-            .find(|r| r.label.starts_with(label))
-            .map(|r| r.limit)
-    };
-    let mut row = |label: &str, f: &dyn Fn(&SizeReport) -> f64, d: usize, unit: &str, key: &str| {
+    for (label, f, d, unit, limit) in FIGURES {
         let (x, y) = (f(a), f(b));
         let (r, text) = ratio(x, y);
-        let target = match targets(key) {
-            Some(limit) if !key.is_empty() => format!("<= {limit}x {}", ok(r <= limit)),
-            _ => "-".into(),
-        };
+        let target = limit.map_or("-".into(), |l| format!("<= {l}x {}", verdict(r, l)));
         t.row(vec![
             label.into(),
             fig(x, d, unit),
@@ -132,113 +269,7 @@ fn size_table(a: &SizeReport, b: &SizeReport) -> String {
             text,
             target,
         ]);
-    };
-    row(
-        "wire packets/s per agent (iptables)",
-        &wire_pkts,
-        1,
-        "",
-        "wire packets",
-    );
-    row(
-        "wire bytes/s per agent (iptables)",
-        &wire_bytes,
-        0,
-        "",
-        "wire bytes",
-    );
-    row(
-        "idle CPU per agent, mean (s per min)",
-        &cpu,
-        3,
-        "",
-        "idle CPU",
-    );
-    row(
-        "idle RSS per agent, max VmRSS (MiB)",
-        &|r| fmax(&r.idle.rss_mib),
-        2,
-        "",
-        "",
-    );
-    row(
-        "idle RssAnon per agent, max (MiB)",
-        &|r| fmax(&r.idle.anon_mib),
-        2,
-        "",
-        "",
-    );
-    row(
-        "idle PSS per agent, max (MiB)",
-        &|r| fmax(&r.idle.pss_mib),
-        2,
-        "",
-        "",
-    );
-    row(
-        "join: all list N alive since 1st start",
-        &join,
-        3,
-        " s",
-        "join",
-    );
-    row(
-        "join: N agents spawned and ready in",
-        &|r| r.spawn.as_secs_f64(),
-        3,
-        " s",
-        "",
-    );
-    row(
-        "kill -9: all ran member-failed, worst",
-        &fail_worst,
-        3,
-        " s",
-        "failure",
-    );
-    let fail_med = |r: &SizeReport| over(&r.kills, DepartRun::all_handled, median);
-    row(
-        "kill -9: all ran member-failed, median",
-        &fail_med,
-        3,
-        " s",
-        "",
-    );
-    let seen_worst = |r: &SizeReport| over(&r.kills, DepartRun::all_seen, fmax);
-    row(
-        "kill -9: all listed failed, worst",
-        &seen_worst,
-        3,
-        " s",
-        "",
-    );
-    let seen_med = |r: &SizeReport| over(&r.kills, DepartRun::all_seen, median);
-    row("kill -9: all listed failed, median", &seen_med, 3, " s", "");
-    row(
-        "leave: all listed+handled, worst",
-        &leave_worst,
-        3,
-        " s",
-        "leave",
-    );
-    let leave_med = |r: &SizeReport| over(&r.leaves, DepartRun::done, median);
-    row("leave: all listed+handled, median", &leave_med, 3, " s", "");
-    row(
-        "`members` CLI, median (ms)",
-        &|r| median(&r.cli_ms),
-        2,
-        "",
-        "",
-    );
-    row(
-        "members in-process, median (ms)",
-        &|r| median(&r.api_ms),
-        2,
-        "",
-        "",
-    );
-    let pauses = |r: &SizeReport| false_failures(&r.pauses) as f64;
-    row("pause: runs with a false failure", &pauses, 0, "", "");
+    }
     t.render("  ")
 }
 
@@ -328,7 +359,7 @@ pub fn render_ratio_targets(
         let mut row = vec![target.label.to_string()];
         for (a, b) in &pairs {
             let (r, text) = ratio((target.figure)(a), (target.figure)(b));
-            row.push(format!("{text} {}", ok(r <= target.limit)));
+            row.push(format!("{text} {}", verdict(r, target.limit)));
         }
         t.row(row);
     }

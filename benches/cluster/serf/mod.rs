@@ -21,7 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use shoal_testkit::log_tail;
 use tokio::process::{Child, Command};
 
-use crate::agents::{CONVERGE_POLL, READY_TIMEOUT, REQUEST_TIMEOUT, RunDir};
+use crate::agents::{CONVERGE_POLL, READY_TIMEOUT, REQUEST_TIMEOUT, RunDir, STARTUP_POLL};
 use crate::lister::Lister;
 use crate::report::Rng;
 use crate::serf_rpc;
@@ -199,7 +199,10 @@ impl SerfCluster {
             self.spawn(rng).await?;
         }
         let spawn = start.elapsed();
-        Ok((spawn, self.converge(start, deadline).await))
+        Ok((
+            spawn,
+            self.converge_every(start, deadline, STARTUP_POLL).await,
+        ))
     }
 
     pub fn listers(&self) -> Vec<Lister> {
@@ -245,6 +248,16 @@ impl SerfCluster {
         since: Instant,
         deadline: Duration,
     ) -> std::result::Result<Duration, String> {
+        self.converge_every(since, deadline, CONVERGE_POLL).await
+    }
+
+    /// [`SerfCluster::converge`], polling every `poll`.
+    pub async fn converge_every(
+        &self,
+        since: Instant,
+        deadline: Duration,
+        poll: Duration,
+    ) -> std::result::Result<Duration, String> {
         let start = Instant::now();
         loop {
             let tick = Instant::now();
@@ -255,7 +268,7 @@ impl SerfCluster {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep_until((tick + CONVERGE_POLL).into()).await;
+            tokio::time::sleep_until((tick + poll).into()).await;
         }
     }
 
