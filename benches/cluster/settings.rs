@@ -38,6 +38,10 @@ pub struct Args {
     /// [default: 3; with --quick: 1].
     #[arg(long, value_name = "N")]
     pub pauses: Option<usize>,
+    /// Extra cold starts of N agents per size (after the main one), timed until all list N
+    /// alive and stopped again [default: 5; with --quick: 1].
+    #[arg(long, value_name = "N")]
+    pub join_runs: Option<usize>,
     /// How long a pause run stops its agent.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     pub pause_secs: f64,
@@ -127,6 +131,7 @@ pub struct Settings {
     /// The second loss case's drop probability (applied after convergence), if any.
     pub heavy_loss: Option<f64>,
     pub pauses: usize,
+    pub join_runs: usize,
     pub pause: Duration,
     pub serf: SerfChoice,
     pub loss_serf: Option<PathBuf>,
@@ -260,6 +265,7 @@ impl Settings {
             loss_nodes: args.loss_nodes,
             heavy_loss: (!q && !args.no_loss && args.heavy_loss > 0.0).then_some(args.heavy_loss),
             pauses: args.pauses.unwrap_or(if q { 1 } else { 3 }),
+            join_runs: args.join_runs.unwrap_or(if q { 1 } else { 5 }),
             pause: Duration::from_secs_f64(args.pause_secs),
             serf: if args.in_netns.is_some() || args.in_netns_convergence.is_some() {
                 SerfChoice::Off

@@ -22,7 +22,7 @@ use crate::idle::{IdleReport, Probe, measure_procs, render_idle};
 use crate::lister::Lister;
 use crate::pause::{PauseRun, pause_run, render_pauses};
 use crate::report::{
-    Peer, Rng, TARGET_MEMBERS_MS, Table, fmt_num, fmt_s, median, ok, percentile, progress,
+    Peer, Rng, TARGET_MEMBERS_MS, Table, fmax, fmt_num, fmt_s, median, ok, percentile, progress,
 };
 use crate::settings::Settings;
 
@@ -34,6 +34,9 @@ pub struct SizeReport {
     pub n: usize,
     pub spawn: Duration,
     pub converge: std::result::Result<Duration, String>,
+    /// Seconds until all listed N alive, of the main start and the `--join-runs` cold starts
+    /// after it (infinity: not by the deadline).
+    pub joins: Vec<f64>,
     pub idle: IdleReport,
     pub cli_ms: Vec<f64>,
     pub cli_errors: Vec<String>,
@@ -85,11 +88,22 @@ pub async fn bench_size(n: usize, s: &Settings, rng: &mut Rng, clk_tck: f64) -> 
         leaves.push(run);
     }
     cluster.stop().await;
+    let mut joins = vec![secs(&converge)];
+    for _ in 0..s.join_runs {
+        let mut cluster = Cluster::new(&format!("join-n{n}"), false)?;
+        let (_, converge) = start_cluster(&mut cluster, n, rng, s.timeout).await?;
+        joins.push(secs(&converge));
+        cluster.stop().await;
+    }
+    progress(&format!(
+        "[N={n}] cold starts: all list {n} alive after {joins:.3?} s"
+    ));
     Ok(SizeReport {
         peer: Peer::Shoal,
         n,
         spawn,
         converge,
+        joins,
         idle,
         cli_ms,
         cli_errors,
@@ -98,6 +112,13 @@ pub async fn bench_size(n: usize, s: &Settings, rng: &mut Rng, clk_tck: f64) -> 
         kills,
         leaves,
     })
+}
+
+/// A convergence time in seconds, infinity if it timed out.
+pub fn secs(converge: &Result<Duration, String>) -> f64 {
+    converge
+        .as_ref()
+        .map_or(f64::INFINITY, Duration::as_secs_f64)
 }
 
 /// Progress line of a startup.
@@ -355,6 +376,16 @@ impl SizeReport {
                 Ok(d) => format!("{:.2} s", d.as_secs_f64()),
                 Err(why) => format!("TIMEOUT ({why})"),
             }
+        );
+        let runs: Vec<String> = self.joins.iter().map(|&t| fmt_s(t)).collect();
+        let _ = writeln!(
+            out,
+            "cold starts (this one and {} more): all list {n} alive after median {}, worst {} \
+             ({})",
+            self.joins.len().saturating_sub(1),
+            fmt_s(median(&self.joins)),
+            fmt_s(fmax(&self.joins)),
+            runs.join(", ")
         );
         out.push_str(&render_idle(&self.idle, n, self.peer));
         out.push_str(&self.render_latency());

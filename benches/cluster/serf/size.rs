@@ -22,7 +22,8 @@ use crate::report::{Peer, Rng, progress};
 use crate::serf::{SerfAgent, SerfCluster};
 use crate::settings::Settings;
 use crate::size::{
-    CONVERGE_DEADLINE, SizeReport, log_depart, log_pause, log_startup, time_cli, time_members_api,
+    CONVERGE_DEADLINE, SizeReport, log_depart, log_pause, log_startup, secs, time_cli,
+    time_members_api,
 };
 
 /// The per-size scenarios with `serf` at N = `n`.
@@ -76,11 +77,22 @@ pub async fn bench_serf_size(
         leaves.push(run);
     }
     cluster.stop().await;
+    let mut joins = vec![secs(&converge)];
+    for _ in 0..s.join_runs {
+        let mut cluster = SerfCluster::new(serf, &format!("join-n{n}"), false, handler_spec)?;
+        let (_, converge) = cluster.start(n, rng, s.timeout).await?;
+        joins.push(secs(&converge));
+        cluster.stop().await;
+    }
+    progress(&format!(
+        "[{tag}] cold starts: all list {n} alive after {joins:.3?} s"
+    ));
     Ok(SizeReport {
         peer: Peer::Serf,
         n,
         spawn,
         converge,
+        joins,
         idle,
         cli_ms,
         cli_errors,
