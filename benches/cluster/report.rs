@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::process::Command;
 
 use crate::SHOAL;
-use crate::settings::Settings;
+use crate::settings::{SerfChoice, Settings};
 
 /// Targets (lan profile, N = 20).
 pub const TARGET_RSS_MIB: f64 = 4.0;
@@ -267,6 +267,28 @@ pub async fn print_header(s: &Settings, clk_tck: f64) {
             if c.snat { "" } else { ", no source NAT" }
         ))
     );
+    match &s.serf {
+        SerfChoice::Found(path) => {
+            let version = Command::new(path).arg("version").output().await.ok();
+            let version = version
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .unwrap_or_else(|| "unknown".into());
+            println!(
+                "  serf      {} ({version}): run through the same scenarios (--no-serf skips it)",
+                path.display()
+            );
+        }
+        SerfChoice::Missing(why) => {
+            println!("  serf      SKIPPED, the Serf columns are left out: {why}")
+        }
+        SerfChoice::Off => println!("  serf      skipped (--no-serf)"),
+    }
     let t = shoal_core::Profile::Lan.timings();
     println!(
         "  profile   lan (probe {} ms, suspicion >= {} ms, refused port down after {} ms), \
