@@ -28,6 +28,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Member-list poll period while waiting for convergence.
 pub const CONVERGE_POLL: Duration = Duration::from_millis(100);
 
+/// Member-list poll period while waiting for a newly started cluster (shoal's or Serf's) to
+/// converge: finer than [`CONVERGE_POLL`], as a small cluster converges within a few polls.
+pub const STARTUP_POLL: Duration = Duration::from_millis(20);
+
 /// Extra wait after a replacement converged, so it is fully settled before the next run.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
@@ -269,6 +273,16 @@ impl Cluster {
         since: Instant,
         deadline: Duration,
     ) -> std::result::Result<Duration, String> {
+        self.converge_every(since, deadline, CONVERGE_POLL).await
+    }
+
+    /// [`Cluster::converge`], polling every `poll`.
+    pub async fn converge_every(
+        &self,
+        since: Instant,
+        deadline: Duration,
+        poll: Duration,
+    ) -> std::result::Result<Duration, String> {
         let start = Instant::now();
         loop {
             let tick = Instant::now();
@@ -279,7 +293,7 @@ impl Cluster {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep_until((tick + CONVERGE_POLL).into()).await;
+            tokio::time::sleep_until((tick + poll).into()).await;
         }
     }
 
@@ -307,7 +321,7 @@ pub async fn start_cluster(
         cluster.spawn(rng).await?;
     }
     let spawn = start.elapsed();
-    let converge = cluster.converge(start, deadline).await;
+    let converge = cluster.converge_every(start, deadline, STARTUP_POLL).await;
     Ok((spawn, converge))
 }
 

@@ -74,3 +74,19 @@ pub fn handler_names(file: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The handler start time of the first line naming `member` that started after `after`
+/// (epoch seconds).
+pub fn handler_time_after(file: &Path, member: &str, after: f64) -> Option<f64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split('\t');
+        let ts: f64 = fields.next()?.parse().ok()?;
+        (fields.next()? == member && ts >= after).then_some(ts)
+    })
+}
+
+/// Lines (one per member and handler run) in a handler file.
+pub fn handler_lines(file: &Path) -> usize {
+    std::fs::read_to_string(file).map_or(0, |text| text.lines().count())
+}

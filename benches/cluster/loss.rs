@@ -3,18 +3,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use shoal_proto::Client;
 use tokio::task::JoinSet;
 
-use crate::agents::{Cluster, REQUEST_TIMEOUT, get_members, start_cluster};
-use crate::handlers::{handler_file, handler_runs};
+use crate::agents::{Cluster, REQUEST_TIMEOUT, start_cluster};
+use crate::handlers::{handler_file, handler_lines, handler_runs};
+use crate::lister::Lister;
 use crate::netns::{iptables_counters, own_namespace, reexec_unshared, run_tool};
-use crate::report::{Rng, Table, ok, progress};
+use crate::report::{Peer, Rng, Table, ok, progress};
 use crate::settings::Settings;
 
 /// Poll period of every agent during the loss run's idle window.
@@ -31,8 +31,11 @@ pub enum LossOutcome {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LossReport {
+    pub peer: Peer,
     pub n: usize,
     pub loss: f64,
+    /// The drop rule went in only once the cluster had converged.
+    pub late: bool,
     pub spawn_s: f64,
     pub converge_s: Option<f64>,
     pub converge_note: Option<String>,
@@ -44,6 +47,9 @@ pub struct LossReport {
     pub suspect_transitions: usize,
     /// member-failed handler runs during the window.
     pub handler_runs: usize,
+    /// member-failed handler lines (one per member per run) during the window: (observer,
+    /// member) false failures, whatever the handler coalescing.
+    pub handler_lines: usize,
     /// member-failed handler runs before the window (while converging).
     pub handler_runs_before: usize,
     pub polls: usize,
@@ -56,18 +62,26 @@ pub struct LossReport {
 
 /// Runs the loss scenario in a private network namespace (`unshare --net`, as root) by
 /// re-executing this binary with `--in-netns`.
-pub async fn outer_loss_run(s: &Settings, p: f64) -> LossOutcome {
-    match outer_loss_run_inner(s, p).await {
+/// `late`: the drop rule only once the cluster converged; `serf`: run Serf instead of shoal.
+pub async fn outer_loss_run(s: &Settings, p: f64, late: bool, serf: Option<&Path>) -> LossOutcome {
+    match outer_loss_run_inner(s, p, late, serf).await {
         Ok(outcome) => outcome,
         Err(e) => LossOutcome::Skipped(format!("{e:#}")),
     }
 }
 
-pub async fn outer_loss_run_inner(s: &Settings, p: f64) -> Result<LossOutcome> {
+pub async fn outer_loss_run_inner(
+    s: &Settings,
+    p: f64,
+    late: bool,
+    serf: Option<&Path>,
+) -> Result<LossOutcome> {
     let netns = own_namespace("net")?;
     progress(&format!(
-        "[loss] re-running inside `unshare --net` ({} agents, loss {p})",
-        s.loss_nodes
+        "[loss] re-running inside `unshare --net` ({} {} agents, loss {p}{})",
+        s.loss_nodes,
+        if serf.is_some() { "Serf" } else { "shoal" },
+        if late { ", after convergence" } else { "" }
     ));
     let mut args: Vec<String> = vec!["--in-netns".into(), netns, "--loss".into(), p.to_string()];
     args.extend(["--loss-nodes".into(), s.loss_nodes.to_string()]);
@@ -76,6 +90,12 @@ pub async fn outer_loss_run_inner(s: &Settings, p: f64) -> Result<LossOutcome> {
     args.extend(["--seed".into(), s.seed.to_string()]);
     if s.keep_logs {
         args.push("--keep-logs".into());
+    }
+    if late {
+        args.push("--loss-late".into());
+    }
+    if let Some(serf) = serf {
+        args.extend(["--loss-serf".into(), serf.display().to_string()]);
     }
     let limit = s.idle + LOSS_CONVERGE_DEADLINE + Duration::from_secs(120);
     Ok(
@@ -86,8 +106,9 @@ pub async fn outer_loss_run_inner(s: &Settings, p: f64) -> Result<LossOutcome> {
     )
 }
 
-/// Brings lo up and installs the random-drop rule, refusing to touch the parent's namespace.
-pub async fn setup_netns(parent_ns: &str, p: f64) -> Result<()> {
+/// Brings lo up and installs the counting rule and (unless `late`) the random-drop rule,
+/// refusing to touch the parent's namespace.
+pub async fn setup_netns(parent_ns: &str, p: f64, late: bool) -> Result<()> {
     let own = own_namespace("net")?;
     if own == parent_ns {
         bail!("not in a private network namespace ({own}); refusing to add an iptables rule");
@@ -95,6 +116,14 @@ pub async fn setup_netns(parent_ns: &str, p: f64) -> Result<()> {
     run_tool("ip", &["link", "set", "lo", "up"]).await?;
     // A rule without a target only counts: every packet into lo, for the drop ratio.
     run_tool("iptables", &["-A", "INPUT", "-i", "lo"]).await?;
+    if !late {
+        install_drop(p).await?;
+    }
+    Ok(())
+}
+
+/// The random-drop rule: every packet into lo dropped with probability `p`.
+pub async fn install_drop(p: f64) -> Result<()> {
     run_tool(
         "iptables",
         &[
@@ -116,10 +145,16 @@ pub async fn setup_netns(parent_ns: &str, p: f64) -> Result<()> {
     Ok(())
 }
 
-pub async fn inner_loss_run(s: &Settings, parent_ns: &str, rng: &mut Rng) -> Result<()> {
-    let outcome = match setup_netns(parent_ns, s.loss_p).await {
+/// The inner run: sets the namespace up, runs `scenario` (shoal's [`loss_scenario`] or
+/// Serf's) and prints its outcome as JSON for the outer run.
+pub async fn inner_loss_run(
+    s: &Settings,
+    parent_ns: &str,
+    scenario: impl Future<Output = Result<LossReport>>,
+) -> Result<()> {
+    let outcome = match setup_netns(parent_ns, s.loss_p, s.loss_late).await {
         Err(e) => LossOutcome::Skipped(format!("{e:#}")),
-        Ok(()) => LossOutcome::Done(loss_scenario(s, rng).await?),
+        Ok(()) => LossOutcome::Done(scenario.await?),
     };
     println!(
         "{}",
@@ -139,25 +174,25 @@ pub struct WatchStats {
 
 /// Polls one agent every [`LOSS_POLL`] until `end`, counting members newly listed failed or
 /// suspect.
-pub async fn watch_agent(client: Client, end: Instant) -> WatchStats {
+pub async fn watch_agent(lister: Lister, end: Instant) -> WatchStats {
     let mut stats = WatchStats::default();
     let mut last: HashMap<String, String> = HashMap::new();
     while Instant::now() < end {
         let tick = Instant::now();
         stats.polls += 1;
-        match get_members(&client).await {
+        match lister.statuses().await {
             None => stats.errors += 1,
             Some(view) => {
-                for m in view.members {
-                    let before = last.get(&m.name).map(String::as_str);
-                    if m.status == "failed" && before != Some("failed") {
+                for (name, status) in view {
+                    let before = last.get(&name).map(String::as_str);
+                    if status == "failed" && before != Some("failed") {
                         stats.failed_transitions += 1;
-                        stats.failed_members.insert(m.name.clone());
+                        stats.failed_members.insert(name.clone());
                     }
-                    if m.status == "suspect" && before != Some("suspect") {
+                    if status == "suspect" && before != Some("suspect") {
                         stats.suspect_transitions += 1;
                     }
-                    last.insert(m.name, m.status);
+                    last.insert(name, status);
                 }
             }
         }
@@ -172,20 +207,82 @@ pub async fn loss_scenario(s: &Settings, rng: &mut Rng) -> Result<LossReport> {
     let mut cluster = Cluster::new("loss", s.keep_logs)?;
     progress(&format!("[loss N={n}] starting {n} agents"));
     let (spawn, converge) = start_cluster(&mut cluster, n, rng, LOSS_CONVERGE_DEADLINE).await?;
-    match &converge {
-        Ok(d) => progress(&format!(
-            "[loss N={n}] all list {n} alive after {:.2} s",
-            d.as_secs_f64()
-        )),
-        Err(why) => progress(&format!("[loss N={n}] convergence timeout: {why}")),
-    }
+    let agents: Vec<(String, Lister)> = cluster
+        .agents
+        .iter()
+        .map(|a| (a.name.clone(), Lister::Shoal(a.client.clone())))
+        .collect();
     let files: Vec<PathBuf> = cluster
         .agents
         .iter()
         .map(|a| handler_file(&cluster.handlers, &a.name, "member-failed"))
         .collect();
-    let runs_before: usize = files.iter().map(|f| handler_runs(f)).sum();
+    let mut report = LossReport::new(Peer::Shoal, s, spawn, converge);
+    loss_window(s, &mut report, agents, &files, counters0).await?;
+    report.stable = cluster.check_converged().await.err();
+    cluster.stop().await;
+    Ok(report)
+}
 
+impl LossReport {
+    /// A report of N = `--loss-nodes` agents of `peer` before the window.
+    pub fn new(
+        peer: Peer,
+        s: &Settings,
+        spawn: Duration,
+        converge: std::result::Result<Duration, String>,
+    ) -> Self {
+        let n = s.loss_nodes;
+        match &converge {
+            Ok(d) => progress(&format!(
+                "[loss N={n}] all list {n} alive after {:.2} s",
+                d.as_secs_f64()
+            )),
+            Err(why) => progress(&format!("[loss N={n}] convergence timeout: {why}")),
+        }
+        Self {
+            peer,
+            n,
+            loss: s.loss_p,
+            late: s.loss_late,
+            spawn_s: spawn.as_secs_f64(),
+            converge_s: converge.as_ref().ok().map(Duration::as_secs_f64),
+            converge_note: converge.err(),
+            window_s: 0.0,
+            failed_transitions: 0,
+            failed_pairs: Vec::new(),
+            suspect_transitions: 0,
+            handler_runs: 0,
+            handler_lines: 0,
+            handler_runs_before: 0,
+            polls: 0,
+            poll_errors: 0,
+            dropped: None,
+            lo_packets: None,
+            stable: None,
+        }
+    }
+}
+
+/// The loss run's window, for shoal's or Serf's cluster (`agents`: name and member list,
+/// `files`: their member-failed handler files): with `--loss-late` the drop rule goes in
+/// first; then every agent is polled for `--idle-secs`, and the handler runs and drop counters
+/// are read.
+pub async fn loss_window(
+    s: &Settings,
+    report: &mut LossReport,
+    agents: Vec<(String, Lister)>,
+    files: &[PathBuf],
+    mut counters0: Option<(u64, u64)>,
+) -> Result<()> {
+    let n = report.n;
+    if s.loss_late {
+        install_drop(s.loss_p).await?;
+        counters0 = iptables_counters().await;
+    }
+    let runs_before: usize = files.iter().map(|f| handler_runs(f)).sum();
+    let lines_before: usize = files.iter().map(|f| handler_lines(f)).sum();
+    report.handler_runs_before = runs_before;
     progress(&format!(
         "[loss N={n}] idle window of {} s, polling every agent every {} ms",
         s.idle.as_secs(),
@@ -194,29 +291,9 @@ pub async fn loss_scenario(s: &Settings, rng: &mut Rng) -> Result<LossReport> {
     let start = Instant::now();
     let end = start + s.idle;
     let mut set = JoinSet::new();
-    for agent in &cluster.agents {
-        let client = agent.client.clone();
-        let name = agent.name.clone();
-        set.spawn(async move { (name, watch_agent(client, end).await) });
+    for (name, lister) in agents {
+        set.spawn(async move { (name, watch_agent(lister, end).await) });
     }
-    let mut report = LossReport {
-        n,
-        loss: s.loss_p,
-        spawn_s: spawn.as_secs_f64(),
-        converge_s: converge.as_ref().ok().map(Duration::as_secs_f64),
-        converge_note: converge.err(),
-        window_s: 0.0,
-        failed_transitions: 0,
-        failed_pairs: Vec::new(),
-        suspect_transitions: 0,
-        handler_runs: 0,
-        handler_runs_before: runs_before,
-        polls: 0,
-        poll_errors: 0,
-        dropped: None,
-        lo_packets: None,
-        stable: None,
-    };
     while let Some(joined) = set.join_next().await {
         let (observer, stats) = joined.context("a watcher task failed")?;
         report.polls += stats.polls;
@@ -231,7 +308,8 @@ pub async fn loss_scenario(s: &Settings, rng: &mut Rng) -> Result<LossReport> {
     report.failed_pairs.sort();
     let runs_after: usize = files.iter().map(|f| handler_runs(f)).sum();
     report.handler_runs = runs_after.saturating_sub(runs_before);
-    report.stable = cluster.check_converged().await.err();
+    let lines_after: usize = files.iter().map(|f| handler_lines(f)).sum();
+    report.handler_lines = lines_after.saturating_sub(lines_before);
     if let (Some((seen0, dropped0)), Some((seen1, dropped1))) =
         (counters0, iptables_counters().await)
     {
@@ -242,25 +320,31 @@ pub async fn loss_scenario(s: &Settings, rng: &mut Rng) -> Result<LossReport> {
         "[loss N={n}] failed listings {}, member-failed handler runs {}",
         report.failed_transitions, report.handler_runs
     ));
-    cluster.stop().await;
-    Ok(report)
+    Ok(())
 }
 
 /// The loss run section: the drop rule, the startup, and the false failures of the window.
 pub fn render_loss(outcome: &LossOutcome) -> String {
-    let mut out = String::from("\n=== loss run ===\n");
+    let mut out = String::new();
     let r = match outcome {
         LossOutcome::Skipped(why) => {
-            let _ = writeln!(out, "loss run SKIPPED: {why}");
+            let _ = writeln!(out, "\n=== loss run ===\nloss run SKIPPED: {why}");
             return out;
         }
         LossOutcome::Done(r) => r,
     };
     let _ = writeln!(
         out,
-        "N = {}, {:.0}% random drop of every packet into lo (iptables statistic), private netns",
+        "\n=== loss run, {} ===\nN = {}, {:.0}% random drop of every packet into lo (iptables \
+         statistic), private netns{}",
+        r.peer.name(),
         r.n,
-        r.loss * 100.0
+        r.loss * 100.0,
+        if r.late {
+            "; the drop rule went in once the cluster had converged"
+        } else {
+            ""
+        }
     );
     if let (Some(d), Some(total)) = (r.dropped, r.lo_packets) {
         let _ = writeln!(
@@ -321,6 +405,11 @@ fn render_loss_window(r: &LossReport) -> String {
         "member-failed handler runs".into(),
         r.handler_runs.to_string(),
         format!("0 {}", ok(r.handler_runs == 0)),
+    ]);
+    t.row(vec![
+        "  member-failed lines (observer, member)".into(),
+        r.handler_lines.to_string(),
+        "-".into(),
     ]);
     t.row(vec![
         "an agent newly listed a member suspect".into(),

@@ -11,15 +11,23 @@
 //! for what each number means.
 
 mod agents;
+mod compare;
 mod convergence;
+mod depart;
 mod handlers;
+mod idle;
+mod lister;
 mod loss;
 mod netns;
+mod pause;
 mod procfs;
 mod report;
+mod serf;
+mod serf_rpc;
 mod settings;
 mod size;
 mod targets;
+mod traffic;
 
 use std::process::ExitCode;
 
@@ -27,12 +35,15 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::compare::{LossCase, render_comparison, render_ratio_targets};
 use crate::convergence::{convergence_section, inner_convergence_run};
-use crate::loss::{inner_loss_run, outer_loss_run, render_loss};
+use crate::loss::{inner_loss_run, loss_scenario, outer_loss_run, render_loss};
 use crate::procfs::clock_ticks;
 use crate::report::{Rng, print_header, progress};
-use crate::settings::{Args, Settings};
-use crate::size::bench_size;
+use crate::serf::loss::serf_loss_scenario;
+use crate::serf::size::bench_serf_size;
+use crate::settings::{Args, SerfChoice, Settings};
+use crate::size::{SizeReport, bench_size};
 use crate::targets::render_targets;
 
 /// The release `shoal` binary cargo built for this bench.
@@ -75,31 +86,38 @@ async fn run(args: Args) -> Result<()> {
     let settings = Settings::from_args(&args)?;
     let mut rng = Rng::new(settings.seed);
     if let Some(parent_ns) = &args.in_netns {
-        return inner_loss_run(&settings, parent_ns, &mut rng).await;
+        return match &settings.loss_serf {
+            Some(serf) => {
+                let scenario = serf_loss_scenario(&settings, serf, &mut rng);
+                inner_loss_run(&settings, parent_ns, scenario).await
+            }
+            None => {
+                let scenario = loss_scenario(&settings, &mut rng);
+                inner_loss_run(&settings, parent_ns, scenario).await
+            }
+        };
     }
     if let Some(parent_ns) = &args.in_netns_convergence {
         return inner_convergence_run(&settings, parent_ns, args.parent_mntns.as_deref()).await;
     }
     let clk_tck = clock_ticks().await;
     print_header(&settings, clk_tck).await;
+    let serf = settings.serf.path().cloned();
 
     let mut reports = Vec::new();
+    let mut serf_reports: Vec<SizeReport> = Vec::new();
     for &n in &settings.nodes {
         let report = bench_size(n, &settings, &mut rng, clk_tck).await?;
         print!("{}", report.render());
         reports.push(report);
+        if let Some(serf) = &serf {
+            let report = bench_serf_size(n, &settings, serf, &mut rng, clk_tck).await?;
+            print!("{}", report.render());
+            serf_reports.push(report);
+        }
     }
-    let loss = match settings.loss {
-        Some(p) => {
-            let outcome = outer_loss_run(&settings, p).await;
-            print!("{}", render_loss(&outcome));
-            Some(outcome)
-        }
-        None => {
-            println!("\n=== loss run ===\nskipped (--quick or --no-loss)");
-            None
-        }
-    };
+    let cases = loss_cases(&settings, serf.as_deref()).await;
+    let loss = cases.first().map(|c| &c.shoal);
     let convergence = match settings.convergence {
         Some(c) => {
             let report = convergence_section(&settings, c, &mut rng).await?;
@@ -111,10 +129,47 @@ async fn run(args: Args) -> Result<()> {
             None
         }
     };
-    print!(
-        "{}",
-        render_targets(&reports, loss.as_ref(), convergence.as_ref())
-    );
+    if serf.is_some() {
+        print!("{}", render_comparison(&reports, &serf_reports, &cases));
+    }
+    print!("{}", render_targets(&reports, loss, convergence.as_ref()));
+    match &settings.serf {
+        SerfChoice::Found(_) => {
+            print!("{}", render_ratio_targets(&reports, &serf_reports, &cases));
+        }
+        SerfChoice::Missing(why) => println!("\n=== targets against Serf ===\nSKIPPED: {why}"),
+        SerfChoice::Off => println!("\n=== targets against Serf ===\nskipped (--no-serf)"),
+    }
     progress("done");
     Ok(())
+}
+
+/// The loss runs: `--loss` from the start, then `--heavy-loss` once converged; each with
+/// shoal, then Serf if it runs. Each case is printed as it ends.
+async fn loss_cases(s: &Settings, serf: Option<&std::path::Path>) -> Vec<LossCase> {
+    let Some(p) = s.loss else {
+        println!("\n=== loss run ===\nskipped (--quick or --no-loss)");
+        return Vec::new();
+    };
+    let mut cases = Vec::new();
+    let heavy = s.heavy_loss.map(|h| (h, true));
+    for (p, late) in std::iter::once((p, false)).chain(heavy) {
+        let shoal = outer_loss_run(s, p, late, None).await;
+        print!("{}", render_loss(&shoal));
+        let serf = match serf {
+            Some(serf) => {
+                let outcome = outer_loss_run(s, p, late, Some(serf)).await;
+                print!("{}", render_loss(&outcome));
+                Some(outcome)
+            }
+            None => None,
+        };
+        cases.push(LossCase {
+            p,
+            late,
+            shoal,
+            serf,
+        });
+    }
+    cases
 }

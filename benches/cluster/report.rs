@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::process::Command;
 
 use crate::SHOAL;
-use crate::settings::Settings;
+use crate::settings::{SerfChoice, Settings};
 
 /// Targets (lan profile, N = 20).
 pub const TARGET_RSS_MIB: f64 = 4.0;
@@ -20,6 +20,39 @@ pub const TARGET_FAIL_S: f64 = 4.0;
 
 /// The cluster size the targets are stated for.
 pub const TARGET_N: usize = 20;
+
+/// Which agent a report is about: shoal, or Serf run through the same scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Peer {
+    Shoal,
+    Serf,
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Shoal => "shoal",
+            Peer::Serf => "Serf",
+        }
+    }
+
+    /// The signal of the leave scenario: SIGTERM leaves in shoal; Serf leaves on SIGINT
+    /// (`skip_leave_on_interrupt` is false by default) and not on SIGTERM.
+    pub fn leave_signal(self) -> &'static str {
+        match self {
+            Peer::Shoal => "SIGTERM",
+            Peer::Serf => "SIGINT",
+        }
+    }
+
+    /// A target cell: shown for shoal, `-` for Serf (the targets are shoal's).
+    pub fn target(self, cell: String) -> String {
+        match self {
+            Peer::Shoal => cell,
+            Peer::Serf => "-".into(),
+        }
+    }
+}
 
 /// splitmix64: enough randomness for picking join targets and victims, reproducible by seed.
 pub struct Rng(pub u64);
@@ -234,6 +267,28 @@ pub async fn print_header(s: &Settings, clk_tck: f64) {
             if c.snat { "" } else { ", no source NAT" }
         ))
     );
+    match &s.serf {
+        SerfChoice::Found(path) => {
+            let version = Command::new(path).arg("version").output().await.ok();
+            let version = version
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .unwrap_or_else(|| "unknown".into());
+            println!(
+                "  serf      {} ({version}): run through the same scenarios (--no-serf skips it)",
+                path.display()
+            );
+        }
+        SerfChoice::Missing(why) => {
+            println!("  serf      SKIPPED, the Serf columns are left out: {why}")
+        }
+        SerfChoice::Off => println!("  serf      skipped (--no-serf)"),
+    }
     let t = shoal_core::Profile::Lan.timings();
     println!(
         "  profile   lan (probe {} ms, suspicion >= {} ms, refused port down after {} ms), \

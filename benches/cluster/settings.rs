@@ -1,6 +1,7 @@
 //! The command line ([`Args`]) and the settings resolved from it ([`Settings`], with
 //! `--quick`'s defaults, and [`ConvSettings`] for the convergence section).
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
@@ -33,6 +34,28 @@ pub struct Args {
     /// Cluster size of the loss run.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub loss_nodes: usize,
+    /// Pause runs per cluster size: an agent stopped (SIGSTOP) for --pause-secs, then continued
+    /// [default: 3; with --quick: 1].
+    #[arg(long, value_name = "N")]
+    pub pauses: Option<usize>,
+    /// Extra cold starts of N agents per size (after the main one), timed until all list N
+    /// alive and stopped again [default: 5; with --quick: 1].
+    #[arg(long, value_name = "N")]
+    pub join_runs: Option<usize>,
+    /// How long a pause run stops its agent.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub pause_secs: f64,
+    /// Run HashiCorp Serf (`serf` from PATH) through the same scenarios and print the
+    /// shoal/Serf ratios; fail if `serf` is not found [default: on if `serf` is on PATH].
+    #[arg(long, conflicts_with = "no_serf")]
+    pub serf: bool,
+    /// Skip Serf.
+    #[arg(long)]
+    pub no_serf: bool,
+    /// Drop probability of the second loss case, applied once the cluster has converged
+    /// (UDP and TCP alike); 0 skips it.
+    #[arg(long, value_name = "P", default_value_t = 0.5)]
+    pub heavy_loss: f64,
     /// Skip the loss run (implied by --quick).
     #[arg(long)]
     pub no_loss: bool,
@@ -83,6 +106,12 @@ pub struct Args {
     /// Internal: the parent's mount namespace (with --in-netns-convergence).
     #[arg(long, hide = true, value_name = "MNTNS")]
     pub parent_mntns: Option<String>,
+    /// Internal (with --in-netns): run Serf, this binary, instead of shoal.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub loss_serf: Option<PathBuf>,
+    /// Internal (with --in-netns): install the drop rule only once the cluster converged.
+    #[arg(long, hide = true)]
+    pub loss_late: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     pub bench: bool,
@@ -99,12 +128,69 @@ pub struct Settings {
     pub loss: Option<f64>,
     pub loss_p: f64,
     pub loss_nodes: usize,
+    /// The second loss case's drop probability (applied after convergence), if any.
+    pub heavy_loss: Option<f64>,
+    pub pauses: usize,
+    pub join_runs: usize,
+    pub pause: Duration,
+    pub serf: SerfChoice,
+    pub loss_serf: Option<PathBuf>,
+    pub loss_late: bool,
     pub timeout: Duration,
     pub seed: u64,
     pub keep_logs: bool,
     /// `None` with --no-convergence.
     pub convergence: Option<ConvSettings>,
     pub agent_log_level: Option<String>,
+}
+
+/// Whether the run includes Serf.
+#[derive(Debug, Clone)]
+pub enum SerfChoice {
+    /// --no-serf.
+    Off,
+    /// Not on PATH: the Serf columns are skipped, and the report says so and how to get it.
+    Missing(String),
+    /// The `serf` binary found on PATH.
+    Found(PathBuf),
+}
+
+/// How to get Serf, for the report when it is missing.
+pub const SERF_HOWTO: &str = "Debian's package `serf` (HashiCorp Serf 0.9.4): \
+    `apt-get update && apt-get install -y serf` as root, or put a `serf` binary on PATH";
+
+/// The first executable `name` in a directory of PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+impl SerfChoice {
+    fn from_args(args: &Args) -> Result<Self> {
+        if args.no_serf {
+            return Ok(SerfChoice::Off);
+        }
+        match find_on_path("serf") {
+            Some(path) => Ok(SerfChoice::Found(path)),
+            None if args.serf => bail!("--serf: no `serf` on PATH; install {SERF_HOWTO}"),
+            None => Ok(SerfChoice::Missing(format!(
+                "no `serf` on PATH; install {SERF_HOWTO}"
+            ))),
+        }
+    }
+
+    /// The binary, when Serf runs.
+    pub fn path(&self) -> Option<&PathBuf> {
+        match self {
+            SerfChoice::Found(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// Settings of the convergence section.
@@ -136,6 +222,12 @@ impl Settings {
         }
         if !(0.0..1.0).contains(&args.loss) {
             bail!("--loss must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&args.heavy_loss) {
+            bail!("--heavy-loss must be in [0, 1)");
+        }
+        if !(args.pause_secs > 0.0 && args.pause_secs < 60.0) {
+            bail!("--pause-secs must be in (0, 60)");
         }
         if args.loss_nodes < 2 {
             bail!("--loss-nodes must be at least 2");
@@ -171,6 +263,17 @@ impl Settings {
             loss: (!q && !args.no_loss).then_some(args.loss),
             loss_p: args.loss,
             loss_nodes: args.loss_nodes,
+            heavy_loss: (!q && !args.no_loss && args.heavy_loss > 0.0).then_some(args.heavy_loss),
+            pauses: args.pauses.unwrap_or(if q { 1 } else { 3 }),
+            join_runs: args.join_runs.unwrap_or(if q { 1 } else { 5 }),
+            pause: Duration::from_secs_f64(args.pause_secs),
+            serf: if args.in_netns.is_some() || args.in_netns_convergence.is_some() {
+                SerfChoice::Off
+            } else {
+                SerfChoice::from_args(args)?
+            },
+            loss_serf: args.loss_serf.clone(),
+            loss_late: args.loss_late,
             timeout: Duration::from_secs(args.timeout_secs.max(1)),
             seed,
             keep_logs: args.keep_logs,

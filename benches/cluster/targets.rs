@@ -6,12 +6,13 @@
 use std::fmt::Write as _;
 
 use crate::convergence::{ConvergenceReport, TARGET_HEAL_S, TARGET_SIMUL_S};
+use crate::depart::DepartRun;
 use crate::loss::LossOutcome;
 use crate::report::{
     TARGET_FAIL_S, TARGET_LEAVE_S, TARGET_MEMBERS_MS, TARGET_N, TARGET_RSS_MIB, Table, fmax,
     fmt_num, fmt_s, median, ok,
 };
-use crate::size::{DepartRun, SizeReport};
+use crate::size::SizeReport;
 
 /// The targets section: per cluster size, then the loss run and the convergence section.
 pub fn render_targets(
