@@ -180,7 +180,11 @@ impl Engine {
             timers: TimerQueue::default(),
             timings,
             config,
-            rejoin: Rejoin::new(restored.seeds, backoff.clone()),
+            rejoin: Rejoin::new(
+                restored.seeds,
+                backoff.clone(),
+                rng(seed.map(|s| s ^ 0x6a6f_696e_5f73_6565)),
+            ),
             history,
             queries: QueryState::default(),
             joins: PendingJoins::default(),

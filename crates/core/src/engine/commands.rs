@@ -32,6 +32,7 @@ impl Engine {
                 count = fresh.len(),
                 "join names resolve to new addresses; contacting them"
             );
+            let fresh = self.rejoin.sample(fresh);
             self.push_pull_to(fresh, None);
         }
     }
