@@ -1,6 +1,7 @@
 //! FNV-1a hashing for digests: the membership digest and the user-event digest.
 
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike `DefaultHasher`.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Fnv(u64);
 
 impl Fnv {
