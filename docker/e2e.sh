@@ -72,7 +72,10 @@ wait_balanced() {
 say "1. compose up with 3 web apps"
 t=$(now_ms)
 compose up -d --scale webapp=3 >/dev/null 2>&1
-say "   all 3 reached through HAProxy $(wait_balanced 5000 "$t") s after compose up (target 5 s)"
+# wait_balanced runs in a command substitution: its `fail` ends only that subshell, so the
+# caller checks the status (before, a miss printed FAIL and the run went on to PASS).
+took=$(wait_balanced 5000 "$t") || fail "3 web apps not balanced within 5 s of compose up"
+say "   all 3 reached through HAProxy $took s after compose up (target 5 s)"
 compose down -t 2 >/dev/null 2>&1
 
 say "2. web apps first, ha last"
@@ -80,14 +83,16 @@ compose up -d --scale webapp=3 webapp >/dev/null 2>&1
 sleep 1
 t=$(now_ms)
 compose up -d --scale webapp=3 ha >/dev/null 2>&1
-say "   all 3 reached $(wait_balanced 5000 "$t") s after ha started (target 5 s)"
+took=$(wait_balanced 5000 "$t") || fail "3 web apps not balanced within 5 s of ha starting last"
+say "   all 3 reached $took s after ha started (target 5 s)"
 
 say "3. scale to 6"
 t0=$(now_ms)
 compose up -d --scale webapp=6 --no-recreate >/dev/null 2>&1
 # Timed from when the new containers run: creating them one by one is Docker's time, not ours.
 t=$(now_ms)
-say "   all 6 reached $(wait_balanced 3000 "$t") s after the new containers started (target 3 s; compose took $(secs $((t - t0))) s to start them)"
+took=$(wait_balanced 3000 "$t") || fail "6 web apps not balanced within 3 s of the new containers starting"
+say "   all 6 reached $took s after the new containers started (target 3 s; compose took $(secs $((t - t0))) s to start them)"
 
 ha=$(ids ha)
 ha_ip=$(ip_of "$ha")

@@ -260,7 +260,7 @@ impl Engine {
         self.broadcast_meta(local_meta);
         self.timers.push(self.sync.due, Tick::Sync(0));
         self.timers
-            .push(now + self.timings.probe_period, Tick::Housekeeping);
+            .push(now + self.timings.housekeeping, Tick::Housekeeping);
         if !self.config.join.is_empty() {
             self.timers.push(now, Tick::Resolve);
         }

@@ -72,6 +72,11 @@ pub struct Timings {
     pub refused_down: Duration,
     /// A timer this late means the node itself did not run (stopped, stalled): it refutes.
     pub stall: Duration,
+    /// How often housekeeping runs: suspects noted, members whose meta is missing fetched,
+    /// name conflicts, reaping, config scaling. Apart from the probe period so that a longer
+    /// period (fewer packets) does not slow the repair of a missed meta (a member is listed
+    /// only once its meta is known).
+    pub housekeeping: Duration,
 }
 
 impl Profile {
@@ -91,6 +96,7 @@ impl Profile {
                 retry_max_interval: Duration::from_secs(2),
                 refused_down: Duration::from_millis(500),
                 stall: Duration::from_millis(800),
+                housekeeping: Duration::from_millis(400),
             },
             Profile::Wan => Timings {
                 probe_period: Duration::from_secs(5),
@@ -105,6 +111,7 @@ impl Profile {
                 retry_max_interval: Duration::from_secs(30),
                 refused_down: Duration::from_secs(5),
                 stall: Duration::from_secs(5),
+                housekeeping: Duration::from_secs(5),
             },
             Profile::Local => Timings {
                 probe_period: Duration::from_millis(200),
@@ -119,6 +126,7 @@ impl Profile {
                 retry_max_interval: Duration::from_secs(1),
                 refused_down: Duration::from_millis(400),
                 stall: Duration::from_millis(500),
+                housekeeping: Duration::from_millis(200),
             },
         }
     }

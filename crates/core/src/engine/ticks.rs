@@ -163,7 +163,7 @@ impl Engine {
     fn housekeeping(&mut self) {
         let now = self.now;
         self.timers
-            .push(now + self.timings.probe_period, Tick::Housekeeping);
+            .push(now + self.timings.housekeeping, Tick::Housekeeping);
         let mut missing_meta = None;
         let mut suspected = Vec::new();
         {
