@@ -207,6 +207,17 @@ impl Engine {
         )
     }
 
+    /// The status of the member at `addr` as the view lists it (`None`: not listed), without
+    /// building the whole view.
+    pub(crate) fn member_status(&self, addr: SocketAddr) -> Option<Status> {
+        lock(&self.shared).table.status_of(addr)
+    }
+
+    /// How many members the view lists with `status`, without building it.
+    pub(crate) fn count(&self, status: Status) -> usize {
+        lock(&self.shared).table.count(status)
+    }
+
     /// How long a push-pull may take.
     pub(crate) fn sync_limit(&self) -> Duration {
         self.timings.probe_period * 10

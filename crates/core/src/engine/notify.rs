@@ -12,7 +12,6 @@ use super::ticks::Tick;
 use crate::broadcast::{Broadcast, lock};
 use crate::envelope::{self, Kind};
 use crate::identity::Identity;
-use crate::view::View;
 
 impl Engine {
     /// Sends what foca queued, schedules its timers, applies its notifications; forwards news
@@ -140,12 +139,7 @@ impl Engine {
         // publish an unchanged view on the next turn).
         let changed = shared.table.take_changed();
         if std::mem::take(&mut self.republish) || changed {
-            let view = View::of(
-                &shared.table,
-                self.leave.left(),
-                self.conflict.lost().cloned(),
-            );
-            self.out.view = Some(view);
+            self.out.view_changed = true;
         }
     }
 }
