@@ -199,6 +199,61 @@ fn digest_matches_for_the_same_live_view_in_any_order() {
     assert_ne!(a.digest(), b.digest());
 }
 
+/// The digest as it was first defined (the address hashed as its text, formatted each time):
+/// agents of different versions must agree on it, or every piggybacked digest would differ.
+fn digest_by_definition(t: &Membership) -> u64 {
+    let hash = |parts: &[&[u8]]| {
+        let mut h = Fnv::new();
+        for p in parts {
+            h.write(p);
+        }
+        h.finish()
+    };
+    let mut sum = 0u64;
+    for e in t.entries.values() {
+        let addr = e.id.addr.to_string();
+        let generation = e.id.generation.to_le_bytes();
+        if e.up {
+            let version = e
+                .meta
+                .as_ref()
+                .filter(|m| m.id.generation == e.id.generation)
+                .map_or(0, |m| m.version);
+            sum = sum.wrapping_add(hash(&[
+                addr.as_bytes(),
+                &generation,
+                &version.to_le_bytes(),
+            ]));
+        } else if e.known && e.intent() {
+            sum = sum.wrapping_add(hash(&[b"left", addr.as_bytes(), &generation]));
+        }
+    }
+    sum
+}
+
+#[test]
+fn the_digest_hashes_addresses_as_text_as_it_always_did() {
+    let mut t = table();
+    assert_eq!(t.digest(), digest_by_definition(&t));
+    t.member_up(id(2, 1));
+    t.apply_meta(meta(2, 1, 3, "x"));
+    t.member_up(id(3, 7));
+    t.apply_intent(id(4, 2), false);
+    t.member_down(id(4, 2), Instant::now());
+    assert_eq!(
+        t.count(Status::Left),
+        0,
+        "no meta: not listed, but in the digest"
+    );
+    assert_eq!(t.digest(), digest_by_definition(&t));
+    let v6 = Identity {
+        addr: "[fd00::1]:7948".parse().expect("addr"),
+        generation: 5,
+    };
+    t.member_up(v6);
+    assert_eq!(t.digest(), digest_by_definition(&t));
+}
+
 #[test]
 fn a_live_member_that_restarts_fast_stays_alive_under_its_new_generation() {
     let mut t = table();
