@@ -149,7 +149,11 @@ impl Engine {
             timers: TimerQueue::default(),
             timings,
             config,
-            rejoin: Rejoin::new(snapshot_seeds, backoff.clone()),
+            rejoin: Rejoin::new(
+                snapshot_seeds,
+                backoff.clone(),
+                rng(seed.map(|s| s ^ 0x6a6f_696e_5f73_6565)),
+            ),
             joins: PendingJoins::default(),
             leave: Leave::default(),
             conflict: NameConflict::default(),
@@ -371,6 +375,7 @@ impl Engine {
                 count = fresh.len(),
                 "join names resolve to new addresses; contacting them"
             );
+            let fresh = self.rejoin.sample(fresh);
             self.push_pull_to(fresh, None);
         }
     }

@@ -1,14 +1,25 @@
 //! Joining while alone: the seeds (the join names' addresses at the last resolution plus the
 //! snapshot's members), the attempt count against `retry_max`, the doubling delay between
-//! attempts, and whether an attempt is already scheduled.
+//! attempts, whether an attempt is already scheduled, and how many seeds one contact reaches.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use rand::RngExt;
+use rand::rngs::StdRng;
 
 use super::backoff::Backoff;
 
 /// Beyond the seeds, at most this many members known as down are tried while alone.
 const DOWN_TARGETS: usize = 8;
+
+/// One join attempt (or contact of seeds that are not members) reaches at most this many
+/// addresses, chosen at random. A join name that resolves to every node of a large cluster
+/// (a headless service, identical config) would otherwise have every node push-pull its whole
+/// state with every other at a simultaneous start: N² exchanges of O(N) state (in simulation,
+/// 565 MB among 300 nodes). Gossip and push-pull answers bring the rest; the next attempt
+/// draws again.
+pub(crate) const JOIN_FANOUT: usize = 16;
 
 /// The rejoin state of the local node.
 #[derive(Debug)]
@@ -19,18 +30,36 @@ pub(crate) struct Rejoin {
     retries: u32,
     backoff: Backoff,
     scheduled: bool,
+    /// Draws the seeds an attempt contacts when there are more than [`JOIN_FANOUT`].
+    rng: StdRng,
 }
 
 impl Rejoin {
-    /// Seeds start as the snapshot's members; attempts wait `backoff` between them.
-    pub(crate) fn new(snapshot_seeds: Vec<SocketAddr>, backoff: Backoff) -> Self {
+    /// Seeds start as the snapshot's members; attempts wait `backoff` between them; `rng`
+    /// picks the seeds of an attempt when there are too many.
+    pub(crate) fn new(snapshot_seeds: Vec<SocketAddr>, backoff: Backoff, rng: StdRng) -> Self {
         Self {
             seeds: snapshot_seeds.clone(),
             snapshot_seeds,
             retries: 0,
             backoff,
             scheduled: false,
+            rng,
         }
+    }
+
+    /// At most [`JOIN_FANOUT`] of `addrs`, chosen at random (all of them, in order, when they
+    /// are that few: no draw then).
+    pub(crate) fn sample(&mut self, mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        if addrs.len() <= JOIN_FANOUT {
+            return addrs;
+        }
+        for i in 0..JOIN_FANOUT {
+            let j = self.rng.random_range(i..addrs.len());
+            addrs.swap(i, j);
+        }
+        addrs.truncate(JOIN_FANOUT);
+        addrs
     }
 
     /// The current seeds.
@@ -64,10 +93,13 @@ impl Rejoin {
         members: &[SocketAddr],
     ) -> Vec<SocketAddr> {
         let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| *a != me).collect();
+        // Sorted once: with a thousand addresses and members, `contains` would be 10⁶ steps.
+        let mut members = members.to_vec();
+        members.sort_unstable();
         let fresh = addrs
             .iter()
             .copied()
-            .filter(|a| !members.contains(a))
+            .filter(|a| members.binary_search(a).is_err())
             .collect();
         self.seeds = addrs;
         for s in &self.snapshot_seeds {
@@ -138,7 +170,28 @@ mod tests {
 
     fn rejoin(snapshot: Vec<SocketAddr>) -> Rejoin {
         let ms = Duration::from_millis;
-        Rejoin::new(snapshot, Backoff::new(ms(100), ms(400)))
+        Rejoin::new(
+            snapshot,
+            Backoff::new(ms(100), ms(400)),
+            super::super::rng(Some(1)),
+        )
+    }
+
+    #[test]
+    fn a_contact_reaches_at_most_join_fanout_seeds_drawn_anew_each_time() {
+        let mut r = rejoin(vec![]);
+        let few: Vec<SocketAddr> = (1..=JOIN_FANOUT as u16).map(a).collect();
+        assert_eq!(r.sample(few.clone()), few, "few enough: all, in order");
+        let many: Vec<SocketAddr> = (1..=1000).map(a).collect();
+        let first = r.sample(many.clone());
+        let second = r.sample(many.clone());
+        assert_eq!((first.len(), second.len()), (JOIN_FANOUT, JOIN_FANOUT));
+        let mut distinct = first.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), JOIN_FANOUT, "no address twice");
+        assert!(first.iter().all(|x| many.contains(x)));
+        assert_ne!(first, second, "each attempt draws again");
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl Engine {
             return;
         }
         let targets = self.rejoin.targets(self.local().addr, self.down_addrs());
+        let targets = self.rejoin.sample(targets);
         if targets.is_empty() {
             return;
         }
@@ -229,14 +230,16 @@ impl Engine {
     /// Push-pulls with those of `addrs` that are not live members (our own address excluded).
     fn contact_non_members(&mut self, addrs: Vec<SocketAddr>) {
         let me = self.local().addr;
-        let members = self.member_addrs();
+        let mut members = self.member_addrs();
+        members.sort_unstable();
         let addrs: Vec<SocketAddr> = addrs
             .into_iter()
-            .filter(|a| *a != me && !members.contains(a))
+            .filter(|a| *a != me && members.binary_search(a).is_err())
             .collect();
         if addrs.is_empty() {
             return;
         }
+        let addrs = self.rejoin.sample(addrs);
         debug!(
             count = addrs.len(),
             "contacting join targets that are not members"
