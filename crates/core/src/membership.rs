@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
+use digest::{Fnv, Sums, addr_hashes};
+
+mod digest;
 
 /// A member's name and tags, versioned; travels as a custom broadcast and in push-pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +207,8 @@ pub struct Membership {
     changed: bool,
     /// Counts every change, for callers that cache what they derive from the table.
     revision: u64,
+    /// The digest and the count of named down entries, kept up to date on every change.
+    sums: Sums,
     reconnect_timeout: Duration,
     tombstone_timeout: Duration,
 }
@@ -223,9 +228,11 @@ impl Membership {
             events: Vec::new(),
             changed: true,
             revision: 0,
+            sums: Sums::default(),
             reconnect_timeout,
             tombstone_timeout,
         };
+        table.sums = table.recount();
         table.try_join(addr);
         table
     }
@@ -250,6 +257,10 @@ impl Membership {
     /// The local identity changed (foca renewed it after being declared down). Returns the meta
     /// to broadcast under the new identity.
     pub fn renew_local(&mut self, id: Identity) -> Meta {
+        self.tracked(self.local, |t| t.renew_local_(id))
+    }
+
+    fn renew_local_(&mut self, id: Identity) -> Meta {
         let mut meta = self.local_meta().clone();
         meta.id = id;
         meta.version = 0;
@@ -264,6 +275,10 @@ impl Membership {
 
     /// Marks the local member as leaving (its intent is on its way).
     pub fn set_local_leaving(&mut self) {
+        self.tracked(self.local, |t| t.set_local_leaving_())
+    }
+
+    fn set_local_leaving_(&mut self) {
         if let Some(entry) = self.entries.get_mut(&self.local) {
             entry.intent_gen = Some(entry.id.generation);
             self.touch();
@@ -290,6 +305,10 @@ impl Membership {
 
     /// foca: `MemberUp`.
     pub fn member_up(&mut self, id: Identity) {
+        self.tracked(id.addr, |t| t.member_up_(id))
+    }
+
+    fn member_up_(&mut self, id: Identity) {
         if id.addr == self.local {
             return;
         }
@@ -305,6 +324,10 @@ impl Membership {
 
     /// foca: `MemberDown`.
     pub fn member_down(&mut self, id: Identity, now: Instant) {
+        self.tracked(id.addr, |t| t.member_down_(id, now))
+    }
+
+    fn member_down_(&mut self, id: Identity, now: Instant) {
         if id.addr == self.local {
             return;
         }
@@ -335,6 +358,10 @@ impl Membership {
 
     /// foca: `Rename(old, new)`: the member at that address came back with a new identity.
     pub fn rename(&mut self, _old: Identity, new: Identity) {
+        self.tracked(new.addr, |t| t.rename_(new))
+    }
+
+    fn rename_(&mut self, new: Identity) {
         if new.addr == self.local {
             return;
         }
@@ -358,6 +385,10 @@ impl Membership {
 
     /// A meta arrived (broadcast or push-pull). Returns true when it was news.
     pub fn apply_meta(&mut self, meta: Meta) -> bool {
+        self.tracked(meta.id.addr, |t| t.apply_meta_(meta))
+    }
+
+    fn apply_meta_(&mut self, meta: Meta) -> bool {
         let addr = meta.id.addr;
         if addr == self.local && meta.id.generation != self.entries[&self.local].id.generation {
             return false; // an echo of an older (or foreign) self
@@ -395,6 +426,10 @@ impl Membership {
     /// A leave intent arrived for `id`. `forced` marks an operator's `force-leave`, which never
     /// turns a live member into `leaving`. Returns true when it was news.
     pub fn apply_intent(&mut self, id: Identity, forced: bool) -> bool {
+        self.tracked(id.addr, |t| t.apply_intent_(id, forced))
+    }
+
+    fn apply_intent_(&mut self, id: Identity, forced: bool) -> bool {
         if id.addr == self.local {
             return false;
         }
@@ -439,18 +474,24 @@ impl Membership {
             let member = entry.member();
             // Names identify members for people (Serf keys by name): a member back under its
             // name at another address replaces its dead entry instead of standing beside it.
-            let stale: Vec<SocketAddr> = self
-                .entries
-                .values()
-                .filter(|e| {
-                    e.id.addr != addr
-                        && !e.up
-                        && e.meta.as_ref().is_some_and(|m| m.name == member.name)
-                })
-                .map(|e| e.id.addr)
-                .collect();
+            // (Only down entries with a name can be stale: none, no scan.)
+            let stale: Vec<SocketAddr> = if self.sums.down_named == 0 {
+                Vec::new()
+            } else {
+                self.entries
+                    .values()
+                    .filter(|e| {
+                        e.id.addr != addr
+                            && !e.up
+                            && e.meta.as_ref().is_some_and(|m| m.name == member.name)
+                    })
+                    .map(|e| e.id.addr)
+                    .collect()
+            };
             for old in stale {
-                self.entries.remove(&old);
+                if let Some(gone) = self.entries.remove(&old) {
+                    self.sums.remove(&gone);
+                }
             }
             if let Some(entry) = self.entries.get_mut(&addr) {
                 entry.joined = true;
@@ -483,6 +524,7 @@ impl Membership {
         let mut reaped = Vec::with_capacity(expired.len());
         for addr in expired {
             if let Some(entry) = self.entries.remove(&addr) {
+                self.sums.remove(&entry);
                 if !entry.known {
                     continue;
                 }
@@ -596,75 +638,12 @@ impl Membership {
             .is_some_and(|m| m.id.generation >= id.generation)
     }
 
-    /// A digest of the membership that matters: identities that are up with their meta
-    /// versions, and members known to have left. Two nodes with the same view have the same
-    /// digest; a difference triggers a push-pull. (Leave knowledge is in it so that a node that
-    /// missed an intent, say across a partition, still gets it: it would list `failed` forever.)
-    pub fn digest(&self) -> u64 {
-        let left = self
-            .entries
-            .values()
-            .filter(|e| e.known && !e.up && e.intent())
-            .map(|e| {
-                let mut h = e.addr_hash.1;
-                h.write(&e.id.generation.to_le_bytes());
-                h.finish()
-            });
-        self.entries
-            .values()
-            .filter(|e| e.up)
-            .map(|e| {
-                let version = e
-                    .meta
-                    .as_ref()
-                    .filter(|m| m.id.generation == e.id.generation)
-                    .map_or(0, |m| m.version);
-                let mut h = e.addr_hash.0;
-                h.write(&e.id.generation.to_le_bytes());
-                h.write(&version.to_le_bytes());
-                h.finish()
-            })
-            .chain(left)
-            .fold(0u64, |acc, h| acc.wrapping_add(h))
-    }
-
     /// Counts of members per status.
     pub fn count(&self, status: Status) -> usize {
         self.entries
             .values()
             .filter(|e| e.known && e.meta.is_some() && e.status() == status)
             .count()
-    }
-}
-
-/// The digest hashes an entry's address as its text (`10.0.0.1:7948`), alone or after
-/// `left`; these are the hash states after those prefixes.
-fn addr_hashes(addr: SocketAddr) -> (Fnv, Fnv) {
-    let text = addr.to_string();
-    let mut up = Fnv::new();
-    up.write(text.as_bytes());
-    let mut left = Fnv::new();
-    left.write(b"left");
-    left.write(text.as_bytes());
-    (up, left)
-}
-
-/// FNV-1a, 64 bits: stable across builds and platforms, unlike `DefaultHasher`.
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
