@@ -17,6 +17,8 @@
 //! The network code (outboxes carried out, deliveries, TCP, DNS) is in `sim/network.rs`.
 
 mod network;
+#[cfg(test)]
+mod scale;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
