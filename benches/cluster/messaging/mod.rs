@@ -289,6 +289,11 @@ async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> 
             }
         }
     }
+    progress(&format!(
+        "{}: user events: {}",
+        peer.name(),
+        millis(&r.event)
+    ));
     progress(&format!("{}: {runs} queries", peer.name()));
     for rep in 0..runs {
         match query_run(a, rep, limit).await {
@@ -305,6 +310,11 @@ async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> 
             }
         }
     }
+    progress(&format!(
+        "{}: queries: {}",
+        peer.name(),
+        millis(&r.query_last)
+    ));
     progress(&format!("{}: {runs} tag changes", peer.name()));
     for rep in 0..runs {
         match tags_run(a, rep, limit).await {
@@ -315,7 +325,18 @@ async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> 
             }
         }
     }
+    progress(&format!(
+        "{}: tag changes: {}",
+        peer.name(),
+        millis(&r.tags)
+    ));
     r
+}
+
+/// Per-run times in ms, for the progress log.
+fn millis(v: &[f64]) -> String {
+    let ms = v.iter().map(|t| format!("{:.0}", t * 1000.0));
+    format!("{} ms", ms.collect::<Vec<_>>().join(" "))
 }
 
 /// The section on shoal: a fresh cluster of `m.n` agents, converged, then the scenarios.
