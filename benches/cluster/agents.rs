@@ -50,12 +50,12 @@ pub struct Agent {
     pub _stdout: BufReader<ChildStdout>,
 }
 
-/// Starts `shoal agent --node NAME` on 127.0.0.1 with port 0 (lan profile, the bench's
-/// handler, `--join JOIN` if given) and waits for its readiness line.
+/// Starts `shoal agent --node NAME` on 127.0.0.1 with port 0 (lan profile, the handler spec
+/// `handler`, `--join JOIN` if given) and waits for its readiness line.
 pub async fn spawn_agent(
     name: &str,
     join: Option<&str>,
-    handlers: &Path,
+    handler: &str,
     logs: &Path,
     log_level: Option<&str>,
 ) -> Result<Agent> {
@@ -66,7 +66,7 @@ pub async fn spawn_agent(
     cmd.args(["agent", "--node", name, "--bind", "127.0.0.1:0"])
         .args(["--control", "127.0.0.1:0", "--profile", "lan"])
         .arg("--event-handler")
-        .arg(handler_spec(handlers)?);
+        .arg(handler);
     if let Some(join) = join {
         cmd.args(["--join", join]);
     }
@@ -178,6 +178,8 @@ pub struct Cluster {
     pub spawned: usize,
     /// SHOAL_LOG_LEVEL of the agents (the agent's default if `None`).
     pub log_level: Option<String>,
+    /// The handler spec of the agents, made from the handler directory.
+    pub handler: fn(&Path) -> Result<String>,
 }
 
 impl Cluster {
@@ -195,6 +197,7 @@ impl Cluster {
             agents: Vec::new(),
             spawned: 0,
             log_level: None,
+            handler: handler_spec,
         })
     }
 
@@ -209,10 +212,11 @@ impl Cluster {
         };
         let join = target.map(|t| t.advertise.clone());
         let joined_to = target.map(|t| t.name.clone());
+        let handler = (self.handler)(&self.handlers)?;
         let mut agent = spawn_agent(
             &name,
             join.as_deref(),
-            &self.handlers,
+            &handler,
             &self.logs,
             self.log_level.as_deref(),
         )

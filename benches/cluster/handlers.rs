@@ -27,7 +27,7 @@ pub fn join_handler_spec(dir: &Path) -> Result<String> {
 }
 
 /// `dir` as text that can stand between single quotes in a shell command.
-fn quotable(dir: &Path) -> Result<&str> {
+pub fn quotable(dir: &Path) -> Result<&str> {
     let dir = dir
         .to_str()
         .context("the temporary directory path is not UTF-8")?;

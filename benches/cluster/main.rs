@@ -3,11 +3,11 @@
 //! the event handlers), `shoal members` latency, false failures under 10% packet loss (in a
 //! private network namespace), and convergence: N agents started at once with identical
 //! arguments, N agents joined at random, and the heal of a half/half partition (in a private
-//! network and mount namespace).
+//! network and mount namespace), and user events, queries and tag changes beside Serf.
 //!
 //! Run: `cargo bench -p shoal --bench cluster -- [--quick] [--nodes 5,20,50] [--idle-secs 60]
 //! [--kills 10] [--leaves 3] [--loss 0.1 | --no-loss] [--convergence-runs 3] [--partition-secs 20
-//! | --no-convergence]`. The report goes to stdout, progress to stderr. See docs/benchmarks.md
+//! | --no-convergence] [--messaging-runs 20 | --no-messaging]`. The report goes to stdout, progress to stderr. See docs/benchmarks.md
 //! for what each number means.
 
 mod agents;
@@ -18,6 +18,7 @@ mod handlers;
 mod idle;
 mod lister;
 mod loss;
+mod messaging;
 mod netns;
 mod pause;
 mod procfs;
@@ -38,6 +39,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::compare::{LossCase, render_comparison, render_ratio_targets};
 use crate::convergence::{convergence_section, inner_convergence_run};
 use crate::loss::{inner_loss_run, loss_scenario, outer_loss_run, render_loss};
+use crate::messaging::report::render_messaging;
+use crate::messaging::{serf_messaging, shoal_messaging};
 use crate::procfs::clock_ticks;
 use crate::report::{Rng, print_header, progress};
 use crate::serf::loss::serf_loss_scenario;
@@ -116,6 +119,7 @@ async fn run(args: Args) -> Result<()> {
             serf_reports.push(report);
         }
     }
+    messaging_section(&settings, serf.as_deref(), &mut rng).await?;
     let cases = loss_cases(&settings, serf.as_deref()).await;
     let loss = cases.first().map(|c| &c.shoal);
     let convergence = match settings.convergence {
@@ -141,6 +145,25 @@ async fn run(args: Args) -> Result<()> {
         SerfChoice::Off => println!("\n=== targets against Serf ===\nskipped (--no-serf)"),
     }
     progress("done");
+    Ok(())
+}
+
+/// The messaging section: shoal, then Serf if it runs, then the table.
+async fn messaging_section(
+    s: &Settings,
+    serf: Option<&std::path::Path>,
+    rng: &mut Rng,
+) -> Result<()> {
+    let Some(m) = s.messaging else {
+        println!("\n=== events, queries and tags ===\nskipped (--no-messaging)");
+        return Ok(());
+    };
+    let shoal = shoal_messaging(s, m, rng).await?;
+    let serf = match serf {
+        Some(serf) => Some(serf_messaging(s, m, serf, rng).await?),
+        None => None,
+    };
+    print!("{}", render_messaging(&shoal, serf.as_ref()));
     Ok(())
 }
 

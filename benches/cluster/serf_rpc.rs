@@ -1,8 +1,9 @@
 //! A minimal client of Serf's RPC protocol (msgpack over TCP): the handshake and the `members`
-//! command, enough to poll a Serf agent's member list as often as the bench polls shoal's
+//! command (statuses and tags), enough to poll a Serf agent's member list as often as the bench polls shoal's
 //! `GET /v1/members` (a `serf members` process per poll would cost a Go process start each
 //! time). Each call opens a new connection, as the shoal client does.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -224,6 +225,45 @@ pub async fn members(rpc: &str, timeout: Duration) -> Result<Vec<(String, String
 }
 
 async fn members_inner(rpc: &str) -> Result<Vec<(String, String)>, String> {
+    let list = member_list(rpc).await?;
+    Ok(list
+        .iter()
+        .filter_map(|m| {
+            let name = m.get("Name")?.as_str()?.to_string();
+            let status = m.get("Status")?.as_str()?.to_string();
+            Some((name, status))
+        })
+        .collect())
+}
+
+/// `(name, tags)` of every member the agent at `rpc` lists; `Err` if it did not answer in
+/// full within `timeout`.
+pub async fn member_tags(
+    rpc: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, BTreeMap<String, String>)>, String> {
+    let list = match tokio::time::timeout(timeout, member_list(rpc)).await {
+        Ok(result) => result?,
+        Err(_) => return Err(format!("no answer within {timeout:?}")),
+    };
+    Ok(list
+        .iter()
+        .filter_map(|m| {
+            let name = m.get("Name")?.as_str()?.to_string();
+            let tags = match m.get("Tags") {
+                Some(Value::Map(entries)) => entries
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            Some((name, tags))
+        })
+        .collect())
+}
+
+/// The raw `Members` array of a `members` answer.
+async fn member_list(rpc: &str) -> Result<Vec<Value>, String> {
     let stream = TcpStream::connect(rpc).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let mut conn = Conn {
@@ -238,16 +278,8 @@ async fn members_inner(rpc: &str) -> Result<Vec<(String, String)>, String> {
         .map_err(|e| e.to_string())?;
     conn.response().await?;
     conn.response().await?;
-    let body = conn.next().await?;
-    let Some(Value::Array(list)) = body.get("Members") else {
-        return Err("no Members in the answer".into());
-    };
-    Ok(list
-        .iter()
-        .filter_map(|m| {
-            let name = m.get("Name")?.as_str()?.to_string();
-            let status = m.get("Status")?.as_str()?.to_string();
-            Some((name, status))
-        })
-        .collect())
+    match conn.next().await?.get("Members") {
+        Some(Value::Array(list)) => Ok(list.clone()),
+        _ => Err("no Members in the answer".into()),
+    }
 }

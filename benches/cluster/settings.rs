@@ -72,6 +72,16 @@ pub struct Args {
     /// How long the partition of the convergence section lasts [default: 20; with --quick: 5].
     #[arg(long, value_name = "SECS")]
     pub partition_secs: Option<u64>,
+    /// Repetitions of each scenario of the messaging section (user event, query, tag change)
+    /// [default: 20; with --quick: 3].
+    #[arg(long, value_name = "N")]
+    pub messaging_runs: Option<usize>,
+    /// Cluster size of the messaging section.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub messaging_nodes: usize,
+    /// Skip the messaging section.
+    #[arg(long)]
+    pub no_messaging: bool,
     /// Run the simultaneous-start agents as root with no per-agent source NAT: their TCP
     /// push-pulls then leave from 127.0.0.1, which the partition's iprange rules misplace
     /// (the cut leaks; for comparison).
@@ -142,6 +152,15 @@ pub struct Settings {
     /// `None` with --no-convergence.
     pub convergence: Option<ConvSettings>,
     pub agent_log_level: Option<String>,
+    /// `None` with --no-messaging.
+    pub messaging: Option<MsgSettings>,
+}
+
+/// Settings of the messaging section.
+#[derive(Debug, Clone, Copy)]
+pub struct MsgSettings {
+    pub n: usize,
+    pub runs: usize,
 }
 
 /// Whether the run includes Serf.
@@ -241,6 +260,13 @@ impl Settings {
         if !(2..=254).contains(&conv.n) {
             bail!("--convergence-nodes must be in 2..=254 (agent K binds 127.0.0.K)");
         }
+        let messaging = MsgSettings {
+            n: args.messaging_nodes,
+            runs: args.messaging_runs.unwrap_or(if q { 3 } else { 20 }),
+        };
+        if messaging.n < 2 || messaging.runs == 0 {
+            bail!("--messaging-nodes must be at least 2 and --messaging-runs at least 1");
+        }
         if conv.runs == 0 {
             bail!("--convergence-runs must be at least 1");
         }
@@ -279,6 +305,7 @@ impl Settings {
             keep_logs: args.keep_logs,
             convergence: (!args.no_convergence).then_some(conv),
             agent_log_level: args.agent_log_level.clone(),
+            messaging: (!args.no_messaging).then_some(messaging),
         })
     }
 }
