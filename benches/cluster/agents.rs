@@ -287,18 +287,7 @@ impl Cluster {
         deadline: Duration,
         poll: Duration,
     ) -> std::result::Result<Duration, String> {
-        let start = Instant::now();
-        loop {
-            let tick = Instant::now();
-            match self.check_converged().await {
-                Ok(()) => return Ok(since.elapsed()),
-                Err(why) if start.elapsed() >= deadline => {
-                    return Err(format!("not converged after {deadline:?}: {why}"));
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep_until((tick + poll).into()).await;
-        }
+        poll_converged(|| self.check_converged(), since, deadline, poll).await
     }
 
     /// Kills every agent and reaps it.
@@ -309,6 +298,32 @@ impl Cluster {
         for agent in &mut self.agents {
             let _ = tokio::time::timeout(Duration::from_secs(5), agent.child.wait()).await;
         }
+    }
+}
+
+/// Polls `check` every `poll` until it passes (the time since `since`) or `deadline` has
+/// passed since the first poll (its last complaint). Both agents' clusters converge with it.
+pub async fn poll_converged<F, Fut>(
+    check: F,
+    since: Instant,
+    deadline: Duration,
+    poll: Duration,
+) -> std::result::Result<Duration, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), String>>,
+{
+    let start = Instant::now();
+    loop {
+        let tick = Instant::now();
+        match check().await {
+            Ok(()) => return Ok(since.elapsed()),
+            Err(why) if start.elapsed() >= deadline => {
+                return Err(format!("not converged after {deadline:?}: {why}"));
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep_until((tick + poll).into()).await;
     }
 }
 

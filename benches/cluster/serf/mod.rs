@@ -21,7 +21,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use shoal_testkit::log_tail;
 use tokio::process::{Child, Command};
 
-use crate::agents::{CONVERGE_POLL, READY_TIMEOUT, REQUEST_TIMEOUT, RunDir, STARTUP_POLL};
+use crate::agents::{
+    CONVERGE_POLL, READY_TIMEOUT, REQUEST_TIMEOUT, RunDir, STARTUP_POLL, poll_converged,
+};
 use crate::lister::Lister;
 use crate::report::Rng;
 use crate::serf_rpc;
@@ -258,18 +260,7 @@ impl SerfCluster {
         deadline: Duration,
         poll: Duration,
     ) -> std::result::Result<Duration, String> {
-        let start = Instant::now();
-        loop {
-            let tick = Instant::now();
-            match self.check_converged().await {
-                Ok(()) => return Ok(since.elapsed()),
-                Err(why) if start.elapsed() >= deadline => {
-                    return Err(format!("not converged after {deadline:?}: {why}"));
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep_until((tick + poll).into()).await;
-        }
+        poll_converged(|| self.check_converged(), since, deadline, poll).await
     }
 
     /// Kills every agent and reaps it.
