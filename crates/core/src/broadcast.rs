@@ -19,8 +19,10 @@ use crate::membership::{Membership, Meta};
 use crate::query::{Queries, Query, QueryError, validate as validate_query};
 use crate::user_event::{UserEvent, UserEventError, UserEvents, validate as validate_user_event};
 
-/// Longest node name accepted, in bytes.
+/// Longest node name accepted, in bytes (Serf's limit).
 pub const MAX_NAME_LEN: usize = 128;
+/// Longest tag key accepted, in bytes.
+pub const MAX_TAG_KEY_LEN: usize = 128;
 /// Largest total size of a member's tags (keys + values), in bytes. Serf allows 512; shoal
 /// carries larger sets by push-pull (see the module docs).
 pub const MAX_TAGS_LEN: usize = 4096;
@@ -75,7 +77,13 @@ pub enum BroadcastError {
     Query(#[from] QueryError),
 }
 
-/// A name or tag set that breaks the limits.
+/// A name or tag set that breaks the rules: the safe character sets or the limits.
+///
+/// Names and tag keys end up in shell environments, config files rendered from templates,
+/// log lines and terminal tables, so they are held to a DNS-label-like set (ASCII letters,
+/// digits, `-`, `_`, `.`); tag values may hold anything printable, never a control character
+/// (a newline in a value could add a line to a rendered HAProxy config). Values are quoted
+/// with `{:?}` here, so the error itself is one safe line.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MetaError {
     /// Empty node name.
@@ -84,24 +92,125 @@ pub enum MetaError {
     /// Node name too long.
     #[error("node name is {0} bytes; the limit is {MAX_NAME_LEN}")]
     NameTooLong(usize),
+    /// A character outside the safe set in the node name.
+    #[error(
+        "node name {name:?} has {bad:?}: only ASCII letters, digits, '-', '_' and '.' are allowed"
+    )]
+    UnsafeName {
+        /// The name as given.
+        name: String,
+        /// The first character refused.
+        bad: char,
+    },
+    /// Empty tag key.
+    #[error("a tag key is empty")]
+    EmptyTagKey,
+    /// Tag key too long.
+    #[error("tag key {key:?} is {len} bytes; the limit is {MAX_TAG_KEY_LEN}", len = .key.len())]
+    TagKeyTooLong {
+        /// The key.
+        key: String,
+    },
+    /// A character outside the safe set in a tag key.
+    #[error(
+        "tag key {key:?} has {bad:?}: only ASCII letters, digits, '-', '_' and '.' are allowed"
+    )]
+    UnsafeTagKey {
+        /// The key as given.
+        key: String,
+        /// The first character refused.
+        bad: char,
+    },
+    /// A control character (or a Unicode line or paragraph separator) in a tag value.
+    #[error("tag {key}'s value {value:?} has the control character {bad:?}")]
+    UnsafeTagValue {
+        /// The tag's key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// The first character refused.
+        bad: char,
+    },
     /// Tags too large.
     #[error("tags take {0} bytes; the limit is {MAX_TAGS_LEN}")]
     TagsTooLarge(usize),
 }
 
-/// Checks a meta against the limits.
-pub fn validate_meta(meta: &Meta) -> Result<(), MetaError> {
-    if meta.name.is_empty() {
+/// Whether `c` may appear in a node name or a tag key.
+fn safe_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// Whether `c` breaks a line or controls a terminal: refused in tag values.
+fn control_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Checks a node name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits, `-`, `_`, `.`.
+pub fn validate_name(name: &str) -> Result<(), MetaError> {
+    if name.is_empty() {
         return Err(MetaError::EmptyName);
     }
-    if meta.name.len() > MAX_NAME_LEN {
-        return Err(MetaError::NameTooLong(meta.name.len()));
+    if name.len() > MAX_NAME_LEN {
+        return Err(MetaError::NameTooLong(name.len()));
     }
-    let size: usize = meta.tags.iter().map(|(k, v)| k.len() + v.len()).sum();
+    match name.chars().find(|c| !safe_name_char(*c)) {
+        Some(bad) => Err(MetaError::UnsafeName {
+            name: name.to_string(),
+            bad,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks one tag: the key as a name (up to [`MAX_TAG_KEY_LEN`] bytes), the value free of
+/// control characters.
+pub fn validate_tag(key: &str, value: &str) -> Result<(), MetaError> {
+    if key.is_empty() {
+        return Err(MetaError::EmptyTagKey);
+    }
+    if key.len() > MAX_TAG_KEY_LEN {
+        return Err(MetaError::TagKeyTooLong {
+            key: key.to_string(),
+        });
+    }
+    if let Some(bad) = key.chars().find(|c| !safe_name_char(*c)) {
+        return Err(MetaError::UnsafeTagKey {
+            key: key.to_string(),
+            bad,
+        });
+    }
+    match value.chars().find(|c| control_char(*c)) {
+        Some(bad) => Err(MetaError::UnsafeTagValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            bad,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a tag set: every tag ([`validate_tag`]) and the total size.
+pub fn validate_tags<'a>(
+    tags: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), MetaError> {
+    let mut size = 0usize;
+    for (k, v) in tags {
+        validate_tag(k, v)?;
+        size += k.len() + v.len();
+    }
     if size > MAX_TAGS_LEN {
         return Err(MetaError::TagsTooLarge(size));
     }
     Ok(())
+}
+
+/// Checks a meta against the rules: its name ([`validate_name`]) and tags
+/// ([`validate_tags`]). A meta from the network that fails is dropped and counted, so a
+/// member with an unsafe name is never listed, never handed to a handler or a template.
+pub fn validate_meta(meta: &Meta) -> Result<(), MetaError> {
+    validate_name(&meta.name)?;
+    validate_tags(&meta.tags)
 }
 
 /// What makes a newer broadcast replace an older one in foca's queue.
@@ -262,5 +371,123 @@ mod tests {
         let err = validate_meta(&meta).expect_err("over the limit");
         assert_eq!(err, MetaError::TagsTooLarge(MAX_TAGS_LEN + 1));
         assert_eq!(err.to_string(), "tags take 4097 bytes; the limit is 4096");
+    }
+
+    /// Issue 10: a gossiped meta with an unsafe name is an error for foca (the packet is
+    /// dropped and counted) and changes nothing in the table.
+    #[test]
+    fn a_gossiped_meta_with_an_unsafe_name_is_refused_and_not_applied() {
+        let own = Meta {
+            id: Identity::new("127.0.0.1:1".parse().expect("addr")),
+            version: 0,
+            name: "a".into(),
+            tags: BTreeMap::new(),
+        };
+        let table = Membership::new(
+            own,
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(60),
+        );
+        let shared = Arc::new(Mutex::new(Shared::new(
+            table,
+            UserEvents::restored(None),
+            Queries::restored(None),
+        )));
+        let mut handler = ItemHandler::new(shared.clone());
+        let sender = Identity::new("127.0.0.1:2".parse().expect("addr"));
+        let item = Broadcast::Meta(Meta {
+            id: sender,
+            version: 1,
+            name: "web-9\n    server evil 6.6.6.6:80 check\n#".into(),
+            tags: BTreeMap::new(),
+        })
+        .encode()
+        .expect("encode");
+        let result = handler.receive_item(&item, Some(&sender));
+        assert!(
+            matches!(
+                result,
+                Err(BroadcastError::Invalid(MetaError::UnsafeName { .. }))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(lock(&shared).table.metas().len(), 1);
+    }
+
+    /// Issue 10: the README's HAProxy template attack, a name with a newline and a config line.
+    #[test]
+    fn names_and_tag_keys_outside_the_safe_set_are_refused_and_quoted_in_the_error() {
+        for good in ["web-1", "db_2.east", "A", &"n".repeat(MAX_NAME_LEN)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        let attack = "web-9\n    server evil 6.6.6.6:80 check\n#";
+        let err = validate_name(attack).expect_err("newline");
+        assert_eq!(
+            err.to_string(),
+            r#"node name "web-9\n    server evil 6.6.6.6:80 check\n#" has '\n': only ASCII letters, digits, '-', '_' and '.' are allowed"#
+        );
+        assert!(!err.to_string().contains('\n'));
+        for bad in ["a b", "a/b", "tab\t", "nul\0", "é", "a:b", "a\u{1b}[31m"] {
+            assert!(
+                matches!(validate_name(bad), Err(MetaError::UnsafeName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(validate_name(""), Err(MetaError::EmptyName));
+        assert_eq!(
+            validate_name(&"n".repeat(MAX_NAME_LEN + 1)),
+            Err(MetaError::NameTooLong(MAX_NAME_LEN + 1))
+        );
+        assert!(matches!(
+            validate_tag("http port", "80"),
+            Err(MetaError::UnsafeTagKey { bad: ' ', .. })
+        ));
+        assert!(matches!(
+            validate_tag(&"k".repeat(MAX_TAG_KEY_LEN + 1), "v"),
+            Err(MetaError::TagKeyTooLong { .. })
+        ));
+        assert_eq!(validate_tag("", "v"), Err(MetaError::EmptyTagKey));
+    }
+
+    #[test]
+    fn tag_values_may_hold_anything_printable_but_no_control_character() {
+        for good in [
+            "",
+            "80",
+            "a b=c,d",
+            "üñï €",
+            "{\"json\": [1]}",
+            "'quoted' \"too\"",
+        ] {
+            assert_eq!(validate_tag("k", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "80\n    server evil",
+            "a\rb",
+            "\t",
+            "\u{7f}",
+            "\u{85}",
+            "\u{2028}",
+            "\u{1b}[2J",
+        ] {
+            assert!(
+                matches!(
+                    validate_tag("k", bad),
+                    Err(MetaError::UnsafeTagValue { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let meta = Meta {
+            id: Identity::new("127.0.0.1:1".parse().expect("addr")),
+            version: 0,
+            name: "n".into(),
+            tags: BTreeMap::from([("http_port".into(), "80\n    server evil".into())]),
+        };
+        let err = validate_meta(&meta).expect_err("newline in a value");
+        assert_eq!(
+            err.to_string(),
+            r#"tag http_port's value "80\n    server evil" has the control character '\n'"#
+        );
     }
 }

@@ -69,6 +69,9 @@ pub struct Stats {
     pub packets_dropped: AtomicU64,
     /// Push-pulls completed (both directions).
     pub push_pulls: AtomicU64,
+    /// Member metas (name and tags) refused for breaking the safe-name rules or the limits,
+    /// from gossip or push-pull: that member is not listed until it sends a valid one.
+    pub metas_refused: AtomicU64,
     /// Events dropped because the consumer fell behind.
     pub events_dropped: AtomicU64,
     /// Probes that UDP lost and a TCP ping answered (memberlist's fallback).

@@ -11,9 +11,10 @@ use tracing::{debug, info, warn};
 use super::conflict::Verdict;
 use super::{Engine, JoinId, leave, ticks::Tick};
 use crate::anti_entropy::SyncState;
-use crate::broadcast::{Broadcast, lock, validate_meta};
+use crate::broadcast::{Broadcast, MetaError, lock, validate_meta};
 use crate::error::CommandError;
 use crate::membership::Status;
+use crate::view::Stats;
 
 impl Engine {
     /// New resolution of the join names. While alone, try the seeds now; otherwise contact
@@ -134,12 +135,19 @@ impl Engine {
         if state.from.is_some_and(|from| from != self.local()) {
             self.apply_events(state.event_clock, state.events, join);
         }
+        let mut refused = None;
         {
             let mut shared = lock(&self.shared);
             shared.queries.clock.catch_up(state.query_clock);
             for meta in state.metas {
-                if validate_meta(&meta).is_ok() {
-                    shared.table.apply_meta(meta);
+                match validate_meta(&meta) {
+                    Ok(()) => {
+                        shared.table.apply_meta(meta);
+                    }
+                    Err(error) => {
+                        Stats::add(&self.stats.metas_refused, 1);
+                        refused = Some((meta.id.addr, error));
+                    }
                 }
             }
             for (id, forced) in state.intents {
@@ -151,11 +159,30 @@ impl Engine {
                 shared.table.settle_announced(from);
             }
         }
+        if let Some((member, error)) = refused {
+            self.refused_meta(member, &error);
+        }
         if let Err(error) = self
             .foca
             .apply_many(state.members.into_iter(), true, &mut self.runtime)
         {
             debug!(%error, "applying push-pull state failed");
+        }
+    }
+
+    /// A push-pull carried a meta that breaks the name rules (counted already): warns at most
+    /// every 5 s, like a dropped packet.
+    fn refused_meta(&mut self, member: SocketAddr, error: &MetaError) {
+        let now = self.now;
+        if self
+            .last_warn
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(5))
+        {
+            self.last_warn = Some(now);
+            warn!(%member, %error,
+                "refused a member's name or tags from a push-pull (further ones for 5 s at debug level)");
+        } else {
+            debug!(%member, %error, "refused a member's name or tags from a push-pull");
         }
     }
 

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::Engine;
 use super::input::{self, Datagram};
 use crate::anti_entropy::Digest;
-use crate::broadcast::lock;
+use crate::broadcast::{BroadcastError, lock};
 use crate::error::DropReason;
 use crate::identity::Identity;
 use crate::view::Stats;
@@ -32,6 +32,14 @@ impl Engine {
             self.probes.received(&h);
         }
         let result = self.foca.handle_data(payload, &mut self.runtime);
+        if let Err(foca::Error::CustomBroadcast(error)) = &result
+            && matches!(
+                error.downcast_ref::<BroadcastError>(),
+                Some(BroadcastError::Invalid(_))
+            )
+        {
+            Stats::add(&self.stats.metas_refused, 1);
+        }
         if let (Some(theirs), Ok(())) = (digest, &result) {
             self.piggybacked_digest(from, theirs);
         }

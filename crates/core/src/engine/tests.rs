@@ -486,3 +486,33 @@ fn a_query_takes_the_clusters_clock_answers_locally_and_relays_only_to_members()
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[2], QueryUpdate::Done { timed_out: false });
 }
+
+/// Issue 10: a member announcing the README's HAProxy attack as its name is never listed.
+#[test]
+fn a_push_pull_naming_a_member_with_an_unsafe_name_or_tag_is_refused_and_counted() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    apply_state(
+        &mut engine,
+        t0,
+        state_of(id(2, 1), "web-9\n    server evil 6.6.6.6:80 check\n#"),
+    );
+    let mut tagged = state_of(id(3, 1), "web-3");
+    tagged.metas[0]
+        .tags
+        .insert("http_port".into(), "80\n    server evil 6.6.6.6:80".into());
+    apply_state(&mut engine, t0, tagged);
+    apply_state(&mut engine, t0, state_of(id(4, 1), "web-4"));
+    let names: Vec<String> = engine
+        .view()
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "web-4"]);
+    let refused = engine
+        .stats
+        .metas_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 2);
+}
