@@ -78,16 +78,20 @@ pub async fn spawn_agent(
         ready_async::spawn_piped(&mut cmd).map_err(|e| ready_error(name, &log, e))?;
     let pid = child.id().context("the agent has no pid")?;
     let ready = read_ready(name, &mut stdout, &log, READY_TIMEOUT).await?;
-    for addr in [ready.advertise, ready.control] {
+    let control: std::net::SocketAddr = ready
+        .control
+        .parse()
+        .with_context(|| format!("agent {name}: control address {:?}", ready.control))?;
+    for addr in [ready.advertise, control] {
         if addr.ip() != Ipv4Addr::LOCALHOST {
             bail!("agent {name} is not on 127.0.0.1: {addr}");
         }
     }
     Ok(Agent {
         name: name.to_string(),
-        client: Client::new(ready.control.to_string()),
+        client: Client::new(ready.control.clone()),
         advertise: ready.advertise.to_string(),
-        control: ready.control.to_string(),
+        control: ready.control.clone(),
         pid,
         child,
         log,

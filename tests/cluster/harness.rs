@@ -24,8 +24,14 @@ pub struct Agent {
     pub name: String,
     /// The bound gossip address, from the readiness line.
     pub gossip: SocketAddr,
-    /// The bound control-API address, from the readiness line.
+    /// The bound control-API address, from the readiness line; the unspecified address
+    /// `0.0.0.0:0` for an agent started with `--control unix:PATH` (see `control_addr`).
     pub control: SocketAddr,
+    /// The control address as the readiness line gives it: `ip:port` or `unix:/path`.
+    pub control_addr: String,
+    /// The token the agent was started with (`--control-token-file`), which the harness's
+    /// own requests send.
+    pub token: Option<String>,
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -54,6 +60,17 @@ impl Agent {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let control: &[&str] = if args.contains(&"--control") {
+            &[]
+        } else {
+            &["--control", "127.0.0.1:0"]
+        };
+        let token = args
+            .iter()
+            .position(|a| *a == "--control-token-file")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .map(|t| t.trim().to_string());
         let bind: &[&str] = if args.contains(&"--bind") {
             &[]
         } else {
@@ -72,7 +89,8 @@ impl Agent {
         let mut cmd = clean_command(program);
         cmd.args(pre)
             .args(shoal)
-            .args(["agent", "--node", name, "--control", "127.0.0.1:0"])
+            .args(["agent", "--node", name])
+            .args(control)
             .args(bind)
             .args(profile)
             .args(["--log-level", "info,shoal=debug"])
@@ -89,7 +107,12 @@ impl Agent {
         Ok(Agent {
             name: name.to_string(),
             gossip: ready.gossip,
-            control: ready.control,
+            control: ready
+                .control
+                .parse()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            control_addr: ready.control,
+            token,
             child,
             log,
             _dir: dir,
@@ -108,7 +131,7 @@ impl Agent {
     }
 
     fn client(&self) -> Client {
-        Client::new(self.control.to_string())
+        Client::new(self.control_addr.clone()).with_token(self.token.clone())
     }
 
     /// `GET /v1/members`.

@@ -3,11 +3,13 @@
 
 mod accuracy;
 mod bad_input;
+mod control;
 mod discovery;
 mod events;
 mod handlers;
 mod harness;
 mod membership;
+mod names;
 mod netns;
 mod queries;
 mod stream;

@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use shoal_core::NodeHandle;
 use shoal_proto::{Ready, ReadyLine};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::cli::AgentArgs;
 use crate::config::{self, AgentConfig};
+use crate::control::server::{ControlAddr, Limits, Listener};
 use crate::control::{self, ControlState};
 use crate::handlers::dispatch::{self, Counters, Settings};
 use crate::handlers::filter::HandlerSpec;
@@ -52,21 +52,25 @@ struct Running {
     /// The tags the configuration gave when last (re)loaded: SIGHUP applies only what
     /// changed since, so tags set at runtime with `shoal tags` survive a reload.
     config_tags: BTreeMap<String, String>,
+    /// The control API's Unix socket file (`--control unix:PATH`), removed at exit.
+    control_socket: Option<std::path::PathBuf>,
 }
 
 /// Binds the control address, starts the node, prints the readiness line, then starts the
 /// handlers, the templates, the control API, the signal handlers and the app.
 async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
     let node_cfg = cfg.node.clone();
-    let control = TcpListener::bind(cfg.control)
+    let control = Listener::bind(&cfg.control)
         .await
         .with_context(|| format!("cannot bind control address {}", cfg.control))?;
-    let control_addr = control.local_addr().context("control address")?;
+    let control_addr = control.address().context("control address")?;
+    let control_socket = control.socket_path();
+    warn_if_exposed(cfg);
     let (node, events) = shoal_core::start(node_cfg).await?;
     let ready = ReadyLine {
         ready: Ready {
             advertise: node.advertise_addr(),
-            control: control_addr,
+            control: control_addr.clone(),
             gossip: node.local_addr(),
             name: cfg.node.name.clone(),
         },
@@ -105,7 +109,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         node: node.clone(),
         name: cfg.node.name.clone(),
         profile: cfg.node.profile.to_string(),
-        control: control_addr.to_string(),
+        control: control_addr,
         counters,
         stopped: stopped_tx,
         tags_file: cfg.tags_file.clone(),
@@ -113,8 +117,13 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         events: streams,
         monitors: log.monitors(),
         stream_slots: Arc::new(Semaphore::new(control::MAX_STREAMS)),
+        token: cfg.control_token.as_ref().map(|t| t.token.clone()),
     });
-    tokio::spawn(control::serve(control, state));
+    let limits = Limits {
+        header_timeout: cfg.control_header_timeout,
+        max_connections: cfg.control_max_connections,
+    };
+    tokio::spawn(control::server::serve(control, state, limits));
 
     let term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -136,7 +145,32 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         hup,
         app,
         config_tags: cfg.node.tags.clone(),
+        control_socket,
     })
+}
+
+/// The loud warning for a control API anyone on the network may use: bound off loopback
+/// with no token. And a quieter one for a token file other users can read.
+fn warn_if_exposed(cfg: &AgentConfig) {
+    if let ControlAddr::Tcp(addr) = &cfg.control
+        && !addr.ip().is_loopback()
+        && cfg.control_token.is_none()
+    {
+        warn!(control = %addr,
+            "THE CONTROL API IS OPEN TO THE NETWORK WITHOUT A TOKEN: anyone who can reach it can \
+             make this agent leave, force members out, change its tags, send events and queries \
+             and have it dial any address. Set --control-token-file, or bind 127.0.0.1 or a \
+             unix: socket");
+    }
+    if let Some(token) = &cfg.control_token {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&token.file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            warn!(file = %token.file.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the control token file is readable by other users: chmod 600 it");
+        }
+    }
 }
 
 impl Running {
@@ -158,6 +192,7 @@ impl Running {
             hup,
             app,
             config_tags,
+            ..
         } = self;
         let mut view = node.watch();
         let stop = loop {
@@ -204,6 +239,7 @@ impl Running {
             term,
             int,
             app,
+            control_socket,
             ..
         } = &mut self;
         if !matches!(stop, Stop::Left) {
@@ -229,6 +265,9 @@ impl Running {
             }
         };
         node.shutdown().await;
+        if let Some(path) = control_socket.take() {
+            let _ = std::fs::remove_file(path);
+        }
         code
     }
 }

@@ -81,9 +81,22 @@ pub struct AgentArgs {
     /// Timing profile: lan, wan or local (loopback tests) [default: lan].
     #[arg(long, env = "SHOAL_PROFILE", value_name = "PROFILE")]
     pub profile: Option<String>,
-    /// Control API address (HTTP on loopback) [default: 127.0.0.1:7373].
+    /// Control API address: ip:port (HTTP; keep it on loopback) or unix:/path (a Unix
+    /// socket, created mode 0600) [default: 127.0.0.1:7373].
     #[arg(long, env = "SHOAL_CONTROL", value_name = "ADDR")]
     pub control: Option<String>,
+    /// Require this file's content (trimmed) as a bearer token on every control request;
+    /// clients pass it with --token-file or SHOAL_CONTROL_TOKEN.
+    #[arg(long, env = "SHOAL_CONTROL_TOKEN_FILE", value_name = "PATH")]
+    pub control_token_file: Option<PathBuf>,
+    /// Close a control connection that has not sent a whole request header within this
+    /// long (idle keep-alive connections included) [default: 10s].
+    #[arg(long, env = "SHOAL_CONTROL_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub control_header_timeout: Option<String>,
+    /// Most control connections open at once; one more is answered 503
+    /// `too_many_connections` and closed [default: 128].
+    #[arg(long, env = "SHOAL_CONTROL_MAX_CONNECTIONS", value_name = "N")]
+    pub control_max_connections: Option<usize>,
     /// Log level: error, warn, info, debug, trace, or a tracing filter [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -146,12 +159,16 @@ pub struct AgentArgs {
     pub app: Vec<String>,
 }
 
-/// The control address, shared by every client command.
+/// The control address and token, shared by every client command.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Control API address of the agent.
+    /// Control API address of the agent: ip:port or unix:/path.
     #[arg(long, env = "SHOAL_CONTROL", default_value = shoal_proto::DEFAULT_CONTROL)]
     pub control: String,
+    /// Send this file's content (trimmed) as the control token (the agent's
+    /// --control-token-file); wins over SHOAL_CONTROL_TOKEN.
+    #[arg(long, env = "SHOAL_CONTROL_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Flags of `shoal members`.
@@ -273,7 +290,7 @@ pub struct TagsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// A tag to add or change, KEY=VALUE. Repeatable.
-    #[arg(long = "set", value_name = "K=V", value_parser = key_value,
+    #[arg(long = "set", value_name = "K=V", value_parser = safe_tag,
           required_unless_present = "delete")]
     pub set: Vec<(String, String)>,
     /// A tag key to remove (after the --set ones are applied). Repeatable.
@@ -352,6 +369,14 @@ fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(format!("{e} (examples: 500ms, 2s)")),
     }
+}
+
+/// `KEY=VALUE` that is a valid tag: the key of letters, digits and `-_.`, the value with no
+/// control character (the agent checks it too; this says so before asking).
+fn safe_tag(text: &str) -> Result<(String, String), String> {
+    let (k, v) = key_value(text)?;
+    shoal_core::broadcast::validate_tag(&k, &v).map_err(|e| e.to_string())?;
+    Ok((k, v))
 }
 
 /// `KEY=VALUE` with a non-empty key.

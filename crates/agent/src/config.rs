@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use shoal_core::broadcast::{validate_name, validate_tag};
 use shoal_core::{DEFAULT_PORT, NodeConfig, Profile};
 use thiserror::Error;
 
 use crate::cli::AgentArgs;
+use crate::control::server::{ControlAddr, ControlToken, DEFAULT_MAX_CONNECTIONS};
 use crate::handlers::filter::{HandlerSpec, ParseError};
 use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
@@ -81,6 +83,9 @@ pub struct FileConfig {
     templates: Vec<String>,
     profile: Option<String>,
     control: Option<String>,
+    control_token_file: Option<PathBuf>,
+    control_header_timeout: Option<String>,
+    control_max_connections: Option<usize>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     handler_timeout: Option<String>,
@@ -122,6 +127,9 @@ impl FileConfig {
             tags_file,
             profile,
             control,
+            control_token_file,
+            control_header_timeout,
+            control_max_connections,
             log_level,
             log_format,
             handler_timeout,
@@ -159,7 +167,13 @@ pub struct AgentConfig {
     /// Templates, in order.
     pub templates: Vec<TemplateSpec>,
     /// Control API address.
-    pub control: SocketAddr,
+    pub control: ControlAddr,
+    /// The control API's token (`--control-token-file`), if requests must carry one.
+    pub control_token: Option<ControlToken>,
+    /// How long a control connection may take to send a request header.
+    pub control_header_timeout: Duration,
+    /// Most control connections open at once.
+    pub control_max_connections: usize,
     /// Log filter.
     pub log_level: String,
     /// Log format.
@@ -190,8 +204,21 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
 fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigError> {
     let name = match args.node.clone().or(file.node) {
         Some(n) if n.trim().is_empty() => return Err(invalid("--node", &n, "must not be empty")),
-        Some(n) => n,
-        None => hostname(),
+        Some(n) => {
+            validate_name(&n).map_err(|e| invalid("--node", &n, e))?;
+            n
+        }
+        None => {
+            let n = hostname();
+            validate_name(&n).map_err(|e| {
+                invalid(
+                    "--node",
+                    &n,
+                    format!("{e} (the default is the hostname: set --node)"),
+                )
+            })?;
+            n
+        }
     };
     let bind = args.bind.clone().or(file.bind);
     let bind = match bind {
@@ -210,6 +237,9 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             .ok_or_else(|| invalid("--tag", pair, "expected KEY=VALUE"))?;
         tags.insert(k.to_string(), v.to_string());
     }
+    for (k, v) in &tags {
+        validate_tag(k, v).map_err(|e| invalid("--tag", &format!("{k}={v}"), e))?;
+    }
     let tags_file = args.tags_file.clone().or(file.tags_file);
     if let Some(path) = &tags_file {
         let path_text = path.display().to_string();
@@ -217,6 +247,9 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         if let Some(kept) =
             crate::tags_file::load(path).map_err(|e| invalid("--tags-file", &path_text, e))?
         {
+            for (k, v) in &kept {
+                validate_tag(k, v).map_err(|e| invalid("--tags-file", &path_text, e))?;
+            }
             tags = kept;
         }
     }
@@ -239,9 +272,42 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     };
     let control = args.control.clone().or(file.control);
     let control = match control {
-        Some(c) => parse_addr("--control", &c, 7373)?,
-        None => SocketAddr::from(([127, 0, 0, 1], 7373)),
+        Some(c) => control_addr(&c)?,
+        None => ControlAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7373))),
     };
+    let control_token = match args.control_token_file.clone().or(file.control_token_file) {
+        Some(path) => {
+            let token = crate::token::read_token_file(&path)
+                .map_err(|e| invalid("--control-token-file", &path.display().to_string(), e))?;
+            Some(ControlToken { token, file: path })
+        }
+        None => None,
+    };
+    let control_header_timeout = duration(
+        "--control-header-timeout",
+        args.control_header_timeout
+            .clone()
+            .or(file.control_header_timeout),
+        "10s",
+    )?;
+    if control_header_timeout.is_zero() {
+        return Err(invalid(
+            "--control-header-timeout",
+            "0",
+            "must be more than zero (a client could hold a connection forever)",
+        ));
+    }
+    let control_max_connections = args
+        .control_max_connections
+        .or(file.control_max_connections)
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if control_max_connections == 0 {
+        return Err(invalid(
+            "--control-max-connections",
+            "0",
+            "must be at least 1",
+        ));
+    }
     let mut join = file.join;
     join.extend(args.join.iter().filter(|j| !j.trim().is_empty()).cloned());
     // Read in the order the settings were always checked, so the first bad one is reported.
@@ -313,6 +379,9 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         handlers,
         templates,
         control,
+        control_token,
+        control_header_timeout,
+        control_max_connections,
         log_level,
         log_format,
         handler_timeout,
@@ -354,6 +423,19 @@ fn parse_addr(
         .ok_or_else(|| invalid(setting, value, "resolves to no address"))
 }
 
+/// `unix:/path` or an address for [`parse_addr`].
+fn control_addr(value: &str) -> Result<ControlAddr, ConfigError> {
+    match value.trim().strip_prefix(shoal_proto::client::UNIX_PREFIX) {
+        Some("") => Err(invalid(
+            "--control",
+            value,
+            "unix: needs a socket path, e.g. unix:/run/shoal/control.sock",
+        )),
+        Some(path) => Ok(ControlAddr::Unix(PathBuf::from(path))),
+        None => Ok(ControlAddr::Tcp(parse_addr("--control", value, 7373)?)),
+    }
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -374,7 +456,13 @@ mod tests {
     fn defaults_follow_serf_with_shoal_ports() {
         let cfg = resolve(&args(), FileConfig::default()).expect("valid");
         assert_eq!(cfg.node.bind, "0.0.0.0:7948".parse().expect("addr"));
-        assert_eq!(cfg.control, "127.0.0.1:7373".parse().expect("addr"));
+        assert_eq!(
+            cfg.control,
+            ControlAddr::Tcp("127.0.0.1:7373".parse().expect("addr"))
+        );
+        assert!(cfg.control_token.is_none());
+        assert_eq!(cfg.control_header_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.control_max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(cfg.coalesce, Duration::from_millis(100));
         assert_eq!(cfg.node.profile, Profile::Lan);
         assert!(!cfg.node.name.is_empty());
@@ -430,6 +518,8 @@ mod tests {
             templates = ["a:b"]
             profile = "wan"
             control = "127.0.0.1:1002"
+            control_header_timeout = "2s"
+            control_max_connections = 7
             log_level = "debug"
             log_format = "json"
             handler_timeout = "5s"
@@ -458,7 +548,12 @@ mod tests {
         assert_eq!(cfg.handlers.len(), 1);
         assert_eq!(cfg.templates.len(), 1);
         assert_eq!(cfg.node.profile, Profile::Wan);
-        assert_eq!(cfg.control.port(), 1002);
+        assert_eq!(
+            cfg.control,
+            ControlAddr::Tcp("127.0.0.1:1002".parse().expect("addr"))
+        );
+        assert_eq!(cfg.control_header_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.control_max_connections, 7);
         assert_eq!(cfg.log_level, "debug");
         assert_eq!(cfg.log_format, LogFormat::Json);
         assert_eq!(cfg.handler_timeout, Duration::from_secs(5));
@@ -509,6 +604,65 @@ mod tests {
         let cfg = resolve(&args(), FileConfig::load(&path).expect("parses")).expect("valid");
         assert_eq!(cfg.node.name, "web-1");
         assert_eq!(cfg.handlers.len(), 2);
+    }
+
+    #[test]
+    fn a_unix_control_address_and_a_token_file_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").expect("write");
+        let file: FileConfig = toml::from_str(&format!(
+            "control = \"unix:/run/shoal.sock\"\ncontrol_token_file = {:?}\n",
+            token.display().to_string()
+        ))
+        .expect("toml");
+        let cfg = resolve(&args(), file).expect("valid");
+        assert_eq!(cfg.control, ControlAddr::Unix("/run/shoal.sock".into()));
+        assert_eq!(cfg.control.to_string(), "unix:/run/shoal.sock");
+        let kept = cfg.control_token.expect("token");
+        assert_eq!(kept.token, "s3cret");
+        assert!(!format!("{kept:?}").contains("s3cret"));
+        let mut a = args();
+        a.control = Some("unix:".into());
+        let err = resolve(&a, FileConfig::default()).expect_err("no path");
+        assert!(err.to_string().contains("--control"), "{err}");
+        std::fs::write(&token, "\n").expect("write");
+        let mut a = args();
+        a.control_token_file = Some(token.clone());
+        let err = resolve(&a, FileConfig::default()).expect_err("empty token");
+        assert!(
+            err.to_string().contains("--control-token-file") && err.to_string().contains("empty"),
+            "{err}"
+        );
+    }
+
+    /// Issue 10: names and tags with control characters are refused at the door.
+    #[test]
+    fn unsafe_names_and_tags_are_refused_naming_the_setting() {
+        let mut a = args();
+        a.node = Some("web-9\n    server evil 6.6.6.6:80 check\n#".into());
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("newline")
+            .to_string();
+        assert!(err.contains("--node") && err.contains("'\\n'"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let mut a = args();
+        a.tags = vec!["http_port=80\u{1b}[2J".into()];
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("escape")
+            .to_string();
+        assert!(
+            err.contains("--tag") && err.contains("control character"),
+            "{err}"
+        );
+        let file: FileConfig = toml::from_str("[tags]\n\"bad key\" = \"v\"\n").expect("toml");
+        let err = resolve(&args(), file)
+            .expect_err("space in key")
+            .to_string();
+        assert!(err.contains("--tag") && err.contains("bad key"), "{err}");
+        let file: FileConfig = toml::from_str("node = \"a/b\"\n").expect("toml");
+        let err = resolve(&args(), file).expect_err("slash").to_string();
+        assert!(err.contains("--node") && err.contains("'/'"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   `event`, `info`, `monitor`).
 //! - [`logging`]: the tracing subscriber and the log format.
 //! - [`tags_file`]: `--tags-file`, the tags kept across restarts.
+//! - [`token`]: the control-API token (checked, read from a file, compared in constant time).
 
 pub mod agent;
 pub mod cli;
@@ -28,4 +29,5 @@ pub mod stream;
 pub mod supervise;
 pub mod tags_file;
 pub mod templates;
+pub mod token;
 pub mod view;

@@ -272,6 +272,9 @@ pub struct StatsInfo {
     pub packets_dropped: u64,
     /// Push-pulls completed.
     pub push_pulls: u64,
+    /// Member names or tags refused from the network (unsafe characters, over the limits).
+    #[serde(default)]
+    pub metas_refused: u64,
     /// Events dropped because handlers fell behind.
     pub events_dropped: u64,
     /// Handler runs so far.
@@ -298,7 +301,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `not_found`, `conflict`, `unavailable`,
-    /// `method_not_allowed`, `payload_too_large`, `internal`, `too_many_streams`; as the last
+    /// `method_not_allowed`, `payload_too_large`, `internal`, `too_many_streams`,
+    /// `unauthorized` (401: no or a wrong token), `too_many_connections`; as the last
     /// line of a stream, `slow_reader`.
     pub code: String,
     /// What went wrong.

@@ -1,5 +1,10 @@
 //! A minimal HTTP/1.1 client for the control API (one connection per request), and
 //! [`Lines`], the reader of the streaming endpoints.
+//!
+//! The address is `ip:port`, `host:port` or `unix:/path/to/socket` (the agent's
+//! `--control unix:/path`). With a token ([`Client::with_token`]) every request carries
+//! `Authorization: Bearer TOKEN`; an agent started with `--control-token-file` answers 401
+//! `unauthorized` to a request without it.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,7 +14,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::api::ErrorBody;
 
@@ -54,16 +60,45 @@ pub enum ClientError {
     },
 }
 
+/// The prefix of a Unix-socket control address: `unix:/run/shoal.sock`.
+pub const UNIX_PREFIX: &str = "unix:";
+
 /// A control-API client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     addr: String,
+    token: Option<String>,
 }
 
+/// The token is a secret: it never appears in debug output.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Either kind of connection to the agent.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
 impl Client {
-    /// A client for the agent at `addr` (`ip:port` or `host:port`).
+    /// A client for the agent at `addr` (`ip:port`, `host:port` or `unix:/path`), with no
+    /// token.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self { addr: addr.into() }
+        Self {
+            addr: addr.into(),
+            token: None,
+        }
+    }
+
+    /// The same client, sending `token` (the agent's `--control-token-file` content) with
+    /// every request; `None` sends none.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// The address this client talks to.
@@ -147,25 +182,49 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<(u16, Incoming, tokio::task::JoinHandle<hyper::Result<()>>), ClientError> {
-        let stream = TcpStream::connect(self.addr.as_str())
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: self.addr.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.http(e))?;
         let conn = tokio::spawn(conn);
-        let req = Request::builder()
+        let host = match self.unix_path() {
+            Some(_) => "localhost",
+            None => self.addr.as_str(),
+        };
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", self.addr.as_str())
+            .header("host", host)
             .header("content-type", "application/json");
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
         let req = req.body(Full::new(body)).map_err(|e| self.http(e))?;
         let resp = sender.send_request(req).await.map_err(|e| self.http(e))?;
         Ok((resp.status().as_u16(), resp.into_body(), conn))
+    }
+
+    /// The socket path of a `unix:` address.
+    fn unix_path(&self) -> Option<&str> {
+        self.addr.strip_prefix(UNIX_PREFIX)
+    }
+
+    /// A new connection to the agent: TCP, or the Unix socket of a `unix:` address.
+    async fn connect(&self) -> Result<Box<dyn Io>, ClientError> {
+        let refused = |source| ClientError::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
+        match self.unix_path() {
+            Some(path) => Ok(Box::new(UnixStream::connect(path).await.map_err(refused)?)),
+            None => {
+                let stream = TcpStream::connect(self.addr.as_str())
+                    .await
+                    .map_err(refused)?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+        }
     }
 
     async fn request<T: DeserializeOwned>(

@@ -21,8 +21,9 @@ pub struct ReadyLine {
 pub struct Ready {
     /// The gossip address other members are told to use (`ip:port`).
     pub advertise: SocketAddr,
-    /// The bound control-API address (`ip:port`; the real port when started with port 0).
-    pub control: SocketAddr,
+    /// The bound control-API address as clients pass it to `--control`: `ip:port` (the real
+    /// port when started with port 0) or `unix:/path` for a Unix socket.
+    pub control: String,
     /// The bound gossip address (`ip:port`; the real port when started with port 0).
     pub gossip: SocketAddr,
     /// The node name.
@@ -38,7 +39,7 @@ mod tests {
         let line = ReadyLine {
             ready: Ready {
                 advertise: "10.0.0.7:7948".parse().expect("addr"),
-                control: "127.0.0.1:7373".parse().expect("addr"),
+                control: "127.0.0.1:7373".into(),
                 gossip: "0.0.0.0:7948".parse().expect("addr"),
                 name: "n1".into(),
             },
@@ -57,7 +58,7 @@ mod tests {
         let addr: SocketAddr = "[::1]:7948".parse().expect("addr");
         let ready = Ready {
             advertise: addr,
-            control: addr,
+            control: addr.to_string(),
             gossip: addr,
             name: "v6".into(),
         };

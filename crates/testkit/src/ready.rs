@@ -127,7 +127,7 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(ready.name, "x");
-        assert_eq!(ready.control.port(), 2);
+        assert_eq!(ready.control, "127.0.0.1:2");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `shoal event NAME [PAYLOAD] [--coalesce=false]`
 
-use shoal_proto::{Client, EventRequest, EventResponse};
+use shoal_proto::{EventRequest, EventResponse};
 
 use super::CliError;
 use crate::cli::EventArgs;
@@ -12,9 +12,7 @@ pub async fn run(args: &EventArgs) -> Result<String, CliError> {
         payload: args.payload.clone(),
         coalesce: args.coalesce,
     };
-    let _: EventResponse = Client::new(&args.client.control)
-        .post("/v1/event", &req)
-        .await?;
+    let _: EventResponse = args.client.client()?.post("/v1/event", &req).await?;
     Ok(format!(
         "Event '{}' dispatched! Coalescing enabled: {}\n",
         args.name, args.coalesce

@@ -1,6 +1,6 @@
 //! `shoal force-leave NODE`
 
-use shoal_proto::{Client, ForceLeaveRequest, OkResponse};
+use shoal_proto::{ForceLeaveRequest, OkResponse};
 
 use super::CliError;
 use crate::cli::ForceLeaveArgs;
@@ -10,8 +10,6 @@ pub async fn run(args: &ForceLeaveArgs) -> Result<String, CliError> {
     let req = ForceLeaveRequest {
         node: args.node.clone(),
     };
-    let _: OkResponse = Client::new(&args.client.control)
-        .post("/v1/force-leave", &req)
-        .await?;
+    let _: OkResponse = args.client.client()?.post("/v1/force-leave", &req).await?;
     Ok(String::new())
 }

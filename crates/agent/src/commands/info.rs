@@ -1,7 +1,7 @@
 //! `shoal info`: Serf's sections (agent, members, stats), then the loaded handlers (`FILTER =
 //! SCRIPT`, `*` for every event), the event counters and the open streams.
 
-use shoal_proto::{Client, InfoResponse};
+use shoal_proto::InfoResponse;
 
 use super::CliError;
 use crate::cli::{InfoArgs, OutputFormat};
@@ -9,7 +9,7 @@ use crate::view::tags_string;
 
 /// Shows the agent's own state and counters.
 pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
-    let i: InfoResponse = Client::new(&args.client.control).get("/v1/info").await?;
+    let i: InfoResponse = args.client.client()?.get("/v1/info").await?;
     if args.joined {
         let others = i.members.alive + i.members.suspect + i.members.leaving;
         return match others > 1 {
@@ -25,7 +25,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         "agent:\n\tname = {}\n\tversion = {}\n\tbind = {}\n\tadvertise = {}\n\tcontrol = {}\n\t\
          profile = {}\n\ttags = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
          left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
-         bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tevents_dropped = {}\n\t\
+         bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tmetas_refused = {}\n\tevents_dropped = {}\n\t\
          handler_runs = {}\n\thandler_timeouts = {}\n\ttcp_fallbacks = {}\n\thealth_score = {}\n",
         a.name,
         a.version,
@@ -45,6 +45,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         s.bytes_out,
         s.packets_dropped,
         s.push_pulls,
+        s.metas_refused,
         s.events_dropped,
         s.handler_runs,
         s.handler_timeouts,

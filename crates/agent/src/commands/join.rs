@@ -1,6 +1,6 @@
 //! `shoal join ADDR...`
 
-use shoal_proto::{Client, JoinRequest, JoinResponse};
+use shoal_proto::{JoinRequest, JoinResponse};
 
 use super::CliError;
 use crate::cli::JoinArgs;
@@ -11,9 +11,7 @@ pub async fn run(args: &JoinArgs) -> Result<String, CliError> {
         addrs: args.addrs.clone(),
         replay: args.replay,
     };
-    let resp: JoinResponse = Client::new(&args.client.control)
-        .post("/v1/join", &req)
-        .await?;
+    let resp: JoinResponse = args.client.client()?.post("/v1/join", &req).await?;
     Ok(format!(
         "Successfully joined cluster by contacting {} nodes.\n",
         resp.joined

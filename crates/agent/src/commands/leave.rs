@@ -1,13 +1,14 @@
 //! `shoal leave`
 
-use shoal_proto::{Client, OkResponse};
+use shoal_proto::OkResponse;
 
 use super::CliError;
 use crate::cli::ClientArgs;
 
 /// Makes the agent leave gracefully and exit.
 pub async fn run(args: &ClientArgs) -> Result<String, CliError> {
-    let _: OkResponse = Client::new(&args.control)
+    let _: OkResponse = args
+        .client()?
         .post("/v1/leave", &serde_json::json!({}))
         .await?;
     Ok("Graceful leave complete\n".to_string())

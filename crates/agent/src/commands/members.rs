@@ -1,7 +1,7 @@
 //! `shoal members`: the agent's view, filtered by anchored regular expressions.
 
 use regex_lite::Regex;
-use shoal_proto::{Client, MemberInfo, MembersResponse};
+use shoal_proto::{MemberInfo, MembersResponse};
 
 use crate::cli::{MembersArgs, OutputFormat};
 use crate::commands::{CliError, columns};
@@ -62,7 +62,7 @@ impl MemberFilter {
 /// Runs the command; returns what to print.
 pub async fn run(args: &MembersArgs) -> Result<String, CliError> {
     let filter = MemberFilter::new(args)?;
-    let client = Client::new(&args.client.control);
+    let client = args.client.client()?;
     let all: MembersResponse = client.get("/v1/members").await?;
     let members: Vec<MemberInfo> = all
         .members
@@ -100,6 +100,7 @@ mod tests {
         MembersArgs {
             client: ClientArgs {
                 control: String::new(),
+                token_file: None,
             },
             status: status.map(Into::into),
             name: name.map(Into::into),

@@ -1,7 +1,10 @@
 //! Client commands: each talks to an agent's control API.
 
-use shoal_proto::ClientError;
+use shoal_proto::{Client, ClientError};
 use thiserror::Error;
+
+use crate::cli::ClientArgs;
+use crate::token::{check_token, read_token_file};
 
 pub mod event;
 pub mod force_leave;
@@ -48,6 +51,35 @@ pub enum CliError {
     /// Writing to stdout failed.
     #[error("cannot write to stdout: {0}")]
     Stdout(std::io::Error),
+    /// The control token could not be read, or is not a usable token. Nothing was asked.
+    #[error("control token {from}: {reason}")]
+    Token {
+        /// Where it came from: the file, or `SHOAL_CONTROL_TOKEN`.
+        from: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+impl ClientArgs {
+    /// The client for these flags: the address, and the token from `--token-file` (or
+    /// `SHOAL_CONTROL_TOKEN_FILE`), else from `SHOAL_CONTROL_TOKEN`, else none.
+    pub fn client(&self) -> Result<Client, CliError> {
+        let token = match (&self.token_file, std::env::var("SHOAL_CONTROL_TOKEN")) {
+            (Some(path), _) => Some(read_token_file(path).map_err(|reason| CliError::Token {
+                from: format!("file {}", path.display()),
+                reason,
+            })?),
+            (None, Ok(text)) if !text.is_empty() => {
+                Some(check_token(&text).map_err(|reason| CliError::Token {
+                    from: "SHOAL_CONTROL_TOKEN".into(),
+                    reason,
+                })?)
+            }
+            (None, _) => None,
+        };
+        Ok(Client::new(&self.control).with_token(token))
+    }
 }
 
 /// Pads columns two spaces apart, like Serf's `columnize`.

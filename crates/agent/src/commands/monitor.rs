@@ -3,7 +3,7 @@
 
 use std::io::{ErrorKind, Write};
 
-use shoal_proto::{Client, MonitorLevel};
+use shoal_proto::MonitorLevel;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::CliError;
@@ -21,7 +21,7 @@ pub async fn run(args: &MonitorArgs) -> Result<String, CliError> {
     // Listening before connecting, and with one listener for the whole run: a `ctrl_c()`
     // future made per line would lose a SIGINT that arrives between two lines.
     let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
-    let mut lines = Client::new(&args.client.control).stream(&path).await?;
+    let mut lines = args.client.client()?.stream(&path).await?;
     let mut out = std::io::stdout();
     loop {
         let line = tokio::select! {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use shoal_proto::{Client, ClientError, QueryLine, QueryRequest};
+use shoal_proto::{ClientError, QueryLine, QueryRequest};
 
 use super::CliError;
 use crate::cli::{QueryArgs, QueryFormat};
@@ -27,9 +27,7 @@ pub async fn run(args: &QueryArgs) -> Result<String, CliError> {
         ack: !args.no_ack,
         relay_factor: args.relay_factor,
     };
-    let mut lines = Client::new(&args.client.control)
-        .post_lines("/v1/query", &req)
-        .await?;
+    let mut lines = args.client.client()?.post_lines("/v1/query", &req).await?;
     let mut out = std::io::stdout().lock();
     let mut done = false;
     while let Some(line) = lines.next::<QueryLine>().await? {

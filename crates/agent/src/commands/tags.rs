@@ -1,6 +1,6 @@
 //! `shoal tags --set K=V... --delete K...`
 
-use shoal_proto::{Client, TagsRequest, TagsResponse};
+use shoal_proto::{TagsRequest, TagsResponse};
 
 use super::CliError;
 use crate::cli::TagsArgs;
@@ -11,8 +11,6 @@ pub async fn run(args: &TagsArgs) -> Result<String, CliError> {
         set: args.set.iter().cloned().collect(),
         delete: args.delete.clone(),
     };
-    let _: TagsResponse = Client::new(&args.client.control)
-        .post("/v1/tags", &req)
-        .await?;
+    let _: TagsResponse = args.client.client()?.post("/v1/tags", &req).await?;
     Ok("Successfully updated agent tags\n".to_string())
 }

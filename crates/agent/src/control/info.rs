@@ -39,6 +39,7 @@ pub(super) fn info(st: &ControlState) -> InfoResponse {
             bytes_out: get(&s.bytes_out),
             packets_dropped: get(&s.packets_dropped),
             push_pulls: get(&s.push_pulls),
+            metas_refused: get(&s.metas_refused),
             events_dropped: get(&s.events_dropped) + get(&c.dropped),
             handler_runs: get(&c.runs),
             handler_timeouts: get(&c.timeouts),

@@ -4,9 +4,15 @@
 //!   (`POST /v1/query` answers with a stream of JSON lines, [`QueryLine`], as acks and answers
 //!   arrive);
 //! - [`streams`]: `GET /v1/stream` and `GET /v1/monitor`, answered with a streamed body;
-//! - [`info`]: `GET /v1/info`.
+//! - [`info`]: `GET /v1/info`;
+//! - [`server`]: the listener (TCP or a Unix socket) and the connection limits.
+//!
+//! With a token (`--control-token-file`) every request must carry `Authorization: Bearer
+//! TOKEN`; one without it, or with another, is answered 401 `unauthorized` before its body is
+//! read, and its connection is closed.
 
 mod info;
+pub mod server;
 mod streams;
 
 use std::convert::Infallible;
@@ -18,10 +24,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_core::{CommandError, NodeHandle, QueryFilter, QueryParams, QueryUpdate};
@@ -29,7 +32,6 @@ use shoal_proto::{
     ErrorBody, EventRequest, EventResponse, ForceLeaveRequest, JoinRequest, JoinResponse,
     OkResponse, QueryLine, QueryRequest, TagsRequest, TagsResponse,
 };
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, warn};
 
@@ -40,9 +42,7 @@ use crate::stream::monitor::Monitors;
 use crate::view;
 
 /// Largest request body accepted.
-const MAX_BODY: usize = 64 * 1024;
-/// Kernel send buffer of a control connection (Linux doubles it for bookkeeping).
-const SEND_BUFFER: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// What the handlers of the API need.
 pub struct ControlState {
@@ -68,6 +68,8 @@ pub struct ControlState {
     pub monitors: Arc<Monitors>,
     /// Places for open streams of both kinds ([`MAX_STREAMS`]); each stream holds one.
     pub stream_slots: Arc<Semaphore>,
+    /// The token every request must carry (`--control-token-file`); `None`: no check.
+    pub token: Option<String>,
 }
 
 /// Most streams (`/v1/stream` and `/v1/monitor` together) open at once; one more is answered
@@ -81,39 +83,6 @@ type Reply = Response<BoxBody<Bytes, Infallible>>;
 /// How many lines of a query's answer may wait for the HTTP connection; the writer task waits
 /// when it is full (the engine does not: its own stream to the task is bounded and lossy).
 const QUERY_LINES: usize = 64;
-
-/// Serves the API until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<ControlState>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                warn!(%error, "control accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // The kernel's send buffer would otherwise grow to megabytes behind a stream reader
-        // that stopped reading (32 of them: over 100 MiB), and hide it from the fan-out's own
-        // bound; 64 KiB is plenty for every JSON answer.
-        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
-            debug!(%peer, %error, "could not bound the control connection's send buffer");
-        }
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(req, &state).await) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                debug!(%peer, %error, "control connection ended with an error");
-            }
-        });
-    }
-}
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
@@ -145,15 +114,31 @@ fn command_error(e: CommandError) -> Reply {
 }
 
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&len| len > MAX_BODY as u64) {
+        return Err(too_large(format!(
+            "request body is {len} bytes; the limit is {MAX_BODY}"
+        )));
+    }
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body unreadable or over {MAX_BODY} bytes: {e}"),
-            )
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large(format!(
+                    "request body is over the limit of {MAX_BODY} bytes"
+                ))
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("request body unreadable: {e}"),
+                )
+            }
         })?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| {
@@ -165,7 +150,53 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
     })
 }
 
-async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
+fn too_large(message: String) -> Reply {
+    let mut reply = error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message);
+    close_after(&mut reply);
+    reply
+}
+
+/// Marks an answer as the connection's last (hyper closes it once sent).
+fn close_after(reply: &mut Reply) {
+    reply.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+}
+
+/// Whether the request carries the token (`Authorization: Bearer TOKEN`), compared in
+/// constant time.
+fn authorized(req: &Request<Incoming>, expected: &str) -> bool {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|given| crate::token::matches(given, expected.as_bytes()))
+}
+
+/// 401 `unauthorized`, then the connection closes.
+fn unauthorized(req: &Request<Incoming>) -> Reply {
+    let message = if req.headers().contains_key(hyper::header::AUTHORIZATION) {
+        "wrong control token"
+    } else {
+        "this agent's control API needs a token: send Authorization: Bearer TOKEN \
+         (shoal commands: --token-file PATH or SHOAL_CONTROL_TOKEN)"
+    };
+    let mut reply = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    reply.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    close_after(&mut reply);
+    reply
+}
+
+pub(super) async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
+    if let Some(token) = &st.token
+        && !authorized(&req, token)
+    {
+        debug!(path = %req.uri().path(), "control request without the right token");
+        return unauthorized(&req);
+    }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
