@@ -2,6 +2,12 @@
 //! process group, stdin fed, output captured (bounded), killed with its whole group past the
 //! timeout. A query's handler also gets its [`Ran`] back (outcome and stdout), which is how
 //! its answer is read.
+//!
+//! A run ends when the shell exits, not when its output pipes close: a handler that starts a
+//! background child (`sleep 30 &`, a daemon) leaves that child holding the pipes. Output is
+//! read for [`OUTPUT_GRACE`] more, then what is already in the pipes is taken without
+//! waiting and the pipes are closed; the child keeps running (a write it makes to them later
+//! gets EPIPE: redirect its output).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -11,10 +17,20 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// Output kept per stream, as in Serf.
 const MAX_OUTPUT: usize = 8 * 1024;
+
+/// How long output is still read after the shell exited, for pipes a background child of it
+/// still holds open. Output the shell itself wrote is in the pipe already; this only bounds
+/// the wait for an end-of-file that may never come.
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+
+/// At most this many reads of what is already in a pipe once reading stops (a chatty
+/// background child must not keep the run going).
+const DRAIN_READS: usize = 16;
 
 /// One invocation.
 #[derive(Default)]
@@ -75,16 +91,18 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
     };
     let pid = child.id();
     crate::reaper::register(pid);
-    if let Some(mut stdin) = child.stdin.take() {
+    // A handler that never reads stdin must not block us: write in the background and
+    // ignore a closed pipe, as Serf does. Stopped (and the pipe closed) when the run ends.
+    let feeder = child.stdin.take().map(|mut stdin| {
         let data = job.stdin;
-        // A handler that never reads stdin must not block us: write in the background and
-        // ignore a closed pipe, as Serf does.
         tokio::spawn(async move {
             let _ = stdin.write_all(&data).await;
-        });
-    }
-    let stdout = tokio::spawn(capture(child.stdout.take()));
-    let stderr = tokio::spawn(capture(child.stderr.take()));
+        })
+    });
+    let (stop_out, out_stopped) = oneshot::channel();
+    let (stop_err, err_stopped) = oneshot::channel();
+    let stdout = tokio::spawn(capture(child.stdout.take(), out_stopped));
+    let stderr = tokio::spawn(capture(child.stderr.take(), err_stopped));
     let done = job.done;
     let outcome = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => Outcome::Exited(status.code()),
@@ -101,18 +119,13 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
         }
     };
     crate::reaper::unregister(pid);
-    let grace = Duration::from_secs(1);
-    let (stdout, stdout_len) = tokio::time::timeout(grace, stdout)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    if let Some(feeder) = feeder {
+        feeder.abort();
+    }
+    let until = tokio::time::Instant::now() + OUTPUT_GRACE;
+    let (stdout, stdout_len) = collect(stdout, stop_out, until).await;
     let out = printable(&stdout, stdout_len);
-    let (stderr, stderr_len) = tokio::time::timeout(grace, stderr)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let (stderr, stderr_len) = collect(stderr, stop_err, until).await;
     let err = printable(&stderr, stderr_len);
     let ms = started.elapsed().as_millis() as u64;
     match &outcome {
@@ -142,23 +155,52 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
     outcome
 }
 
-/// Reads a stream to its end, keeping the first [`MAX_OUTPUT`] bytes; returns them and the
-/// length of the whole.
-async fn capture(stream: Option<impl AsyncRead + Unpin>) -> (Vec<u8>, usize) {
+/// A capture's result once its stream ended, or at `until` (then it is told to stop, takes
+/// what is in the pipe and closes it).
+async fn collect(
+    mut task: JoinHandle<(Vec<u8>, usize)>,
+    stop: oneshot::Sender<()>,
+    until: tokio::time::Instant,
+) -> (Vec<u8>, usize) {
+    if let Ok(done) = tokio::time::timeout_at(until, &mut task).await {
+        return done.unwrap_or_default();
+    }
+    let _ = stop.send(());
+    task.await.unwrap_or_default()
+}
+
+/// Reads a stream to its end or until told to stop, keeping the first [`MAX_OUTPUT`]
+/// bytes; returns them and the length of the whole. The stream is closed when it returns.
+async fn capture(
+    stream: Option<impl AsyncRead + Unpin>,
+    mut stop: oneshot::Receiver<()>,
+) -> (Vec<u8>, usize) {
     let Some(mut stream) = stream else {
         return (Vec::new(), 0);
     };
     let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     let mut total = 0usize;
+    let mut keep = |n: usize, buf: &[u8]| {
+        total += n;
+        let room = MAX_OUTPUT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    };
     loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                total += n;
-                let room = MAX_OUTPUT.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return (kept, total),
+                Ok(n) => keep(n, &buf),
+            },
+            // Reading is cancel-safe: nothing read is lost when this branch wins.
+            _ = &mut stop => break,
+        }
+    }
+    // Told to stop: take what is in the pipe already, without waiting for more.
+    for _ in 0..DRAIN_READS {
+        match tokio::time::timeout(Duration::ZERO, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => keep(n, &buf),
+            _ => break,
         }
     }
     (kept, total)
@@ -240,6 +282,52 @@ mod tests {
     async fn hung_handler_and_its_children_are_killed_at_the_timeout() {
         let outcome = run("sleep 30 & sleep 30", job(""), Duration::from_millis(200)).await;
         assert_eq!(outcome, Outcome::TimedOut);
+    }
+
+    /// Issue 10: each such run used to cost 2 s (a second per pipe, waiting for an end of
+    /// file the background child held off) and leak both pipes until the child exited.
+    #[tokio::test]
+    async fn a_background_child_does_not_hold_the_run_or_its_pipes() {
+        let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pids = dir.path().join("pids");
+        let background = format!("sleep 30 & echo $! >> {}", pids.display());
+        let before = fds();
+        let (done, ran) = oneshot::channel();
+        let with_output = Job {
+            done: Some(done),
+            ..job("")
+        };
+        let started = Instant::now();
+        let outcome = run(
+            &format!("{background}; printf 'answer\\n'; echo oops >&2"),
+            with_output,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Exited(Some(0)));
+        let ran = ran.await.expect("told");
+        assert_eq!(ran.stdout, b"answer\n");
+        for _ in 0..4 {
+            run(&background, job(""), Duration::from_secs(10)).await;
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "5 runs took {took:?}");
+        // The pipes are closed though the sleeps still run (the test harness's own threads
+        // may open a descriptor or two meanwhile).
+        let after = fds();
+        for pid in std::fs::read_to_string(&pids)
+            .expect("pids")
+            .split_whitespace()
+        {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        assert!(
+            after <= before + 2,
+            "{before} descriptors before, {after} after"
+        );
     }
 
     #[tokio::test]
