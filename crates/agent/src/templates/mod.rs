@@ -7,8 +7,9 @@
 //!
 //! Templates use Jinja2 syntax (minijinja). The context holds `members` (every member: `name`,
 //! `addr` ("ip:port"), `ip`, `port`, `status`, `tags`) and `local` (this agent, same fields).
-//! DEST is written atomically (temporary file + rename) and only when its content changed;
-//! then COMMAND runs through `sh -c` (say, a hitless HAProxy reload). A template that does not
+//! DEST is written atomically (temporary file + rename) and only when its content changed,
+//! through a symbolic link to the file it names, keeping that file's mode and owner (see
+//! [`write`]); then COMMAND runs through `sh -c` (say, a hitless HAProxy reload). A template that does not
 //! compile or render is reported with its file and line, and the last good DEST stays.
 //! Block tags trim their own line (`trim_blocks`, `lstrip_blocks`), as config files want.
 
@@ -125,7 +126,7 @@ async fn apply(spec: &TemplateSpec, view: &View) -> Result<bool, TemplateError> 
         return Ok(false);
     }
     let dest = spec.dest.clone();
-    tokio::task::spawn_blocking(move || shoal_core::fs::write_atomically(&dest, text.as_bytes()))
+    tokio::task::spawn_blocking(move || write::write_dest(&dest, text.as_bytes()))
         .await
         .map_err(TemplateError::Writer)?
         .map_err(|source| TemplateError::Write {
@@ -241,6 +242,7 @@ pub async fn run(
 }
 
 pub mod render;
+pub mod write;
 
 #[cfg(test)]
 mod tests {
