@@ -46,17 +46,28 @@ impl Agent {
 
     /// [`Agent::start`], with the reason (and the log) as `Err` if it did not start.
     pub fn try_start(name: &str, args: &[&str]) -> Result<Agent, String> {
-        Self::try_start_wrapped(&[], name, args)
+        Self::try_start_wrapped(&[], name, args, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables (say, its own `TMPDIR`).
+    pub fn start_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::try_start_wrapped(&[], name, args, env)
+            .unwrap_or_else(|e| panic!("agent {name} did not start: {e}"))
     }
 
     /// Starts the agent under `wrapper` (e.g. `unshare --pid --fork`); `args` may end with
     /// `--` and an app to supervise.
     pub fn start_wrapped(wrapper: &[&str], name: &str, args: &[&str]) -> Agent {
-        Self::try_start_wrapped(wrapper, name, args)
+        Self::try_start_wrapped(wrapper, name, args, &[])
             .unwrap_or_else(|e| panic!("agent {name} did not start: {e}"))
     }
 
-    fn try_start_wrapped(wrapper: &[&str], name: &str, args: &[&str]) -> Result<Agent, String> {
+    fn try_start_wrapped(
+        wrapper: &[&str],
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Agent, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -95,6 +106,7 @@ impl Agent {
             .args(profile)
             .args(["--log-level", "info,shoal=debug"])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(log_file);
         let (child, ready) = spawn_and_read_ready(&mut cmd, READY_LIMIT).map_err(|e| {
             let text = std::fs::read_to_string(&log).unwrap_or_default();

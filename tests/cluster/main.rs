@@ -8,6 +8,7 @@ mod discovery;
 mod events;
 mod handlers;
 mod harness;
+mod hygiene;
 mod membership;
 mod names;
 mod netns;

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_core::{Event, Member, MemberEventKind, NodeHandle, Query, UserEvent, View};
-use tempfile::TempDir;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
@@ -28,6 +27,7 @@ use super::env::{
     user_event_stdin,
 };
 use super::filter::HandlerSpec;
+use super::members_dir::MembersDir;
 use super::user::UserPending;
 use crate::shell::{self, Job, Outcome};
 use crate::stream::events::EventStreams;
@@ -79,7 +79,10 @@ pub async fn run(
     counters: Arc<Counters>,
     streams: Arc<EventStreams>,
 ) {
-    let dir = match tempfile::Builder::new().prefix("shoal-").tempdir() {
+    // Off the runtime thread (it is the gossip loop's too): the clean-up reads the whole
+    // temporary directory.
+    let created = tokio::task::spawn_blocking(|| MembersDir::create(&std::env::temp_dir())).await;
+    let dir = match created.map_err(std::io::Error::other).and_then(|r| r) {
         Ok(dir) => Some(dir),
         Err(error) => {
             warn!(%error, "no temporary directory: SHOAL_MEMBERS_FILE will not be set");
@@ -210,7 +213,7 @@ async fn flush(
     pending: &mut Pending,
     workers: &[Worker],
     node: &NodeHandle,
-    dir: Option<&TempDir>,
+    dir: Option<&MembersDir>,
     counters: &Counters,
 ) {
     let members = std::mem::take(&mut pending.members);
@@ -239,7 +242,7 @@ async fn run_users(
     users: &[UserEvent],
     workers: &[Worker],
     node: &NodeHandle,
-    dir: Option<&TempDir>,
+    dir: Option<&MembersDir>,
     counters: &Counters,
 ) {
     if workers.is_empty() {
@@ -280,7 +283,7 @@ async fn run_query(
     query: &Query,
     workers: &[Worker],
     node: &NodeHandle,
-    dir: Option<&TempDir>,
+    dir: Option<&MembersDir>,
     counters: &Counters,
     handler_timeout: Duration,
 ) {
@@ -313,7 +316,7 @@ async fn run_query(
 }
 
 /// The view the runs see, and the members file written from it.
-async fn context(node: &NodeHandle, dir: Option<&TempDir>) -> (Arc<View>, Option<PathBuf>) {
+async fn context(node: &NodeHandle, dir: Option<&MembersDir>) -> (Arc<View>, Option<PathBuf>) {
     let snapshot = node.view();
     let file = match dir {
         Some(d) => write_members_file(d.path().join("members.json"), &snapshot).await,

@@ -4,5 +4,6 @@
 pub mod dispatch;
 pub mod env;
 pub mod filter;
+pub mod members_dir;
 pub mod query;
 pub mod user;
