@@ -164,13 +164,15 @@ fn close_after(reply: &mut Reply) {
     );
 }
 
-/// Whether the request carries the token (`Authorization: Bearer TOKEN`), compared in
-/// constant time.
+/// Whether the request carries the token (`Authorization: Bearer TOKEN`; the scheme's case
+/// does not matter, RFC 9110), compared in constant time.
 fn authorized(req: &Request<Incoming>, expected: &str) -> bool {
     req.headers()
         .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|given| crate::token::matches(given, expected.as_bytes()))
+        .map(|v| v.as_bytes())
+        .and_then(|v| v.split_at_checked(7))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .is_some_and(|(_, given)| crate::token::matches(given, expected.as_bytes()))
 }
 
 /// 401 `unauthorized`, then the connection closes.

@@ -2,7 +2,7 @@
 //! the connections open at once, and a header-read timeout, so no client can hold the API
 //! (or the agent's file descriptors) with connections that never send a request.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -114,14 +114,23 @@ impl Listener {
 fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(std::io::Error::new(
-                    ErrorKind::AddrInUse,
-                    "another process answers on this socket",
-                ));
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(std::io::Error::new(
+                        ErrorKind::AddrInUse,
+                        "another process answers on this socket",
+                    ));
+                }
+                // Nothing listens: left by an agent that crashed.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(path)?,
+                // Say, another user's socket we may not connect to: not ours to replace.
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("a socket exists there and cannot be checked: {e}"),
+                    ));
+                }
             }
-            // Nothing listens: left by an agent that crashed.
-            std::fs::remove_file(path)?;
         }
         Ok(_) => {
             return Err(std::io::Error::new(
@@ -207,8 +216,10 @@ impl Conn {
     }
 
     /// Answers 503 `too_many_connections` without reading the request, and closes. The
-    /// answer fits a fresh socket's send buffer, so the write does not wait; if it cannot be
-    /// written at once, the connection is closed with nothing said.
+    /// answer fits a fresh socket's empty send buffer, so one non-blocking write of the raw
+    /// socket takes it whole and nothing waits (tokio's own `try_write` would not even try
+    /// before the reactor has seen the socket writable); if it cannot be written at once,
+    /// the connection is closed with nothing said.
     fn refuse(self, limit: usize) {
         let body = serde_json::to_string(&ErrorBody::new(
             "too_many_connections",
@@ -223,9 +234,9 @@ impl Conn {
              content-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
-        let _ = match &self {
-            Conn::Tcp(s, _) => s.try_write(answer.as_bytes()),
-            Conn::Unix(s) => s.try_write(answer.as_bytes()),
+        let _ = match self {
+            Conn::Tcp(s, _) => s.into_std().and_then(|mut s| s.write(answer.as_bytes())),
+            Conn::Unix(s) => s.into_std().and_then(|mut s| s.write(answer.as_bytes())),
         };
     }
 }

@@ -79,11 +79,15 @@ pub async fn run(
     counters: Arc<Counters>,
     streams: Arc<EventStreams>,
 ) {
-    // Off the runtime thread (it is the gossip loop's too): the clean-up reads the whole
-    // temporary directory.
-    let created = tokio::task::spawn_blocking(|| MembersDir::create(&std::env::temp_dir())).await;
-    let dir = match created.map_err(std::io::Error::other).and_then(|r| r) {
-        Ok(dir) => Some(dir),
+    let tmp = std::env::temp_dir();
+    let dir = match MembersDir::create(&tmp) {
+        Ok(dir) => {
+            // Off the runtime thread (it is the gossip loop's too), and not waited for: the
+            // clean-up reads the whole temporary directory.
+            let own = dir.path().to_path_buf();
+            tokio::task::spawn_blocking(move || MembersDir::remove_stale(&tmp, &own));
+            Some(dir)
+        }
         Err(error) => {
             warn!(%error, "no temporary directory: SHOAL_MEMBERS_FILE will not be set");
             None

@@ -4,7 +4,8 @@
 //! Each agent makes `$TMPDIR/shoal-members-XXXXXX` (mode 0700) and holds an exclusive
 //! `flock` on the `lock` file in it for as long as it runs; the kernel drops the lock when the
 //! process dies, however it dies. At start, every such directory of this user whose lock can
-//! be taken belongs to no running agent and is removed. A directory whose lock is held is a
+//! be taken belongs to no running agent and is removed (in the background: events are not
+//! held up by it). A directory whose lock is held is a
 //! live agent's and is left alone (many agents may share one host and one `/tmp`).
 
 use std::fs::File;
@@ -33,19 +34,27 @@ pub struct MembersDir {
 
 impl MembersDir {
     /// Creates the directory (in `parent`, normally the system's temporary directory) and
-    /// locks it; then removes the stale ones beside it.
+    /// locks it. Quick: the clean-up of stale ones is [`MembersDir::remove_stale`].
     pub fn create(parent: &Path) -> std::io::Result<MembersDir> {
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir_in(parent)?;
         let file = File::create(dir.path().join(LOCK))?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, errno)| std::io::Error::from(errno))?;
-        let uid = std::fs::metadata(dir.path())?.uid();
-        let removed = remove_stale(parent, uid, dir.path());
+        Ok(MembersDir { dir, _lock: lock })
+    }
+
+    /// Removes the stale directories beside this one; returns how many. It reads the whole
+    /// parent directory: call it from a blocking task.
+    pub fn remove_stale(parent: &Path, own: &Path) -> usize {
+        let Ok(uid) = std::fs::metadata(own).map(|m| m.uid()) else {
+            return 0;
+        };
+        let removed = remove_stale(parent, uid, own);
         if removed > 0 {
             info!(removed, dir = %parent.display(),
                 "removed members-file directories left by agents that did not stop cleanly");
         }
-        Ok(MembersDir { dir, _lock: lock })
+        removed
     }
 
     /// The directory.
@@ -118,6 +127,7 @@ mod tests {
         let other = tmp.path().join("shoal-other");
         std::fs::create_dir(&other).expect("mkdir");
         let next = MembersDir::create(tmp.path()).expect("next");
+        assert_eq!(MembersDir::remove_stale(tmp.path(), next.path()), 1);
         assert!(!dead.exists());
         assert!(live.path().exists(), "a live agent's directory is kept");
         assert!(young.exists() && other.exists());
