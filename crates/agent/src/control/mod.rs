@@ -42,7 +42,7 @@ use crate::stream::monitor::Monitors;
 use crate::view;
 
 /// Largest request body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
+const MAX_BODY: usize = 64 * 1024;
 
 /// What the handlers of the API need.
 pub struct ControlState {
