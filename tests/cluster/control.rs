@@ -106,6 +106,11 @@ fn with_a_token_a_request_without_it_or_with_a_wrong_one_gets_401_and_the_cli_wi
     assert!(err.contains("/nonexistent/t"), "{err}");
     // The agent serves on, and the harness's own requests carry the token.
     assert_eq!(a.count_alive(), 1);
+    assert!(
+        a.log()
+            .contains("control request refused: no or a wrong token")
+    );
+    assert!(!a.log().contains(TOKEN), "the token is never logged");
 }
 
 #[test]
@@ -229,6 +234,7 @@ fn half_open_control_connections_are_closed_by_the_header_timeout() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     drop(conns);
     assert_eq!(a.count_alive(), 1);
+    assert!(a.log().contains("--control-header-timeout"), "{}", a.log());
     assert!(
         wait_until(Duration::from_secs(5), || fds(a.pid()) <= before + 4),
         "fds: {} before, {} after",

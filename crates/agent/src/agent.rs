@@ -118,6 +118,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         monitors: log.monitors(),
         stream_slots: Arc::new(Semaphore::new(control::MAX_STREAMS)),
         token: cfg.control_token.as_ref().map(|t| t.token.clone()),
+        warnings: Default::default(),
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,

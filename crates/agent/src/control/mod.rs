@@ -70,6 +70,8 @@ pub struct ControlState {
     pub stream_slots: Arc<Semaphore>,
     /// The token every request must carry (`--control-token-file`); `None`: no check.
     pub token: Option<String>,
+    /// The door's throttled warnings (refused, timed out, unauthorized).
+    pub warnings: server::Warnings,
 }
 
 /// Most streams (`/v1/stream` and `/v1/monitor` together) open at once; one more is answered
@@ -196,7 +198,12 @@ pub(super) async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
     if let Some(token) = &st.token
         && !authorized(&req, token)
     {
-        debug!(path = %req.uri().path(), "control request without the right token");
+        if st.warnings.unauthorized.allow() {
+            warn!(path = %req.uri().path(),
+                "control request refused: no or a wrong token (further ones for 5 s at debug level)");
+        } else {
+            debug!(path = %req.uri().path(), "control request without the right token");
+        }
         return unauthorized(&req);
     }
     let path = req.uri().path().to_string();

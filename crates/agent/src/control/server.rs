@@ -65,6 +65,39 @@ impl std::fmt::Debug for ControlToken {
 /// streams and many short requests, far below a default file-descriptor limit.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 
+/// Lets a kind of warning through at most every [`WARN_EVERY`]; the rest go to debug.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Throttle {
+    /// Whether a warning may be logged now (and notes that it is).
+    pub fn allow(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+            *last = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+/// The warnings of the control API's door, each throttled on its own.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    /// Connections refused at `--control-max-connections`.
+    pub refused: Throttle,
+    /// Connections closed at `--control-header-timeout`.
+    pub timed_out: Throttle,
+    /// Requests without the right token.
+    pub unauthorized: Throttle,
+}
+
 /// A bound control listener.
 pub enum Listener {
     /// `ip:port`.
@@ -154,7 +187,6 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
 /// Serves the API until the task is dropped.
 pub async fn serve(listener: Listener, state: Arc<ControlState>, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut last_warn: Option<Instant> = None;
     loop {
         let accepted = match &listener {
             Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
@@ -173,9 +205,7 @@ pub async fn serve(listener: Listener, state: Arc<ControlState>, limits: Limits)
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            let now = Instant::now();
-            if last_warn.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
-                last_warn = Some(now);
+            if state.warnings.refused.allow() {
                 warn!(peer = %conn.peer(), limit = limits.max_connections,
                     "control connection refused: the limit of open connections \
                      (--control-max-connections) is reached (further ones for 5 s at debug level)");
@@ -253,8 +283,9 @@ fn spawn<S>(
 {
     tokio::spawn(async move {
         let _permit = permit;
+        let shared = state.clone();
         let svc = service_fn(move |req| {
-            let state = state.clone();
+            let state = shared.clone();
             async move { Ok::<_, std::convert::Infallible>(route(req, &state).await) }
         });
         let result = http1::Builder::new()
@@ -262,10 +293,16 @@ fn spawn<S>(
             .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(stream), svc)
             .await;
+        let timeout_ms = limits.header_timeout.as_millis() as u64;
         match result {
             Ok(()) => {}
+            Err(error) if error.is_timeout() && state.warnings.timed_out.allow() => warn!(
+                %peer, timeout_ms,
+                "control connection closed: no whole request header within \
+                 --control-header-timeout (further ones for 5 s at debug level)"
+            ),
             Err(error) if error.is_timeout() => debug!(
-                %peer, timeout_ms = limits.header_timeout.as_millis() as u64,
+                %peer, timeout_ms,
                 "control connection closed: no whole request header within \
                  --control-header-timeout"
             ),
