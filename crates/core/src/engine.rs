@@ -433,13 +433,20 @@ impl Engine {
         self.foca.iter_members().map(|m| m.id().addr).collect()
     }
 
-    /// The addresses of the members foca knows as down, ourselves excluded.
+    /// The addresses of the members foca knows as down, ourselves and those that left
+    /// gracefully excluded (a node that left stays out until it contacts us itself).
     fn down_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         let me = self.local().addr;
         self.foca
             .iter_membership_state()
             .filter(move |m| m.state() == State::Down && m.id().addr != me)
             .map(|m| m.id().addr)
+            .filter(|addr| !self.left_gracefully(*addr))
+    }
+
+    /// True when the member at `addr` left gracefully: nothing but an answer goes there.
+    fn left_gracefully(&self, addr: SocketAddr) -> bool {
+        lock(&self.shared).table.left_gracefully(addr)
     }
 
     /// Queues `item` for gossip (foca hands it to our own handler first); false, logged, when

@@ -21,7 +21,9 @@ impl Engine {
     /// apart from ours: they merge at the next resolution).
     pub(super) fn seeds_resolved(&mut self, addrs: Vec<SocketAddr>) {
         let members = self.member_addrs();
-        let fresh = self.rejoin.on_resolved(addrs, self.local().addr, &members);
+        let mut fresh = self.rejoin.on_resolved(addrs, self.local().addr, &members);
+        // A join name of a member that left gracefully: it stays out until it joins again.
+        fresh.retain(|addr| !self.left_gracefully(*addr));
         if self.leave.left() {
             return;
         }
