@@ -89,6 +89,14 @@ pub enum DropReason {
     /// Shorter than the kind's fixed fields.
     #[error("truncated {0}")]
     Truncated(&'static str),
+    /// Longer than any shoal node sends (the configured packet size plus the SWIM digest).
+    #[error("datagram of {len} bytes exceeds the {limit}-byte datagram limit")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A kind that never travels as a gossip datagram (push-pull frames, beacons).
     #[error("{0:?} is not a datagram kind")]
     NotADatagram(Kind),

@@ -320,6 +320,33 @@ impl Sim {
         self.boot(at);
     }
 
+    /// Delivers `packet` to the node at `to` now, as from `from` (a stranger's or a forger's
+    /// datagram: the forged-packet tests and the fuzz targets feed them here).
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, packet: Vec<u8>) {
+        self.schedule(self.now, Delivery::Datagram { from, to, packet });
+    }
+
+    /// Delivers a push-pull `state` to the node at `to` now, as opened by `from`.
+    pub fn inject_state(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        state: crate::anti_entropy::SyncState,
+    ) {
+        let back = Duration::ZERO;
+        let (join, at) = (None, self.now);
+        self.schedule(
+            at,
+            Delivery::Exchange {
+                to,
+                from,
+                state,
+                back,
+                join,
+            },
+        );
+    }
+
     /// Starts a graceful leave of the node at `at`; it stops once the leave is done.
     pub fn leave(&mut self, at: SocketAddr) {
         let Some(node) = self.nodes.get_mut(&at) else {
