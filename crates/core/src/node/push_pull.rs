@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::anti_entropy::{self, Frame, FrameError, PingFrame, SyncState};
@@ -57,8 +57,8 @@ const FIRST_READ: usize = 16 * 1024;
 
 /// Reads one frame of either kind (a push-pull state or a ping). The declared length is
 /// checked against [`anti_entropy::MAX_FRAME`] first, and memory is taken only for bytes that
-/// arrived.
-pub async fn read_frame(stream: &mut TcpStream) -> Result<Frame, SyncError> {
+/// arrived. (Generic over the stream so the fuzz target drives this very function.)
+pub async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Frame, SyncError> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
