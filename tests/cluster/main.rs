@@ -5,6 +5,7 @@ mod accuracy;
 mod bad_input;
 mod discovery;
 mod events;
+mod forged;
 mod handlers;
 mod harness;
 mod membership;

@@ -86,6 +86,12 @@ pub enum DropReason {
     /// current identity).
     #[error("{0} not sent by the member it names")]
     NotFromMember(&'static str),
+    /// A SWIM message other than an announce from an address that is no member and was not
+    /// contacted to join.
+    #[error(
+        "SWIM message from an address that is not a member (only an announce may come from one)"
+    )]
+    Stranger,
     /// Shorter than the kind's fixed fields.
     #[error("truncated {0}")]
     Truncated(&'static str),

@@ -622,12 +622,6 @@ impl Membership {
         true
     }
 
-    /// True when the member at `addr` is down after a leave of its own (not a force-leave):
-    /// it stays out until it contacts the cluster itself (`--join`, `--rejoin`).
-    pub fn left_gracefully(&self, addr: SocketAddr) -> bool {
-        (self.entries.get(&addr)).is_some_and(|e| e.status() == Status::Left && !e.forced)
-    }
-
     /// The member `id` itself sent its state: whatever it announced is now known or bogus.
     pub fn settle_announced(&mut self, id: Identity) {
         if let Some(entry) = self.entries.get_mut(&id.addr) {
@@ -687,6 +681,8 @@ fn addr_hashes(addr: SocketAddr) -> (Fnv, Fnv) {
     left.write(text.as_bytes());
     (up, left)
 }
+
+mod lookups;
 
 #[cfg(test)]
 mod tests;

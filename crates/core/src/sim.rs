@@ -638,13 +638,20 @@ impl Sim {
                     return;
                 };
                 let (reply, mut answer) = oneshot::channel();
-                node.engine
-                    .handle_command(now, Command::Exchange { state, reply });
+                node.engine.handle_command(
+                    now,
+                    Command::Exchange {
+                        state,
+                        peer: from,
+                        reply,
+                    },
+                );
                 self.flush(to);
                 if let Ok(theirs) = answer.try_recv() {
                     let cmd = Command::ApplyState {
                         state: theirs,
                         join,
+                        peer: to,
                     };
                     self.command_later(from, back, cmd);
                 }

@@ -29,7 +29,7 @@ use shoal_core::profile::Profile;
 use shoal_core::sim::Sim;
 use shoal_core::{QueryFilter, QueryParams, discover};
 
-mod seeds;
+pub mod seeds;
 pub use seeds::seeds;
 
 /// One target: what it does with an input.

@@ -129,10 +129,12 @@ impl Engine {
         Ok(tags)
     }
 
-    pub(super) fn apply_state(&mut self, state: SyncState, join: Option<JoinId>) {
+    /// A peer's state from a push-pull with `peer`, screened first ([`super::senders`]).
+    pub(super) fn apply_state(&mut self, state: SyncState, join: Option<JoinId>, peer: SocketAddr) {
         if self.leave.left() {
             return;
         }
+        let state = self.screen_state(state, peer);
         if state.from.is_some_and(|from| from != self.local()) {
             self.apply_events(state.event_clock, state.events, join);
         }

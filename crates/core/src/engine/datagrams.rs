@@ -94,7 +94,10 @@ impl Engine {
             return;
         }
         let result = input::decode(packet).and_then(|datagram| match datagram {
-            Datagram::Swim(payload, digest) => match self.swim(from, payload, digest) {
+            Datagram::Swim(payload, digest) => match self
+                .screen_swim(from, payload)
+                .map(|screened| self.swim(from, &screened, digest))?
+            {
                 // Not bad packets: news about our own old identity, and gossip while alone.
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 Err(error) => Err(DropReason::Swim(error)),

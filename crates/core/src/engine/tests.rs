@@ -74,7 +74,15 @@ fn state_of(who: Identity, name: &str) -> SyncState {
 
 /// A push-pull answer (not of an operator join) arrives at `t`.
 fn apply_state(engine: &mut Engine, t: Instant, state: SyncState) {
-    engine.handle_command(t, Command::ApplyState { state, join: None });
+    let peer = state.from.map_or(engine.identity().addr, |f| f.addr);
+    engine.handle_command(
+        t,
+        Command::ApplyState {
+            state,
+            join: None,
+            peer,
+        },
+    );
 }
 
 /// An operator's `shoal join TARGETS` (no replay).

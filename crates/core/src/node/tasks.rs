@@ -76,7 +76,7 @@ pub(super) fn spawn_sync_server(
             let stats = stats.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(error) = serve_one(stream, &inbox, &stats, limit).await {
+                if let Err(error) = serve_one(stream, peer, &inbox, &stats, limit).await {
                     debug!(%peer, %error, "push-pull from peer failed");
                 }
             });
@@ -86,6 +86,7 @@ pub(super) fn spawn_sync_server(
 
 async fn serve_one(
     mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     inbox: &mpsc::Sender<Command>,
     stats: &Stats,
     limit: Duration,
@@ -97,6 +98,7 @@ async fn serve_one(
     let (tx, rx) = oneshot::channel();
     let exchange = Command::Exchange {
         state: theirs,
+        peer,
         reply: tx,
     };
     if inbox.send(exchange).await.is_err() {
@@ -182,6 +184,7 @@ pub(super) fn spawn_push_pull(
                         .send(Command::ApplyState {
                             state: theirs,
                             join,
+                            peer: addr,
                         })
                         .await
                         .is_err()
