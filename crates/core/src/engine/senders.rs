@@ -58,6 +58,11 @@ impl Contacts {
             self.at
                 .retain(|_, t| now.saturating_duration_since(*t) < CONTACT_TRUST);
         }
+        if self.at.len() > MAX_CONTACTS
+            && let Some(oldest) = self.at.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a)
+        {
+            self.at.remove(&oldest);
+        }
     }
 
     /// True when `addr` was contacted less than [`CONTACT_TRUST`] before `now`.
@@ -215,5 +220,28 @@ impl Engine {
             state.events.clear();
         }
         state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_contact_is_trusted_for_a_while_and_the_memory_stays_bounded() {
+        let mut c = Contacts::default();
+        let t0 = Instant::now();
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        c.note(a, t0);
+        assert!(c.recent(a, t0 + CONTACT_TRUST / 2));
+        assert!(!c.recent(a, t0 + CONTACT_TRUST));
+        for port in 0..(MAX_CONTACTS as u16 + 10) {
+            c.note(
+                SocketAddr::from(([127, 0, 0, 2], port)),
+                t0 + CONTACT_TRUST * 2,
+            );
+        }
+        assert_eq!(c.at.len(), MAX_CONTACTS);
+        assert!(!c.recent(a, t0 + CONTACT_TRUST * 2));
     }
 }
