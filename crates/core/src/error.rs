@@ -92,6 +92,10 @@ pub enum DropReason {
         "SWIM message from an address that is not a member (only an announce may come from one)"
     )]
     Stranger,
+    /// A SWIM ping request or indirect ack naming an identity that is no member (foca would
+    /// send to it).
+    #[error("SWIM request naming a non-member as its target")]
+    UnknownTarget,
     /// Shorter than the kind's fixed fields.
     #[error("truncated {0}")]
     Truncated(&'static str),

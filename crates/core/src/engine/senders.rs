@@ -7,6 +7,8 @@
 //!   an announce (a join) is taken: a newcomer's other messages to a member that has not heard
 //!   of it yet are dropped (the indirect probes through members that know it still reach this
 //!   node, and gossip brings the newcomer in milliseconds).
+//! - A request to ping a member for the sender, or to forward an ack to one, must name a
+//!   member foca knows: foca would send to whatever address the request names.
 //! - A sender this node does not know (no member at that address with a meta, and not an
 //!   address this node contacted to join) speaks only for itself: its updates about others and
 //!   its custom broadcasts (leave intents, metas, events) are cut; what is left (it exists)
@@ -147,6 +149,13 @@ impl Engine {
             .any(|m| m.id().addr == from);
         if !member && header.message != Message::Announce && !self.contacts.recent(from, self.now) {
             return Err(DropReason::Stranger);
+        }
+        if let Message::PingReq { target, .. } | Message::IndirectAck { target, .. } =
+            &header.message
+            && !self.foca.iter_membership_state().any(|m| m.id() == target)
+        {
+            // foca would send to whatever the request names: a reflection to a third party.
+            return Err(DropReason::UnknownTarget);
         }
         let trusted = self.trusted_sender(from);
         let mut updates = Vec::new();
