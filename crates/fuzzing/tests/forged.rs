@@ -129,3 +129,49 @@ fn a_member_that_relays_a_down_about_a_live_member_only_makes_it_refute() {
     assert_whole(&sim, "3 s after the relayed down");
     assert_eq!(events_of_all(&sim), before, "member events ran");
 }
+
+#[test]
+fn a_flood_of_mutated_packets_with_spoofed_member_sources_leaves_the_cluster_whole() {
+    // The harder case of the flood: copies of the cluster's kinds of packets, mutated, sent
+    // with the source address of a real member (a raw-socket forger on the same network).
+    let mut sim = converged();
+    let ids: Vec<Identity> = (0..N).map(|i| identity(&sim, i)).collect();
+    let mut templates = Vec::new();
+    for (i, src) in ids.iter().enumerate() {
+        let dst = ids[(i + 1) % N];
+        let all: Vec<Member<Identity>> = ids.iter().map(|id| Member::alive(*id)).collect();
+        let downs: Vec<Member<Identity>> = ids
+            .iter()
+            .map(|id| Member::new(*id, 0, State::Down))
+            .collect();
+        templates.push((src.addr, dst.addr, swim(*src, dst, Message::Ping(3), &all)));
+        templates.push((src.addr, dst.addr, swim(*src, dst, Message::Gossip, &downs)));
+        templates.push((src.addr, dst.addr, swim(*src, dst, Message::Ack(3), &[])));
+        templates.push((src.addr, dst.addr, leave_notice(*src)));
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..2000 {
+        for _ in 0..N {
+            let (from, to, template) = &templates[(next() as usize) % templates.len()];
+            let mut p = template.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % p.len();
+                p[at] = next() as u8;
+            }
+            sim.inject(*from, *to, p);
+        }
+        if round % 100 == 99 {
+            let t = sim.elapsed() + Duration::from_millis(50);
+            sim.run_until(t);
+        }
+    }
+    let t = sim.elapsed() + Duration::from_secs(5);
+    sim.run_until(t);
+    assert_whole(&sim, "5 s after the flood");
+}
