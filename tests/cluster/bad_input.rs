@@ -129,3 +129,42 @@ fn a_client_command_with_no_agent_names_the_address_it_tried() {
         "{err}"
     );
 }
+
+#[test]
+fn oversized_datagrams_stalled_frames_and_excess_streams_are_refused_naming_the_limit() {
+    let a = Agent::start("la", &[]);
+    // A datagram longer than any node sends, in a valid envelope.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut big = b"SH\x01\x01\x00".to_vec();
+    big.resize(3000, 0x41);
+    sock.send_to(&big, a.gossip).expect("send");
+    assert!(
+        wait_until(Duration::from_secs(5), || a
+            .log()
+            .contains("exceeds the 1404-byte datagram limit")),
+        "{}",
+        a.log()
+    );
+    // Frames that declare 4 MiB (the limit) and send nothing, and one over the limit; then
+    // more idle streams than the server serves at once: the excess is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(a.gossip).expect("tcp");
+        let _ = s.write_all(&(4u32 << 20).to_be_bytes());
+        held.push(s);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || a
+            .log()
+            .contains("limit of concurrent inbound streams is reached")),
+        "{}",
+        a.log()
+    );
+    let mut over = TcpStream::connect(a.gossip).expect("tcp");
+    let _ = over.write_all(&((4u32 << 20) + 1).to_be_bytes());
+    drop(held);
+    // The agent still serves push-pulls: a new agent joins it.
+    let b = Agent::start("lb", &["--join", &a.join_arg()]);
+    assert!(wait_until(Duration::from_secs(10), || a.count_alive() == 2
+        && b.count_alive() == 2));
+}

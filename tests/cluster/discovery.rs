@@ -167,3 +167,54 @@ fn two_live_agents_with_one_name_the_later_one_leaves_and_exits_with_an_error() 
         })
     }));
 }
+
+#[test]
+fn a_node_that_left_and_restarts_at_its_address_with_no_join_stays_out_until_rejoin() {
+    // Regression (issue 10): foca's periodic announce to down members reached the restarted
+    // node at its old address and pulled it back in within a second.
+    let dir = scratch();
+    let snap = dir.path().join("snap.json").display().to_string();
+    let a = Agent::start("oa", &[]);
+    let b = Agent::start("ob", &["--join", &a.join_arg()]);
+    let port = format!("{OWN_IP}:{}", free_port());
+    let mut c = Agent::start(
+        "oc",
+        &[
+            "--join",
+            &a.join_arg(),
+            "--snapshot",
+            &snap,
+            "--bind",
+            &port,
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(5), || [&a, &b, &c]
+        .iter()
+        .all(|x| x.count_alive() == 3)));
+    c.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        c.wait_exit(Duration::from_secs(5))
+            .is_some_and(|s| s.success())
+    );
+    let left = |x: &Agent| x.status_of("oc").as_deref() == Some("left");
+    assert!(wait_until(Duration::from_secs(5), || left(&a) && left(&b)));
+    let c2 = Agent::start("oc", &["--bind", &port, "--snapshot", &snap]);
+    // Six reconnect intervals of the local profile: it must stay out through all of them.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(
+            left(&a) && left(&b) && c2.count_alive() == 1,
+            "pulled back after {:?}: oa lists {:?}, ob lists {:?}, oc lists {} alive",
+            started.elapsed(),
+            a.status_of("oc"),
+            b.status_of("oc"),
+            c2.count_alive()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c2.log().contains("--rejoin"));
+    drop(c2);
+    let c3 = Agent::start("oc", &["--bind", &port, "--snapshot", &snap, "--rejoin"]);
+    assert!(wait_until(Duration::from_secs(5), || c3.count_alive() == 3
+        && a.status_of("oc").as_deref() == Some("alive")));
+}

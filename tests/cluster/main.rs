@@ -6,6 +6,7 @@ mod bad_input;
 mod control;
 mod discovery;
 mod events;
+mod forged;
 mod handlers;
 mod harness;
 mod hygiene;

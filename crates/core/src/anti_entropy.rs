@@ -30,6 +30,16 @@ use crate::user_event::{EventDigest, UserEvent};
 /// Largest push-pull frame accepted, in bytes.
 pub const MAX_FRAME: usize = 4 << 20;
 
+/// Most members (and, each, metas and leave intents) one push-pull state may carry: a state
+/// with more is refused whole. Far above any cluster shoal is built for (a member's entry is
+/// about 30 bytes, so a full [`MAX_FRAME`] could otherwise hold some 140,000 of them, each
+/// handed to foca).
+pub const MAX_SYNC_MEMBERS: usize = 16_384;
+
+/// Most user events one push-pull state may carry (a node sends its recent ones, a few
+/// hundred at most).
+pub const MAX_SYNC_EVENTS: usize = 4096;
+
 /// The digest datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
@@ -159,16 +169,35 @@ pub fn decode_any(body: &[u8]) -> Result<Frame, FrameError> {
     }
 }
 
-/// A push-pull state, also one of the earlier formats (no event fields; no query clock).
-fn decode_state(payload: &[u8]) -> Result<SyncState, postcard::Error> {
+/// A push-pull state, also one of the earlier formats (no event fields; no query clock),
+/// within the entry limits.
+fn decode_state(payload: &[u8]) -> Result<SyncState, FrameError> {
     let end = postcard::Error::DeserializeUnexpectedEnd;
-    match postcard::from_bytes::<SyncState>(payload) {
+    let state = match postcard::from_bytes::<SyncState>(payload) {
         Err(e) if e == end => match postcard::from_bytes::<SecondFormat>(payload) {
-            Err(e) if e == end => Ok(postcard::from_bytes::<FirstFormat>(payload)?.into()),
-            decoded => Ok(decoded?.into()),
+            Err(e) if e == end => postcard::from_bytes::<FirstFormat>(payload)?.into(),
+            decoded => decoded?.into(),
         },
-        decoded => decoded,
+        decoded => decoded?,
+    };
+    check_entries(&state)?;
+    Ok(state)
+}
+
+/// Refuses a state with more entries than [`MAX_SYNC_MEMBERS`] or [`MAX_SYNC_EVENTS`].
+pub fn check_entries(state: &SyncState) -> Result<(), FrameError> {
+    let counts = [
+        ("members", state.members.len(), MAX_SYNC_MEMBERS),
+        ("metas", state.metas.len(), MAX_SYNC_MEMBERS),
+        ("leave intents", state.intents.len(), MAX_SYNC_MEMBERS),
+        ("user events", state.events.len(), MAX_SYNC_EVENTS),
+    ];
+    for (what, count, limit) in counts {
+        if count > limit {
+            return Err(FrameError::TooManyEntries { what, count, limit });
+        }
     }
+    Ok(())
 }
 
 /// A push-pull frame that is not acceptable. Nothing was applied.
@@ -177,6 +206,24 @@ pub enum FrameError {
     /// The frame was larger than [`MAX_FRAME`].
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
+    /// The stream ended before the declared length arrived.
+    #[error("frame declared {declared} bytes but the stream ended after {got}")]
+    Short {
+        /// The declared length.
+        declared: usize,
+        /// The bytes that arrived.
+        got: usize,
+    },
+    /// The state carried more entries of one kind than the limit.
+    #[error("push-pull state with {count} {what} exceeds the limit of {limit}")]
+    TooManyEntries {
+        /// Which entries.
+        what: &'static str,
+        /// How many came.
+        count: usize,
+        /// The limit ([`MAX_SYNC_MEMBERS`] or [`MAX_SYNC_EVENTS`]).
+        limit: usize,
+    },
     /// Bad envelope.
     #[error("{0}")]
     Envelope(#[from] EnvelopeError),
@@ -190,6 +237,7 @@ pub enum FrameError {
 
 /// The frame body for `state` (the length prefix is the caller's: `body.len()` as `u32`).
 pub fn encode_frame(state: &SyncState) -> Result<Vec<u8>, FrameError> {
+    check_entries(state)?;
     let body = envelope::seal(Kind::PushPull, &postcard::to_stdvec(state)?);
     check_len(body.len())?;
     Ok(body)
@@ -247,6 +295,31 @@ mod tests {
         assert!(matches!(
             check_len(MAX_FRAME + 1),
             Err(FrameError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn a_state_over_an_entry_limit_is_refused_naming_the_limit() {
+        let id = Identity::new("127.0.0.1:7948".parse().expect("addr"));
+        let state = SyncState {
+            intents: vec![(id, false); MAX_SYNC_MEMBERS + 1],
+            ..SyncState::default()
+        };
+        let err = encode_frame(&state).expect_err("refused").to_string();
+        assert!(
+            err.contains("leave intents") && err.contains("16384"),
+            "{err}"
+        );
+        let body = envelope::seal(
+            Kind::PushPull,
+            &postcard::to_stdvec(&state).expect("encode"),
+        );
+        assert!(matches!(
+            decode_frame(&body),
+            Err(FrameError::TooManyEntries {
+                what: "leave intents",
+                ..
+            })
         ));
     }
 

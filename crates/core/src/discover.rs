@@ -3,7 +3,8 @@
 //! Every agent with discovery on joins the group [`GROUP`] on [`PORT`] and sends a small
 //! enveloped beacon there: its cluster name and gossip address. An agent that hears a beacon
 //! of its own cluster from an address it does not know yet joins it (announce + push-pull).
-//! Beacons of other cluster names (or sealed with other keys) are ignored.
+//! Beacons of other cluster names (or sealed with other keys) are ignored, and so is a beacon
+//! that names an address on another host than the one it came from ([`names_its_source`]).
 //!
 //! Why an own beacon and not mDNS: the only message needed is "cluster X has a member at A";
 //! it must carry shoal's envelope (version, key id) like every other packet, and mDNS would add
@@ -66,6 +67,14 @@ pub fn decode(packet: &[u8]) -> Option<Beacon> {
     }
 }
 
+/// True when `beacon`, received from `source`, names a gossip address on that same host
+/// (beacons go out from the group port, so only the IPs can match). A beacon naming any other
+/// host is forged or relayed: contacting it would aim this agent's announce and full state at
+/// a third party.
+pub fn names_its_source(beacon: &Beacon, source: SocketAddr) -> bool {
+    beacon.from.addr.ip() == source.ip()
+}
+
 /// The group address.
 pub fn group() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(GROUP, PORT))
@@ -84,6 +93,19 @@ mod tests {
         assert_eq!(decode(&encode(&b).expect("encode")), Some(b));
         assert_eq!(decode(b"junk"), None);
         assert_eq!(decode(&envelope::seal(Kind::Digest, b"x")), None);
+    }
+
+    #[test]
+    fn a_beacon_counts_only_when_it_names_its_own_host() {
+        let b = Beacon {
+            cluster: "prod".into(),
+            from: Identity::new("10.0.0.1:7948".parse().expect("addr")),
+        };
+        assert!(names_its_source(&b, "10.0.0.1:7949".parse().expect("addr")));
+        assert!(!names_its_source(
+            &b,
+            "10.0.0.9:7949".parse().expect("addr")
+        ));
     }
 
     #[test]

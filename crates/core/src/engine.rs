@@ -34,6 +34,7 @@ mod outbox;
 mod probe;
 mod queries;
 mod rejoin;
+mod senders;
 mod suspicion;
 mod ticks;
 
@@ -72,6 +73,7 @@ use leave::Leave;
 use probe::ProbeWatch;
 use queries::QueryState;
 use rejoin::Rejoin;
+use senders::Contacts;
 use suspicion::SuspectTracker;
 use ticks::Tick;
 
@@ -115,6 +117,8 @@ pub(crate) struct Engine {
     cluster_size: usize,
     last_push_pull: Option<Instant>,
     last_warn: Option<Instant>,
+    /// Addresses contacted to join: their answers may speak for others ([`senders`]).
+    contacts: Contacts,
 }
 
 /// How an engine is seeded: real randomness for agents, a seed for simulations.
@@ -203,6 +207,7 @@ impl Engine {
             cluster_size: 1,
             last_push_pull: None,
             last_warn: None,
+            contacts: Contacts::default(),
         })
     }
 
@@ -376,13 +381,13 @@ impl Engine {
             Command::UpdateTags { set, delete, reply } => {
                 let _ = reply.send(self.update_tags(set, &delete));
             }
-            Command::Exchange { state, reply } => {
-                self.apply_state(state, None);
+            Command::Exchange { state, peer, reply } => {
+                self.apply_state(state, None, peer);
                 // foca's refutation (if ours was suspected) is in its state once drained.
                 self.drain();
                 let _ = reply.send(self.state());
             }
-            Command::ApplyState { state, join } => self.apply_state(state, join),
+            Command::ApplyState { state, join, peer } => self.apply_state(state, join, peer),
             Command::UserEvent {
                 name,
                 payload,
@@ -433,13 +438,20 @@ impl Engine {
         self.foca.iter_members().map(|m| m.id().addr).collect()
     }
 
-    /// The addresses of the members foca knows as down, ourselves excluded.
+    /// The addresses of the members foca knows as down, ourselves and those that left
+    /// gracefully excluded (a node that left stays out until it contacts us itself).
     fn down_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         let me = self.local().addr;
         self.foca
             .iter_membership_state()
             .filter(move |m| m.state() == State::Down && m.id().addr != me)
             .map(|m| m.id().addr)
+            .filter(|addr| !self.left_gracefully(*addr))
+    }
+
+    /// True when the member at `addr` left gracefully: nothing but an answer goes there.
+    fn left_gracefully(&self, addr: SocketAddr) -> bool {
+        lock(&self.shared).table.left_gracefully(addr)
     }
 
     /// Queues `item` for gossip (foca hands it to our own handler first); false, logged, when
@@ -516,6 +528,7 @@ impl Engine {
     /// foca announces us to each address (the identity there is unknown: generation 0).
     fn announce_all(&mut self, addrs: &[SocketAddr]) {
         for addr in addrs {
+            self.contacts.note(*addr, self.now);
             let target = Identity {
                 addr: *addr,
                 generation: 0,
@@ -528,6 +541,9 @@ impl Engine {
 
     /// A push-pull of our current state with each of `addrs`.
     fn push_pull_to(&mut self, addrs: Vec<SocketAddr>, join: Option<JoinId>) {
+        for addr in &addrs {
+            self.contacts.note(*addr, self.now);
+        }
         let state = self.state();
         self.out.push_pulls.push(PushPull { addrs, state, join });
     }

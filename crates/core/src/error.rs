@@ -86,9 +86,27 @@ pub enum DropReason {
     /// current identity).
     #[error("{0} not sent by the member it names")]
     NotFromMember(&'static str),
+    /// A SWIM message other than an announce from an address that is no member and was not
+    /// contacted to join.
+    #[error(
+        "SWIM message from an address that is not a member (only an announce may come from one)"
+    )]
+    Stranger,
+    /// A SWIM ping request or indirect ack naming an identity that is no member (foca would
+    /// send to it).
+    #[error("SWIM request naming a non-member as its target")]
+    UnknownTarget,
     /// Shorter than the kind's fixed fields.
     #[error("truncated {0}")]
     Truncated(&'static str),
+    /// Longer than any shoal node sends (the configured packet size plus the SWIM digest).
+    #[error("datagram of {len} bytes exceeds the {limit}-byte datagram limit")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A kind that never travels as a gossip datagram (push-pull frames, beacons).
     #[error("{0:?} is not a datagram kind")]
     NotADatagram(Kind),

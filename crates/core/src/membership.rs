@@ -682,5 +682,7 @@ fn addr_hashes(addr: SocketAddr) -> (Fnv, Fnv) {
     (up, left)
 }
 
+mod lookups;
+
 #[cfg(test)]
 mod tests;

@@ -320,6 +320,33 @@ impl Sim {
         self.boot(at);
     }
 
+    /// Delivers `packet` to the node at `to` now, as from `from` (a stranger's or a forger's
+    /// datagram: the forged-packet tests and the fuzz targets feed them here).
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, packet: Vec<u8>) {
+        self.schedule(self.now, Delivery::Datagram { from, to, packet });
+    }
+
+    /// Delivers a push-pull `state` to the node at `to` now, as opened by `from`.
+    pub fn inject_state(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        state: crate::anti_entropy::SyncState,
+    ) {
+        let back = Duration::ZERO;
+        let (join, at) = (None, self.now);
+        self.schedule(
+            at,
+            Delivery::Exchange {
+                to,
+                from,
+                state,
+                back,
+                join,
+            },
+        );
+    }
+
     /// Starts a graceful leave of the node at `at`; it stops once the leave is done.
     pub fn leave(&mut self, at: SocketAddr) {
         let Some(node) = self.nodes.get_mut(&at) else {
@@ -611,13 +638,20 @@ impl Sim {
                     return;
                 };
                 let (reply, mut answer) = oneshot::channel();
-                node.engine
-                    .handle_command(now, Command::Exchange { state, reply });
+                node.engine.handle_command(
+                    now,
+                    Command::Exchange {
+                        state,
+                        peer: from,
+                        reply,
+                    },
+                );
                 self.flush(to);
                 if let Ok(theirs) = answer.try_recv() {
                     let cmd = Command::ApplyState {
                         state: theirs,
                         join,
+                        peer: to,
                     };
                     self.command_later(from, back, cmd);
                 }

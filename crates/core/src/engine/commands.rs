@@ -22,7 +22,9 @@ impl Engine {
     /// apart from ours: they merge at the next resolution).
     pub(super) fn seeds_resolved(&mut self, addrs: Vec<SocketAddr>) {
         let members = self.member_addrs();
-        let fresh = self.rejoin.on_resolved(addrs, self.local().addr, &members);
+        let mut fresh = self.rejoin.on_resolved(addrs, self.local().addr, &members);
+        // A join name of a member that left gracefully: it stays out until it joins again.
+        fresh.retain(|addr| !self.left_gracefully(*addr));
         if self.leave.left() {
             return;
         }
@@ -128,10 +130,12 @@ impl Engine {
         Ok(tags)
     }
 
-    pub(super) fn apply_state(&mut self, state: SyncState, join: Option<JoinId>) {
+    /// A peer's state from a push-pull with `peer`, screened first ([`super::senders`]).
+    pub(super) fn apply_state(&mut self, state: SyncState, join: Option<JoinId>, peer: SocketAddr) {
         if self.leave.left() {
             return;
         }
+        let state = self.screen_state(state, peer);
         if state.from.is_some_and(|from| from != self.local()) {
             self.apply_events(state.event_clock, state.events, join);
         }

@@ -94,8 +94,18 @@ impl Engine {
             // identity and rejoin.
             return;
         }
+        // The most any node sends: foca's budget, our envelope and the 4-byte digest of a
+        // SWIM datagram. Anything longer is not ours; it is refused before any decoding.
+        let limit = self.config.max_packet_size + 4;
+        if len > limit {
+            self.dropped(from, len, &DropReason::TooLarge { len, limit });
+            return;
+        }
         let result = input::decode(packet).and_then(|datagram| match datagram {
-            Datagram::Swim(payload, digest) => match self.swim(from, payload, digest) {
+            Datagram::Swim(payload, digest) => match self
+                .screen_swim(from, payload)
+                .map(|screened| self.swim(from, &screened, digest))?
+            {
                 // Not bad packets: news about our own old identity, and gossip while alone.
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 Err(error) => Err(DropReason::Swim(error)),

@@ -40,13 +40,17 @@ pub(crate) enum Command {
     /// carries what applying theirs changed (a suspected member's refutation above all).
     Exchange {
         state: SyncState,
+        /// The connection's source.
+        peer: SocketAddr,
         reply: oneshot::Sender<SyncState>,
     },
-    /// A peer's state from a push-pull (either direction); `join`: the operator join whose
-    /// push-pull it answered.
+    /// A peer's state from a push-pull we opened; `join`: the operator join whose push-pull
+    /// it answered.
     ApplyState {
         state: SyncState,
         join: Option<JoinId>,
+        /// The address dialled.
+        peer: SocketAddr,
     },
     /// Send a user event; answered with its Lamport time.
     UserEvent {

@@ -23,6 +23,12 @@ impl Engine {
         loop {
             while let Some((to, data)) = self.runtime.to_send() {
                 if let Some(h) = super::probe::header(&data) {
+                    if h.message == foca::Message::Announce && self.left_gracefully(to.addr) {
+                        // foca's periodic announce to down members: one that left gracefully
+                        // stays out until it contacts the cluster itself (Serf reconnects
+                        // only to failed members).
+                        continue;
+                    }
                     if h.src_incarnation > self.incarnation {
                         // We refuted a suspicion of ourselves: others could not reach us.
                         self.incarnation = h.src_incarnation;

@@ -74,7 +74,15 @@ fn state_of(who: Identity, name: &str) -> SyncState {
 
 /// A push-pull answer (not of an operator join) arrives at `t`.
 fn apply_state(engine: &mut Engine, t: Instant, state: SyncState) {
-    engine.handle_command(t, Command::ApplyState { state, join: None });
+    let peer = state.from.map_or(engine.identity().addr, |f| f.addr);
+    engine.handle_command(
+        t,
+        Command::ApplyState {
+            state,
+            join: None,
+            peer,
+        },
+    );
 }
 
 /// An operator's `shoal join TARGETS` (no replay).
@@ -384,6 +392,58 @@ fn a_digest_makes_the_node_push_pull_with_its_udp_source_not_an_address_it_names
     let pp = engine.take_outbox().push_pulls;
     assert_eq!(pp.len(), 1);
     assert_eq!(pp[0].addrs, [addr(2)], "only the UDP source");
+}
+
+/// A foca message from `src` to `dst`, in a SWIM envelope.
+fn swim_from(src: Identity, dst: Identity, message: foca::Message<Identity>) -> Vec<u8> {
+    let mut body = Vec::new();
+    let header = foca::Header {
+        src,
+        src_incarnation: 0,
+        dst,
+        message,
+    };
+    foca::Codec::encode_header(&mut foca::PostcardCodec, &header, &mut body).expect("encode");
+    envelope::seal(Kind::Swim, &body)
+}
+
+#[test]
+fn a_request_to_ping_or_forward_to_a_non_member_is_dropped_and_one_to_a_member_is_served() {
+    use foca::Message::{IndirectAck, PingReq};
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
+    apply_state(&mut engine, t0, state_of(id(3, 1), "c"));
+    engine.take_outbox();
+    let (me, third) = (engine.identity(), id(99, 1));
+    let before = engine
+        .stats
+        .packets_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    for message in [
+        PingReq {
+            target: third,
+            probe_number: 1,
+        },
+        IndirectAck {
+            target: third,
+            probe_number: 1,
+        },
+    ] {
+        engine.handle_datagram(t0, addr(2), &swim_from(id(2, 1), me, message));
+        assert!(kinds_to(&engine.take_outbox(), addr(99)).is_empty());
+    }
+    let dropped = engine
+        .stats
+        .packets_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dropped - before, 2);
+    let ping_c = PingReq {
+        target: id(3, 1),
+        probe_number: 2,
+    };
+    engine.handle_datagram(t0, addr(2), &swim_from(id(2, 1), me, ping_c));
+    assert_eq!(kinds_to(&engine.take_outbox(), addr(3)), [Kind::SwimDigest]);
 }
 
 #[test]

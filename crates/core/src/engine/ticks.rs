@@ -239,7 +239,8 @@ impl Engine {
             self.contact_non_members(self.rejoin.seeds().to_vec());
             return;
         }
-        let targets = self.rejoin.targets(self.local().addr, self.down_addrs());
+        let mut targets = self.rejoin.targets(self.local().addr, self.down_addrs());
+        targets.retain(|addr| !self.left_gracefully(*addr));
         let targets = self.rejoin.sample(targets);
         if targets.is_empty() {
             return;
@@ -277,6 +278,7 @@ impl Engine {
         let addrs: Vec<SocketAddr> = addrs
             .into_iter()
             .filter(|a| *a != me && members.binary_search(a).is_err())
+            .filter(|a| !self.left_gracefully(*a))
             .collect();
         if addrs.is_empty() {
             return;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::anti_entropy::{self, Frame, FrameError, PingFrame, SyncState};
@@ -51,14 +51,30 @@ pub async fn read_state(stream: &mut TcpStream) -> Result<SyncState, SyncError> 
     }
 }
 
-/// Reads one frame of either kind (a push-pull state or a ping).
-pub async fn read_frame(stream: &mut TcpStream) -> Result<Frame, SyncError> {
+/// The buffer a frame starts with; it grows only as the bytes arrive, so a peer that
+/// declares a large frame and sends nothing holds this much, not the declared length.
+const FIRST_READ: usize = 16 * 1024;
+
+/// Reads one frame of either kind (a push-pull state or a ping). The declared length is
+/// checked against [`anti_entropy::MAX_FRAME`] first, and memory is taken only for bytes that
+/// arrived. (Generic over the stream so the fuzz target drives this very function.)
+pub async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Frame, SyncError> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     anti_entropy::check_len(len)?;
-    let mut frame = vec![0u8; len];
-    stream.read_exact(&mut frame).await?;
+    let mut frame = Vec::with_capacity(len.min(FIRST_READ));
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut frame)
+        .await?;
+    if frame.len() < len {
+        return Err(FrameError::Short {
+            declared: len,
+            got: frame.len(),
+        }
+        .into());
+    }
     Ok(anti_entropy::decode_any(&frame)?)
 }
 

@@ -17,8 +17,32 @@ use crate::anti_entropy::{Frame, PingFrame};
 use crate::engine::{Command, PushPull, Resolve, TcpPing};
 use crate::view::{Stats, View};
 
-/// At most this many inbound push-pulls are served at once; more wait in the listen backlog.
-const MAX_INBOUND_SYNCS: usize = 32;
+/// At most this many inbound push-pulls (and TCP pings) are served at once; a connection
+/// beyond it is closed at once, counted and logged (each served one is cut off at the read
+/// timeout, the engine's sync limit).
+pub const MAX_INBOUND_SYNCS: usize = 32;
+
+/// One warning per 5 s about refused inbound connections; the rest at debug level.
+#[derive(Default)]
+struct RateLimitedWarn {
+    last: Option<std::time::Instant>,
+}
+
+impl RateLimitedWarn {
+    fn warn(&mut self, peer: &SocketAddr) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(5))
+        {
+            self.last = Some(now);
+            warn!(%peer, limit = MAX_INBOUND_SYNCS,
+                "refused an inbound push-pull: the limit of concurrent inbound streams is reached (further ones for 5 s at debug level)");
+        } else {
+            debug!(%peer, limit = MAX_INBOUND_SYNCS, "refused an inbound push-pull: limit reached");
+        }
+    }
+}
 
 /// Accepts push-pull connections: read theirs, answer with ours, hand theirs to the owner.
 pub(super) fn spawn_sync_server(
@@ -29,6 +53,7 @@ pub(super) fn spawn_sync_server(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(MAX_INBOUND_SYNCS));
+        let mut refused_warn = RateLimitedWarn::default();
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(conn) => conn,
@@ -38,14 +63,20 @@ pub(super) fn spawn_sync_server(
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                // Every slot is held (slow or stalled peers; each is cut off at the read
+                // timeout): refuse this one at once rather than let it wait unseen in the
+                // backlog, which would also hold up the TCP pings that share the port.
+                // Logged, rate-limited.
+                refused_warn.warn(&peer);
+                drop(stream);
+                continue;
             };
             let inbox = inbox.clone();
             let stats = stats.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(error) = serve_one(stream, &inbox, &stats, limit).await {
+                if let Err(error) = serve_one(stream, peer, &inbox, &stats, limit).await {
                     debug!(%peer, %error, "push-pull from peer failed");
                 }
             });
@@ -55,6 +86,7 @@ pub(super) fn spawn_sync_server(
 
 async fn serve_one(
     mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     inbox: &mpsc::Sender<Command>,
     stats: &Stats,
     limit: Duration,
@@ -66,6 +98,7 @@ async fn serve_one(
     let (tx, rx) = oneshot::channel();
     let exchange = Command::Exchange {
         state: theirs,
+        peer,
         reply: tx,
     };
     if inbox.send(exchange).await.is_err() {
@@ -151,6 +184,7 @@ pub(super) fn spawn_push_pull(
                         .send(Command::ApplyState {
                             state: theirs,
                             join,
+                            peer: addr,
                         })
                         .await
                         .is_err()
@@ -201,7 +235,8 @@ pub(super) fn spawn_snapshot_writer(
     })
 }
 
-/// Listens on the discovery group: beacons of our cluster from others go to the owner.
+/// Listens on the discovery group: beacons of our cluster from others go to the owner, when
+/// the address a beacon names is on the host it came from.
 pub(super) fn spawn_beacon_listener(
     socket: Arc<tokio::net::UdpSocket>,
     cluster: String,
@@ -211,8 +246,8 @@ pub(super) fn spawn_beacon_listener(
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         loop {
-            let len = match socket.recv_from(&mut buf).await {
-                Ok((len, _)) => len,
+            let (len, source) = match socket.recv_from(&mut buf).await {
+                Ok(received) => received,
                 Err(error) => {
                     debug!(%error, "beacon receive failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -223,6 +258,12 @@ pub(super) fn spawn_beacon_listener(
                 continue;
             };
             if beacon.cluster != cluster || beacon.from.addr == own {
+                continue;
+            }
+            if !crate::discover::names_its_source(&beacon, source) {
+                // Contacting the address would let anyone on the LAN aim this agent's
+                // announce and full state at a third party.
+                debug!(%source, named = %beacon.from.addr, "ignored a beacon that names another host than its source");
                 continue;
             }
             if inbox

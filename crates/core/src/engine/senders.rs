@@ -1,0 +1,256 @@
+//! Who may say what (issue 10): the rules a SWIM datagram and a push-pull state pass before
+//! foca or the member table sees them, sealed or not.
+//!
+//! - A SWIM datagram's header must name its UDP source: a header that claims another
+//!   member's address (a forged "alive", or an update smuggled in a member's name) is dropped.
+//! - From an address foca does not know (in any state) and this node did not contact, only
+//!   an announce (a join) is taken: a newcomer's other messages to a member that has not heard
+//!   of it yet are dropped (the indirect probes through members that know it still reach this
+//!   node, and gossip brings the newcomer in milliseconds).
+//! - A request to ping a member for the sender, or to forward an ack to one, must name a
+//!   member foca knows: foca would send to whatever address the request names.
+//! - A sender this node does not know (no member at that address with a meta, and not an
+//!   address this node contacted to join) speaks only for itself: its updates about others and
+//!   its custom broadcasts (leave intents, metas, events) are cut; what is left (it exists)
+//!   foca handles as a join. A newcomer's own news reaches everyone through the member it
+//!   joined; a stranger's forged news about a healthy member reaches no one.
+//! - A third party cannot win a member's address for another identity: an update that names
+//!   a live member's address with another generation (the `u64::MAX` takeover) is cut unless
+//!   it comes from that address itself.
+//! - A `Down` about a member this node sees alive, from anyone but the member, counts as a
+//!   suspicion at that incarnation: the member refutes it if it is alive, and this node's own
+//!   suspicion timeout declares it down if it is not. A forged failure costs a refutation, not
+//!   a flap; a real one is detected at most one suspicion timeout later by a node that missed
+//!   the suspicion.
+//! - A push-pull state about others is taken only from the member whose state it is (its
+//!   claimed identity on the peer's IP); leave intents about a live member only from that
+//!   member; its members list passes the same update rules.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use foca::{Codec, Member, Message, PostcardCodec, State};
+use tracing::debug;
+
+use super::Engine;
+use crate::anti_entropy::SyncState;
+use crate::broadcast::lock;
+use crate::error::DropReason;
+use crate::identity::Identity;
+
+/// Addresses contacted to join are trusted for this long.
+const CONTACT_TRUST: Duration = Duration::from_secs(30);
+/// At most this many remembered contacts (the oldest go first).
+const MAX_CONTACTS: usize = 1024;
+
+/// The addresses this node announced to (join targets, seeds, discovered peers, down members):
+/// their answers (foca's feed) may speak for others before they are members.
+#[derive(Debug, Default)]
+pub(crate) struct Contacts {
+    at: BTreeMap<SocketAddr, Instant>,
+}
+
+impl Contacts {
+    /// `addr` was contacted at `now`.
+    pub(crate) fn note(&mut self, addr: SocketAddr, now: Instant) {
+        self.at.insert(addr, now);
+        if self.at.len() > MAX_CONTACTS {
+            self.at
+                .retain(|_, t| now.saturating_duration_since(*t) < CONTACT_TRUST);
+        }
+        if self.at.len() > MAX_CONTACTS
+            && let Some(oldest) = self.at.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a)
+        {
+            self.at.remove(&oldest);
+        }
+    }
+
+    /// True when `addr` was contacted less than [`CONTACT_TRUST`] before `now`.
+    pub(crate) fn recent(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.at
+            .get(&addr)
+            .is_some_and(|t| now.saturating_duration_since(*t) < CONTACT_TRUST)
+    }
+}
+
+impl Engine {
+    /// True when `addr` may speak for others: a member foca knows there (in any state) whose
+    /// meta the table has, or an address contacted to join.
+    fn trusted_sender(&self, addr: SocketAddr) -> bool {
+        if self.contacts.recent(addr, self.now) {
+            return true;
+        }
+        let Some(id) = self
+            .foca
+            .iter_membership_state()
+            .map(|m| *m.id())
+            .find(|id| id.addr == addr)
+        else {
+            return false;
+        };
+        lock(&self.shared).table.has_meta(id.addr)
+    }
+
+    /// The live member foca knows at `addr`, with its incarnation.
+    fn live_at(&self, addr: SocketAddr) -> Option<(Identity, foca::Incarnation, State)> {
+        self.foca
+            .iter_membership_state()
+            .find(|m| m.id().addr == addr && m.state() != State::Down)
+            .map(|m| (*m.id(), m.incarnation(), m.state()))
+    }
+
+    /// An update about another member, as received from `sender`: kept, rewritten (a down
+    /// about a member seen alive is a suspicion) or cut (`None`).
+    fn screen_update(
+        &self,
+        sender: SocketAddr,
+        update: Member<Identity>,
+    ) -> Option<Member<Identity>> {
+        let id = *update.id();
+        if id.addr == sender {
+            return Some(update);
+        }
+        let Some((known, incarnation, state)) = self.live_at(id.addr) else {
+            return Some(update);
+        };
+        if known != id {
+            // Only the address itself may claim it for another identity.
+            return (id.generation < known.generation).then_some(update);
+        }
+        if update.state() == State::Down
+            && state == State::Alive
+            && update.incarnation() >= incarnation
+        {
+            return Some(Member::new(id, update.incarnation(), State::Suspect));
+        }
+        Some(update)
+    }
+
+    /// Screens foca's message `payload` from UDP source `from` (see the module docs): the
+    /// payload as foca may see it, or why it is dropped.
+    pub(super) fn screen_swim<'a>(
+        &self,
+        from: SocketAddr,
+        payload: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>, DropReason> {
+        let mut codec = PostcardCodec;
+        let mut rest = payload;
+        let Ok(header) = Codec::<Identity>::decode_header(&mut codec, &mut rest) else {
+            return Ok(Cow::Borrowed(payload)); // foca names the decode error
+        };
+        if header.src.addr != from {
+            return Err(DropReason::NotFromMember("SWIM header"));
+        }
+        let member = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id().addr == from);
+        if !member && header.message != Message::Announce && !self.contacts.recent(from, self.now) {
+            return Err(DropReason::Stranger);
+        }
+        if let Message::PingReq { target, .. } | Message::IndirectAck { target, .. } =
+            &header.message
+            && !self.foca.iter_membership_state().any(|m| m.id() == target)
+        {
+            // foca would send to whatever the request names: a reflection to a third party.
+            return Err(DropReason::UnknownTarget);
+        }
+        let trusted = self.trusted_sender(from);
+        let mut updates = Vec::new();
+        if rest.len() >= 2 && header.message != Message::Broadcast {
+            let count = u16::from_be_bytes([rest[0], rest[1]]);
+            rest = &rest[2..];
+            for _ in 0..count {
+                match Codec::<Identity>::decode_member(&mut codec, &mut rest) {
+                    Ok(member) => updates.push(member),
+                    Err(_) => return Ok(Cow::Borrowed(payload)), // foca names it
+                }
+            }
+        }
+        let received = updates.len();
+        let kept: Vec<Member<Identity>> = updates
+            .iter()
+            .filter(|u| trusted || u.id().addr == from)
+            .filter_map(|u| self.screen_update(from, u.clone()))
+            .collect();
+        let tail = if trusted { rest } else { &[][..] };
+        if kept.len() == received
+            && kept.iter().zip(&updates).all(|(k, u)| k == u)
+            && tail.len() == rest.len()
+        {
+            return Ok(Cow::Borrowed(payload));
+        }
+        debug!(%from, trusted, received, kept = kept.len(), dropped_tail = rest.len() - tail.len(),
+            "screened a SWIM datagram: updates about others cut or down made suspect");
+        let mut out = Vec::with_capacity(payload.len());
+        if codec.encode_header(&header, &mut out).is_err() {
+            return Err(DropReason::Truncated("SWIM header"));
+        }
+        if header.message == Message::Broadcast {
+            out.extend_from_slice(tail); // no updates in a broadcast-only message
+        } else if !kept.is_empty() || !tail.is_empty() {
+            out.extend_from_slice(&(kept.len() as u16).to_be_bytes());
+            for member in &kept {
+                if codec.encode_member(member, &mut out).is_err() {
+                    return Err(DropReason::Truncated("SWIM update"));
+                }
+            }
+            out.extend_from_slice(tail);
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// Screens a push-pull state that came from `peer` (the TCP peer: the address dialled, or
+    /// the inbound connection's source). A state whose claimed sender is not on the peer's IP
+    /// keeps only what it says about its claimed sender... of which there is none to trust:
+    /// it is emptied. Otherwise its members pass [`Self::screen_update`] and its leave intents
+    /// about live members are kept only when they are the sender's own.
+    pub(super) fn screen_state(&self, mut state: SyncState, peer: SocketAddr) -> SyncState {
+        let Some(sender) = state.from.filter(|f| f.addr.ip() == peer.ip()) else {
+            if !state.members.is_empty() || !state.intents.is_empty() {
+                debug!(%peer, claimed = ?state.from, "ignored a push-pull state not sent from the address it claims");
+            }
+            return SyncState::default();
+        };
+        let from = sender.addr;
+        let trusted = self.trusted_sender(from);
+        state.members = std::mem::take(&mut state.members)
+            .into_iter()
+            .filter(|m| trusted || m.id().addr == from)
+            .filter_map(|m| self.screen_update(from, m))
+            .collect();
+        state
+            .intents
+            .retain(|(id, _)| id.addr == from || (trusted && self.live_at(id.addr).is_none()));
+        if !trusted {
+            state.metas.retain(|m| m.id.addr == from);
+            state.events.clear();
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_contact_is_trusted_for_a_while_and_the_memory_stays_bounded() {
+        let mut c = Contacts::default();
+        let t0 = Instant::now();
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        c.note(a, t0);
+        assert!(c.recent(a, t0 + CONTACT_TRUST / 2));
+        assert!(!c.recent(a, t0 + CONTACT_TRUST));
+        for port in 0..(MAX_CONTACTS as u16 + 10) {
+            c.note(
+                SocketAddr::from(([127, 0, 0, 2], port)),
+                t0 + CONTACT_TRUST * 2,
+            );
+        }
+        assert_eq!(c.at.len(), MAX_CONTACTS);
+        assert!(!c.recent(a, t0 + CONTACT_TRUST * 2));
+    }
+}
