@@ -10,6 +10,7 @@ mod harness;
 mod membership;
 mod netns;
 mod queries;
+mod sealed;
 mod stream;
 mod supervise;
 mod tags;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use shoal_core::seal::{Key, Keyring};
 use shoal_core::{DEFAULT_PORT, NodeConfig, Profile};
 use thiserror::Error;
 
@@ -95,6 +96,10 @@ pub struct FileConfig {
     discover: Option<String>,
     stop_delay: Option<String>,
     stop_timeout: Option<String>,
+    encrypt: Option<String>,
+    keyring_file: Option<PathBuf>,
+    encrypt_accept_plaintext: Option<bool>,
+    cluster: Option<String>,
 }
 
 impl FileConfig {
@@ -135,7 +140,11 @@ impl FileConfig {
             replay,
             discover,
             stop_delay,
-            stop_timeout
+            stop_timeout,
+            encrypt,
+            keyring_file,
+            encrypt_accept_plaintext,
+            cluster
         );
         self.join.extend(other.join);
         self.tags.extend(other.tags);
@@ -293,8 +302,22 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         }
         None => None,
     };
+    let (keyring, keyring_file, accept_plaintext) = encryption(
+        args.encrypt.clone().or(file.encrypt),
+        args.keyring_file.clone().or(file.keyring_file),
+        args.encrypt_accept_plaintext || file.encrypt_accept_plaintext.unwrap_or(false),
+    )?;
+    let cluster = args.cluster.clone().or(file.cluster).unwrap_or_default();
+    if !cluster.is_empty() {
+        shoal_core::seal::validate_label(&cluster)
+            .map_err(|e| invalid("--cluster", &cluster, e))?;
+    }
     Ok(AgentConfig {
         node: NodeConfig {
+            keyring,
+            keyring_file,
+            accept_plaintext,
+            cluster,
             advertise,
             tags,
             profile,
@@ -322,6 +345,58 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         app: args.app.clone(),
         files: args.config.clone(),
     })
+}
+
+/// The keyring from `--encrypt` and `--keyring-file`: an existing keyring file wins (a key
+/// rotated since is kept over a restart; an `--encrypt` key it lacks is ignored with a
+/// warning); a missing one is created from `--encrypt` at start.
+fn encryption(
+    encrypt: Option<String>,
+    file: Option<PathBuf>,
+    accept_plaintext: bool,
+) -> Result<(Option<Keyring>, Option<PathBuf>, bool), ConfigError> {
+    let key = match &encrypt {
+        Some(text) => {
+            Some(Key::parse(text).map_err(|e| invalid("--encrypt", "(key not shown)", e))?)
+        }
+        None => None,
+    };
+    let kept = match &file {
+        Some(path) => Keyring::load(path)
+            .map_err(|e| invalid("--keyring-file", &path.display().to_string(), e))?,
+        None => None,
+    };
+    let ring = match (kept, key) {
+        (Some(ring), Some(key)) => {
+            if !ring.keys().contains(&key) {
+                // The log is not set up yet: straight to stderr, where the log goes too.
+                eprintln!(
+                    "shoal: warning: --encrypt names a key the keyring file does not hold; the keyring file wins"
+                );
+            }
+            Some(ring)
+        }
+        (Some(ring), None) => Some(ring),
+        (None, Some(key)) => Some(Keyring::new(key)),
+        (None, None) => match &file {
+            Some(path) => {
+                return Err(invalid(
+                    "--keyring-file",
+                    &path.display().to_string(),
+                    "holds no key: create it with --encrypt KEY, or write a JSON array of keys",
+                ));
+            }
+            None => None,
+        },
+    };
+    if accept_plaintext && ring.is_none() {
+        return Err(invalid(
+            "--encrypt-accept-plaintext",
+            "true",
+            "needs --encrypt or --keyring-file (it lets plaintext in beside sealed gossip)",
+        ));
+    }
+    Ok((ring, file, accept_plaintext))
 }
 
 fn duration(

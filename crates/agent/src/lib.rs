@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod handlers;
+pub mod keys;
 pub mod logging;
 pub mod reaper;
 pub mod shell;
