@@ -520,6 +520,9 @@ mod tests {
             stop_delay = "3s"
             stop_timeout = "4s"
             tags_file = "/nonexistent/tags.json"
+            encrypt = "cg8StVXbQJ0gPvMd9pJItg=="
+            encrypt_accept_plaintext = true
+            cluster = "prod-eu"
             [tags]
             role = "web"
         "#;
@@ -550,6 +553,61 @@ mod tests {
         assert_eq!(cfg.stop_timeout, Duration::from_secs(4));
         assert_eq!(cfg.node.tags["role"], "web");
         assert_eq!(cfg.tags_file, Some(PathBuf::from("/nonexistent/tags.json")));
+        assert_eq!(cfg.node.keyring.map(|r| r.keys().len()), Some(1));
+        assert!(cfg.node.accept_plaintext);
+        assert_eq!(cfg.node.cluster, "prod-eu");
+    }
+
+    #[test]
+    fn encryption_settings_are_checked_and_an_existing_keyring_file_wins() {
+        let k1 = "HvY8ubRZMgafUOWvrOadwOckVa1wN3QWAo46FVKbVN8=";
+        let k2 = "5K9OtfP7efFrNKe5WCQvXvnaXJ5cWP0SvXiwe0kkjM4=";
+        let mut a = args();
+        a.encrypt = Some("bm90IGEga2V5".into());
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("short key")
+            .to_string();
+        assert!(
+            err.contains("--encrypt") && err.contains("16, 24 or 32"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("bm90IGEga2V5"),
+            "the key is not echoed: {err}"
+        );
+        let mut a = args();
+        a.encrypt_accept_plaintext = true;
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("no key")
+            .to_string();
+        assert!(err.contains("--encrypt-accept-plaintext"), "{err}");
+        let mut a = args();
+        a.cluster = Some("a b".into());
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("label")
+            .to_string();
+        assert!(err.contains("--cluster"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyring.json");
+        let mut a = args();
+        a.keyring_file = Some(path.clone());
+        let err = resolve(&a, FileConfig::default())
+            .expect_err("no key anywhere")
+            .to_string();
+        assert!(
+            err.contains("--keyring-file") && err.contains("no key"),
+            "{err}"
+        );
+        a.encrypt = Some(k1.into());
+        let cfg = resolve(&a, FileConfig::default()).expect("creates from --encrypt");
+        let ring = cfg.node.keyring.expect("ring");
+        assert_eq!(ring.primary().to_base64(), k1);
+        std::fs::write(&path, format!("[\"{k2}\", \"{k1}\"]")).expect("write");
+        let cfg = resolve(&a, FileConfig::default()).expect("file wins");
+        let ring = cfg.node.keyring.expect("ring");
+        assert_eq!(ring.primary().to_base64(), k2);
+        assert_eq!(ring.keys().len(), 2);
     }
 
     #[test]
