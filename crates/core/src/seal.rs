@@ -221,7 +221,7 @@ impl Guard {
     /// or labelled packet passes as it is (the engine judges it, as it always did).
     pub fn open<'a>(
         &mut self,
-        _channel: Channel,
+        channel: Channel,
         packet: &'a [u8],
         now: u64,
     ) -> Result<Cow<'a, [u8]>, Refusal> {
@@ -260,7 +260,7 @@ impl Guard {
                 out.extend_from_slice(&packet[body..]);
                 Ok(Cow::Owned(out))
             }
-            id => self.open_sealed(id, packet, now).map(Cow::Owned),
+            id => self.open_sealed(id, channel, packet, now).map(Cow::Owned),
         }
     }
 
@@ -278,7 +278,13 @@ impl Guard {
         }
     }
 
-    fn open_sealed(&mut self, id: u8, packet: &[u8], now: u64) -> Result<Vec<u8>, Refusal> {
+    fn open_sealed(
+        &mut self,
+        id: u8,
+        channel: Channel,
+        packet: &[u8],
+        now: u64,
+    ) -> Result<Vec<u8>, Refusal> {
         let ring = self.ring.as_ref().ok_or(Refusal::NoKey)?;
         let mut keys = ring.with_id(id).peekable();
         if keys.peek().is_none() {
@@ -307,6 +313,10 @@ impl Guard {
             u32::from_be_bytes([nonce[at], nonce[at + 1], nonce[at + 2], nonce[at + 3]])
         };
         let (instance, time, counter) = (field(0), field(4), field(8));
+        // A datagram's seal moved into a TCP frame, or the other way round.
+        if (counter >> 31 == 1) != (channel == Channel::Stream) {
+            return Err(Refusal::Tampered);
+        }
         self.replay
             .check(instance, time, counter, now)
             .map_err(|stale| match stale {

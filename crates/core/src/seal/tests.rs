@@ -129,6 +129,15 @@ fn a_replayed_packet_is_refused_however_late_it_comes() {
 }
 
 #[test]
+fn a_datagram_moved_into_a_stream_frame_is_refused() {
+    let (mut a, mut b) = (guard(&[K1], ""), guard(&[K1], ""));
+    let d = a.seal(Channel::Datagram, &packet(), NOW).into_owned();
+    assert_eq!(b.open(Channel::Stream, &d, NOW), Err(Refusal::Tampered));
+    let f = a.seal(Channel::Stream, &packet(), NOW).into_owned();
+    assert_eq!(b.open(Channel::Datagram, &f, NOW), Err(Refusal::Tampered));
+}
+
+#[test]
 fn stream_frames_and_datagrams_count_apart() {
     let (mut a, mut b) = (guard(&[K1], ""), guard(&[K1], ""));
     let frame = a.seal(Channel::Stream, &packet(), NOW).into_owned();
