@@ -133,3 +133,50 @@ fn agents_of_two_cluster_labels_never_merge_even_at_a_reused_address() {
         }
     }
 }
+
+#[test]
+fn a_plaintext_cluster_is_sealed_by_rolling_restarts_in_three_steps_without_a_split() {
+    let mut agents = vec![Agent::start("u0", &[])];
+    for i in 1..3 {
+        let seed = agents[0].join_arg();
+        agents.push(Agent::start(&format!("u{i}"), &["--join", &seed]));
+    }
+    assert!(wait_until(Duration::from_secs(5), || agents
+        .iter()
+        .all(|a| a.count_alive() == 3)));
+    let steps: [&[&str]; 3] = [
+        &["--encrypt", K1, "--encrypt-send-plaintext"],
+        &["--encrypt", K1, "--encrypt-accept-plaintext"],
+        &["--encrypt", K1],
+    ];
+    for step in steps {
+        for i in 0..3 {
+            let (addr, seed) = (agents[i].gossip.to_string(), agents[(i + 1) % 3].join_arg());
+            agents[i].signal(nix::sys::signal::Signal::SIGTERM);
+            assert!(agents[i].wait_exit(Duration::from_secs(10)).is_some());
+            let mut args = step.to_vec();
+            args.extend(["--bind", addr.as_str(), "--join", seed.as_str()]);
+            agents[i] = Agent::start(&format!("u{i}"), &args);
+            assert!(
+                wait_until(Duration::from_secs(10), || agents
+                    .iter()
+                    .all(|a| a.count_alive() == 3)),
+                "{step:?}, u{i} restarted: {:?}",
+                agents
+                    .iter()
+                    .map(|a| (a.name.clone(), a.count_alive()))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    let info = agents[0].info().agent;
+    assert!(info.encrypted && !info.accept_plaintext && !info.send_plaintext);
+    // Sealed now: a plaintext newcomer stays out.
+    let late = Agent::start("late-plain", &["--join", &agents[0].join_arg()]);
+    assert!(wait_until(Duration::from_secs(10), || refused(
+        &agents[0],
+        "plaintext"
+    ) > 0));
+    assert_eq!(names(&late), vec!["late-plain".to_string()]);
+    assert!(agents.iter().all(|a| a.count_alive() == 3));
+}

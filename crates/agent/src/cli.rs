@@ -158,6 +158,10 @@ pub struct AgentArgs {
     /// packets (anyone can join while this is on). Logged loudly.
     #[arg(long, env = "SHOAL_ENCRYPT_ACCEPT_PLAINTEXT")]
     pub encrypt_accept_plaintext: bool,
+    /// Rolling upgrade, first step: load the key but keep sending plaintext (and accept both),
+    /// while some members have no key yet. Logged loudly.
+    #[arg(long, env = "SHOAL_ENCRYPT_SEND_PLAINTEXT")]
+    pub encrypt_send_plaintext: bool,
     /// Cluster label, authenticated in every packet: members of another cluster never merge
     /// with this one (letters, digits, '-', '_', '.').
     #[arg(long, env = "SHOAL_CLUSTER", value_name = "NAME")]

@@ -99,6 +99,7 @@ pub struct FileConfig {
     encrypt: Option<String>,
     keyring_file: Option<PathBuf>,
     encrypt_accept_plaintext: Option<bool>,
+    encrypt_send_plaintext: Option<bool>,
     cluster: Option<String>,
 }
 
@@ -144,6 +145,7 @@ impl FileConfig {
             encrypt,
             keyring_file,
             encrypt_accept_plaintext,
+            encrypt_send_plaintext,
             cluster
         );
         self.join.extend(other.join);
@@ -307,6 +309,15 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         args.keyring_file.clone().or(file.keyring_file),
         args.encrypt_accept_plaintext || file.encrypt_accept_plaintext.unwrap_or(false),
     )?;
+    let send_plaintext =
+        args.encrypt_send_plaintext || file.encrypt_send_plaintext.unwrap_or(false);
+    if send_plaintext && keyring.is_none() {
+        return Err(invalid(
+            "--encrypt-send-plaintext",
+            "true",
+            "needs --encrypt or --keyring-file (it is a step toward sealed gossip)",
+        ));
+    }
     let cluster = args.cluster.clone().or(file.cluster).unwrap_or_default();
     if !cluster.is_empty() {
         shoal_core::seal::validate_label(&cluster)
@@ -317,6 +328,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             keyring,
             keyring_file,
             accept_plaintext,
+            send_plaintext,
             cluster,
             advertise,
             tags,
@@ -522,6 +534,7 @@ mod tests {
             tags_file = "/nonexistent/tags.json"
             encrypt = "cg8StVXbQJ0gPvMd9pJItg=="
             encrypt_accept_plaintext = true
+            encrypt_send_plaintext = true
             cluster = "prod-eu"
             [tags]
             role = "web"
@@ -555,6 +568,7 @@ mod tests {
         assert_eq!(cfg.tags_file, Some(PathBuf::from("/nonexistent/tags.json")));
         assert_eq!(cfg.node.keyring.map(|r| r.keys().len()), Some(1));
         assert!(cfg.node.accept_plaintext);
+        assert!(cfg.node.send_plaintext);
         assert_eq!(cfg.node.cluster, "prod-eu");
     }
 

@@ -61,6 +61,9 @@ pub struct NodeConfig {
     /// With a keyring, also accept plaintext packets (`--encrypt-accept-plaintext`), for a
     /// rolling upgrade only: anyone can join while it is on.
     pub accept_plaintext: bool,
+    /// With a keyring, send plaintext and accept both (`--encrypt-send-plaintext`): the
+    /// first step of a rolling upgrade, while some members have no key yet.
+    pub send_plaintext: bool,
     /// The cluster label (`--cluster`): authenticated in every packet; packets of another
     /// label are refused. Empty: none.
     pub cluster: String,
@@ -89,6 +92,7 @@ impl NodeConfig {
             keyring: None,
             keyring_file: None,
             accept_plaintext: false,
+            send_plaintext: false,
             cluster: String::new(),
         }
     }

@@ -101,9 +101,15 @@ impl NodeHandle {
         self.sealer.encrypted()
     }
 
-    /// Whether plaintext packets are accepted beside sealed ones (`--encrypt-accept-plaintext`).
+    /// Whether plaintext packets are accepted beside sealed ones (`--encrypt-accept-plaintext`
+    /// or `--encrypt-send-plaintext`).
     pub fn accepts_plaintext(&self) -> bool {
         self.sealer.accepts_plaintext()
+    }
+
+    /// Whether packets go out plaintext although a key is loaded (`--encrypt-send-plaintext`).
+    pub fn sends_plaintext(&self) -> bool {
+        self.sealer.sends_plaintext()
     }
 
     /// The cluster label (`--cluster`); empty: none.
@@ -291,7 +297,12 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    if config.keyring.is_some() && config.accept_plaintext {
+    if config.keyring.is_some() && config.send_plaintext {
+        tracing::warn!(
+            "gossip is NOT SEALED: the key is loaded but packets go out PLAINTEXT and plaintext \
+             is accepted (--encrypt-send-plaintext); next step: --encrypt-accept-plaintext"
+        );
+    } else if config.keyring.is_some() && config.accept_plaintext {
         tracing::warn!(
             "gossip is sealed but PLAINTEXT IS ACCEPTED (--encrypt-accept-plaintext): anyone \
              can join and inject state; turn it off once every member is sealed"
@@ -302,7 +313,8 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         config.accept_plaintext,
         &config.cluster,
         rand::random(),
-    );
+    )
+    .sending_plaintext(config.send_plaintext);
     let sealer = Arc::new(sealing::Sealer::new(
         guard,
         stats.clone(),

@@ -130,6 +130,7 @@ pub fn validate_label(label: &str) -> Result<(), LabelError> {
 pub struct Guard {
     ring: Option<Keyring>,
     accept_plaintext: bool,
+    send_plaintext: bool,
     label: String,
     instance: u32,
     counters: [u32; 2],
@@ -143,11 +144,24 @@ impl Guard {
         Self {
             ring,
             accept_plaintext,
+            send_plaintext: false,
             label: label.to_string(),
             instance,
             counters: [0, 0],
             replay: ReplayGuard::default(),
         }
+    }
+
+    /// With `on`, a guard with a keyring still sends plaintext (and accepts both): the first
+    /// step of a rolling upgrade to encryption, while some members have no key yet.
+    pub fn sending_plaintext(mut self, on: bool) -> Self {
+        self.send_plaintext = on && self.ring.is_some();
+        self
+    }
+
+    /// Whether packets go out plaintext although a keyring is configured.
+    pub fn sends_plaintext(&self) -> bool {
+        self.send_plaintext
     }
 
     /// The keyring; `None` when gossip is plaintext.
@@ -162,7 +176,7 @@ impl Guard {
 
     /// Whether plaintext packets are accepted beside sealed ones.
     pub fn accepts_plaintext(&self) -> bool {
-        self.accept_plaintext
+        self.accept_plaintext || self.send_plaintext
     }
 
     /// Bytes the guard adds to every packet (sealing, or the plaintext label).
@@ -176,7 +190,7 @@ impl Guard {
         if packet.len() < HEADER_LEN {
             return Cow::Borrowed(packet);
         }
-        let Some(ring) = &self.ring else {
+        let Some(ring) = self.ring.as_ref().filter(|_| !self.send_plaintext) else {
             if self.label.is_empty() {
                 return Cow::Borrowed(packet);
             }
@@ -265,7 +279,7 @@ impl Guard {
     }
 
     fn plaintext_allowed(&self) -> Result<(), Refusal> {
-        match self.ring.is_some() && !self.accept_plaintext {
+        match self.ring.is_some() && !self.accepts_plaintext() {
             true => Err(Refusal::Plaintext),
             false => Ok(()),
         }

@@ -246,6 +246,9 @@ pub struct AgentInfo {
     /// Plaintext is accepted beside sealed gossip (`--encrypt-accept-plaintext`).
     #[serde(default)]
     pub accept_plaintext: bool,
+    /// Packets go out plaintext although a key is loaded (`--encrypt-send-plaintext`).
+    #[serde(default)]
+    pub send_plaintext: bool,
     /// Keys in this agent's keyring.
     #[serde(default)]
     pub keys: usize,

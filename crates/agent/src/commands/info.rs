@@ -23,7 +23,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
     let (a, m, s) = (&i.agent, &i.members, &i.stats);
     let mut text = format!(
         "agent:\n\tname = {}\n\tversion = {}\n\tbind = {}\n\tadvertise = {}\n\tcontrol = {}\n\t\
-         profile = {}\n\ttags = {}\n\tencrypted = {}\n\taccept_plaintext = {}\n\tkeys = {}\n\t\
+         profile = {}\n\ttags = {}\n\tencrypted = {}\n\taccept_plaintext = {}\n\tsend_plaintext = {}\n\tkeys = {}\n\t\
          cluster = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
          left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
          bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tevents_dropped = {}\n\t\
@@ -37,6 +37,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         tags_string(&a.tags),
         a.encrypted,
         a.accept_plaintext,
+        a.send_plaintext,
         a.keys,
         a.cluster,
         m.alive,

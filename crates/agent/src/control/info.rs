@@ -26,6 +26,7 @@ pub(super) fn info(st: &ControlState) -> InfoResponse {
             tags: snap.local.tags.clone(),
             encrypted: st.node.encrypted(),
             accept_plaintext: st.node.accepts_plaintext(),
+            send_plaintext: st.node.sends_plaintext(),
             keys: st.node.keys().map_or(0, |k| k.len()),
             cluster: st.node.cluster().to_string(),
         },

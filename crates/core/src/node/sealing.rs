@@ -128,6 +128,11 @@ impl Sealer {
         guard.keyring().is_some() && guard.accepts_plaintext()
     }
 
+    /// Whether packets go out plaintext although a keyring is loaded.
+    pub(crate) fn sends_plaintext(&self) -> bool {
+        self.guard().sends_plaintext()
+    }
+
     /// Whether gossip is sealed.
     pub(crate) fn encrypted(&self) -> bool {
         self.guard().keyring().is_some()

@@ -208,6 +208,22 @@ fn during_a_rolling_upgrade_plaintext_is_accepted_only_when_asked() {
 }
 
 #[test]
+fn the_first_upgrade_step_sends_plaintext_and_accepts_both() {
+    let mut step1 = Guard::new(ring(&[K1]), false, "", 1).sending_plaintext(true);
+    let plain = packet();
+    assert!(matches!(
+        step1.seal(Channel::Datagram, &plain, NOW),
+        Cow::Borrowed(_)
+    ));
+    assert!(step1.open(Channel::Datagram, &plain, NOW).is_ok());
+    let sealed = guard(&[K1], "")
+        .seal(Channel::Datagram, &plain, NOW)
+        .into_owned();
+    assert!(step1.open(Channel::Datagram, &sealed, NOW).is_ok());
+    assert!(step1.accepts_plaintext() && step1.sends_plaintext());
+}
+
+#[test]
 fn a_ring_opens_packets_of_any_of_its_keys_and_seals_with_the_primary() {
     let mut old = guard(&[K1], "");
     let mut both = guard(&[K2, K1], "");
