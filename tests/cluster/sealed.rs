@@ -5,7 +5,7 @@ mod rotation;
 
 use std::time::Duration;
 
-use crate::harness::{Agent, wait_until};
+use crate::harness::{Agent, cli, wait_until};
 
 /// Two keys as `shoal keygen` prints them.
 pub const K1: &str = "HvY8ubRZMgafUOWvrOadwOckVa1wN3QWAo46FVKbVN8=";
@@ -149,7 +149,7 @@ fn a_plaintext_cluster_is_sealed_by_rolling_restarts_in_three_steps_without_a_sp
         &["--encrypt", K1, "--encrypt-accept-plaintext"],
         &["--encrypt", K1],
     ];
-    for step in steps {
+    for (n, step) in steps.into_iter().enumerate() {
         for i in 0..3 {
             let (addr, seed) = (agents[i].gossip.to_string(), agents[(i + 1) % 3].join_arg());
             agents[i].signal(nix::sys::signal::Signal::SIGTERM);
@@ -167,6 +167,14 @@ fn a_plaintext_cluster_is_sealed_by_rolling_restarts_in_three_steps_without_a_sp
                     .map(|a| (a.name.clone(), a.count_alive()))
                     .collect::<Vec<_>>()
             );
+        }
+        if n == 0 {
+            // A new key would travel unsealed now: refused before anything is sent.
+            let control = agents[1].control.to_string();
+            let (code, _, err) = cli(&["keys", "--control", &control, "--install", K2]);
+            assert_eq!(code, Some(2), "{err}");
+            assert!(err.contains("key changes are refused while"), "{err}");
+            assert!(agents[1].log().contains("NOT SEALED"));
         }
     }
     let info = agents[0].info().agent;

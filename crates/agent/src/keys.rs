@@ -129,6 +129,11 @@ pub async fn cluster_op(
     let Some(own) = node.keys() else {
         return Err(CommandError::NotEncrypted);
     };
+    // Refused here too, before anything is sent: with --encrypt-send-plaintext the query, and
+    // the new key in it, would go out unsealed.
+    if op != KeyOp::List && node.accepts_plaintext() {
+        return Err(CommandError::AcceptingPlaintext);
+    }
     let key = match (op, key) {
         (KeyOp::List, _) => String::new(),
         (_, None) => return Err(shoal_core::seal::KeyError::Base64("no key given".into()).into()),

@@ -80,7 +80,9 @@ pub enum CommandError {
     NotEncrypted,
     /// A key operation while plaintext is accepted (a stranger could have sent it). Nothing
     /// changed.
-    #[error("key changes are refused while --encrypt-accept-plaintext is on")]
+    #[error(
+        "key changes are refused while --encrypt-accept-plaintext or --encrypt-send-plaintext is on"
+    )]
     AcceptingPlaintext,
     /// The key is malformed, or the ring refuses the change. Nothing changed.
     #[error("{0}")]

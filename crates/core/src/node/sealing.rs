@@ -19,6 +19,9 @@ use crate::view::Stats;
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Peers remembered by the log limiter; past this it starts over.
 const LOG_PEERS: usize = 1024;
+/// Warning lines about refused packets per [`LOG_EVERY`], all peers together: a flood from
+/// many (spoofed) sources logs at debug level past this.
+const LOG_BUDGET: u32 = 30;
 
 /// The node's sealing state and its counters.
 pub(crate) struct Sealer {
@@ -27,8 +30,47 @@ pub(crate) struct Sealer {
     passthrough: bool,
     guard: Mutex<Guard>,
     stats: Arc<Stats>,
-    logged: Mutex<HashMap<(&'static str, SocketAddr), Instant>>,
+    logged: Mutex<Logged>,
     keyring_file: Option<PathBuf>,
+}
+
+/// The log limiter: when each (reason, peer) last logged, and the budget of this minute.
+#[derive(Default)]
+struct Logged {
+    peers: HashMap<(&'static str, SocketAddr), Instant>,
+    budget_since: Option<Instant>,
+    spent: u32,
+}
+
+impl Logged {
+    /// Whether this refusal gets a warning line (and records it if so).
+    fn loud(&mut self, reason: &'static str, from: SocketAddr, now: Instant) -> bool {
+        if self.peers.len() >= LOG_PEERS {
+            self.peers.clear();
+        }
+        let due = match self.peers.get(&(reason, from)) {
+            // A peer of another cluster is told about once; the rest every minute.
+            Some(_) if reason == "wrong_cluster" => false,
+            Some(at) => now.duration_since(*at) >= LOG_EVERY,
+            None => true,
+        };
+        if !due {
+            return false;
+        }
+        match self.budget_since {
+            Some(since) if now.duration_since(since) < LOG_EVERY => {}
+            _ => {
+                self.budget_since = Some(now);
+                self.spent = 0;
+            }
+        }
+        if self.spent >= LOG_BUDGET {
+            return false;
+        }
+        self.spent += 1;
+        self.peers.insert((reason, from), now);
+        true
+    }
 }
 
 fn unix_now() -> u64 {
@@ -44,7 +86,7 @@ impl Sealer {
             passthrough: guard.keyring().is_none() && guard.overhead() == 0,
             guard: Mutex::new(guard),
             stats,
-            logged: Mutex::new(HashMap::new()),
+            logged: Mutex::new(Logged::default()),
             keyring_file,
         }
     }
@@ -99,26 +141,20 @@ impl Sealer {
             Stats::add(&self.stats.bytes_in, len as u64);
             Stats::add(&self.stats.packets_dropped, 1);
         }
-        let now = Instant::now();
-        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
-        if logged.len() >= LOG_PEERS {
-            logged.clear();
-        }
-        let loud = match logged.get(&(reason, from)) {
-            // A peer of another cluster is told about once; the rest every minute.
-            Some(_) if reason == "wrong_cluster" => false,
-            Some(at) => now.duration_since(*at) >= LOG_EVERY,
-            None => true,
-        };
-        let what = match channel {
-            Channel::Datagram => "packets",
-            Channel::Stream => "connections",
+        let loud = self.logged.lock().unwrap_or_else(|p| p.into_inner()).loud(
+            reason,
+            from,
+            Instant::now(),
+        );
+        // Stream peers are named by IP: their port is an ephemeral one.
+        let (what, peer) = match channel {
+            Channel::Datagram => ("packets", from.to_string()),
+            Channel::Stream => ("connections", from.ip().to_string()),
         };
         if loud {
-            logged.insert((reason, from), now);
-            warn!(%from, reason, "{what} from {from} {refusal}: dropped");
+            warn!(from = %peer, reason, "{what} from {peer} {refusal}: dropped");
         } else {
-            debug!(%from, reason, len, "{what} from {from} {refusal}: dropped");
+            debug!(from = %peer, reason, len, "{what} from {peer} {refusal}: dropped");
         }
     }
 
@@ -167,5 +203,30 @@ impl Sealer {
             })?;
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_log_once_a_minute_per_reason_and_peer_within_a_global_budget() {
+        let mut logged = Logged::default();
+        let t0 = Instant::now();
+        let peer = |i: u16| SocketAddr::from(([10, 0, 0, 7], 7000 + i));
+        assert!(logged.loud("unknown_key", peer(0), t0));
+        assert!(!logged.loud("unknown_key", peer(0), t0 + Duration::from_secs(59)));
+        assert!(logged.loud("tampered", peer(0), t0));
+        assert!(logged.loud("unknown_key", peer(0), t0 + Duration::from_secs(61)));
+        assert!(logged.loud("wrong_cluster", peer(1), t0));
+        assert!(!logged.loud("wrong_cluster", peer(1), t0 + Duration::from_secs(600)));
+        let loud = (2..200)
+            .filter(|i| logged.loud("plaintext", peer(*i), t0 + Duration::from_secs(62)))
+            .count();
+        assert!(
+            loud < LOG_BUDGET as usize,
+            "a flood from many ports is capped: {loud}"
+        );
     }
 }
