@@ -50,6 +50,9 @@ pub struct Agent {
     pub _stdout: BufReader<ChildStdout>,
 }
 
+/// The key every agent of this run seals with (`--encrypt` of the bench); unset: plaintext.
+pub static ENCRYPT_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Starts `shoal agent --node NAME` on 127.0.0.1 with port 0 (lan profile, the handler spec
 /// `handler`, `--join JOIN` if given) and waits for its readiness line.
 pub async fn spawn_agent(
@@ -69,6 +72,9 @@ pub async fn spawn_agent(
         .arg(handler);
     if let Some(join) = join {
         cmd.args(["--join", join]);
+    }
+    if let Some(key) = ENCRYPT_KEY.get() {
+        cmd.args(["--encrypt", key]);
     }
     if let Some(level) = log_level {
         cmd.env("SHOAL_LOG_LEVEL", level);

@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo bench -p shoal --bench cluster -- [--quick] [--nodes 5,20,50] [--idle-secs 60]
 //! [--kills 10] [--leaves 3] [--loss 0.1 | --no-loss] [--convergence-runs 3] [--partition-secs 20
-//! | --no-convergence] [--messaging-runs 20 | --no-messaging]`. The report goes to stdout, progress to stderr. See docs/benchmarks.md
+//! | --no-convergence] [--messaging-runs 20 | --no-messaging] [--encrypt]`. The report goes to stdout, progress to stderr. See docs/benchmarks.md
 //! for what each number means.
 
 mod agents;
@@ -102,6 +102,10 @@ async fn run(args: Args) -> Result<()> {
     }
     if let Some(parent_ns) = &args.in_netns_convergence {
         return inner_convergence_run(&settings, parent_ns, args.parent_mntns.as_deref()).await;
+    }
+    if args.encrypt {
+        let _ = crate::agents::ENCRYPT_KEY.set(shoal_core::seal::generate());
+        println!("sealed gossip: shoal --encrypt, Serf -encrypt (one random 32-byte key)");
     }
     let clk_tck = clock_ticks().await;
     print_header(&settings, clk_tck).await;

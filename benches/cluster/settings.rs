@@ -52,6 +52,11 @@ pub struct Args {
     /// Skip Serf.
     #[arg(long)]
     pub no_serf: bool,
+    /// Seal all gossip: every shoal agent gets `--encrypt KEY`, every Serf agent
+    /// `-encrypt=KEY`, with one random key for the run (the idle, members, pause, kill and
+    /// leave scenarios; the loss and convergence runs stay plaintext).
+    #[arg(long)]
+    pub encrypt: bool,
     /// Drop probability of the second loss case, applied once the cluster has converged
     /// (UDP and TCP alike); 0 skips it.
     #[arg(long, value_name = "P", default_value_t = 0.5)]

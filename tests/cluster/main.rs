@@ -14,6 +14,7 @@ mod membership;
 mod names;
 mod netns;
 mod queries;
+mod sealed;
 mod stream;
 mod supervise;
 mod tags;

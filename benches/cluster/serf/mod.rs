@@ -95,6 +95,9 @@ pub async fn spawn_serf(
         ),
         (None, _) => {}
     }
+    if let Some(key) = crate::agents::ENCRYPT_KEY.get() {
+        cmd.arg(format!("-encrypt={key}"));
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log_file.try_clone().context("log file")?))
         .stderr(Stdio::from(log_file))

@@ -37,6 +37,10 @@ pub enum Command {
     Query(QueryArgs),
     /// Show the agent's own state and counters.
     Info(InfoArgs),
+    /// Print a new random encryption key for --encrypt (base64 of 32 bytes).
+    Keygen,
+    /// Change or list the gossip encryption keys of every member (Serf's `key`).
+    Keys(KeysArgs),
     /// Stream the agent's log from now on, until interrupted (Serf's `monitor`).
     Monitor(MonitorArgs),
     /// Print the version.
@@ -154,6 +158,27 @@ pub struct AgentArgs {
     /// it is killed [default: 10s].
     #[arg(long, env = "SHOAL_STOP_TIMEOUT", value_name = "DURATION")]
     pub stop_timeout: Option<String>,
+    /// Seal all gossip with this key: base64 of 16, 24 or 32 bytes (`shoal keygen` or
+    /// `serf keygen` output). With --keyring-file, it creates the file when missing; an
+    /// existing file wins.
+    #[arg(long, env = "SHOAL_ENCRYPT", value_name = "KEY")]
+    pub encrypt: Option<String>,
+    /// Keep the keyring in this file (Serf's format: a JSON array of base64 keys, the first
+    /// in use); `shoal keys` changes are written to it.
+    #[arg(long, env = "SHOAL_KEYRING_FILE", value_name = "PATH")]
+    pub keyring_file: Option<PathBuf>,
+    /// For a rolling upgrade to encryption only: send sealed, but also accept plaintext
+    /// packets (anyone can join while this is on). Logged loudly.
+    #[arg(long, env = "SHOAL_ENCRYPT_ACCEPT_PLAINTEXT")]
+    pub encrypt_accept_plaintext: bool,
+    /// Rolling upgrade, first step: load the key but keep sending plaintext (and accept both),
+    /// while some members have no key yet. Logged loudly.
+    #[arg(long, env = "SHOAL_ENCRYPT_SEND_PLAINTEXT")]
+    pub encrypt_send_plaintext: bool,
+    /// Cluster label, authenticated in every packet: members of another cluster never merge
+    /// with this one (letters, digits, '-', '_', '.').
+    #[arg(long, env = "SHOAL_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
     /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
     #[arg(last = true, value_name = "COMMAND")]
     pub app: Vec<String>,
@@ -169,6 +194,31 @@ pub struct ClientArgs {
     /// --control-token-file); wins over SHOAL_CONTROL_TOKEN.
     #[arg(long, env = "SHOAL_CONTROL_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+}
+
+/// Flags of `shoal keys`: exactly one operation.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("op").required(true).multiple(false)
+    .args(["install", "use_key", "remove", "list"])))]
+pub struct KeysArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Install KEY on every member (it opens packets; --use makes it the one that seals).
+    #[arg(long, value_name = "KEY")]
+    pub install: Option<String>,
+    /// Make the installed KEY the one every member seals with.
+    #[arg(long = "use", value_name = "KEY")]
+    pub use_key: Option<String>,
+    /// Remove KEY from every member (refused while it is in use).
+    #[arg(long, value_name = "KEY")]
+    pub remove: Option<String>,
+    /// List the keys installed across the cluster, with how many members hold each.
+    #[arg(long)]
+    pub list: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 /// Flags of `shoal members`.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use shoal_core::broadcast::{validate_name, validate_tag};
+use shoal_core::seal::{Key, Keyring};
 use shoal_core::{DEFAULT_PORT, NodeConfig, Profile};
 use thiserror::Error;
 
@@ -100,6 +101,11 @@ pub struct FileConfig {
     discover: Option<String>,
     stop_delay: Option<String>,
     stop_timeout: Option<String>,
+    encrypt: Option<String>,
+    keyring_file: Option<PathBuf>,
+    encrypt_accept_plaintext: Option<bool>,
+    encrypt_send_plaintext: Option<bool>,
+    cluster: Option<String>,
 }
 
 impl FileConfig {
@@ -143,7 +149,12 @@ impl FileConfig {
             replay,
             discover,
             stop_delay,
-            stop_timeout
+            stop_timeout,
+            encrypt,
+            keyring_file,
+            encrypt_accept_plaintext,
+            encrypt_send_plaintext,
+            cluster
         );
         self.join.extend(other.join);
         self.tags.extend(other.tags);
@@ -359,8 +370,32 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         }
         None => None,
     };
+    let (keyring, keyring_file, accept_plaintext) = encryption(
+        args.encrypt.clone().or(file.encrypt),
+        args.keyring_file.clone().or(file.keyring_file),
+        args.encrypt_accept_plaintext || file.encrypt_accept_plaintext.unwrap_or(false),
+    )?;
+    let send_plaintext =
+        args.encrypt_send_plaintext || file.encrypt_send_plaintext.unwrap_or(false);
+    if send_plaintext && keyring.is_none() {
+        return Err(invalid(
+            "--encrypt-send-plaintext",
+            "true",
+            "needs --encrypt or --keyring-file (it is a step toward sealed gossip)",
+        ));
+    }
+    let cluster = args.cluster.clone().or(file.cluster).unwrap_or_default();
+    if !cluster.is_empty() {
+        shoal_core::seal::validate_label(&cluster)
+            .map_err(|e| invalid("--cluster", &cluster, e))?;
+    }
     Ok(AgentConfig {
         node: NodeConfig {
+            keyring,
+            keyring_file,
+            accept_plaintext,
+            send_plaintext,
+            cluster,
             advertise,
             tags,
             profile,
@@ -391,6 +426,58 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         app: args.app.clone(),
         files: args.config.clone(),
     })
+}
+
+/// The keyring from `--encrypt` and `--keyring-file`: an existing keyring file wins (a key
+/// rotated since is kept over a restart; an `--encrypt` key it lacks is ignored with a
+/// warning); a missing one is created from `--encrypt` at start.
+fn encryption(
+    encrypt: Option<String>,
+    file: Option<PathBuf>,
+    accept_plaintext: bool,
+) -> Result<(Option<Keyring>, Option<PathBuf>, bool), ConfigError> {
+    let key = match &encrypt {
+        Some(text) => {
+            Some(Key::parse(text).map_err(|e| invalid("--encrypt", "(key not shown)", e))?)
+        }
+        None => None,
+    };
+    let kept = match &file {
+        Some(path) => Keyring::load(path)
+            .map_err(|e| invalid("--keyring-file", &path.display().to_string(), e))?,
+        None => None,
+    };
+    let ring = match (kept, key) {
+        (Some(ring), Some(key)) => {
+            if !ring.keys().contains(&key) {
+                // The log is not set up yet: straight to stderr, where the log goes too.
+                eprintln!(
+                    "shoal: warning: --encrypt names a key the keyring file does not hold; the keyring file wins"
+                );
+            }
+            Some(ring)
+        }
+        (Some(ring), None) => Some(ring),
+        (None, Some(key)) => Some(Keyring::new(key)),
+        (None, None) => match &file {
+            Some(path) => {
+                return Err(invalid(
+                    "--keyring-file",
+                    &path.display().to_string(),
+                    "holds no key: create it with --encrypt KEY, or write a JSON array of keys",
+                ));
+            }
+            None => None,
+        },
+    };
+    if accept_plaintext && ring.is_none() {
+        return Err(invalid(
+            "--encrypt-accept-plaintext",
+            "true",
+            "needs --encrypt or --keyring-file (it lets plaintext in beside sealed gossip)",
+        ));
+    }
+    Ok((ring, file, accept_plaintext))
 }
 
 fn duration(
@@ -445,229 +532,4 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args() -> AgentArgs {
-        AgentArgs::default()
-    }
-
-    #[test]
-    fn defaults_follow_serf_with_shoal_ports() {
-        let cfg = resolve(&args(), FileConfig::default()).expect("valid");
-        assert_eq!(cfg.node.bind, "0.0.0.0:7948".parse().expect("addr"));
-        assert_eq!(
-            cfg.control,
-            ControlAddr::Tcp("127.0.0.1:7373".parse().expect("addr"))
-        );
-        assert!(cfg.control_token.is_none());
-        assert_eq!(cfg.control_header_timeout, Duration::from_secs(10));
-        assert_eq!(cfg.control_max_connections, DEFAULT_MAX_CONNECTIONS);
-        assert_eq!(cfg.coalesce, Duration::from_millis(100));
-        assert_eq!(cfg.node.profile, Profile::Lan);
-        assert!(!cfg.node.name.is_empty());
-    }
-
-    #[test]
-    fn flags_override_file_and_lists_append() {
-        let file: FileConfig = toml::from_str(
-            "node = \"from-file\"\njoin = [\"a:1\"]\n[tags]\nrole = \"db\"\nzone = \"x\"\n",
-        )
-        .expect("toml");
-        let mut a = args();
-        a.node = Some("from-flag".into());
-        a.join = vec!["b:2".into()];
-        a.tags = vec!["role=web".into()];
-        let cfg = resolve(&a, file).expect("valid");
-        assert_eq!(cfg.node.name, "from-flag");
-        assert_eq!(cfg.node.join, vec!["a:1", "b:2"]);
-        assert_eq!(cfg.node.tags["role"], "web");
-        assert_eq!(cfg.node.tags["zone"], "x");
-    }
-
-    #[test]
-    fn malformed_values_name_the_setting() {
-        let mut a = args();
-        a.tags = vec!["novalue".into()];
-        let err = resolve(&a, FileConfig::default())
-            .expect_err("bad tag")
-            .to_string();
-        assert!(err.contains("--tag") && err.contains("KEY=VALUE"), "{err}");
-        let mut a = args();
-        a.coalesce = Some("soon".into());
-        let err = resolve(&a, FileConfig::default())
-            .expect_err("bad duration")
-            .to_string();
-        assert!(err.contains("--coalesce"), "{err}");
-        let mut a = args();
-        a.event_handlers = vec!["member-jion=./x.sh".into()];
-        let err = resolve(&a, FileConfig::default())
-            .expect_err("bad filter")
-            .to_string();
-        assert!(err.contains("member-jion"), "{err}");
-    }
-
-    #[test]
-    fn every_file_key_takes_effect() {
-        let text = r#"
-            node = "n"
-            bind = "127.0.0.1:1000"
-            advertise = "127.0.0.1:1001"
-            join = ["a:1"]
-            event_handlers = ["member-join=x"]
-            templates = ["a:b"]
-            profile = "wan"
-            control = "127.0.0.1:1002"
-            control_header_timeout = "2s"
-            control_max_connections = 7
-            log_level = "debug"
-            log_format = "json"
-            handler_timeout = "5s"
-            coalesce = "0"
-            retry_max = 3
-            retry_interval = "2s"
-            reconnect_timeout = "1h"
-            tombstone_timeout = "2h"
-            snapshot = "/tmp/s.json"
-            rejoin = true
-            replay = true
-            discover = "prod"
-            stop_delay = "3s"
-            stop_timeout = "4s"
-            tags_file = "/nonexistent/tags.json"
-            [tags]
-            role = "web"
-        "#;
-        let mut file = FileConfig::default();
-        file.merge(toml::from_str(text).expect("toml"));
-        let cfg = resolve(&args(), file).expect("valid");
-        assert_eq!(cfg.node.name, "n");
-        assert_eq!(cfg.node.bind.port(), 1000);
-        assert_eq!(cfg.node.advertise.map(|a| a.port()), Some(1001));
-        assert_eq!(cfg.node.join, vec!["a:1"]);
-        assert_eq!(cfg.handlers.len(), 1);
-        assert_eq!(cfg.templates.len(), 1);
-        assert_eq!(cfg.node.profile, Profile::Wan);
-        assert_eq!(
-            cfg.control,
-            ControlAddr::Tcp("127.0.0.1:1002".parse().expect("addr"))
-        );
-        assert_eq!(cfg.control_header_timeout, Duration::from_secs(2));
-        assert_eq!(cfg.control_max_connections, 7);
-        assert_eq!(cfg.log_level, "debug");
-        assert_eq!(cfg.log_format, LogFormat::Json);
-        assert_eq!(cfg.handler_timeout, Duration::from_secs(5));
-        assert_eq!(cfg.coalesce, Duration::ZERO);
-        assert_eq!(cfg.node.retry_max, 3);
-        assert_eq!(cfg.node.retry_interval, Some(Duration::from_secs(2)));
-        assert_eq!(cfg.node.reconnect_timeout, Duration::from_secs(3600));
-        assert_eq!(cfg.node.tombstone_timeout, Duration::from_secs(7200));
-        assert_eq!(cfg.node.snapshot, Some(PathBuf::from("/tmp/s.json")));
-        assert!(cfg.node.rejoin);
-        assert!(cfg.node.replay);
-        assert_eq!(cfg.node.discover.as_deref(), Some("prod"));
-        assert_eq!(cfg.stop_delay, Duration::from_secs(3));
-        assert_eq!(cfg.stop_timeout, Duration::from_secs(4));
-        assert_eq!(cfg.node.tags["role"], "web");
-        assert_eq!(cfg.tags_file, Some(PathBuf::from("/nonexistent/tags.json")));
-    }
-
-    #[test]
-    fn a_tags_file_wins_over_tag_flags_and_a_corrupt_one_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tags.json");
-        let mut a = args();
-        a.tags = vec!["role=flag".into()];
-        a.tags_file = Some(path.clone());
-        let cfg = resolve(&a, FileConfig::default()).expect("no file yet");
-        assert_eq!(cfg.node.tags["role"], "flag");
-        assert_eq!(cfg.tags_file.as_deref(), Some(path.as_path()));
-        std::fs::write(&path, r#"{"role":"kept"}"#).expect("write");
-        let cfg = resolve(&a, FileConfig::default()).expect("valid");
-        assert_eq!(
-            cfg.node.tags,
-            BTreeMap::from([("role".into(), "kept".into())])
-        );
-        std::fs::write(&path, "not json").expect("write");
-        let err = resolve(&a, FileConfig::default())
-            .expect_err("corrupt")
-            .to_string();
-        assert!(
-            err.contains("--tags-file") && err.contains("tags.json"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn the_sample_config_file_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shoal.toml");
-        let cfg = resolve(&args(), FileConfig::load(&path).expect("parses")).expect("valid");
-        assert_eq!(cfg.node.name, "web-1");
-        assert_eq!(cfg.handlers.len(), 2);
-    }
-
-    #[test]
-    fn a_unix_control_address_and_a_token_file_are_read() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let token = dir.path().join("token");
-        std::fs::write(&token, "s3cret\n").expect("write");
-        let file: FileConfig = toml::from_str(&format!(
-            "control = \"unix:/run/shoal.sock\"\ncontrol_token_file = {:?}\n",
-            token.display().to_string()
-        ))
-        .expect("toml");
-        let cfg = resolve(&args(), file).expect("valid");
-        assert_eq!(cfg.control, ControlAddr::Unix("/run/shoal.sock".into()));
-        assert_eq!(cfg.control.to_string(), "unix:/run/shoal.sock");
-        let kept = cfg.control_token.expect("token");
-        assert_eq!(kept.token, "s3cret");
-        assert!(!format!("{kept:?}").contains("s3cret"));
-        let mut a = args();
-        a.control = Some("unix:".into());
-        let err = resolve(&a, FileConfig::default()).expect_err("no path");
-        assert!(err.to_string().contains("--control"), "{err}");
-        std::fs::write(&token, "\n").expect("write");
-        let mut a = args();
-        a.control_token_file = Some(token.clone());
-        let err = resolve(&a, FileConfig::default()).expect_err("empty token");
-        assert!(
-            err.to_string().contains("--control-token-file") && err.to_string().contains("empty"),
-            "{err}"
-        );
-    }
-
-    /// Issue 10: names and tags with control characters are refused at the door.
-    #[test]
-    fn unsafe_names_and_tags_are_refused_naming_the_setting() {
-        let mut a = args();
-        a.node = Some("web-9\n    server evil 6.6.6.6:80 check\n#".into());
-        let err = resolve(&a, FileConfig::default())
-            .expect_err("newline")
-            .to_string();
-        assert!(err.contains("--node") && err.contains("'\\n'"), "{err}");
-        assert!(!err.contains('\n'), "one line: {err}");
-        let mut a = args();
-        a.tags = vec!["http_port=80\u{1b}[2J".into()];
-        let err = resolve(&a, FileConfig::default())
-            .expect_err("escape")
-            .to_string();
-        assert!(
-            err.contains("--tag") && err.contains("control character"),
-            "{err}"
-        );
-        let file: FileConfig = toml::from_str("[tags]\n\"bad key\" = \"v\"\n").expect("toml");
-        let err = resolve(&args(), file)
-            .expect_err("space in key")
-            .to_string();
-        assert!(err.contains("--tag") && err.contains("bad key"), "{err}");
-        let file: FileConfig = toml::from_str("node = \"a/b\"\n").expect("toml");
-        let err = resolve(&args(), file).expect_err("slash").to_string();
-        assert!(err.contains("--node") && err.contains("'/'"), "{err}");
-    }
-
-    #[test]
-    fn unknown_file_keys_are_errors() {
-        let err = toml::from_str::<FileConfig>("nodee = \"x\"\n").expect_err("typo");
-        assert!(err.to_string().contains("nodee"), "{err}");
-    }
-}
+mod tests;

@@ -11,7 +11,8 @@
 //! - [`shell`]: runs one `sh -c` script for a handler or a template command, bounded in time.
 //! - [`supervise`]: the app run after `--`; [`reaper`]: zombie reaping when the agent is PID 1.
 //! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `tags`,
-//!   `event`, `info`, `monitor`).
+//!   `event`, `info`, `monitor`, `keys`).
+//! - [`keys`]: cluster-wide key rotation through internal `_shoal-` queries, answered here.
 //! - [`logging`]: the tracing subscriber and the log format.
 //! - [`tags_file`]: `--tags-file`, the tags kept across restarts.
 //! - [`token`]: the control-API token (checked, read from a file, compared in constant time).
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod handlers;
+pub mod keys;
 pub mod logging;
 pub mod reaper;
 pub mod shell;

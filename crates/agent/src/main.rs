@@ -59,6 +59,8 @@ fn main() -> ExitCode {
             };
         }
         Command::Info(a) => runtime.block_on(commands::info::run(&a)),
+        Command::Keygen => Ok(shoal_core::seal::generate() + "\n"),
+        Command::Keys(a) => runtime.block_on(commands::keys::run(&a)),
     };
     match output {
         Ok(text) => {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::profile::{Profile, Timings};
+use crate::seal::Keyring;
 
 /// The default gossip port (7946 belongs to Serf and Docker Swarm).
 pub const DEFAULT_PORT: u16 = 7948;
@@ -50,6 +51,22 @@ pub struct NodeConfig {
     /// Run the user events the cluster already had when this node first joins (Serf's
     /// `-replay`); off: only events from the join on run.
     pub replay: bool,
+    /// Gossip encryption keys (`--encrypt`, `--keyring-file`), primary first; `None`:
+    /// plaintext. Every datagram and stream frame is sealed with the primary.
+    pub keyring: Option<Keyring>,
+    /// Where the keyring is kept (`--keyring-file`): created at start when missing, rewritten
+    /// atomically, mode 0600, after every key change; `None`: changes last until the node
+    /// stops.
+    pub keyring_file: Option<PathBuf>,
+    /// With a keyring, also accept plaintext packets (`--encrypt-accept-plaintext`), for a
+    /// rolling upgrade only: anyone can join while it is on.
+    pub accept_plaintext: bool,
+    /// With a keyring, send plaintext and accept both (`--encrypt-send-plaintext`): the
+    /// first step of a rolling upgrade, while some members have no key yet.
+    pub send_plaintext: bool,
+    /// The cluster label (`--cluster`): authenticated in every packet; packets of another
+    /// label are refused. Empty: none.
+    pub cluster: String,
 }
 
 impl NodeConfig {
@@ -72,6 +89,11 @@ impl NodeConfig {
             rejoin: false,
             discover: None,
             replay: false,
+            keyring: None,
+            keyring_file: None,
+            accept_plaintext: false,
+            send_plaintext: false,
+            cluster: String::new(),
         }
     }
 }

@@ -580,7 +580,13 @@ impl Engine {
 
 /// foca's share of a datagram: the UDP budget minus our envelope.
 fn packet_budget(config: &NodeConfig) -> usize {
-    config.max_packet_size.saturating_sub(envelope::HEADER_LEN)
+    config
+        .max_packet_size
+        .saturating_sub(envelope::HEADER_LEN)
+        .saturating_sub(crate::seal::overhead(
+            config.keyring.is_some(),
+            &config.cluster,
+        ))
 }
 
 #[allow(dead_code)]

@@ -5,8 +5,10 @@
 //! | 'S'   | 'H'   | version | kind | key id | payload ... |
 //! +-------+-------+---------+------+--------+-------------+
 //! ```
-//! `key id` 0 means a plaintext payload; other values are reserved for AEAD-sealed payloads.
-//! Unknown versions, kinds and keys are rejected with an [`EnvelopeError`], never a panic.
+//! `key id` 0 means a plaintext payload. The driver's [`crate::seal::Guard`] uses the other
+//! values on the wire (255: plaintext with a cluster label, 1 to 254: sealed with that key) and
+//! hands the engine key id 0 again once a packet is opened. Unknown versions, kinds and keys
+//! are rejected with an [`EnvelopeError`], never a panic.
 
 use thiserror::Error;
 
@@ -69,7 +71,7 @@ impl Kind {
 }
 
 /// Why a packet was dropped. Nothing changed in the node's state.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     /// Shorter than the envelope header.
     #[error("packet of {0} bytes is shorter than the {HEADER_LEN}-byte envelope")]
@@ -103,6 +105,21 @@ pub fn seal(kind: Kind, payload: &[u8]) -> Vec<u8> {
     begin(kind, &mut out);
     out.extend_from_slice(payload);
     out
+}
+
+/// Checks the magic and version (not the kind: it may be sealed with the rest) and returns the
+/// key id.
+pub fn header_key_id(packet: &[u8]) -> Result<u8, EnvelopeError> {
+    if packet.len() < HEADER_LEN {
+        return Err(EnvelopeError::Truncated(packet.len()));
+    }
+    if packet[..2] != MAGIC {
+        return Err(EnvelopeError::BadMagic);
+    }
+    if packet[2] != VERSION {
+        return Err(EnvelopeError::Version(packet[2]));
+    }
+    Ok(packet[4])
 }
 
 /// Checks the envelope and returns the kind and the payload.

@@ -9,6 +9,7 @@ use crate::broadcast::MetaError;
 use crate::discover::DiscoverError;
 use crate::envelope::{EnvelopeError, Kind};
 use crate::query::QueryError;
+use crate::seal::{KeyError, LabelError};
 use crate::user_event::UserEventError;
 
 /// Why a node could not start. Nothing is running.
@@ -28,6 +29,17 @@ pub enum StartError {
     /// The configured name or tags break the limits.
     #[error("invalid name or tags: {0}")]
     Meta(#[from] MetaError),
+    /// The cluster label is invalid.
+    #[error("{0}")]
+    Label(#[from] LabelError),
+    /// The keyring file could not be created.
+    #[error("cannot create keyring file {path}: {source}")]
+    KeyringFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// Why a command to a running node failed.
@@ -63,6 +75,26 @@ pub enum CommandError {
     /// The node has stopped. Nothing changed.
     #[error("the node is shut down")]
     Stopped,
+    /// A key operation on a node whose gossip is plaintext. Nothing changed.
+    #[error("encryption is not enabled on this agent (start it with --encrypt or --keyring-file)")]
+    NotEncrypted,
+    /// A key operation while plaintext is accepted (a stranger could have sent it). Nothing
+    /// changed.
+    #[error(
+        "key changes are refused while --encrypt-accept-plaintext or --encrypt-send-plaintext is on"
+    )]
+    AcceptingPlaintext,
+    /// The key is malformed, or the ring refuses the change. Nothing changed.
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    /// The ring changed in memory but the keyring file could not be written.
+    #[error("the keyring changed, but {path} could not be written: {error}")]
+    KeyringFile {
+        /// The file.
+        path: String,
+        /// Why.
+        error: String,
+    },
 }
 
 /// Why the engine dropped a datagram. It is counted in `packets_dropped`; nothing changed.

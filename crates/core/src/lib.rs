@@ -23,6 +23,7 @@
 //! - [`membership`]: the pure member table: notifications and broadcasts in, Serf events out.
 //! - [`anti_entropy`]: the digest datagram and the push-pull frame.
 //! - [`discover`]: the `--discover` beacon's format.
+//! - [`seal`]: sealed gossip (AES-GCM, the keyring), the cluster label and replay protection.
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
 //! - [`fs`]: atomic file replacement; `fnv`: the hash digests use.
 //!
@@ -54,6 +55,7 @@ pub mod membership;
 pub mod node;
 pub mod profile;
 pub mod query;
+pub mod seal;
 pub mod sim;
 pub mod snapshot;
 pub mod timers;

@@ -11,10 +11,12 @@
 //!   listener and the snapshot writer.
 //! - `node/net.rs`: binding, the advertise guess, resolving names, the beacon socket.
 //! - `node/push_pull.rs`: the push-pull over TCP.
+//! - `node/sealing.rs`: the seal guard shared by all of them, its counters and log lines.
 
 mod net;
 mod owner;
 pub mod push_pull;
+mod sealing;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,8 @@ pub struct NodeHandle {
     local_addr: SocketAddr,
     advertise: SocketAddr,
     stopped: watch::Receiver<bool>,
+    sealer: Arc<sealing::Sealer>,
+    cluster: String,
 }
 
 impl NodeHandle {
@@ -90,6 +94,52 @@ impl NodeHandle {
     /// The address other members use.
     pub fn advertise_addr(&self) -> SocketAddr {
         self.advertise
+    }
+
+    /// Whether gossip is sealed (a keyring is configured).
+    pub fn encrypted(&self) -> bool {
+        self.sealer.encrypted()
+    }
+
+    /// Whether plaintext packets are accepted beside sealed ones (`--encrypt-accept-plaintext`
+    /// or `--encrypt-send-plaintext`).
+    pub fn accepts_plaintext(&self) -> bool {
+        self.sealer.accepts_plaintext()
+    }
+
+    /// Whether packets go out plaintext although a key is loaded (`--encrypt-send-plaintext`).
+    pub fn sends_plaintext(&self) -> bool {
+        self.sealer.sends_plaintext()
+    }
+
+    /// The cluster label (`--cluster`); empty: none.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The keyring as base64 keys, primary first; `None` when gossip is plaintext.
+    pub fn keys(&self) -> Option<Vec<String>> {
+        self.sealer.keys()
+    }
+
+    /// Adds `key` (base64) to this node's keyring and the keyring file. True when it was not
+    /// there yet. Only this node: the cluster-wide operation is a query (see the agent).
+    pub fn install_key(&self, key: &str) -> Result<bool, CommandError> {
+        let key = crate::seal::Key::parse(key)?;
+        self.sealer.change_keys(|ring| ring.install(key))
+    }
+
+    /// Makes the installed `key` the one this node seals with. True when it changed.
+    pub fn use_key(&self, key: &str) -> Result<bool, CommandError> {
+        let key = crate::seal::Key::parse(key)?;
+        self.sealer.change_keys(|ring| ring.use_key(&key))
+    }
+
+    /// Removes `key` from this node's keyring; the key in use is refused. True when it was
+    /// there.
+    pub fn remove_key(&self, key: &str) -> Result<bool, CommandError> {
+        let key = crate::seal::Key::parse(key)?;
+        self.sealer.change_keys(|ring| ring.remove(&key))
     }
 
     /// Contacts each target (`ip:port` or `name:port`, every resolved address) with a
@@ -194,6 +244,17 @@ impl NodeHandle {
 /// Starts a node: binds UDP and TCP on the same port, spawns the owner. Returns the handle and
 /// the event stream.
 pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Event>), StartError> {
+    if !config.cluster.is_empty() {
+        crate::seal::validate_label(&config.cluster)?;
+    }
+    if let (Some(ring), Some(path)) = (&config.keyring, &config.keyring_file)
+        && !path.exists()
+    {
+        ring.save(path).map_err(|source| StartError::KeyringFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let (udp, tcp) = net::bind_pair(config.bind).await?;
     // Join names resolved now too: the route toward a member is the best advertise guess.
     let join_addrs = if config.advertise.is_none() && config.bind.ip().is_unspecified() {
@@ -236,6 +297,30 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
+    if config.keyring.is_some() && config.send_plaintext {
+        tracing::warn!(
+            "gossip is NOT SEALED: the key is loaded but packets go out PLAINTEXT and plaintext \
+             is accepted (--encrypt-send-plaintext); next step: --encrypt-accept-plaintext"
+        );
+    } else if config.keyring.is_some() && config.accept_plaintext {
+        tracing::warn!(
+            "gossip is sealed but PLAINTEXT IS ACCEPTED (--encrypt-accept-plaintext): anyone \
+             can join and inject state; turn it off once every member is sealed"
+        );
+    }
+    let guard = crate::seal::Guard::new(
+        config.keyring.clone(),
+        config.accept_plaintext,
+        &config.cluster,
+        rand::random(),
+    )
+    .sending_plaintext(config.send_plaintext);
+    let sealer = Arc::new(sealing::Sealer::new(
+        guard,
+        stats.clone(),
+        config.keyring_file.clone(),
+    ));
+    let cluster = config.cluster.clone();
     let snapshot_path = config.snapshot.clone();
     let discover = config.discover.clone();
     let engine = Engine::new(
@@ -253,6 +338,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         inbox_tx.clone(),
         stats.clone(),
         engine.sync_limit(),
+        sealer.clone(),
     )];
     if let (Some(sock), Some(cluster)) = (&beacon, discover) {
         tasks.push(tasks::spawn_beacon_listener(
@@ -260,6 +346,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
             cluster,
             advertise,
             inbox_tx.clone(),
+            sealer.clone(),
         ));
     }
     let writer = snapshot_path.map(|p| tasks::spawn_snapshot_writer(p, view_rx.clone()));
@@ -272,6 +359,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         events: event_tx,
         view_tx,
         stats: stats.clone(),
+        sealer: sealer.clone(),
     };
     tokio::spawn(owner.run(tasks, writer, stopped_tx));
     let handle = NodeHandle {
@@ -281,6 +369,8 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         local_addr,
         advertise,
         stopped: stopped_rx,
+        sealer,
+        cluster,
     };
     Ok((handle, event_rx))
 }

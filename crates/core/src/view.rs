@@ -79,6 +79,66 @@ pub struct Stats {
     /// The local health score (Lifeguard): 0 healthy, up to 8; probe timings stretch by
     /// `score + 1`.
     pub health_score: AtomicU64,
+    /// Datagrams and stream frames refused before decoding, by reason (sealing, label,
+    /// replay). Refused datagrams count in `packets_dropped` too.
+    pub refused: Refused,
+}
+
+/// Packets refused before decoding, by [`crate::seal::Refusal::reason`].
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// Plaintext, and this node accepts only sealed packets.
+    pub plaintext: AtomicU64,
+    /// Sealed, and this node has no key.
+    pub no_key: AtomicU64,
+    /// Sealed with a key this node does not hold.
+    pub unknown_key: AtomicU64,
+    /// Too short for the header, label or nonce and tag.
+    pub truncated: AtomicU64,
+    /// Failed authentication (changed, forged or sealed for another cluster label).
+    pub tampered: AtomicU64,
+    /// Authentic but already received.
+    pub replayed: AtomicU64,
+    /// Authentic but stamped too far from this node's clock.
+    pub stale: AtomicU64,
+    /// Of another cluster label (plaintext).
+    pub wrong_cluster: AtomicU64,
+    /// Not a shoal envelope at all (when sealing or a label is on).
+    pub malformed: AtomicU64,
+}
+
+impl Refused {
+    /// The counter of `reason` ([`crate::seal::Refusal::reason`]'s names).
+    pub fn counter(&self, reason: &str) -> Option<&AtomicU64> {
+        Some(match reason {
+            "plaintext" => &self.plaintext,
+            "no_key" => &self.no_key,
+            "unknown_key" => &self.unknown_key,
+            "truncated" => &self.truncated,
+            "tampered" => &self.tampered,
+            "replayed" => &self.replayed,
+            "stale" => &self.stale,
+            "wrong_cluster" => &self.wrong_cluster,
+            "malformed" => &self.malformed,
+            _ => return None,
+        })
+    }
+
+    /// Every reason and its count, in a stable order.
+    pub fn all(&self) -> [(&'static str, u64); 9] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("plaintext", get(&self.plaintext)),
+            ("no_key", get(&self.no_key)),
+            ("unknown_key", get(&self.unknown_key)),
+            ("truncated", get(&self.truncated)),
+            ("tampered", get(&self.tampered)),
+            ("replayed", get(&self.replayed)),
+            ("stale", get(&self.stale)),
+            ("wrong_cluster", get(&self.wrong_cluster)),
+            ("malformed", get(&self.malformed)),
+        ]
+    }
 }
 
 impl Stats {

@@ -89,8 +89,11 @@ pub fn push_pull_frame(data: &[u8]) {
         Err(error) => panic!("no runtime: {error}"),
     };
     let mut stream = data;
-    let frame = rt.block_on(shoal_core::node::push_pull::read_frame(&mut stream));
-    if let Ok(Frame::State(state)) = frame {
+    let frame = rt
+        .block_on(shoal_core::node::push_pull::read_raw_frame(&mut stream, 0))
+        .ok()
+        .and_then(|raw| shoal_core::anti_entropy::decode_any(&raw).ok());
+    if let Some(Frame::State(state)) = frame {
         let mut sim = cluster();
         sim.inject_state(stranger(), Sim::addr(0), state);
         settle(&mut sim);

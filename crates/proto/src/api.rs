@@ -240,6 +240,21 @@ pub struct AgentInfo {
     pub profile: String,
     /// Own tags.
     pub tags: BTreeMap<String, String>,
+    /// Gossip is sealed (`--encrypt` or `--keyring-file`).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// Plaintext is accepted beside sealed gossip (`--encrypt-accept-plaintext`).
+    #[serde(default)]
+    pub accept_plaintext: bool,
+    /// Packets go out plaintext although a key is loaded (`--encrypt-send-plaintext`).
+    #[serde(default)]
+    pub send_plaintext: bool,
+    /// Keys in this agent's keyring.
+    #[serde(default)]
+    pub keys: usize,
+    /// The cluster label (`--cluster`); empty: none.
+    #[serde(default)]
+    pub cluster: String,
 }
 
 /// Member counts by status.
@@ -288,6 +303,38 @@ pub struct StatsInfo {
     /// probe timings by `score + 1` while it has signs of its own trouble.
     #[serde(default)]
     pub health_score: u64,
+    /// Datagrams and stream frames refused before decoding, by reason: `plaintext`, `no_key`,
+    /// `unknown_key`, `truncated`, `tampered`, `replayed`, `stale`, `wrong_cluster`,
+    /// `malformed` (every reason is listed, zero or not).
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// The body of `POST /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysRequest {
+    /// `install`, `use`, `remove` or `list`.
+    pub op: String,
+    /// The key (base64), for every operation but `list`.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// The answer of `GET /v1/keys` and `POST /v1/keys`: what every member said.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysResponse {
+    /// The operation.
+    pub op: String,
+    /// Members asked (alive or suspect when the query was sent, this one included).
+    pub members: usize,
+    /// Members that answered.
+    pub responded: usize,
+    /// Members that failed or did not answer, with why.
+    pub failed: BTreeMap<String, String>,
+    /// Every key installed on a member that answered, with how many of them hold it.
+    pub keys: BTreeMap<String, usize>,
+    /// Primary keys of the members that answered, with how many use each.
+    pub primary: BTreeMap<String, usize>,
 }
 
 /// The body of every error answer.

@@ -23,7 +23,8 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
     let (a, m, s) = (&i.agent, &i.members, &i.stats);
     let mut text = format!(
         "agent:\n\tname = {}\n\tversion = {}\n\tbind = {}\n\tadvertise = {}\n\tcontrol = {}\n\t\
-         profile = {}\n\ttags = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
+         profile = {}\n\ttags = {}\n\tencrypted = {}\n\taccept_plaintext = {}\n\tsend_plaintext = {}\n\tkeys = {}\n\t\
+         cluster = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
          left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
          bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tmetas_refused = {}\n\tevents_dropped = {}\n\t\
          handler_runs = {}\n\thandler_timeouts = {}\n\ttcp_fallbacks = {}\n\thealth_score = {}\n",
@@ -34,6 +35,11 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         a.control,
         a.profile,
         tags_string(&a.tags),
+        a.encrypted,
+        a.accept_plaintext,
+        a.send_plaintext,
+        a.keys,
+        a.cluster,
         m.alive,
         m.suspect,
         m.leaving,
@@ -52,6 +58,10 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         s.tcp_fallbacks,
         s.health_score
     );
+    text.push_str("refused:\n");
+    for (reason, n) in &s.refused {
+        text.push_str(&format!("\t{reason} = {n}\n"));
+    }
     text.push_str("handlers:\n");
     for h in &i.handlers {
         let filter = if h.filter.is_empty() { "*" } else { &h.filter };

@@ -10,6 +10,7 @@ pub mod event;
 pub mod force_leave;
 pub mod info;
 pub mod join;
+pub mod keys;
 pub mod leave;
 pub mod members;
 pub mod monitor;
@@ -48,6 +49,9 @@ pub enum CliError {
     /// `monitor`: SIGINT could not be caught. Nothing was asked.
     #[error("cannot listen for SIGINT: {0}")]
     Signal(std::io::Error),
+    /// `keys`: some member failed or did not answer (the summary says which).
+    #[error("key operation incomplete:\n{0}")]
+    KeysFailed(String),
     /// Writing to stdout failed.
     #[error("cannot write to stdout: {0}")]
     Stdout(std::io::Error),

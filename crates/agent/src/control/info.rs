@@ -24,6 +24,11 @@ pub(super) fn info(st: &ControlState) -> InfoResponse {
             control: st.control.clone(),
             profile: st.profile.clone(),
             tags: snap.local.tags.clone(),
+            encrypted: st.node.encrypted(),
+            accept_plaintext: st.node.accepts_plaintext(),
+            send_plaintext: st.node.sends_plaintext(),
+            keys: st.node.keys().map_or(0, |k| k.len()),
+            cluster: st.node.cluster().to_string(),
         },
         members: MemberCounts {
             alive: snap.count(Status::Alive),
@@ -45,6 +50,12 @@ pub(super) fn info(st: &ControlState) -> InfoResponse {
             handler_timeouts: get(&c.timeouts),
             tcp_fallbacks: get(&s.tcp_fallbacks),
             health_score: get(&s.health_score),
+            refused: s
+                .refused
+                .all()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         },
         handlers: st
             .handlers

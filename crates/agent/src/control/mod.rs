@@ -5,6 +5,7 @@
 //!   arrive);
 //! - [`streams`]: `GET /v1/stream` and `GET /v1/monitor`, answered with a streamed body;
 //! - [`info`]: `GET /v1/info`;
+//! - [`keys`]: `GET` and `POST /v1/keys`, cluster-wide key rotation;
 //! - [`server`]: the listener (TCP or a Unix socket) and the connection limits.
 //!
 //! With a token (`--control-token-file`) every request must carry `Authorization: Bearer
@@ -12,6 +13,7 @@
 //! read, and its connection is closed.
 
 mod info;
+mod keys;
 pub mod server;
 mod streams;
 
@@ -30,7 +32,7 @@ use serde::de::DeserializeOwned;
 use shoal_core::{CommandError, NodeHandle, QueryFilter, QueryParams, QueryUpdate};
 use shoal_proto::{
     ErrorBody, EventRequest, EventResponse, ForceLeaveRequest, JoinRequest, JoinResponse,
-    OkResponse, QueryLine, QueryRequest, TagsRequest, TagsResponse,
+    KeysRequest, OkResponse, QueryLine, QueryRequest, TagsRequest, TagsResponse,
 };
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, warn};
@@ -111,6 +113,11 @@ fn command_error(e: CommandError) -> Reply {
         CommandError::Gossip => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         CommandError::JoinFailed(_) => (StatusCode::BAD_GATEWAY, "join_failed"),
         CommandError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        CommandError::NotEncrypted | CommandError::AcceptingPlaintext => {
+            (StatusCode::CONFLICT, "conflict")
+        }
+        CommandError::Key(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        CommandError::KeyringFile { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     error(status, code, e.to_string())
 }
@@ -251,7 +258,20 @@ pub(super) async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
         },
         (Method::POST, "/v1/query") => match body::<QueryRequest>(req).await {
             Err(reply) => reply,
+            Ok(r) if r.name.starts_with(crate::keys::PREFIX) => error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "query names starting with {:?} are reserved",
+                    crate::keys::PREFIX
+                ),
+            ),
             Ok(r) => query(r, &st.node).await,
+        },
+        (Method::GET, "/v1/keys") => keys::list(st).await,
+        (Method::POST, "/v1/keys") => match body::<KeysRequest>(req).await {
+            Err(reply) => reply,
+            Ok(r) => keys::change(r, st).await,
         },
         (Method::GET, "/v1/info") => json(StatusCode::OK, &info::info(st)),
         (Method::GET, "/v1/stream") => streams::events(req.uri().query(), st),
@@ -259,7 +279,7 @@ pub(super) async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
         (
             _,
             "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/tags" | "/v1/event"
-            | "/v1/query" | "/v1/info" | "/v1/stream" | "/v1/monitor",
+            | "/v1/query" | "/v1/info" | "/v1/stream" | "/v1/monitor" | "/v1/keys",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

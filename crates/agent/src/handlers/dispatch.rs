@@ -111,6 +111,14 @@ pub async fn run(
                     flush(&mut pending, &workers, &node, dir.as_ref(), &counters).await;
                     return;
                 };
+                // The agent's own queries (key rotation): answered here, never shown to
+                // handlers or streams.
+                if let Event::Query(query) = &event
+                    && query.name.starts_with(crate::keys::PREFIX)
+                {
+                    tokio::spawn(crate::keys::answer(query.clone(), node.clone()));
+                    continue;
+                }
                 received(&event, &streams, &counters);
                 match event {
                     Event::Member { kind, member } => merge(&mut pending.members, kind, member),

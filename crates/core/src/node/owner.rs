@@ -15,9 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::sealing::Sealer;
 use super::tasks;
 use crate::engine::{Command, Engine, Outbox};
 use crate::membership::Event;
+use crate::seal::Channel;
 use crate::view::{Stats, View};
 
 enum Input {
@@ -35,6 +37,7 @@ pub(super) struct Owner {
     pub(super) events: mpsc::Sender<Event>,
     pub(super) view_tx: watch::Sender<Arc<View>>,
     pub(super) stats: Arc<Stats>,
+    pub(super) sealer: Arc<Sealer>,
 }
 
 impl Owner {
@@ -65,7 +68,12 @@ impl Owner {
                 Input::Command(None) | Input::Command(Some(Command::Shutdown)) => break,
                 Input::Command(Some(cmd)) => self.engine.handle_command(now, cmd),
                 Input::Packet(Ok((len, from))) => {
-                    self.engine.handle_datagram(now, from, &recv_buf[..len])
+                    // Refused packets are counted and logged there, and never decoded.
+                    if let Some(packet) =
+                        self.sealer.open(Channel::Datagram, &recv_buf[..len], from)
+                    {
+                        self.engine.handle_datagram(now, from, &packet)
+                    }
                 }
                 Input::Packet(Err(error)) => debug!(%error, "udp receive failed"),
                 Input::Timer => self.engine.fire_timers(now),
@@ -98,6 +106,7 @@ impl Owner {
             view,
         } = self.engine.take_outbox();
         for (to, packet) in datagrams {
+            let packet = self.sealer.seal(Channel::Datagram, &packet);
             match self.socket.try_send_to(&packet, to) {
                 Ok(n) => {
                     Stats::add(&self.stats.packets_out, 1);
@@ -109,16 +118,22 @@ impl Owner {
         let limit = self.engine.sync_limit();
         let source = self.socket.local_addr().ok().map(|a| a.ip());
         for pp in push_pulls {
-            tasks::spawn_push_pull(pp, source, self.inbox_tx.clone(), self.stats.clone(), limit);
+            let (inbox, stats, sealer) = (
+                self.inbox_tx.clone(),
+                self.stats.clone(),
+                self.sealer.clone(),
+            );
+            tasks::spawn_push_pull(pp, source, inbox, stats, limit, sealer);
         }
         for ping in tcp_pings {
-            tasks::spawn_tcp_ping(ping, source, self.inbox_tx.clone());
+            tasks::spawn_tcp_ping(ping, source, self.inbox_tx.clone(), self.sealer.clone());
         }
         for request in resolve {
             tasks::spawn_resolve(request, self.inbox_tx.clone());
         }
         if let Some(socket) = &self.beacon {
             for packet in beacons {
+                let packet = self.sealer.seal(Channel::Datagram, &packet);
                 if let Err(error) = socket.try_send_to(&packet, crate::discover::group()) {
                     debug!(%error, "beacon send failed");
                 }

@@ -13,8 +13,10 @@ use tracing::{debug, warn};
 
 use super::net::resolve_targets;
 use super::push_pull::{self, SyncError};
+use super::sealing::Sealer;
 use crate::anti_entropy::{Frame, PingFrame};
 use crate::engine::{Command, PushPull, Resolve, TcpPing};
+use crate::seal::Channel;
 use crate::view::{Stats, View};
 
 /// At most this many inbound push-pulls (and TCP pings) are served at once; a connection
@@ -50,6 +52,7 @@ pub(super) fn spawn_sync_server(
     inbox: mpsc::Sender<Command>,
     stats: Arc<Stats>,
     limit: Duration,
+    sealer: Arc<Sealer>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(MAX_INBOUND_SYNCS));
@@ -74,9 +77,10 @@ pub(super) fn spawn_sync_server(
             };
             let inbox = inbox.clone();
             let stats = stats.clone();
+            let sealer = sealer.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(error) = serve_one(stream, peer, &inbox, &stats, limit).await {
+                if let Err(error) = serve_one(stream, peer, &inbox, &stats, limit, &sealer).await {
                     debug!(%peer, %error, "push-pull from peer failed");
                 }
             });
@@ -90,10 +94,12 @@ async fn serve_one(
     inbox: &mpsc::Sender<Command>,
     stats: &Stats,
     limit: Duration,
+    sealer: &Sealer,
 ) -> Result<(), SyncError> {
-    let theirs = match push_pull::with_timeout(limit, push_pull::read_frame(&mut stream)).await? {
+    let frame = push_pull::with_timeout(limit, push_pull::read_frame(&mut stream, sealer)).await?;
+    let theirs = match frame {
         Frame::State(state) => state,
-        Frame::Ping(ping) => return answer_ping(stream, ping, inbox, limit).await,
+        Frame::Ping(ping) => return answer_ping(stream, ping, inbox, limit, sealer).await,
     };
     let (tx, rx) = oneshot::channel();
     let exchange = Command::Exchange {
@@ -105,7 +111,7 @@ async fn serve_one(
         return Ok(());
     }
     let Ok(ours) = rx.await else { return Ok(()) };
-    push_pull::with_timeout(limit, push_pull::write_state(&mut stream, &ours)).await?;
+    push_pull::with_timeout(limit, push_pull::write_state(&mut stream, &ours, sealer)).await?;
     Stats::add(&stats.push_pulls, 1);
     Ok(())
 }
@@ -117,6 +123,7 @@ async fn answer_ping(
     ping: PingFrame,
     inbox: &mpsc::Sender<Command>,
     limit: Duration,
+    sealer: &Sealer,
 ) -> Result<(), SyncError> {
     let (tx, rx) = oneshot::channel();
     if inbox.send(Command::Identity { reply: tx }).await.is_err() {
@@ -127,7 +134,7 @@ async fn answer_ping(
         from: me,
         to: ping.from,
     };
-    push_pull::with_timeout(limit, push_pull::write_ping(&mut stream, &answer)).await
+    push_pull::with_timeout(limit, push_pull::write_ping(&mut stream, &answer, sealer)).await
 }
 
 /// The fallback probe: pings `ping.target` over TCP; an answer from that very identity in
@@ -136,13 +143,14 @@ pub(super) fn spawn_tcp_ping(
     ping: TcpPing,
     source: Option<std::net::IpAddr>,
     inbox: mpsc::Sender<Command>,
+    sealer: Arc<Sealer>,
 ) {
     tokio::spawn(async move {
         let frame = PingFrame {
             from: ping.from,
             to: ping.target,
         };
-        match push_pull::ping(frame, source, ping.limit).await {
+        match push_pull::ping(frame, source, ping.limit, &sealer).await {
             Ok(answer) if answer.from == ping.target => {
                 let (target, number) = (ping.target, ping.number);
                 let _ = inbox.send(Command::TcpAnswered { target, number }).await;
@@ -167,6 +175,7 @@ pub(super) fn spawn_push_pull(
     inbox: mpsc::Sender<Command>,
     stats: Arc<Stats>,
     limit: Duration,
+    sealer: Arc<Sealer>,
 ) {
     let PushPull {
         addrs,
@@ -176,7 +185,7 @@ pub(super) fn spawn_push_pull(
     tokio::spawn(async move {
         let mut joined = 0;
         for addr in addrs {
-            match push_pull::push_pull(addr, source, &ours, limit).await {
+            match push_pull::push_pull(addr, source, &ours, limit, &sealer).await {
                 Ok(theirs) => {
                     joined += 1;
                     Stats::add(&stats.push_pulls, 1);
@@ -242,6 +251,7 @@ pub(super) fn spawn_beacon_listener(
     cluster: String,
     own: SocketAddr,
     inbox: mpsc::Sender<Command>,
+    sealer: Arc<Sealer>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
@@ -254,7 +264,10 @@ pub(super) fn spawn_beacon_listener(
                     continue;
                 }
             };
-            let Some(beacon) = crate::discover::decode(&buf[..len]) else {
+            let Some(opened) = sealer.open(Channel::Datagram, &buf[..len], source) else {
+                continue;
+            };
+            let Some(beacon) = crate::discover::decode(&opened) else {
                 continue;
             };
             if beacon.cluster != cluster || beacon.from.addr == own {
