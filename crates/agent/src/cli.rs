@@ -97,6 +97,14 @@ pub struct AgentArgs {
     /// `too_many_connections` and closed [default: 128].
     #[arg(long, env = "SHOAL_CONTROL_MAX_CONNECTIONS", value_name = "N")]
     pub control_max_connections: Option<usize>,
+    /// Also serve Serf's msgpack RPC protocol here, for Serf's CLI and client libraries (it
+    /// is always served on the control port too) [default: none].
+    #[arg(long, env = "SHOAL_RPC_ADDR", value_name = "ADDR")]
+    pub rpc_addr: Option<String>,
+    /// The key Serf RPC clients must give (`serf -rpc-auth`) [default: the control token,
+    /// if any, else none].
+    #[arg(long, env = "SHOAL_RPC_AUTH", value_name = "KEY")]
+    pub rpc_auth: Option<String>,
     /// Log level: error, warn, info, debug, trace, or a tracing filter [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

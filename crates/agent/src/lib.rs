@@ -24,6 +24,7 @@ pub mod control;
 pub mod handlers;
 pub mod logging;
 pub mod reaper;
+pub mod rpc;
 pub mod shell;
 pub mod stream;
 pub mod supervise;

@@ -1,0 +1,91 @@
+//! What shoal's members and events look like in Serf's RPC protocol.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use rmpv::Value;
+use shoal_core::{Event, Member, Status};
+
+use super::wire::{encode, map, string_map_value};
+
+/// The protocol version reported for every member (`ProtocolMin/Max/Cur` and
+/// `DelegateMin/Max/Cur`): shoal's wire version. Serf's `members -detailed` prints it.
+pub const PROTOCOL: u8 = shoal_core::envelope::VERSION;
+
+/// Fields of a stream's query record the connection reads and removes: the query's Lamport
+/// time, id and timeout, so `respond` can find it.
+pub const QUERY_LTIME: &str = "shoal.ltime";
+/// See [`QUERY_LTIME`].
+pub const QUERY_ID: &str = "shoal.id";
+/// See [`QUERY_LTIME`].
+pub const QUERY_TIMEOUT_MS: &str = "shoal.timeout_ms";
+
+/// A member's status as Serf names it: Serf has no `suspect` (its members are `alive` until
+/// they are found `failed`).
+pub fn status(status: Status) -> &'static str {
+    match status {
+        Status::Suspect => Status::Alive.as_str(),
+        other => other.as_str(),
+    }
+}
+
+/// A member as Serf's `Member` record.
+pub fn member(m: &Member) -> Value {
+    let addr = match m.addr.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    let version = || Value::from(PROTOCOL);
+    map([
+        ("Name", Value::from(m.name.as_str())),
+        ("Addr", Value::Binary(addr)),
+        ("Port", Value::from(m.addr.port())),
+        ("Tags", string_map_value(&m.tags)),
+        ("Status", Value::from(status(m.status))),
+        ("ProtocolMin", version()),
+        ("ProtocolMax", version()),
+        ("ProtocolCur", version()),
+        ("DelegateMin", version()),
+        ("DelegateMax", version()),
+        ("DelegateCur", version()),
+    ])
+}
+
+/// An event as a stream record (Serf's `memberEventRecord`, `userEventRecord`,
+/// `queryEventRecord`), encoded. A query record carries [`QUERY_LTIME`] and its siblings
+/// and an `ID` of 0: the connection gives it the client's own id.
+pub fn event(event: &Event) -> Bytes {
+    let value = match event {
+        Event::Member { kind, member: m } => map([
+            ("Event", Value::from(kind.as_str())),
+            ("Members", Value::Array(vec![member(m)])),
+        ]),
+        Event::User(u) => map([
+            ("Event", Value::from("user")),
+            ("LTime", Value::from(u.ltime)),
+            ("Name", Value::from(u.name.as_str())),
+            ("Payload", Value::Binary(u.payload.clone())),
+            ("Coalesce", Value::from(u.coalesce)),
+        ]),
+        Event::Query(q) => map([
+            ("Event", Value::from("query")),
+            ("ID", Value::from(0u64)),
+            ("LTime", Value::from(q.ltime)),
+            ("Name", Value::from(q.name.as_str())),
+            ("Payload", Value::Binary(q.payload.clone())),
+            (QUERY_LTIME, Value::from(q.ltime)),
+            (QUERY_ID, Value::from(q.id)),
+            (QUERY_TIMEOUT_MS, Value::from(q.timeout_ms)),
+        ]),
+    };
+    encode(&value)
+}
+
+/// A query's ack, answer or end (Serf's `queryRecord`).
+pub fn query_record(kind: &str, from: &str, payload: Option<Vec<u8>>) -> Value {
+    map([
+        ("Type", Value::from(kind)),
+        ("From", Value::from(from)),
+        ("Payload", payload.map_or(Value::Nil, Value::Binary)),
+    ])
+}
