@@ -13,6 +13,7 @@ mod membership;
 mod names;
 mod netns;
 mod queries;
+mod serf_cli;
 mod stream;
 mod supervise;
 mod tags;

@@ -296,12 +296,24 @@ fn sniff(
 ) {
     tokio::spawn(async move {
         let mut first = [0u8; 1];
-        let peeked = tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await;
-        if matches!(peeked, Ok(Ok(1))) && is_msgpack_map(first[0]) {
-            let _permit = permit;
-            rpc(stream, peer).await;
-        } else {
-            spawn(stream, peer, permit, state, limits);
+        match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if is_msgpack_map(first[0]) => {
+                let _permit = permit;
+                rpc(stream, peer).await;
+            }
+            Ok(Ok(1)) => spawn(stream, peer, permit, state, limits),
+            // Closed, or failed, before a byte came.
+            Ok(_) => {}
+            Err(_) => {
+                let timeout_ms = limits.header_timeout.as_millis() as u64;
+                if state.warnings.timed_out.allow() {
+                    warn!(%peer, timeout_ms,
+                        "control connection closed: nothing sent within \
+                         --control-header-timeout (further ones for 5 s at debug level)");
+                } else {
+                    debug!(%peer, timeout_ms, "control connection closed: nothing sent in time");
+                }
+            }
         }
     });
 }

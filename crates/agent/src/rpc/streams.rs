@@ -107,12 +107,13 @@ impl<R: AsyncRead + Unpin> Conn<R> {
             Ok(params) => params,
             Err(e) => return answer(seq, &format!("invalid request: {e}"), None),
         };
-        let updates = match self.rpc.control.node.query(params).await {
-            Ok((_started, updates)) => updates,
+        let (started, updates) = match self.rpc.control.node.query(params).await {
+            Ok(sent) => sent,
             Err(e) => return answer(seq, &e.to_string(), None),
         };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(started.timeout_ms);
         self.queries.retain(|t| !t.0.is_finished());
-        let task = tokio::spawn(forward_query(updates, seq, self.out.clone()));
+        let task = tokio::spawn(forward_query(updates, deadline, seq, self.out.clone()));
         self.queries.push(Task(task));
         answer(seq, "", None)
     }
@@ -173,9 +174,12 @@ fn query_params(body: &Value) -> Result<QueryParams, String> {
     })
 }
 
-/// A query's acks and answers as records, then `done`.
+/// A query's acks and answers as records, then `done` at the query's timeout, as Serf sends
+/// it (shoal's query may end sooner, when every member answered; Serf's clients stop reading
+/// at `done` and may drop an answer that arrived just before it).
 async fn forward_query(
     mut updates: mpsc::Receiver<QueryUpdate>,
+    deadline: tokio::time::Instant,
     seq: u64,
     out: mpsc::Sender<Bytes>,
 ) {
@@ -191,6 +195,7 @@ async fn forward_query(
             return;
         }
     }
+    tokio::time::sleep_until(deadline).await;
     let done = records::query_record("done", "", None);
     let _ = out.send(answer(seq, "", Some(&done))).await;
 }
