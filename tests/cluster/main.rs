@@ -14,6 +14,7 @@ mod names;
 mod netns;
 mod queries;
 mod serf_cli;
+mod serf_rpc;
 mod stream;
 mod supervise;
 mod tags;
