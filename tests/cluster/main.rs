@@ -12,6 +12,7 @@ mod hygiene;
 mod membership;
 mod names;
 mod netns;
+mod parity;
 mod queries;
 mod serf_cli;
 mod serf_rpc;

@@ -39,6 +39,9 @@ pub enum Command {
     Info(InfoArgs),
     /// Stream the agent's log from now on, until interrupted (Serf's `monitor`).
     Monitor(MonitorArgs),
+    /// Check that every live member answers (acks) a query, as `serf reachability` does;
+    /// exit 1 if one does not.
+    Reachability(ReachabilityArgs),
     /// Print the version.
     Version,
 }
@@ -194,6 +197,12 @@ pub struct MembersArgs {
     /// Only members with tag KEY whose value matches RE (anchored). Repeatable.
     #[arg(long = "tag", value_name = "KEY=RE")]
     pub tags: Vec<String>,
+    /// Only members whose `role` tag matches RE (anchored; Serf's `-role`, = `--tag role=RE`).
+    #[arg(long, value_name = "RE")]
+    pub role: Option<String>,
+    /// Also print each member's protocol versions, as `serf members -detailed` does.
+    #[arg(long)]
+    pub detailed: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -245,6 +254,17 @@ pub struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// Flags of `shoal reachability`.
+#[derive(Debug, Args)]
+pub struct ReachabilityArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Also print each ack and the query's timings.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// Flags of `shoal monitor`.

@@ -9,8 +9,9 @@ use shoal_core::{Event, Member, Status};
 use super::wire::{encode, map, string_map_value};
 
 /// The protocol version reported for every member (`ProtocolMin/Max/Cur` and
-/// `DelegateMin/Max/Cur`): shoal's wire version. Serf's `members -detailed` prints it.
-pub const PROTOCOL: u8 = shoal_core::envelope::VERSION;
+/// `DelegateMin/Max/Cur`): shoal's wire version ([`crate::view::PROTOCOL`]). Serf's
+/// `members -detailed` prints it.
+pub const PROTOCOL: u8 = crate::view::PROTOCOL.version;
 
 /// Fields of a stream's query record the connection reads and removes: the query's Lamport
 /// time, id and timeout, so `respond` can find it.
