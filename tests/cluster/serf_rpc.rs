@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
-use crate::harness::Agent;
+use crate::harness::{Agent, cli, scratch};
 
 /// Longest wait for one answer.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -230,4 +230,49 @@ fn protocol_errors_get_serfs_error_strings_and_bad_requests_never_hang() {
     });
     // The agent is still serving, over HTTP as well.
     assert_eq!(a.count_alive(), 1);
+}
+
+#[test]
+fn rpc_addr_and_rpc_auth_from_a_config_file_open_an_rpc_only_listener_with_that_key() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = scratch();
+    let file = dir.path().join("shoal.toml");
+    let text = format!("rpc_addr = \"127.0.0.1:{port}\"\nrpc_auth = \"from-file\"\n");
+    std::fs::write(&file, text).expect("config");
+    let a = Agent::start("s1", &["--config", file.to_str().expect("utf-8")]);
+    rt().block_on(async {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (read, write) = stream.into_split();
+        let mut c = Client {
+            frames: Frames::new(read),
+            write,
+        };
+        c.handshake().await;
+        c.send("stats", 2, None).await;
+        assert_eq!(c.header().await, (2, "Authentication required".to_string()));
+        c.send(
+            "auth",
+            3,
+            Some(map([("AuthKey", Value::from("from-file"))])),
+        )
+        .await;
+        assert_eq!(c.header().await, (3, String::new()));
+        c.send("stats", 4, None).await;
+        assert_eq!(c.header().await, (4, String::new()));
+        let stats = c.next().await.expect("stats");
+        let agent = wire::field(&stats, "agent");
+        assert_eq!(wire::string(agent, "name").as_deref(), Ok("s1"));
+    });
+    drop(a);
+    let (code, _, err) = cli(&["agent", "--node", "x", "--rpc-addr", "localhost"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--rpc-addr") && err.contains("localhost"),
+        "{err}"
+    );
 }

@@ -114,6 +114,10 @@ struct Pending {
     deadline: Instant,
 }
 
+/// Most queries a connection keeps for `respond` at once; past it the oldest is forgotten (a
+/// `respond` to it is then `No pending queries matching ID`).
+const MAX_PENDING: usize = 1024;
+
 /// The queries a connection may answer, by the id it was given.
 #[derive(Debug, Default)]
 struct PendingQueries {
@@ -126,6 +130,11 @@ impl PendingQueries {
     fn register(&mut self, ltime: u64, id: u64, timeout: Duration) -> u64 {
         let now = Instant::now();
         self.by_id.retain(|_, p| p.deadline > now);
+        if self.by_id.len() >= MAX_PENDING
+            && let Some(oldest) = self.by_id.keys().min().copied()
+        {
+            self.by_id.remove(&oldest);
+        }
         self.next_id += 1;
         let deadline = now + timeout;
         self.by_id.insert(
