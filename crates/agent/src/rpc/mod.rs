@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::control::ControlState;
 use wire::{Frames, WireError};
@@ -283,7 +283,12 @@ impl<R: AsyncRead + Unpin> Conn<R> {
             if has_body && commands::KNOWN.contains(&command) {
                 self.body().await?;
             }
-            info!(peer = %self.peer, %command, "RPC command refused: authentication required");
+            if self.rpc.control.warnings.unauthorized.allow() {
+                warn!(peer = %self.peer, %command,
+                    "RPC command refused: authentication required (further ones for 5 s at debug level)");
+            } else {
+                debug!(peer = %self.peer, %command, "RPC command refused: authentication required");
+            }
             self.send(wire::answer(seq, errors::AUTH_REQUIRED, None))
                 .await;
             return Ok(Flow::Continue);
@@ -350,7 +355,12 @@ impl<R: AsyncRead + Unpin> Conn<R> {
                 ""
             }
             _ => {
-                warn!(peer = %self.peer, "RPC auth refused: wrong key");
+                if self.rpc.control.warnings.unauthorized.allow() {
+                    warn!(peer = %self.peer,
+                        "RPC auth refused: wrong key (further ones for 5 s at debug level)");
+                } else {
+                    debug!(peer = %self.peer, "RPC auth refused: wrong key");
+                }
                 errors::INVALID_AUTH
             }
         };
