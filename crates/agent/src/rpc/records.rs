@@ -90,3 +90,52 @@ pub fn query_record(kind: &str, from: &str, payload: Option<Vec<u8>>) -> Value {
         ("Payload", payload.map_or(Value::Nil, Value::Binary)),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::wire;
+
+    fn m(addr: &str, status: Status) -> Member {
+        Member {
+            name: "web-1".into(),
+            addr: addr.parse().expect("addr"),
+            generation: 1,
+            tags: [("role".to_string(), "web".to_string())].into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_member_record_has_serfs_fields_and_a_suspect_is_alive() {
+        let rec = member(&m("10.0.0.5:7948", Status::Suspect));
+        assert_eq!(wire::string(&rec, "Status").as_deref(), Ok("alive"));
+        assert_eq!(wire::bytes(&rec, "Addr"), Ok(vec![10, 0, 0, 5]));
+        assert_eq!(wire::uint(&rec, "Port"), Ok(7948));
+        assert_eq!(wire::uint(&rec, "DelegateCur"), Ok(u64::from(PROTOCOL)));
+        assert_eq!(wire::string_map(&rec, "Tags").expect("tags").len(), 1);
+        let v6 = member(&m("[::1]:7948", Status::Failed));
+        assert_eq!(wire::bytes(&v6, "Addr").expect("addr").len(), 16);
+        assert_eq!(wire::string(&v6, "Status").as_deref(), Ok("failed"));
+    }
+
+    #[test]
+    fn a_query_record_carries_what_respond_needs_until_the_connection_takes_it() {
+        let q = Event::Query(shoal_core::Query {
+            ltime: 7,
+            id: 99,
+            name: "ask".into(),
+            payload: b"x".to_vec(),
+            filters: Vec::new(),
+            origin: "127.0.0.1:7948".parse().expect("addr"),
+            timeout_ms: 500,
+            ack: true,
+            relay_factor: 0,
+        });
+        let rec = wire::decode(&event(&q)).expect("msgpack");
+        assert_eq!(wire::string(&rec, "Event").as_deref(), Ok("query"));
+        assert_eq!(wire::uint(&rec, QUERY_ID), Ok(99));
+        assert_eq!(wire::uint(&rec, QUERY_LTIME), Ok(7));
+        assert_eq!(wire::uint(&rec, QUERY_TIMEOUT_MS), Ok(500));
+    }
+}
