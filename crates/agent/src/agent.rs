@@ -65,6 +65,18 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot bind control address {}", cfg.control))?;
     let control_addr = control.address().context("control address")?;
     let control_socket = control.socket_path();
+    let rpc_listener = match cfg.rpc_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind RPC address {addr}"))?,
+        ),
+        None => None,
+    };
+    let rpc_addr = match &rpc_listener {
+        Some(l) => Some(l.local_addr().context("RPC address")?),
+        None => None,
+    };
     warn_if_exposed(cfg);
     let (node, events) = shoal_core::start(node_cfg).await?;
     let ready = ReadyLine {
@@ -81,6 +93,9 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
     );
     info!(name = %cfg.node.name, gossip = %node.local_addr(), advertise = %node.advertise_addr(),
           control = %control_addr, profile = %cfg.node.profile, "agent ready");
+    if let Some(addr) = rpc_addr {
+        info!(rpc = %addr, "Serf RPC listening");
+    }
 
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
@@ -124,7 +139,24 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         header_timeout: cfg.control_header_timeout,
         max_connections: cfg.control_max_connections,
     };
-    tokio::spawn(control::server::serve(control, state, limits));
+    let rpc = Arc::new(crate::rpc::Rpc {
+        control: state.clone(),
+        auth: cfg
+            .rpc_auth
+            .clone()
+            .or_else(|| cfg.control_token.as_ref().map(|t| t.token.clone())),
+        handshake_timeout: cfg.control_header_timeout,
+    });
+    if let Some(listener) = rpc_listener {
+        tokio::spawn(crate::rpc::serve(
+            listener,
+            rpc.clone(),
+            cfg.control_max_connections,
+        ));
+    }
+    let handoff: control::server::RpcHandoff =
+        Arc::new(move |stream, peer| Box::pin(crate::rpc::serve_conn(stream, peer, rpc.clone())));
+    tokio::spawn(control::server::serve(control, state, limits, handoff));
 
     let term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -162,6 +194,16 @@ fn warn_if_exposed(cfg: &AgentConfig) {
              make this agent leave, force members out, change its tags, send events and queries \
              and have it dial any address. Set --control-token-file, or bind 127.0.0.1 or a \
              unix: socket");
+    }
+    if let Some(addr) = &cfg.rpc_addr
+        && !addr.ip().is_loopback()
+        && cfg.rpc_auth.is_none()
+        && cfg.control_token.is_none()
+    {
+        warn!(rpc = %addr,
+            "THE SERF RPC PORT IS OPEN TO THE NETWORK WITHOUT A KEY: anyone who can reach it can \
+             make this agent leave, change its tags and send events and queries. Set --rpc-auth \
+             or --control-token-file, or bind 127.0.0.1");
     }
     if let Some(token) = &cfg.control_token {
         use std::os::unix::fs::PermissionsExt;

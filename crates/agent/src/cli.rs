@@ -43,6 +43,9 @@ pub enum Command {
     Keys(KeysArgs),
     /// Stream the agent's log from now on, until interrupted (Serf's `monitor`).
     Monitor(MonitorArgs),
+    /// Check that every live member answers (acks) a query, as `serf reachability` does;
+    /// exit 1 if one does not.
+    Reachability(ReachabilityArgs),
     /// Print the version.
     Version,
 }
@@ -101,6 +104,14 @@ pub struct AgentArgs {
     /// `too_many_connections` and closed [default: 128].
     #[arg(long, env = "SHOAL_CONTROL_MAX_CONNECTIONS", value_name = "N")]
     pub control_max_connections: Option<usize>,
+    /// Also serve Serf's msgpack RPC protocol here, for Serf's CLI and client libraries (it
+    /// is always served on the control port too) [default: none].
+    #[arg(long, env = "SHOAL_RPC_ADDR", value_name = "ADDR")]
+    pub rpc_addr: Option<String>,
+    /// The key Serf RPC clients must give (`serf -rpc-auth`) [default: the control token,
+    /// if any, else none].
+    #[arg(long, env = "SHOAL_RPC_AUTH", value_name = "KEY")]
+    pub rpc_auth: Option<String>,
     /// Log level: error, warn, info, debug, trace, or a tracing filter [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -236,6 +247,12 @@ pub struct MembersArgs {
     /// Only members with tag KEY whose value matches RE (anchored). Repeatable.
     #[arg(long = "tag", value_name = "KEY=RE")]
     pub tags: Vec<String>,
+    /// Only members whose `role` tag matches RE (anchored; Serf's `-role`, = `--tag role=RE`).
+    #[arg(long, value_name = "RE")]
+    pub role: Option<String>,
+    /// Also print each member's protocol versions, as `serf members -detailed` does.
+    #[arg(long)]
+    pub detailed: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -287,6 +304,17 @@ pub struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// Flags of `shoal reachability`.
+#[derive(Debug, Args)]
+pub struct ReachabilityArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Also print each ack and the query's timings.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// Flags of `shoal monitor`.

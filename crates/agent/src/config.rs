@@ -87,6 +87,8 @@ pub struct FileConfig {
     control_token_file: Option<PathBuf>,
     control_header_timeout: Option<String>,
     control_max_connections: Option<usize>,
+    rpc_addr: Option<String>,
+    rpc_auth: Option<String>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     handler_timeout: Option<String>,
@@ -136,6 +138,8 @@ impl FileConfig {
             control_token_file,
             control_header_timeout,
             control_max_connections,
+            rpc_addr,
+            rpc_auth,
             log_level,
             log_format,
             handler_timeout,
@@ -185,6 +189,10 @@ pub struct AgentConfig {
     pub control_header_timeout: Duration,
     /// Most control connections open at once.
     pub control_max_connections: usize,
+    /// Where Serf's RPC protocol is served besides the control port (`--rpc-addr`).
+    pub rpc_addr: Option<SocketAddr>,
+    /// The key Serf RPC clients must give (`--rpc-auth`).
+    pub rpc_auth: Option<String>,
     /// Log filter.
     pub log_level: String,
     /// Log format.
@@ -308,6 +316,14 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             "must be more than zero (a client could hold a connection forever)",
         ));
     }
+    let rpc_addr = match args.rpc_addr.clone().or(file.rpc_addr) {
+        Some(a) => Some(
+            a.parse()
+                .map_err(|e| invalid("--rpc-addr", &a, format!("{e}")))?,
+        ),
+        None => None,
+    };
+    let rpc_auth = args.rpc_auth.clone().or(file.rpc_auth);
     let control_max_connections = args
         .control_max_connections
         .or(file.control_max_connections)
@@ -417,6 +433,8 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         control_token,
         control_header_timeout,
         control_max_connections,
+        rpc_addr,
+        rpc_auth,
         log_level,
         log_format,
         handler_timeout,

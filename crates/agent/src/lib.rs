@@ -26,6 +26,7 @@ pub mod handlers;
 pub mod keys;
 pub mod logging;
 pub mod reaper;
+pub mod rpc;
 pub mod shell;
 pub mod stream;
 pub mod supervise;

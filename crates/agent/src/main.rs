@@ -36,7 +36,12 @@ fn main() -> ExitCode {
     };
     let output = match cli.command {
         Command::Agent(args) => return run_agent(*args, &runtime),
-        Command::Version => Ok(format!("shoal {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Version => Ok(format!(
+            "shoal {}\nAgent Protocol: {} (Understands back to: {})\n",
+            env!("CARGO_PKG_VERSION"),
+            shoal::view::PROTOCOL.max,
+            shoal::view::PROTOCOL.min
+        )),
         Command::Members(a) => runtime.block_on(commands::members::run(&a)),
         Command::Join(a) => runtime.block_on(commands::join::run(&a)),
         Command::Leave(a) => runtime.block_on(commands::leave::run(&a)),
@@ -61,6 +66,17 @@ fn main() -> ExitCode {
         Command::Info(a) => runtime.block_on(commands::info::run(&a)),
         Command::Keygen => Ok(shoal_core::seal::generate() + "\n"),
         Command::Keys(a) => runtime.block_on(commands::keys::run(&a)),
+        Command::Reachability(a) => {
+            // Serf's exit codes: 1 when a live member did not ack (the report says which).
+            return match runtime.block_on(commands::reachability::run(&a)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    ExitCode::from(RUNTIME)
+                }
+            };
+        }
     };
     match output {
         Ok(text) => {

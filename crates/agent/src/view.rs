@@ -4,7 +4,15 @@
 use std::collections::BTreeMap;
 
 use shoal_core::{Member, View};
-use shoal_proto::{MemberInfo, MembersResponse};
+use shoal_proto::{MemberInfo, MembersResponse, ProtocolInfo};
+
+/// The protocol versions listed for every member: this build's wire version. A member in the
+/// view speaks it (packets of another version are dropped, so such a member is never learned).
+pub const PROTOCOL: ProtocolInfo = ProtocolInfo {
+    max: shoal_core::envelope::VERSION,
+    min: shoal_core::envelope::VERSION,
+    version: shoal_core::envelope::VERSION,
+};
 
 /// One member in Serf's JSON shape.
 pub fn member_info(m: &Member) -> MemberInfo {
@@ -14,6 +22,7 @@ pub fn member_info(m: &Member) -> MemberInfo {
         port: m.addr.port(),
         status: m.status.as_str().to_string(),
         tags: m.tags.clone(),
+        protocol: PROTOCOL,
     }
 }
 

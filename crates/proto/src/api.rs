@@ -17,6 +17,20 @@ pub struct MemberInfo {
     pub status: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// The wire protocol versions it speaks, in Serf's shape (`serf members -format=json`).
+    #[serde(default)]
+    pub protocol: ProtocolInfo,
+}
+
+/// A member's protocol versions: the one in use and the range understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProtocolInfo {
+    /// Newest version understood.
+    pub max: u8,
+    /// Oldest version understood.
+    pub min: u8,
+    /// The version in use.
+    pub version: u8,
 }
 
 /// `GET /v1/members`.

@@ -33,6 +33,9 @@ impl MemberFilter {
                 .ok_or_else(|| CliError::TagFilter(t.clone()))?;
             tags.push((k.to_string(), anchored("--tag", re)?));
         }
+        if let Some(role) = &args.role {
+            tags.push(("role".to_string(), anchored("--role", role)?));
+        }
         Ok(Self {
             status: args
                 .status
@@ -78,12 +81,19 @@ pub async fn run(args: &MembersArgs) -> Result<String, CliError> {
             let rows: Vec<Vec<String>> = members
                 .iter()
                 .map(|m| {
-                    vec![
+                    let mut row = vec![
                         m.name.clone(),
                         m.addr.clone(),
                         m.status.clone(),
                         tags_string(&m.tags),
-                    ]
+                    ];
+                    if args.detailed {
+                        // Serf's `members -detailed` columns.
+                        let p = m.protocol;
+                        row.push(format!("Protocol Version: {}", p.version));
+                        row.push(format!("Available Protocol Range: [{}, {}]", p.min, p.max));
+                    }
+                    row
                 })
                 .collect();
             columns(&rows)
@@ -105,6 +115,8 @@ mod tests {
             status: status.map(Into::into),
             name: name.map(Into::into),
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            role: None,
+            detailed: false,
             format: OutputFormat::Table,
         }
     }
@@ -116,6 +128,7 @@ mod tests {
             port: 7948,
             status: status.into(),
             tags: [("role".to_string(), role.to_string())].into(),
+            protocol: crate::view::PROTOCOL,
         }
     }
 

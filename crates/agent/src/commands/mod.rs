@@ -15,6 +15,7 @@ pub mod leave;
 pub mod members;
 pub mod monitor;
 pub mod query;
+pub mod reachability;
 pub mod tags;
 
 /// Why a client command failed. `main` prints it after `shoal: ` and exits 2 (1 for

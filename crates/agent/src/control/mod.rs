@@ -393,33 +393,53 @@ impl hyper::body::Body for LineBody {
 
 /// `POST /v1/tags`: changes the tags in the cluster, then in the tags file.
 async fn update_tags(r: TagsRequest, st: &ControlState) -> Reply {
-    if r.set.is_empty() && r.delete.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "nothing to change: give tags to set or delete",
-        );
+    match change_tags(st, r.set, r.delete).await {
+        Ok(tags) => json(StatusCode::OK, &TagsResponse { tags }),
+        Err(TagsError::Bad(message)) => error(StatusCode::BAD_REQUEST, "bad_request", message),
+        Err(TagsError::Command(e)) => command_error(e),
+        Err(TagsError::NotSaved(message)) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        }
     }
-    if r.set.keys().any(String::is_empty) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "tag keys must not be empty",
-        );
+}
+
+/// Why [`change_tags`] failed.
+pub(crate) enum TagsError {
+    /// The request itself is wrong (nothing to change, an empty key). Nothing changed.
+    Bad(String),
+    /// The node refused (sizes, stopped). Nothing changed.
+    Command(CommandError),
+    /// The cluster has the new tags but the tags file could not be written.
+    NotSaved(String),
+}
+
+/// Changes the tags in the cluster, then in the tags file: what `POST /v1/tags` and the RPC
+/// `tags` command do.
+pub(crate) async fn change_tags(
+    st: &ControlState,
+    set: std::collections::BTreeMap<String, String>,
+    delete: Vec<String>,
+) -> Result<std::collections::BTreeMap<String, String>, TagsError> {
+    if set.is_empty() && delete.is_empty() {
+        return Err(TagsError::Bad(
+            "nothing to change: give tags to set or delete".into(),
+        ));
     }
-    let tags = match st.node.update_tags(r.set, r.delete).await {
-        Ok(tags) => tags,
-        Err(e) => return command_error(e),
-    };
+    if set.keys().any(String::is_empty) {
+        return Err(TagsError::Bad("tag keys must not be empty".into()));
+    }
+    let tags = st
+        .node
+        .update_tags(set, delete)
+        .await
+        .map_err(TagsError::Command)?;
     if let Some(path) = &st.tags_file
         && let Err(e) = crate::tags_file::save(path, &tags).await
     {
         warn!(error = %e, "tags changed but not persisted");
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("tags changed in the cluster, but {e}"),
-        );
+        return Err(TagsError::NotSaved(format!(
+            "tags changed in the cluster, but {e}"
+        )));
     }
-    json(StatusCode::OK, &TagsResponse { tags })
+    Ok(tags)
 }

@@ -184,8 +184,15 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the API until the task is dropped.
-pub async fn serve(listener: Listener, state: Arc<ControlState>, limits: Limits) {
+/// Serves a TCP connection that speaks Serf's RPC protocol (the agent gives the RPC
+/// layer's); it returns when the connection is done.
+pub type RpcHandoff = Arc<
+    dyn Fn(TcpStream, String) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// Serves the API until the task is dropped. A TCP connection whose first byte opens a
+/// msgpack map is Serf's RPC protocol and goes to `rpc`.
+pub async fn serve(listener: Listener, state: Arc<ControlState>, limits: Limits, rpc: RpcHandoff) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = match &listener {
@@ -216,7 +223,7 @@ pub async fn serve(listener: Listener, state: Arc<ControlState>, limits: Limits)
             continue;
         };
         match conn {
-            Conn::Tcp(s, peer) => spawn(s, peer, permit, state.clone(), limits),
+            Conn::Tcp(s, peer) => sniff(s, peer, permit, state.clone(), limits, rpc.clone()),
             Conn::Unix(s) => spawn(s, "unix".into(), permit, state.clone(), limits),
         }
     }
@@ -269,6 +276,46 @@ impl Conn {
             Conn::Unix(s) => s.into_std().and_then(|mut s| s.write(answer.as_bytes())),
         };
     }
+}
+
+/// Whether a connection's first byte opens a msgpack map (a fixmap, map 16 or map 32): a
+/// Serf RPC client's handshake. HTTP requests start with a method's ASCII letter.
+fn is_msgpack_map(first: u8) -> bool {
+    matches!(first, 0x80..=0x8f | 0xde | 0xdf)
+}
+
+/// Waits (at most the header timeout) for a TCP connection's first byte, without reading
+/// it, and serves the connection as Serf RPC or as HTTP.
+fn sniff(
+    stream: TcpStream,
+    peer: String,
+    permit: OwnedSemaphorePermit,
+    state: Arc<ControlState>,
+    limits: Limits,
+    rpc: RpcHandoff,
+) {
+    tokio::spawn(async move {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if is_msgpack_map(first[0]) => {
+                let _permit = permit;
+                rpc(stream, peer).await;
+            }
+            Ok(Ok(1)) => spawn(stream, peer, permit, state, limits),
+            // Closed, or failed, before a byte came.
+            Ok(_) => {}
+            Err(_) => {
+                let timeout_ms = limits.header_timeout.as_millis() as u64;
+                if state.warnings.timed_out.allow() {
+                    warn!(%peer, timeout_ms,
+                        "control connection closed: nothing sent within \
+                         --control-header-timeout (further ones for 5 s at debug level)");
+                } else {
+                    debug!(%peer, timeout_ms, "control connection closed: nothing sent in time");
+                }
+            }
+        }
+    });
 }
 
 /// Serves one connection on its own task; the permit is its place among the open ones.

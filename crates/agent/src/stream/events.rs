@@ -63,15 +63,20 @@ impl StreamFilter {
     }
 }
 
-/// The `/v1/stream` readers.
+/// How an RPC reader's lines are made from events (Serf's msgpack records).
+pub type Encode = fn(&Event) -> Bytes;
+
+/// The `/v1/stream` readers, and the readers of Serf's RPC `stream` command.
 pub struct EventStreams {
     fanout: Arc<Fanout<StreamFilter>>,
+    rpc: Arc<Fanout<(StreamFilter, Encode)>>,
 }
 
 impl Default for EventStreams {
     fn default() -> Self {
         Self {
             fanout: Arc::new(Fanout::new(None)),
+            rpc: Arc::new(Fanout::new(None)),
         }
     }
 }
@@ -91,30 +96,50 @@ impl EventStreams {
         self.fanout.subscribe(filter, ending, permit)
     }
 
+    /// A new RPC `stream` reader: its lines are `encode`'s (every RPC reader gives the same
+    /// one); one that falls behind is closed (an empty last line says so).
+    pub fn subscribe_rpc(
+        &self,
+        filter: StreamFilter,
+        encode: Encode,
+        permit: OwnedSemaphorePermit,
+    ) -> LineStream {
+        self.rpc.subscribe((filter, encode), Bytes::new(), permit)
+    }
+
     /// Hands `event` to every reader that wants it; never waits. Returns how many readers
     /// were closed because they had fallen behind.
     pub fn publish(&self, event: &Event) -> usize {
-        if self.fanout.is_empty() {
-            return 0;
+        let mut lagged = 0;
+        if !self.fanout.is_empty() {
+            let mut encoded: Option<Bytes> = None;
+            lagged += self.fanout.publish(|filter| {
+                filter.wants(event).then(|| {
+                    encoded
+                        .get_or_insert_with(|| line(&stream_event(event)))
+                        .clone()
+                })
+            });
         }
-        let mut encoded: Option<Bytes> = None;
-        self.fanout.publish(|filter| {
-            filter.wants(event).then(|| {
-                encoded
-                    .get_or_insert_with(|| line(&stream_event(event)))
-                    .clone()
-            })
-        })
+        if !self.rpc.is_empty() {
+            let mut encoded: Option<Bytes> = None;
+            lagged += self.rpc.publish(|(filter, encode)| {
+                filter
+                    .wants(event)
+                    .then(|| encoded.get_or_insert_with(|| encode(event)).clone())
+            });
+        }
+        lagged
     }
 
-    /// Readers now.
+    /// Readers now (both kinds).
     pub fn readers(&self) -> usize {
-        self.fanout.readers()
+        self.fanout.readers() + self.rpc.readers()
     }
 
     /// Readers closed for falling behind, since start.
     pub fn dropped(&self) -> u64 {
-        self.fanout.dropped()
+        self.fanout.dropped() + self.rpc.dropped()
     }
 }
 
@@ -195,7 +220,8 @@ mod tests {
         assert_eq!(
             text,
             "{\"type\":\"member\",\"event\":\"member-join\",\"members\":[{\"name\":\"web-1\",\
-             \"addr\":\"10.0.0.5:7948\",\"port\":7948,\"status\":\"alive\",\"tags\":{\"role\":\"web\"}}]}\n"
+             \"addr\":\"10.0.0.5:7948\",\"port\":7948,\"status\":\"alive\",\"tags\":{\"role\":\"web\"},\
+             \"protocol\":{\"max\":1,\"min\":1,\"version\":1}}]}\n"
         );
     }
 }
