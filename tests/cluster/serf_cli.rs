@@ -62,12 +62,18 @@ struct SerfAgent {
 
 impl SerfAgent {
     fn start(name: &str, tags: &[&str]) -> SerfAgent {
+        SerfAgent::start_with(name, tags, &[])
+    }
+
+    /// Started with `extra` arguments too (e.g. `-encrypt=KEY`).
+    fn start_with(name: &str, tags: &[&str], extra: &[&str]) -> SerfAgent {
         let bind = free_port();
         let rpc = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(SERF);
         cmd.args(["agent", &format!("-node={name}")])
             .arg(format!("-bind=127.0.0.1:{bind}"))
             .arg(format!("-rpc-addr={rpc}"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -411,4 +417,45 @@ fn serf_leave_makes_the_agent_leave_and_exit_zero() {
         s1.status_of("s2").as_deref() == Some("left")
     }));
     let _ = Signal::SIGTERM;
+}
+
+#[test]
+fn serf_keys_rotates_a_sealed_shoal_cluster_as_it_does_a_serf_cluster() {
+    if !have_serf("serf_keys_rotates_a_sealed_shoal_cluster_as_it_does_a_serf_cluster") {
+        return;
+    }
+    const OLD: &str = "5K9OtfP7efFrNKe5WCQvXvnaXJ5cWP0SvXiwe0kkjM4=";
+    const NEW: &str = "HvY8ubRZMgafUOWvrOadwOckVa1wN3QWAo46FVKbVN8=";
+    let s1 = Agent::start("s1", &["--encrypt", OLD]);
+    let s2 = Agent::start("s2", &["--encrypt", OLD, "--join", &s1.join_arg()]);
+    assert!(wait_until(Duration::from_secs(10), || s1.count_alive()
+        == 2
+        && s2.count_alive() == 2));
+    let reference = SerfAgent::start_with("ref1", &[], &[&format!("-encrypt={OLD}")]);
+    for rpc in [addr(&s1), reference.rpc.clone()] {
+        let (code, out, err) = serf("keys", &rpc, &["-install", NEW]);
+        assert_eq!(code, Some(0), "{rpc}: {out}{err}");
+        assert!(out.contains("Successfully installed key!"), "{out}");
+        let (code, out, _) = serf("keys", &rpc, &["-use", NEW]);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("Successfully changed primary key!"), "{out}");
+        // The key in use cannot go, on shoal as on Serf.
+        let (code, _, _) = serf("keys", &rpc, &["-remove", NEW]);
+        assert_eq!(code, Some(1));
+        let (code, out, _) = serf("keys", &rpc, &["-remove", OLD]);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("Successfully removed key!"), "{out}");
+        let (code, out, _) = serf("keys", &rpc, &["-list"]);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains(NEW) && !out.contains(OLD), "{out}");
+    }
+    // Both shoal members hold only the new key; the cluster stayed whole.
+    let (_, out, _) = serf("keys", &addr(&s2), &["-list"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains(NEW))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("[2/2]"), "{out}");
+    assert_eq!(s2.count_alive(), 2);
 }
