@@ -54,7 +54,7 @@ use crate::config::NodeConfig;
 use crate::envelope;
 use crate::error::StartError;
 use crate::identity::Identity;
-use crate::membership::{Membership, Meta};
+use crate::membership::{Membership, Meta, Status};
 use crate::profile::Timings;
 use crate::query::Queries;
 use crate::snapshot::Restored;
@@ -246,6 +246,17 @@ impl Engine {
             self.conflict.lost().cloned(),
             (shared.events.done_up_to(), shared.queries.done_up_to()),
         )
+    }
+
+    /// The status of the member at `addr` as the view lists it (`None`: not listed), without
+    /// building the whole view.
+    pub(crate) fn member_status(&self, addr: SocketAddr) -> Option<Status> {
+        lock(&self.shared).table.status_of(addr)
+    }
+
+    /// How many members the view lists with `status`, without building it.
+    pub(crate) fn count(&self, status: Status) -> usize {
+        lock(&self.shared).table.count(status)
     }
 
     /// How long a push-pull may take.

@@ -547,6 +547,14 @@ impl Membership {
         out
     }
 
+    /// The status of the member at `addr`, if [`Self::members`] lists it.
+    pub fn status_of(&self, addr: SocketAddr) -> Option<Status> {
+        self.entries
+            .get(&addr)
+            .filter(|e| e.known && e.meta.is_some())
+            .map(Entry::status)
+    }
+
     /// The member row for `name`, if any.
     pub fn find_by_name(&self, name: &str) -> Option<(Identity, Status)> {
         self.entries
