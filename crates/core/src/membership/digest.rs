@@ -1,0 +1,114 @@
+//! The table's digest, kept as a running sum.
+//!
+//! The digest is the wrapping sum of one hash per entry that matters: an entry that is up
+//! hashes its address text, generation and meta version; one known to have left hashes
+//! `left`, its address text and generation. Every SWIM datagram carries it, and after every
+//! change of the table it was recomputed over all entries: at a thousand members, with the
+//! table changing on nearly every datagram while a cluster forms, that was most of a node's
+//! work. Each change of an entry now subtracts the entry's old hash and adds its new one
+//! ([`Membership::tracked`]); removals subtract theirs. The value is the same as recomputing
+//! (debug builds check it on every read).
+//!
+//! The same bookkeeping counts the down entries that have a name, so that a join does not
+//! scan the table for a stale entry of its name when there is none.
+
+use std::net::SocketAddr;
+
+use super::{Entry, Membership};
+use crate::fnv::Fnv;
+
+/// The running sums over every entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Sums {
+    /// The digest.
+    pub(super) digest: u64,
+    /// Entries that are down and have a meta (candidates to be replaced by a namesake).
+    pub(super) down_named: usize,
+}
+
+impl Sums {
+    pub(super) fn add(&mut self, e: &Entry) {
+        self.digest = self.digest.wrapping_add(hash(e));
+        self.down_named += usize::from(!e.up && e.meta.is_some());
+    }
+
+    pub(super) fn remove(&mut self, e: &Entry) {
+        self.digest = self.digest.wrapping_sub(hash(e));
+        self.down_named -= usize::from(!e.up && e.meta.is_some());
+    }
+}
+
+/// The entry's share of the digest (0 when it is neither up nor known to have left).
+fn hash(e: &Entry) -> u64 {
+    if e.up {
+        let version = e
+            .meta
+            .as_ref()
+            .filter(|m| m.id.generation == e.id.generation)
+            .map_or(0, |m| m.version);
+        let mut h = e.addr_hash.0;
+        h.write(&e.id.generation.to_le_bytes());
+        h.write(&version.to_le_bytes());
+        h.finish()
+    } else if e.known && e.intent() {
+        let mut h = e.addr_hash.1;
+        h.write(&e.id.generation.to_le_bytes());
+        h.finish()
+    } else {
+        0
+    }
+}
+
+impl Membership {
+    /// Runs `change`, which may alter (or create) the entry at `addr` and remove others (those
+    /// it removes it subtracts itself), and brings the sums up to date for `addr`.
+    pub(super) fn tracked<R>(
+        &mut self,
+        addr: SocketAddr,
+        change: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        if let Some(e) = self.entries.get(&addr) {
+            self.sums.remove(e);
+        }
+        let result = change(self);
+        if let Some(e) = self.entries.get(&addr) {
+            self.sums.add(e);
+        }
+        result
+    }
+
+    /// The sums over every entry, from scratch.
+    pub(super) fn recount(&self) -> Sums {
+        let mut sums = Sums::default();
+        for e in self.entries.values() {
+            sums.add(e);
+        }
+        sums
+    }
+
+    /// A digest of the membership that matters: identities that are up with their meta
+    /// versions, and members known to have left. Two nodes with the same view have the same
+    /// digest; a difference triggers a push-pull. (Leave knowledge is in it so that a node that
+    /// missed an intent, say across a partition, still gets it: it would list `failed` forever.)
+    pub fn digest(&self) -> u64 {
+        debug_assert_eq!(
+            self.sums,
+            self.recount(),
+            "the running sums missed a change"
+        );
+        self.sums.digest
+    }
+}
+
+/// The digest hashes an entry's address as its text (`10.0.0.1:7948`), alone or after
+/// `left`; these are the hash states after those prefixes (an entry never changes address, so
+/// they are computed once).
+pub(super) fn addr_hashes(addr: SocketAddr) -> (Fnv, Fnv) {
+    let text = addr.to_string();
+    let mut up = Fnv::new();
+    up.write(text.as_bytes());
+    let mut left = Fnv::new();
+    left.write(b"left");
+    left.write(text.as_bytes());
+    (up, left)
+}
