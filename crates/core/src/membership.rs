@@ -486,8 +486,8 @@ impl Membership {
             let member = entry.member();
             // Names identify members for people (Serf keys by name): a member back under its
             // name at another address replaces its dead entry instead of standing beside it.
-            // (Only down entries with a name can be stale: none, no scan.)
-            let stale: Vec<SocketAddr> = if self.sums.down_named == 0 {
+            // (Only entries that are not up can be stale: none of this name, no scan.)
+            let stale: Vec<SocketAddr> = if !self.sums.down_name_exists(&member.name) {
                 Vec::new()
             } else {
                 self.entries

@@ -9,33 +9,59 @@
 //! ([`Membership::tracked`]); removals subtract theirs. The value is the same as recomputing
 //! (debug builds check it on every read).
 //!
-//! The same bookkeeping counts the down entries that have a name, so that a join does not
-//! scan the table for a stale entry of its name when there is none.
+//! The same bookkeeping counts, per name, the entries that are not up and have that name, so
+//! that a join does not scan the table for a stale namesake when there is none.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::{Entry, Membership};
 use crate::fnv::Fnv;
 
 /// The running sums over every entry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Sums {
     /// The digest.
     pub(super) digest: u64,
-    /// Entries that are down and have a meta (candidates to be replaced by a namesake).
-    pub(super) down_named: usize,
+    /// How many entries that are not up have each name (candidates to be replaced by a
+    /// namesake that joins).
+    pub(super) down_names: BTreeMap<String, usize>,
 }
 
 impl Sums {
     pub(super) fn add(&mut self, e: &Entry) {
         self.digest = self.digest.wrapping_add(hash(e));
-        self.down_named += usize::from(!e.up && e.meta.is_some());
+        if let Some(name) = down_name(e) {
+            match self.down_names.get_mut(name) {
+                Some(count) => *count += 1,
+                None => {
+                    self.down_names.insert(name.to_string(), 1);
+                }
+            }
+        }
     }
 
     pub(super) fn remove(&mut self, e: &Entry) {
         self.digest = self.digest.wrapping_sub(hash(e));
-        self.down_named -= usize::from(!e.up && e.meta.is_some());
+        if let Some(name) = down_name(e)
+            && let Some(count) = self.down_names.get_mut(name)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.down_names.remove(name);
+            }
+        }
     }
+
+    /// True when some entry that is not up has `name`.
+    pub(super) fn down_name_exists(&self, name: &str) -> bool {
+        self.down_names.contains_key(name)
+    }
+}
+
+/// The name of an entry that is not up and has a meta.
+fn down_name(e: &Entry) -> Option<&str> {
+    e.meta.as_ref().filter(|_| !e.up).map(|m| m.name.as_str())
 }
 
 /// The entry's share of the digest (0 when it is neither up nor known to have left).
