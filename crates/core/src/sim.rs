@@ -616,6 +616,8 @@ impl Sim {
 
 mod invariants;
 mod network;
+#[cfg(test)]
+mod scale;
 
 #[cfg(test)]
 mod tests;
