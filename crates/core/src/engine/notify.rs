@@ -130,6 +130,10 @@ impl Engine {
     /// known yet is fetched by housekeeping once it is (its meta counts as stale).
     fn fetch_announced_metas(&mut self) {
         let mut fetch = std::mem::take(&mut lock(&self.shared).fetch);
+        if fetch.is_empty() {
+            // The usual case, after every input: listing the members is O(N).
+            return;
+        }
         let members = self.member_addrs();
         fetch.retain(|addr| members.contains(addr));
         fetch.dedup();
