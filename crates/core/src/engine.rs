@@ -95,6 +95,9 @@ pub(crate) struct Engine {
     leave: Leave,
     conflict: NameConflict,
     suspects: SuspectTracker,
+    /// `(table epoch, foca's member count)` of the last housekeeping round that found every
+    /// member's current meta in the table (`None`: one was missing, or not checked yet).
+    metas_current: Option<(u64, usize)>,
     discovery: Discovery,
     probes: ProbeWatch,
     health: LocalHealth,
@@ -191,6 +194,7 @@ impl Engine {
             leave: Leave::default(),
             conflict: NameConflict::default(),
             suspects: SuspectTracker::default(),
+            metas_current: None,
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
             health: LocalHealth::default(),

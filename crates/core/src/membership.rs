@@ -25,6 +25,7 @@ use crate::user_event::UserEvent;
 use digest::{Sums, addr_hashes};
 
 mod digest;
+mod reap;
 
 /// A member's name and tags, versioned; travels as a custom broadcast and in push-pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +222,9 @@ pub struct Membership {
     revision: u64,
     /// The digest and the count of named down entries, kept up to date on every change.
     sums: Sums,
+    /// `(epoch, when)`: while the entries stand still, nothing expires before `when`
+    /// (`None`: never).
+    reap_due: Option<(u64, Option<Instant>)>,
     reconnect_timeout: Duration,
     tombstone_timeout: Duration,
 }
@@ -241,6 +245,7 @@ impl Membership {
             changed: true,
             revision: 0,
             sums: Sums::default(),
+            reap_due: None,
             reconnect_timeout,
             tombstone_timeout,
         };
@@ -515,45 +520,6 @@ impl Membership {
         }
     }
 
-    /// Removes members that stayed failed or left past their timeout (`member-reap`).
-    /// Returns the identities reaped (the engine logs them).
-    pub fn reap(&mut self, now: Instant) -> Vec<Identity> {
-        let (reconnect, tombstone) = (self.reconnect_timeout, self.tombstone_timeout);
-        let expired: Vec<SocketAddr> = self
-            .entries
-            .values()
-            .filter(|e| {
-                // An intent about a member foca never told us of (a push-pull from a node that
-                // has not reaped it yet) is dropped again at once.
-                (!e.known && e.intent_gen.is_some() && e.id.addr != self.local)
-                    || e.down_since.is_some_and(|since| {
-                        let limit = if e.intent() { tombstone } else { reconnect };
-                        now.saturating_duration_since(since) >= limit
-                    })
-            })
-            .map(|e| e.id.addr)
-            .collect();
-        let mut reaped = Vec::with_capacity(expired.len());
-        for addr in expired {
-            if let Some(entry) = self.entries.remove(&addr) {
-                self.sums.remove(&entry);
-                if !entry.known {
-                    continue;
-                }
-                reaped.push(entry.id);
-                self.touch();
-                if entry.meta.is_some() {
-                    let member = entry.member();
-                    self.events.push(Event::Member {
-                        kind: MemberEventKind::Reap,
-                        member,
-                    });
-                }
-            }
-        }
-        reaped
-    }
-
     /// Events produced since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -680,6 +646,7 @@ impl Membership {
     pub fn settle_announced(&mut self, id: Identity) {
         if let Some(entry) = self.entries.get_mut(&id.addr) {
             entry.announced = None;
+            self.sums.changes = self.sums.changes.wrapping_add(1);
         }
     }
 
