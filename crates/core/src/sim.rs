@@ -617,6 +617,8 @@ impl Sim {
 mod invariants;
 mod network;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod scale;
 
 #[cfg(test)]
