@@ -402,6 +402,15 @@ impl Membership {
 
     /// A meta arrived (broadcast or push-pull). Returns true when it was news.
     pub fn apply_meta(&mut self, meta: Meta) -> bool {
+        // Most metas of a push-pull are known already: one look-up says so, where the tracked
+        // change below takes three (the same answer: an older or equal meta is never news).
+        let known = self
+            .entries
+            .get(&meta.id.addr)
+            .and_then(|e| e.meta.as_ref());
+        if known.is_some_and(|m| m.order() >= meta.order()) {
+            return false;
+        }
         self.tracked(meta.id.addr, |t| t.apply_meta_(meta))
     }
 
