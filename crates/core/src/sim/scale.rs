@@ -3,7 +3,10 @@
 //!
 //! The table (docs/benchmarks.md, "Simulation at scale"):
 //! `cargo test --release -p shoal-core sim_scale_table -- --ignored --nocapture`
-//! (`SHOAL_SIM_SCALE=10,100,300,1000` picks the sizes, `SEED=N` the seed; one thread per size).
+//! (`SHOAL_SIM_SCALE=10,100,300,1000` picks the sizes, `SEED=N` the seed, `SHOAL_SIM_PHASES=1`
+//! prints each phase's wall and CPU time). Each row runs in two halves on two threads, both
+//! from the same seed and so the same start: one measures convergence, idle traffic and kills,
+//! the other false failures under loss and pauses on the freshly converged cluster.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -94,10 +97,18 @@ fn false_failures(
     (failed, renewals)
 }
 
-/// One row of the table.
+/// One row of the table: the two halves, each run on its own thread from the same seed (so
+/// both start from the same converged cluster).
 #[derive(Debug)]
 struct Row {
     n: usize,
+    start: Start,
+    faults: Faults,
+}
+
+/// The first half: start, idle traffic, kills.
+#[derive(Debug)]
+struct Start {
     converged: Option<f64>,
     /// Bytes each node sent until convergence, on average.
     start_bytes: f64,
@@ -105,29 +116,69 @@ struct Row {
     idle: (f64, f64),
     /// Kill detection times, sorted (infinite: not detected).
     kills: Vec<f64>,
-    /// (false failures, renewals) under 10 % UDP loss, 20 % UDP+TCP loss, and 2 s pauses.
+    cost: Cost,
+}
+
+/// The second half: false failures (and renewals) under 10 % UDP loss, 20 % UDP+TCP loss,
+/// and 2 s pauses, each on the converged cluster in turn.
+#[derive(Debug)]
+struct Faults {
     udp10: (usize, u64),
     both20: (usize, u64),
     paused: (usize, u64),
     /// How many nodes were paused at once.
     pauses: usize,
-    wall: Duration,
+    cost: Cost,
 }
 
-/// Virtual seconds of each fault window (then 10 s more without it).
-const WINDOW: f64 = 20.0;
+/// What a half cost: wall time, and the CPU time of its thread (which the wall time exceeds
+/// when the machine is shared).
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    wall: Duration,
+    cpu: f64,
+}
+
+/// CPU seconds of the calling thread so far (`/proc/thread-self/stat`, utime + stime in the
+/// kernel's fixed 100 Hz USER_HZ ticks); 0 where that cannot be read.
+fn thread_cpu() -> f64 {
+    let Ok(text) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Virtual seconds of each loss window, then of quiet after it.
+const WINDOW: f64 = 10.0;
+const AFTER: f64 = 5.0;
 const KILLS: usize = 3;
 
-fn row(seed: u64, n: usize) -> Row {
-    let wall = Instant::now();
-    let phase = |what: &str| {
-        if std::env::var("SHOAL_SIM_PHASES").is_ok() {
-            eprintln!("N={n}: {what} by {:.1} s", wall.elapsed().as_secs_f64());
-        }
-    };
+/// Prints a phase's wall and CPU time when `SHOAL_SIM_PHASES` is set.
+fn phase(n: usize, half: &str, what: &str, wall: Instant, cpu0: f64) {
+    if std::env::var("SHOAL_SIM_PHASES").is_ok() {
+        eprintln!(
+            "N={n} {half}: {what} by {:.1} s wall, {:.1} s CPU",
+            wall.elapsed().as_secs_f64(),
+            thread_cpu() - cpu0
+        );
+    }
+}
+
+fn start_half(seed: u64, n: usize) -> Start {
+    let (wall, cpu0) = (Instant::now(), thread_cpu());
     let mut sim = Sim::new(seed, n, Profile::Lan);
     let converged = converge(&mut sim, n, 60.0);
-    phase("converged");
+    phase(n, "start", "converged", wall, cpu0);
     let start_bytes = sim.sent_by_live().bytes() as f64 / n as f64;
     // Quiet for a while (the last joins' gossip dies down), then idle traffic over 10 s.
     let t = sim.elapsed().as_secs_f64() + 5.0;
@@ -137,7 +188,7 @@ fn row(seed: u64, n: usize) -> Row {
     let after = sim.sent_by_live();
     let per = |f: fn(&Traffic) -> u64| (f(&after) - f(&before)) as f64 / n as f64 / 10.0;
     let idle = (per(Traffic::bytes), per(|t| t.datagrams + t.push_pulls));
-    phase("idle measured");
+    phase(n, "start", "idle measured", wall, cpu0);
     let live = sim.live();
     let mut kills: Vec<f64> = (0..KILLS)
         .map(|k| {
@@ -149,18 +200,39 @@ fn row(seed: u64, n: usize) -> Row {
         })
         .collect();
     kills.sort_by(f64::total_cmp);
-    phase("kills detected");
+    phase(n, "start", "kills detected", wall, cpu0);
+    Start {
+        converged,
+        start_bytes,
+        idle,
+        kills,
+        cost: Cost {
+            wall: wall.elapsed(),
+            cpu: thread_cpu() - cpu0,
+        },
+    }
+}
+
+fn faults_half(seed: u64, n: usize) -> Faults {
+    let (wall, cpu0) = (Instant::now(), thread_cpu());
+    let mut sim = Sim::new(seed, n, Profile::Lan);
+    // The same start as the other half (same seed), and the same 5 s of quiet after it.
+    let _ = converge(&mut sim, n, 60.0);
+    let t = sim.elapsed().as_secs_f64() + 5.0;
+    sim.run_until(Duration::from_secs_f64(t));
+    phase(n, "faults", "converged", wall, cpu0);
     let udp10 = false_failures(
         &mut sim,
         WINDOW,
-        10.0,
+        AFTER,
         |s| s.set_loss(0.1),
         |s| s.set_loss(0.0),
     );
+    phase(n, "faults", "10% UDP loss done", wall, cpu0);
     let both20 = false_failures(
         &mut sim,
         WINDOW,
-        10.0,
+        AFTER,
         |s| {
             s.set_loss(0.2);
             s.set_tcp_loss(0.2);
@@ -170,12 +242,14 @@ fn row(seed: u64, n: usize) -> Row {
             s.set_tcp_loss(0.0);
         },
     );
-    phase("loss windows done");
+    phase(n, "faults", "20% UDP+TCP loss done", wall, cpu0);
     let pauses = (n / 100).max(1);
+    // The pause, then long enough for a suspicion of the paused nodes to time out (the
+    // suspicion timeout grows with log N: 9 s at N = 1,000).
     let paused = false_failures(
         &mut sim,
         2.0,
-        15.0,
+        10.0,
         |s| {
             let live = s.live();
             for i in 0..pauses {
@@ -184,17 +258,16 @@ fn row(seed: u64, n: usize) -> Row {
         },
         |_| {},
     );
-    Row {
-        n,
-        converged,
-        start_bytes,
-        idle,
-        kills,
+    phase(n, "faults", "pauses done", wall, cpu0);
+    Faults {
         udp10,
         both20,
         paused,
         pauses,
-        wall: wall.elapsed(),
+        cost: Cost {
+            wall: wall.elapsed(),
+            cpu: thread_cpu() - cpu0,
+        },
     }
 }
 
@@ -220,46 +293,61 @@ fn sim_scale_table() {
     let mut rows: Vec<Row> = std::thread::scope(|scope| {
         let handles: Vec<_> = sizes()
             .into_iter()
-            .map(|n| scope.spawn(move || row(seed, n)))
+            .map(|n| {
+                let start = scope.spawn(move || start_half(seed, n));
+                let faults = scope.spawn(move || faults_half(seed, n));
+                (n, start, faults)
+            })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a row panicked"))
+            .map(|(n, start, faults)| Row {
+                n,
+                start: start.join().expect("a start half panicked"),
+                faults: faults.join().expect("a faults half panicked"),
+            })
             .collect()
     });
     rows.sort_by_key(|r| r.n);
     let probe = Profile::Lan.timings().probe_period.as_secs_f64();
     println!(
-        "lan profile, seed {seed}; fault windows {WINDOW} s (+10 s); {KILLS} kills; one thread per row"
+        "lan profile, seed {seed}; loss windows {WINDOW} s (+{AFTER} s), 2 s pauses (+10 s); \
+         {KILLS} kills; each row's two halves on two threads"
     );
     println!(
-        "| N | converge s | probe periods | log2 N | start KB/node | idle B/node/s | idle pkts/node/s | kill detected: median / worst s | false failed (renewals): 10% UDP | 20% UDP+TCP | 2 s pause | wall s |"
+        "| N | converge s | probe periods | log2 N | start KB/node | idle B/node/s | idle pkts/node/s | kill detected: median / worst s | false failed (renewals): 10% UDP | 20% UDP+TCP | 2 s pause | wall s | CPU s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        let c = r.converged;
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut cpu = 0.0;
+    for Row { n, start, faults } in &rows {
+        let c = start.converged;
+        let kills = &start.kills;
+        let wall = start.cost.wall.max(faults.cost.wall).as_secs_f64();
+        let row_cpu = start.cost.cpu + faults.cost.cpu;
+        cpu += row_cpu;
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} / {:.2} | {} ({}) | {} ({}) | {} ({}) of {} paused | {:.1} |",
-            r.n,
+            "| {n} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} / {:.2} | {} ({}) | {} ({}) | {} ({}) of {} paused | {wall:.1} | {row_cpu:.1} |",
             secs(c),
             c.map_or_else(|| "-".into(), |s| format!("{:.1}", s / probe)),
-            (r.n as f64).log2(),
-            r.start_bytes / 1024.0,
-            r.idle.0,
-            r.idle.1,
-            r.kills[r.kills.len() / 2],
-            r.kills[r.kills.len() - 1],
-            r.udp10.0,
-            r.udp10.1,
-            r.both20.0,
-            r.both20.1,
-            r.paused.0,
-            r.paused.1,
-            r.pauses,
-            r.wall.as_secs_f64(),
+            (*n as f64).log2(),
+            start.start_bytes / 1024.0,
+            start.idle.0,
+            start.idle.1,
+            kills[kills.len() / 2],
+            kills[kills.len() - 1],
+            faults.udp10.0,
+            faults.udp10.1,
+            faults.both20.0,
+            faults.both20.1,
+            faults.paused.0,
+            faults.paused.1,
+            faults.pauses,
         );
     }
-    println!("total wall {:.1} s", wall.elapsed().as_secs_f64());
+    println!(
+        "total: {:.1} s wall, {cpu:.1} s CPU",
+        wall.elapsed().as_secs_f64()
+    );
 }
 
 /// A start of `n` nodes converges within `limit` s and a kill -9 is seen by every survivor
