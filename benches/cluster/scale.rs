@@ -6,8 +6,9 @@
 //! are counted as false failures.
 //!
 //! Every agent holds a few descriptors in this process (its stdout pipe, its child handle,
-//! a connection while it is polled): the run checks `ulimit -n` first. Agent ports are picked
-//! free (TCP and UDP both) and released just before the agents start. Convergence is polled
+//! a connection while it is polled): the run checks `ulimit -n` first. Agent gossip ports are
+//! picked free (TCP and UDP both) outside the kernel's ephemeral range, and released just
+//! before the agents start. Convergence is polled
 //! through `GET /v1/info` (member counts, not the whole list), and only agents that have not
 //! converged yet are polled, so the run does not run out of ephemeral ports to TIME_WAIT.
 
@@ -110,18 +111,38 @@ fn open_files_limit() -> Result<u64> {
 /// Sockets that hold ports until dropped.
 type Held = Vec<(TcpListener, UdpSocket)>;
 
+/// The kernel's ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`; Linux's
+/// default 32768-60999 if unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
 /// `n` loopback ports free for both TCP and UDP, held until the caller drops the sockets.
+/// They are taken outside the ephemeral range: the agents' control ports (port 0) and every
+/// outgoing connection get ephemeral ports, and one of those could otherwise take a gossip
+/// port between its release here and the agent's bind (seen: "Address already in use").
 fn free_ports(n: usize) -> Result<(Vec<u16>, Held)> {
+    let (low, high) = ephemeral_range();
     let mut held = Vec::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
-    let mut tries = 0;
+    // Start at a place that depends on the process, so two runs at once rarely collide.
+    let mut port = 10_000 + (std::process::id() % 10_000) as u16;
     while ports.len() < n {
-        tries += 1;
-        if tries > n * 20 {
-            bail!("could not find {n} loopback ports free for both TCP and UDP");
+        port = port
+            .checked_add(1)
+            .context("no free ports left below 65536")?;
+        if (low..=high).contains(&port) {
+            continue;
         }
-        let tcp = TcpListener::bind("127.0.0.1:0").context("bind a TCP port on 127.0.0.1")?;
-        let port = tcp.local_addr().context("local address")?.port();
+        let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
             ports.push(port);
             held.push((tcp, udp));
