@@ -7,7 +7,9 @@
 //!
 //! Run: `cargo bench -p shoal --bench cluster -- [--quick] [--nodes 5,20,50] [--idle-secs 60]
 //! [--kills 10] [--leaves 3] [--loss 0.1 | --no-loss] [--convergence-runs 3] [--partition-secs 20
-//! | --no-convergence] [--messaging-runs 20 | --no-messaging] [--encrypt]`. The report goes to stdout, progress to stderr. See docs/benchmarks.md
+//! | --no-convergence] [--messaging-runs 20 | --no-messaging] [--encrypt]`, or only the scale
+//! scenario: `cargo bench -p shoal --bench cluster -- --scale 200 [--idle-secs 60] [--kills 10]`.
+//! The report goes to stdout, progress to stderr. See docs/benchmarks.md
 //! for what each number means.
 
 mod agents;
@@ -23,6 +25,7 @@ mod netns;
 mod pause;
 mod procfs;
 mod report;
+mod scale;
 mod serf;
 mod serf_rpc;
 mod settings;
@@ -109,6 +112,12 @@ async fn run(args: Args) -> Result<()> {
     }
     let clk_tck = clock_ticks().await;
     print_header(&settings, clk_tck).await;
+    if let Some(n) = settings.scale {
+        let report = scale::bench_scale(n, &settings, &mut rng).await?;
+        print!("{}", report.render());
+        progress("done");
+        return Ok(());
+    }
     let serf = settings.serf.path().cloned();
 
     let mut reports = Vec::new();

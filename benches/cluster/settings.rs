@@ -87,6 +87,11 @@ pub struct Args {
     /// Skip the messaging section.
     #[arg(long)]
     pub no_messaging: bool,
+    /// Run only the scale scenario instead of the sections above: N agents on loopback
+    /// started at once, then the idle window (--idle-secs) and kill -9 runs (--kills), with
+    /// per-agent cost and the detection tail. See docs/benchmarks.md, "200 real agents".
+    #[arg(long, value_name = "N")]
+    pub scale: Option<usize>,
     /// Run the simultaneous-start agents as root with no per-agent source NAT: their TCP
     /// push-pulls then leave from 127.0.0.1, which the partition's iprange rules misplace
     /// (the cut leaks; for comparison).
@@ -159,6 +164,8 @@ pub struct Settings {
     pub agent_log_level: Option<String>,
     /// `None` with --no-messaging.
     pub messaging: Option<MsgSettings>,
+    /// `--scale N`: only the scale scenario, with N agents.
+    pub scale: Option<usize>,
 }
 
 /// Settings of the messaging section.
@@ -272,6 +279,11 @@ impl Settings {
         if messaging.n < 2 || messaging.runs == 0 {
             bail!("--messaging-nodes must be at least 2 and --messaging-runs at least 1");
         }
+        if let Some(n) = args.scale
+            && !(2..=2000).contains(&n)
+        {
+            bail!("--scale must be in 2..=2000 agents, got {n}");
+        }
         if conv.runs == 0 {
             bail!("--convergence-runs must be at least 1");
         }
@@ -311,6 +323,7 @@ impl Settings {
             convergence: (!args.no_convergence).then_some(conv),
             agent_log_level: args.agent_log_level.clone(),
             messaging: (!args.no_messaging).then_some(messaging),
+            scale: args.scale,
         })
     }
 }

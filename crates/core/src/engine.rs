@@ -55,7 +55,7 @@ use crate::config::NodeConfig;
 use crate::envelope;
 use crate::error::StartError;
 use crate::identity::Identity;
-use crate::membership::{Membership, Meta};
+use crate::membership::{Membership, Meta, Status};
 use crate::profile::Timings;
 use crate::query::Queries;
 use crate::snapshot::Restored;
@@ -97,6 +97,9 @@ pub(crate) struct Engine {
     leave: Leave,
     conflict: NameConflict,
     suspects: SuspectTracker,
+    /// `(table epoch, foca's member count)` of the last housekeeping round that found every
+    /// member's current meta in the table (`None`: one was missing, or not checked yet).
+    metas_current: Option<(u64, usize)>,
     discovery: Discovery,
     probes: ProbeWatch,
     health: LocalHealth,
@@ -195,6 +198,7 @@ impl Engine {
             leave: Leave::default(),
             conflict: NameConflict::default(),
             suspects: SuspectTracker::default(),
+            metas_current: None,
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
             health: LocalHealth::default(),
@@ -251,6 +255,17 @@ impl Engine {
             self.conflict.lost().cloned(),
             (shared.events.done_up_to(), shared.queries.done_up_to()),
         )
+    }
+
+    /// The status of the member at `addr` as the view lists it (`None`: not listed), without
+    /// building the whole view.
+    pub(crate) fn member_status(&self, addr: SocketAddr) -> Option<Status> {
+        lock(&self.shared).table.status_of(addr)
+    }
+
+    /// How many members the view lists with `status`, without building it.
+    pub(crate) fn count(&self, status: Status) -> usize {
+        lock(&self.shared).table.count(status)
     }
 
     /// How long a push-pull may take.

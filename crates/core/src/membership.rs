@@ -22,6 +22,10 @@ use crate::fnv::Fnv;
 use crate::identity::Identity;
 use crate::query::Query;
 use crate::user_event::UserEvent;
+use digest::{Sums, addr_hashes};
+
+mod digest;
+mod reap;
 
 /// A member's name and tags, versioned; travels as a custom broadcast and in push-pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +220,11 @@ pub struct Membership {
     changed: bool,
     /// Counts every change, for callers that cache what they derive from the table.
     revision: u64,
+    /// The digest and the count of named down entries, kept up to date on every change.
+    sums: Sums,
+    /// `(epoch, when)`: while the entries stand still, nothing expires before `when`
+    /// (`None`: never).
+    reap_due: Option<(u64, Option<Instant>)>,
     reconnect_timeout: Duration,
     tombstone_timeout: Duration,
 }
@@ -235,9 +244,12 @@ impl Membership {
             events: Vec::new(),
             changed: true,
             revision: 0,
+            sums: Sums::default(),
+            reap_due: None,
             reconnect_timeout,
             tombstone_timeout,
         };
+        table.sums = table.recount();
         table.try_join(addr);
         table
     }
@@ -262,6 +274,10 @@ impl Membership {
     /// The local identity changed (foca renewed it after being declared down). Returns the meta
     /// to broadcast under the new identity.
     pub fn renew_local(&mut self, id: Identity) -> Meta {
+        self.tracked(self.local, |t| t.renew_local_(id))
+    }
+
+    fn renew_local_(&mut self, id: Identity) -> Meta {
         let mut meta = self.local_meta().clone();
         meta.id = id;
         meta.version = 0;
@@ -276,6 +292,10 @@ impl Membership {
 
     /// Marks the local member as leaving (its intent is on its way).
     pub fn set_local_leaving(&mut self) {
+        self.tracked(self.local, |t| t.set_local_leaving_())
+    }
+
+    fn set_local_leaving_(&mut self) {
         if let Some(entry) = self.entries.get_mut(&self.local) {
             entry.intent_gen = Some(entry.id.generation);
             self.touch();
@@ -302,6 +322,10 @@ impl Membership {
 
     /// foca: `MemberUp`.
     pub fn member_up(&mut self, id: Identity) {
+        self.tracked(id.addr, |t| t.member_up_(id))
+    }
+
+    fn member_up_(&mut self, id: Identity) {
         if id.addr == self.local {
             return;
         }
@@ -317,6 +341,10 @@ impl Membership {
 
     /// foca: `MemberDown`.
     pub fn member_down(&mut self, id: Identity, now: Instant) {
+        self.tracked(id.addr, |t| t.member_down_(id, now))
+    }
+
+    fn member_down_(&mut self, id: Identity, now: Instant) {
         if id.addr == self.local {
             return;
         }
@@ -347,6 +375,10 @@ impl Membership {
 
     /// foca: `Rename(old, new)`: the member at that address came back with a new identity.
     pub fn rename(&mut self, _old: Identity, new: Identity) {
+        self.tracked(new.addr, |t| t.rename_(new))
+    }
+
+    fn rename_(&mut self, new: Identity) {
         if new.addr == self.local {
             return;
         }
@@ -370,6 +402,19 @@ impl Membership {
 
     /// A meta arrived (broadcast or push-pull). Returns true when it was news.
     pub fn apply_meta(&mut self, meta: Meta) -> bool {
+        // Most metas of a push-pull are known already: one look-up says so, where the tracked
+        // change below takes three (the same answer: an older or equal meta is never news).
+        let known = self
+            .entries
+            .get(&meta.id.addr)
+            .and_then(|e| e.meta.as_ref());
+        if known.is_some_and(|m| m.order() >= meta.order()) {
+            return false;
+        }
+        self.tracked(meta.id.addr, |t| t.apply_meta_(meta))
+    }
+
+    fn apply_meta_(&mut self, meta: Meta) -> bool {
         let addr = meta.id.addr;
         if addr == self.local && meta.id.generation != self.entries[&self.local].id.generation {
             return false; // an echo of an older (or foreign) self
@@ -407,6 +452,10 @@ impl Membership {
     /// A leave intent arrived for `id`. `forced` marks an operator's `force-leave`, which never
     /// turns a live member into `leaving`. Returns true when it was news.
     pub fn apply_intent(&mut self, id: Identity, forced: bool) -> bool {
+        self.tracked(id.addr, |t| t.apply_intent_(id, forced))
+    }
+
+    fn apply_intent_(&mut self, id: Identity, forced: bool) -> bool {
         if id.addr == self.local {
             return false;
         }
@@ -451,18 +500,24 @@ impl Membership {
             let member = entry.member();
             // Names identify members for people (Serf keys by name): a member back under its
             // name at another address replaces its dead entry instead of standing beside it.
-            let stale: Vec<SocketAddr> = self
-                .entries
-                .values()
-                .filter(|e| {
-                    e.id.addr != addr
-                        && !e.up
-                        && e.meta.as_ref().is_some_and(|m| m.name == member.name)
-                })
-                .map(|e| e.id.addr)
-                .collect();
+            // (Only entries that are not up can be stale: none of this name, no scan.)
+            let stale: Vec<SocketAddr> = if !self.sums.down_name_exists(&member.name) {
+                Vec::new()
+            } else {
+                self.entries
+                    .values()
+                    .filter(|e| {
+                        e.id.addr != addr
+                            && !e.up
+                            && e.meta.as_ref().is_some_and(|m| m.name == member.name)
+                    })
+                    .map(|e| e.id.addr)
+                    .collect()
+            };
             for old in stale {
-                self.entries.remove(&old);
+                if let Some(gone) = self.entries.remove(&old) {
+                    self.sums.remove(&gone);
+                }
             }
             if let Some(entry) = self.entries.get_mut(&addr) {
                 entry.joined = true;
@@ -472,44 +527,6 @@ impl Membership {
                 member,
             });
         }
-    }
-
-    /// Removes members that stayed failed or left past their timeout (`member-reap`).
-    /// Returns the identities reaped (the engine logs them).
-    pub fn reap(&mut self, now: Instant) -> Vec<Identity> {
-        let (reconnect, tombstone) = (self.reconnect_timeout, self.tombstone_timeout);
-        let expired: Vec<SocketAddr> = self
-            .entries
-            .values()
-            .filter(|e| {
-                // An intent about a member foca never told us of (a push-pull from a node that
-                // has not reaped it yet) is dropped again at once.
-                (!e.known && e.intent_gen.is_some() && e.id.addr != self.local)
-                    || e.down_since.is_some_and(|since| {
-                        let limit = if e.intent() { tombstone } else { reconnect };
-                        now.saturating_duration_since(since) >= limit
-                    })
-            })
-            .map(|e| e.id.addr)
-            .collect();
-        let mut reaped = Vec::with_capacity(expired.len());
-        for addr in expired {
-            if let Some(entry) = self.entries.remove(&addr) {
-                if !entry.known {
-                    continue;
-                }
-                reaped.push(entry.id);
-                self.touch();
-                if entry.meta.is_some() {
-                    let member = entry.member();
-                    self.events.push(Event::Member {
-                        kind: MemberEventKind::Reap,
-                        member,
-                    });
-                }
-            }
-        }
-        reaped
     }
 
     /// Events produced since the last call, oldest first.
@@ -545,6 +562,14 @@ impl Membership {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
         out
+    }
+
+    /// The status of the member at `addr`, if [`Self::members`] lists it.
+    pub fn status_of(&self, addr: SocketAddr) -> Option<Status> {
+        self.entries
+            .get(&addr)
+            .filter(|e| e.known && e.meta.is_some())
+            .map(Entry::status)
     }
 
     /// The member row for `name`, if any.
@@ -606,6 +631,10 @@ impl Membership {
     /// large to gossip). Returns true when that is newer than what is known or announced: the
     /// caller then fetches it by push-pull.
     pub fn announce_meta(&mut self, id: Identity, version: u64) -> bool {
+        self.tracked(id.addr, |t| t.announce_meta_(id, version))
+    }
+
+    fn announce_meta_(&mut self, id: Identity, version: u64) -> bool {
         if id.addr == self.local {
             return false;
         }
@@ -626,39 +655,8 @@ impl Membership {
     pub fn settle_announced(&mut self, id: Identity) {
         if let Some(entry) = self.entries.get_mut(&id.addr) {
             entry.announced = None;
+            self.sums.changes = self.sums.changes.wrapping_add(1);
         }
-    }
-
-    /// A digest of the membership that matters: identities that are up with their meta
-    /// versions, and members known to have left. Two nodes with the same view have the same
-    /// digest; a difference triggers a push-pull. (Leave knowledge is in it so that a node that
-    /// missed an intent, say across a partition, still gets it: it would list `failed` forever.)
-    pub fn digest(&self) -> u64 {
-        let left = self
-            .entries
-            .values()
-            .filter(|e| e.known && !e.up && e.intent())
-            .map(|e| {
-                let mut h = e.addr_hash.1;
-                h.write(&e.id.generation.to_le_bytes());
-                h.finish()
-            });
-        self.entries
-            .values()
-            .filter(|e| e.up)
-            .map(|e| {
-                let version = e
-                    .meta
-                    .as_ref()
-                    .filter(|m| m.id.generation == e.id.generation)
-                    .map_or(0, |m| m.version);
-                let mut h = e.addr_hash.0;
-                h.write(&e.id.generation.to_le_bytes());
-                h.write(&version.to_le_bytes());
-                h.finish()
-            })
-            .chain(left)
-            .fold(0u64, |acc, h| acc.wrapping_add(h))
     }
 
     /// Counts of members per status.
@@ -668,18 +666,6 @@ impl Membership {
             .filter(|e| e.known && e.meta.is_some() && e.status() == status)
             .count()
     }
-}
-
-/// The digest hashes an entry's address as its text (`10.0.0.1:7948`), alone or after
-/// `left`; these are the hash states after those prefixes.
-fn addr_hashes(addr: SocketAddr) -> (Fnv, Fnv) {
-    let text = addr.to_string();
-    let mut up = Fnv::new();
-    up.write(text.as_bytes());
-    let mut left = Fnv::new();
-    left.write(b"left");
-    left.write(text.as_bytes());
-    (up, left)
 }
 
 mod lookups;

@@ -9,9 +9,15 @@
 //! The sweep in `sim/tests.rs` checks, for many seeds: after the faults end and the network is
 //! quiet, every live node lists every live node alive (itself included), nobody lists a live
 //! node failed, and a node that left stays left.
+//!
+//! Events are taken in time order from two queues: deliveries (datagrams, push-pulls, answers)
+//! and one entry per node for its earliest timer (re-queued after each turn of that node; an
+//! entry that no longer matches the node's deadline is skipped), so a step costs O(log N), not
+//! O(N): a thousand nodes run in seconds (`sim/scale.rs`). Views are built only when asked for.
+//! The network code (outboxes carried out, deliveries, TCP, DNS) is in `sim/network.rs`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +27,10 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::NodeConfig;
-use crate::engine::{Command, Engine, Outbox, Resolve, rng};
+use crate::engine::{Command, Engine, rng};
 use crate::error::CommandError;
 use crate::identity::Identity;
-use crate::membership::Event;
+use crate::membership::{Event, Status};
 use crate::profile::Profile;
 use crate::query::{QueryParams, QueryStarted, QueryUpdate};
 use crate::snapshot::Restored;
@@ -59,12 +65,43 @@ enum Delivery {
 struct Node {
     engine: Engine,
     generation: u64,
-    view: View,
     events: Vec<Event>,
     leave_done: Option<oneshot::Receiver<()>>,
     /// A paused node (`kill -STOP`) runs no timer and reads nothing until then; what arrives
     /// meanwhile waits in its socket buffer.
     paused_until: Option<Instant>,
+    /// The deadline of this node's entry in `Sim::timers` (`None`: no valid entry).
+    queued: Option<Instant>,
+    /// What it sent.
+    sent: Traffic,
+}
+
+/// What a node sent: datagrams (their full length, envelope included, lost or not) and
+/// push-pull frames (the encoded state, each way: its own pushes and its answers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// Their bytes.
+    pub datagram_bytes: u64,
+    /// Push-pull frames sent (pushes and answers).
+    pub push_pulls: u64,
+    /// Their bytes (length prefix included).
+    pub push_pull_bytes: u64,
+}
+
+impl Traffic {
+    /// Every byte sent, UDP and TCP.
+    pub fn bytes(&self) -> u64 {
+        self.datagram_bytes + self.push_pull_bytes
+    }
+
+    fn add(&mut self, other: &Traffic) {
+        self.datagrams += other.datagrams;
+        self.datagram_bytes += other.datagram_bytes;
+        self.push_pulls += other.push_pulls;
+        self.push_pull_bytes += other.push_pull_bytes;
+    }
 }
 
 impl Node {
@@ -93,6 +130,12 @@ pub struct Sim {
     /// What each crashed node's snapshot remembers of user events and queries.
     event_memory: BTreeMap<SocketAddr, (Option<u64>, Option<u64>)>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    /// Each node's earliest deadline; stale entries (not the node's `queued`) are skipped.
+    timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+    /// Nodes with a leave under way (they stop once it is done).
+    leaving: BTreeSet<SocketAddr>,
+    /// Whether push-pull frames are encoded to count their bytes (on by default).
+    count_frames: bool,
     deliveries: BTreeMap<usize, Delivery>,
     next_delivery: usize,
     /// Partition group of each address; packets between different groups are dropped.
@@ -164,6 +207,9 @@ impl Sim {
             crashed: Vec::new(),
             event_memory: BTreeMap::new(),
             queue: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            leaving: BTreeSet::new(),
+            count_frames: true,
             deliveries: BTreeMap::new(),
             next_delivery: 0,
             groups: BTreeMap::new(),
@@ -201,15 +247,49 @@ impl Sim {
         &self.crashed
     }
 
-    /// The view of the node at `at`.
-    pub fn view(&self, at: SocketAddr) -> Option<&View> {
-        self.nodes.get(&at).map(|n| &n.view)
+    /// The view of the node at `at` (built now: O(members)).
+    pub fn view(&self, at: SocketAddr) -> Option<View> {
+        self.nodes.get(&at).map(|n| n.engine.view())
+    }
+
+    /// How the node at `at` lists the member at `of` (`None`: not listed, or `at` is not
+    /// running), without building its view.
+    pub fn status(&self, at: SocketAddr, of: SocketAddr) -> Option<Status> {
+        self.nodes.get(&at)?.engine.member_status(of)
+    }
+
+    /// How many members the node at `at` lists with `status` (itself included).
+    pub fn count(&self, at: SocketAddr, status: Status) -> usize {
+        self.nodes.get(&at).map_or(0, |n| n.engine.count(status))
+    }
+
+    /// What the node at `at` sent since it (re)started.
+    pub fn sent_by(&self, at: SocketAddr) -> Traffic {
+        self.nodes
+            .get(&at)
+            .map_or_else(Traffic::default, |n| n.sent)
+    }
+
+    /// What every running node sent since it (re)started, summed.
+    pub fn sent_by_live(&self) -> Traffic {
+        let mut total = Traffic::default();
+        for node in self.nodes.values() {
+            total.add(&node.sent);
+        }
+        total
+    }
+
+    /// Turns the encoding of push-pull frames (to count their bytes) on or off.
+    pub fn count_push_pull_bytes(&mut self, on: bool) {
+        self.count_frames = on;
     }
 
     /// The current generation of the node at `at` (0 when it is not running): it grows when
     /// the node is declared down and renews its identity.
     pub fn generation(&self, at: SocketAddr) -> u64 {
-        self.nodes.get(&at).map_or(0, |n| n.view.local.generation)
+        self.nodes
+            .get(&at)
+            .map_or(0, |n| n.engine.identity().generation)
     }
 
     /// Events the node at `at` produced so far.
@@ -249,16 +329,16 @@ impl Sim {
             self.now,
         )
         .expect("simulated configs are valid");
-        let view = engine.view();
         self.nodes.insert(
             at,
             Node {
                 engine,
                 generation,
-                view,
                 events: Vec::new(),
                 leave_done: None,
                 paused_until: None,
+                queued: None,
+                sent: Traffic::default(),
             },
         );
         if let Some(node) = self.nodes.get_mut(&at) {
@@ -299,13 +379,16 @@ impl Sim {
         if let Some(node) = self.nodes.get_mut(&at) {
             node.paused_until = Some(until);
         }
+        self.requeue(at);
     }
 
     /// Kills the node at `at` (like `kill -9`); its snapshot (event memory) stays.
     pub fn crash(&mut self, at: SocketAddr) {
         if let Some(node) = self.nodes.remove(&at) {
-            let memory = (node.view.event_ltime, node.view.query_ltime);
-            self.event_memory.insert(at, memory);
+            let view = node.engine.view();
+            self.event_memory
+                .insert(at, (view.event_ltime, view.query_ltime));
+            self.leaving.remove(&at);
             self.crashed.push(at);
         }
     }
@@ -356,6 +439,7 @@ impl Sim {
         node.leave_done = Some(rx);
         node.engine
             .handle_command(self.now, Command::Leave { reply: tx });
+        self.leaving.insert(at);
         self.flush(at);
     }
 
@@ -456,118 +540,12 @@ impl Sim {
         }
     }
 
-    fn linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
-        self.groups.get(&a).copied().unwrap_or(0) == self.groups.get(&b).copied().unwrap_or(0)
-    }
-
-    fn latency(&mut self) -> Duration {
-        Duration::from_micros(self.rng.random_range(200..2000))
-    }
-
-    fn schedule(&mut self, at: Instant, delivery: Delivery) {
-        self.seq += 1;
-        let id = self.next_delivery;
-        self.next_delivery += 1;
-        self.deliveries.insert(id, delivery);
-        self.queue.push(Reverse((at, self.seq, id)));
-    }
-
-    fn command_later(&mut self, to: SocketAddr, delay: Duration, cmd: Command) {
-        let Some(generation) = self.nodes.get(&to).map(|n| n.generation) else {
-            return;
-        };
-        let at = self.now + delay;
-        self.schedule(
-            at,
-            Delivery::Command {
-                to,
-                generation,
-                cmd,
-            },
-        );
-    }
-
-    /// Carries out the outbox of the node at `at`.
-    fn flush(&mut self, at: SocketAddr) {
-        let Some(node) = self.nodes.get_mut(&at) else {
-            return;
-        };
-        let Outbox {
-            datagrams,
-            push_pulls,
-            resolve,
-            tcp_pings,
-            beacons: _,
-            events,
-            view,
-        } = node.engine.take_outbox();
-        node.events.extend(events);
-        if let Some(view) = view {
-            node.view = view;
-        }
-        for (to, packet) in datagrams {
-            self.sent.0 += 1;
-            self.sent.1 += packet.len() as u64;
-            let lost = self.rng.random_bool(self.loss.clamp(0.0, 1.0));
-            if lost || !self.linked(at, to) {
-                self.dropped += 1;
-                continue;
-            }
-            let when = self.now + self.latency();
-            self.schedule(
-                when,
-                Delivery::Datagram {
-                    from: at,
-                    to,
-                    packet,
-                },
-            );
-        }
-        for pp in push_pulls {
-            let mut joined = 0;
-            for peer in pp.addrs {
-                if !self.linked(at, peer) || !self.nodes.contains_key(&peer) {
-                    continue;
-                }
-                joined += 1;
-                // Their side applies ours, then answers with theirs.
-                let there = self.tcp_time(3);
-                let back = self.latency();
-                let exchange = Delivery::Exchange {
-                    to: peer,
-                    from: at,
-                    state: pp.state.clone(),
-                    back,
-                    join: pp.join,
-                };
-                self.schedule(self.now + there, exchange);
-            }
-            if let Some(join) = pp.join {
-                let done = self.latency() * 3;
-                self.command_later(at, done, Command::JoinedVia { joined, join });
-            }
-        }
-        for ping in tcp_pings {
-            self.tcp_ping(at, ping);
-        }
-        for Resolve { targets, purpose } in resolve {
-            let (addrs, failed) = self.resolve(&targets);
-            let delay = self.latency();
-            let cmd = Command::Resolved {
-                addrs,
-                failed,
-                purpose,
-            };
-            self.command_later(at, delay, cmd);
-        }
-    }
-
     /// Runs until `deadline` (virtual time since start).
     pub fn run_until(&mut self, deadline: Duration) {
         let end = self.start + deadline;
         loop {
             let next_delivery = self.queue.peek().map(|Reverse((t, ..))| *t);
-            let next_timer = self.nodes.values().filter_map(Node::next_deadline).min();
+            let next_timer = self.next_timer();
             let next = match (next_delivery, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) => a,
@@ -586,12 +564,21 @@ impl Sim {
                     self.deliver(delivery);
                 }
             } else {
-                let due: Vec<SocketAddr> = self
-                    .nodes
-                    .iter()
-                    .filter(|(_, n)| n.next_deadline().is_some_and(|d| d <= self.now))
-                    .map(|(a, _)| *a)
-                    .collect();
+                // Every node due now, in address order, then their turns (a timer one of
+                // them sets for `now` itself waits for the next step, after deliveries).
+                let mut due = Vec::new();
+                while let Some(Reverse((d, at))) = self.timers.peek().copied() {
+                    if d > self.now {
+                        break;
+                    }
+                    self.timers.pop();
+                    if let Some(node) = self.nodes.get_mut(&at)
+                        && node.queued == Some(d)
+                    {
+                        node.queued = None;
+                        due.push(at);
+                    }
+                }
                 for at in due {
                     if let Some(node) = self.nodes.get_mut(&at) {
                         node.engine.fire_timers(self.now);
@@ -604,85 +591,50 @@ impl Sim {
         self.now = self.now.max(end);
     }
 
-    fn deliver(&mut self, delivery: Delivery) {
-        let to = match &delivery {
-            Delivery::Datagram { to, .. }
-            | Delivery::Command { to, .. }
-            | Delivery::Exchange { to, .. } => *to,
-        };
-        // A paused node reads nothing: what arrives waits until it resumes.
-        if let Some(until) = self.nodes.get(&to).and_then(|n| n.paused_until)
-            && until > self.now
-        {
-            self.schedule(until, delivery);
-            return;
+    /// The earliest valid timer entry (stale ones are dropped on the way).
+    fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(Reverse((d, at))) = self.timers.peek().copied() {
+            if self.nodes.get(&at).is_some_and(|n| n.queued == Some(d)) {
+                return Some(d);
+            }
+            self.timers.pop();
         }
-        match delivery {
-            Delivery::Datagram { from, to, packet } => {
-                let now = self.now;
-                if let Some(node) = self.nodes.get_mut(&to) {
-                    self.delivered += 1;
-                    node.engine.handle_datagram(now, from, &packet);
-                    self.flush(to);
-                }
-            }
-            Delivery::Exchange {
-                to,
-                from,
-                state,
-                back,
-                join,
-            } => {
-                let now = self.now;
-                let Some(node) = self.nodes.get_mut(&to) else {
-                    return;
-                };
-                let (reply, mut answer) = oneshot::channel();
-                node.engine.handle_command(
-                    now,
-                    Command::Exchange {
-                        state,
-                        peer: from,
-                        reply,
-                    },
-                );
-                self.flush(to);
-                if let Ok(theirs) = answer.try_recv() {
-                    let cmd = Command::ApplyState {
-                        state: theirs,
-                        join,
-                        peer: to,
-                    };
-                    self.command_later(from, back, cmd);
-                }
-            }
-            Delivery::Command {
-                to,
-                generation,
-                cmd,
-            } => {
-                let now = self.now;
-                if let Some(node) = self.nodes.get_mut(&to)
-                    && node.generation == generation
-                {
-                    node.engine.handle_command(now, cmd);
-                    self.flush(to);
-                }
+        None
+    }
+
+    /// Puts the node at `at` in the timer queue under its current deadline, after anything
+    /// that may have changed it (a turn, a pause).
+    fn requeue(&mut self, at: SocketAddr) {
+        let Some(node) = self.nodes.get_mut(&at) else {
+            return;
+        };
+        let deadline = node.next_deadline();
+        if deadline != node.queued {
+            node.queued = deadline;
+            if let Some(d) = deadline {
+                self.timers.push(Reverse((d, at)));
             }
         }
     }
 
     /// Nodes whose leave finished stop running, as the agent exits.
     fn reap_departed(&mut self) {
+        if self.leaving.is_empty() {
+            return;
+        }
         let done: Vec<SocketAddr> = self
-            .nodes
-            .iter_mut()
-            .filter_map(|(a, n)| {
-                let rx = n.leave_done.as_mut()?;
-                rx.try_recv().is_ok().then_some(*a)
+            .leaving
+            .iter()
+            .copied()
+            .filter(|a| {
+                self.nodes
+                    .get_mut(a)
+                    .and_then(|n| n.leave_done.as_mut())
+                    .is_some_and(|rx| rx.try_recv().is_ok())
             })
             .collect();
         for at in done {
+            self.leaving.remove(&at);
             self.nodes.remove(&at);
             self.left.push(at);
         }
@@ -691,6 +643,10 @@ impl Sim {
 
 mod invariants;
 mod network;
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod scale;
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,6 @@ use crate::broadcast::lock;
 use crate::envelope::{self, Kind};
 use crate::identity::Identity;
 use crate::membership::Event;
-use crate::view::View;
 
 impl Engine {
     /// Sends what foca queued, schedules its timers, applies its notifications; forwards news
@@ -137,6 +136,10 @@ impl Engine {
     /// known yet is fetched by housekeeping once it is (its meta counts as stale).
     fn fetch_announced_metas(&mut self) {
         let mut fetch = std::mem::take(&mut lock(&self.shared).fetch);
+        if fetch.is_empty() {
+            // The usual case, after every input: listing the members is O(N).
+            return;
+        }
         let members = self.member_addrs();
         fetch.retain(|addr| members.contains(addr));
         fetch.dedup();
@@ -179,13 +182,7 @@ impl Engine {
         // publish an unchanged view on the next turn).
         let changed = shared.table.take_changed();
         if std::mem::take(&mut self.republish) || changed {
-            let view = View::of(
-                &shared.table,
-                self.leave.left(),
-                self.conflict.lost().cloned(),
-                (shared.events.done_up_to(), shared.queries.done_up_to()),
-            );
-            self.out.view = Some(view);
+            self.out.view_changed = true;
         }
     }
 }

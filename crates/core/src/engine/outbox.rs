@@ -7,7 +7,6 @@ use std::time::Duration;
 use crate::anti_entropy::SyncState;
 use crate::identity::Identity;
 use crate::membership::Event;
-use crate::view::View;
 
 /// Names an operator join inside the engine, so its answer finds the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,8 +70,9 @@ pub(crate) struct Outbox {
     pub(crate) beacons: Vec<Vec<u8>>,
     /// Events for the handlers, oldest first.
     pub(crate) events: Vec<Event>,
-    /// The new view, when it changed.
-    pub(crate) view: Option<View>,
+    /// The view changed: the caller fetches it with `Engine::view` when it wants it (the
+    /// simulator, with a thousand engines, rarely does).
+    pub(crate) view_changed: bool,
 }
 
 /// A duration in whole milliseconds, for log fields.

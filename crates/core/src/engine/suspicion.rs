@@ -13,6 +13,11 @@ pub(crate) struct SuspectTracker {
 }
 
 impl SuspectTracker {
+    /// True when `addr` was suspect at the last [`Self::observe`].
+    pub(crate) fn was_suspect(&self, addr: SocketAddr) -> bool {
+        self.since.contains_key(&addr)
+    }
+
     /// Records that `suspected` (in foca's order) are suspect at `now` and forgets the others;
     /// returns the first one suspect for longer than `stuck_after`, with its clock restarted
     /// (so it is reported again only after another `stuck_after`).

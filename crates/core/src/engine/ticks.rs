@@ -168,19 +168,31 @@ impl Engine {
         let mut suspected = Vec::new();
         {
             let mut shared = lock(&self.shared);
+            // This runs over every member of every node: at a thousand members, two table
+            // look-ups each were most of a simulation's time. Only members suspect now or at
+            // the last round (the only ones whose flag can be set) are looked up for it, and
+            // metas only when an entry or foca's member count changed since a round that
+            // found them all current.
+            let key = (shared.table.epoch(), self.foca.num_members());
+            let check_metas = self.metas_current != Some(key);
             for member in self.foca.iter_membership_state() {
                 let (id, state) = (*member.id(), member.state());
-                shared.table.set_suspect(id, state == State::Suspect);
-                if state == State::Suspect {
+                let suspect = state == State::Suspect;
+                if suspect || self.suspects.was_suspect(id.addr) {
+                    shared.table.set_suspect(id, suspect);
+                }
+                if suspect {
                     suspected.push(id.addr);
                 }
-                if state != State::Down
+                if check_metas
+                    && state != State::Down
                     && missing_meta.is_none()
                     && !shared.table.has_current_meta(id)
                 {
                     missing_meta = Some(id.addr);
                 }
             }
+            self.metas_current = missing_meta.is_none().then_some(key);
             for id in shared.table.reap(now) {
                 debug!(addr = %id.addr, "reaped a member gone past its timeout");
             }

@@ -103,7 +103,7 @@ impl Owner {
             tcp_pings,
             beacons,
             events,
-            view,
+            view_changed,
         } = self.engine.take_outbox();
         for (to, packet) in datagrams {
             let packet = self.sealer.seal(Channel::Datagram, &packet);
@@ -149,8 +149,8 @@ impl Owner {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        if let Some(view) = view {
-            self.view_tx.send_replace(Arc::new(view));
+        if view_changed {
+            self.view_tx.send_replace(Arc::new(self.engine.view()));
         }
     }
 }

@@ -10,12 +10,9 @@ impl Sim {
     /// (A node that left inside a partition whose intent never crossed it is `failed` to the
     /// other side, which is the truth as far as anyone can know.)
     fn known_left_somewhere(&self, gone: SocketAddr) -> bool {
-        self.nodes.values().any(|n| {
-            n.view
-                .members
-                .iter()
-                .any(|m| m.addr == gone && m.status == Status::Left)
-        })
+        self.nodes
+            .values()
+            .any(|n| n.engine.member_status(gone) == Some(Status::Left))
     }
 
     /// Checks the invariants of a quiet cluster; returns what is wrong: a live node not listed
@@ -25,13 +22,7 @@ impl Sim {
         let mut problems = Vec::new();
         let live = self.live();
         for (at, node) in &self.nodes {
-            let status = |a: SocketAddr| {
-                node.view
-                    .members
-                    .iter()
-                    .find(|m| m.addr == a)
-                    .map(|m| m.status)
-            };
+            let status = |a: SocketAddr| node.engine.member_status(a);
             for other in &live {
                 if status(*other) != Some(Status::Alive) {
                     problems.push(format!(

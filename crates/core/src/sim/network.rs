@@ -1,18 +1,29 @@
-//! The simulated network beyond datagrams: DNS, and TCP (a push-pull's or a TCP ping's time
-//! under segment loss, a ping's answer or refusal).
+//! The simulated network: a node's outbox carried out (datagrams with latency and loss,
+//! push-pulls and TCP pings over lossy TCP, DNS look-ups), and deliveries handed to engines.
 
+use std::cmp::Reverse;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::RngExt;
+use tokio::sync::oneshot;
 
-use super::{CLUSTER_NAME, Sim};
-use crate::engine::{Command, TcpPing};
+use super::{CLUSTER_NAME, Delivery, Sim};
+use crate::anti_entropy::SyncState;
+use crate::engine::{Command, Outbox, Resolve, TcpPing};
+
+/// The bytes of a push-pull frame of `state` (length prefix included), or 0 when not counted.
+fn frame_len(count: bool, state: &SyncState) -> u64 {
+    if !count {
+        return 0;
+    }
+    crate::anti_entropy::encode_frame(state).map_or(0, |body| 4 + body.len() as u64)
+}
 
 impl Sim {
     /// Simulated DNS: [`CLUSTER_NAME`] resolves to every node's address, an `ip:port` to
     /// itself, any other name to nothing.
-    pub(super) fn resolve(&self, targets: &[String]) -> (Vec<SocketAddr>, Vec<(String, String)>) {
+    fn resolve(&self, targets: &[String]) -> (Vec<SocketAddr>, Vec<(String, String)>) {
         let mut addrs = Vec::new();
         let mut failed = Vec::new();
         for target in targets {
@@ -29,7 +40,7 @@ impl Sim {
 
     /// The time a TCP exchange of `segments` segments takes under `tcp_loss`: the latency of
     /// each, plus the retransmission timeouts of the lost ones.
-    pub(super) fn tcp_time(&mut self, segments: usize) -> Duration {
+    fn tcp_time(&mut self, segments: usize) -> Duration {
         let p = self.tcp_loss.clamp(0.0, 0.9);
         let mut total = Duration::ZERO;
         for i in 0..segments {
@@ -49,7 +60,7 @@ impl Sim {
 
     /// A TCP ping from `at`: answered when the target runs (and is not paused past the
     /// limit) under that very identity.
-    pub(super) fn tcp_ping(&mut self, at: SocketAddr, ping: TcpPing) {
+    fn tcp_ping(&mut self, at: SocketAddr, ping: TcpPing) {
         let to = ping.target.addr;
         if !self.linked(at, to) {
             return;
@@ -73,6 +84,191 @@ impl Sim {
         if took <= ping.limit {
             let (target, number) = (ping.target, ping.number);
             self.command_later(at, took, Command::TcpAnswered { target, number });
+        }
+    }
+
+    pub(super) fn linked(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        self.groups.get(&a).copied().unwrap_or(0) == self.groups.get(&b).copied().unwrap_or(0)
+    }
+
+    fn latency(&mut self) -> Duration {
+        Duration::from_micros(self.rng.random_range(200..2000))
+    }
+
+    pub(super) fn schedule(&mut self, at: Instant, delivery: Delivery) {
+        self.seq += 1;
+        let id = self.next_delivery;
+        self.next_delivery += 1;
+        self.deliveries.insert(id, delivery);
+        self.queue.push(Reverse((at, self.seq, id)));
+    }
+
+    pub(super) fn command_later(&mut self, to: SocketAddr, delay: Duration, cmd: Command) {
+        let Some(generation) = self.nodes.get(&to).map(|n| n.generation) else {
+            return;
+        };
+        let at = self.now + delay;
+        self.schedule(
+            at,
+            Delivery::Command {
+                to,
+                generation,
+                cmd,
+            },
+        );
+    }
+
+    /// Carries out the outbox of the node at `at`.
+    pub(super) fn flush(&mut self, at: SocketAddr) {
+        let Some(node) = self.nodes.get_mut(&at) else {
+            return;
+        };
+        let Outbox {
+            datagrams,
+            push_pulls,
+            resolve,
+            tcp_pings,
+            beacons: _,
+            events,
+            view_changed: _,
+        } = node.engine.take_outbox();
+        node.events.extend(events);
+        node.sent.datagrams += datagrams.len() as u64;
+        let bytes = datagrams.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
+        node.sent.datagram_bytes += bytes;
+        self.sent.0 += datagrams.len() as u64;
+        self.sent.1 += bytes;
+        for (to, packet) in datagrams {
+            let lost = self.rng.random_bool(self.loss.clamp(0.0, 1.0));
+            if lost || !self.linked(at, to) {
+                self.dropped += 1;
+                continue;
+            }
+            let when = self.now + self.latency();
+            self.schedule(
+                when,
+                Delivery::Datagram {
+                    from: at,
+                    to,
+                    packet,
+                },
+            );
+        }
+        for pp in push_pulls {
+            let bytes = frame_len(self.count_frames, &pp.state);
+            let mut joined = 0;
+            for peer in pp.addrs {
+                if !self.linked(at, peer) || !self.nodes.contains_key(&peer) {
+                    continue;
+                }
+                joined += 1;
+                if let Some(node) = self.nodes.get_mut(&at) {
+                    node.sent.push_pulls += 1;
+                    node.sent.push_pull_bytes += bytes;
+                }
+                // Their side applies ours, then answers with theirs.
+                let there = self.tcp_time(3);
+                let back = self.latency();
+                let exchange = Delivery::Exchange {
+                    to: peer,
+                    from: at,
+                    state: pp.state.clone(),
+                    back,
+                    join: pp.join,
+                };
+                self.schedule(self.now + there, exchange);
+            }
+            if let Some(join) = pp.join {
+                let done = self.latency() * 3;
+                self.command_later(at, done, Command::JoinedVia { joined, join });
+            }
+        }
+        for ping in tcp_pings {
+            self.tcp_ping(at, ping);
+        }
+        for Resolve { targets, purpose } in resolve {
+            let (addrs, failed) = self.resolve(&targets);
+            let delay = self.latency();
+            let cmd = Command::Resolved {
+                addrs,
+                failed,
+                purpose,
+            };
+            self.command_later(at, delay, cmd);
+        }
+        self.requeue(at);
+    }
+
+    pub(super) fn deliver(&mut self, delivery: Delivery) {
+        let to = match &delivery {
+            Delivery::Datagram { to, .. }
+            | Delivery::Command { to, .. }
+            | Delivery::Exchange { to, .. } => *to,
+        };
+        // A paused node reads nothing: what arrives waits until it resumes.
+        if let Some(until) = self.nodes.get(&to).and_then(|n| n.paused_until)
+            && until > self.now
+        {
+            self.schedule(until, delivery);
+            return;
+        }
+        match delivery {
+            Delivery::Datagram { from, to, packet } => {
+                let now = self.now;
+                if let Some(node) = self.nodes.get_mut(&to) {
+                    self.delivered += 1;
+                    node.engine.handle_datagram(now, from, &packet);
+                    self.flush(to);
+                }
+            }
+            Delivery::Exchange {
+                to,
+                from,
+                state,
+                back,
+                join,
+            } => {
+                let now = self.now;
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    return;
+                };
+                let (reply, mut answer) = oneshot::channel();
+                node.engine.handle_command(
+                    now,
+                    Command::Exchange {
+                        state,
+                        peer: from,
+                        reply,
+                    },
+                );
+                self.flush(to);
+                if let Ok(theirs) = answer.try_recv() {
+                    let bytes = frame_len(self.count_frames, &theirs);
+                    if let Some(node) = self.nodes.get_mut(&to) {
+                        node.sent.push_pulls += 1;
+                        node.sent.push_pull_bytes += bytes;
+                    }
+                    let cmd = Command::ApplyState {
+                        state: theirs,
+                        join,
+                        peer: to,
+                    };
+                    self.command_later(from, back, cmd);
+                }
+            }
+            Delivery::Command {
+                to,
+                generation,
+                cmd,
+            } => {
+                let now = self.now;
+                if let Some(node) = self.nodes.get_mut(&to)
+                    && node.generation == generation
+                {
+                    node.engine.handle_command(now, cmd);
+                    self.flush(to);
+                }
+            }
         }
     }
 }
