@@ -433,12 +433,28 @@ impl Engine {
         self.foca.iter_members().map(|m| m.id().addr).collect()
     }
 
-    /// The addresses of the members foca knows as down, ourselves excluded.
+    /// The addresses of the members foca knows as down, ourselves excluded, and those that
+    /// left (gracefully or forced) excluded too: a member that left stays out until it joins
+    /// again itself (`--join`, or `--rejoin` from its snapshot); reaching out to it would pull
+    /// it back in as soon as it restarts.
     fn down_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         let me = self.local().addr;
+        // The generation each leave intent is about: only a leave of the incarnation foca
+        // knows as down keeps it out (a member that left, came back and then failed is
+        // reached for again).
+        let left: std::collections::HashMap<SocketAddr, u64> = lock(&self.shared)
+            .table
+            .intents()
+            .into_iter()
+            .map(|(id, _)| (id.addr, id.generation))
+            .collect();
         self.foca
             .iter_membership_state()
             .filter(move |m| m.state() == State::Down && m.id().addr != me)
+            .filter(move |m| {
+                left.get(&m.id().addr)
+                    .is_none_or(|g| *g < m.id().generation)
+            })
             .map(|m| m.id().addr)
     }
 
