@@ -1,4 +1,5 @@
-//! Sealed gossip (issue 10): encryption, key rotation, the cluster label, replay protection.
+//! Sealed gossip (issue 10): encryption, key rotation, the cluster label, replay protection,
+//! and a member that left staying out.
 
 mod relay;
 mod rotation;
@@ -187,4 +188,30 @@ fn a_plaintext_cluster_is_sealed_by_rolling_restarts_in_three_steps_without_a_sp
     ) > 0));
     assert_eq!(names(&late), vec!["late-plain".to_string()]);
     assert!(agents.iter().all(|a| a.count_alive() == 3));
+}
+
+#[test]
+fn a_member_that_left_and_restarts_with_no_join_stays_out() {
+    let a = Agent::start("stay-a", &[]);
+    let mut b = Agent::start("stay-b", &["--join", &a.join_arg()]);
+    assert!(wait_until(Duration::from_secs(5), || a.count_alive() == 2));
+    let addr = b.gossip.to_string();
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(b.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(wait_until(Duration::from_secs(5), || a
+        .status_of("stay-b")
+        .as_deref()
+        == Some("left")));
+    let b = Agent::start("stay-b", &["--bind", &addr]);
+    let mut pulled_back = false;
+    wait_until(Duration::from_secs(3), || {
+        pulled_back |= b.count_alive() > 1 || a.status_of("stay-b").as_deref() == Some("alive");
+        pulled_back
+    });
+    assert!(
+        !pulled_back,
+        "a: {:?}, b lists {:?}",
+        a.status_of("stay-b"),
+        names(&b)
+    );
 }

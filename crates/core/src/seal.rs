@@ -342,13 +342,14 @@ impl Guard {
     }
 }
 
-/// Bytes added per packet: [`SEAL_OVERHEAD`] when sealed, the label and its length byte for
-/// labelled plaintext, else none.
+/// Bytes added per packet, at most: [`SEAL_OVERHEAD`] when sealed, the label and its length
+/// byte for labelled plaintext, else none. With a key and a label, the larger of the two (in
+/// the first step of a rolling upgrade a node with a key sends labelled plaintext).
 pub fn overhead(sealed: bool, label: &str) -> usize {
-    match (sealed, label.is_empty()) {
-        (true, _) => SEAL_OVERHEAD,
-        (false, false) => 1 + label.len(),
-        (false, true) => 0,
+    let labelled = if label.is_empty() { 0 } else { 1 + label.len() };
+    match sealed {
+        true => SEAL_OVERHEAD.max(labelled),
+        false => labelled,
     }
 }
 

@@ -240,6 +240,17 @@ fn a_ring_opens_packets_of_any_of_its_keys_and_seals_with_the_primary() {
 }
 
 #[test]
+fn the_overhead_covers_what_a_packet_grows_by() {
+    assert_eq!(overhead(false, ""), 0);
+    assert_eq!(overhead(false, "blue"), 5);
+    assert_eq!(overhead(true, "blue"), SEAL_OVERHEAD);
+    let long = "x".repeat(MAX_LABEL_LEN);
+    let mut step1 = Guard::new(ring(&[K1]), false, &long, 1).sending_plaintext(true);
+    let grown = step1.seal(Channel::Datagram, &packet(), NOW).len() - packet().len();
+    assert_eq!(grown, step1.overhead());
+}
+
+#[test]
 fn labels_are_checked() {
     assert!(validate_label("prod-eu.1").is_ok());
     assert!(validate_label("").is_err());
