@@ -175,8 +175,11 @@ impl Engine {
         if std::mem::take(&mut self.republish) || changed {
             let view = View::of(
                 &shared.table,
-                self.leave.left(),
-                self.conflict.lost().cloned(),
+                (
+                    self.leave.left(),
+                    self.conflict.lost().cloned(),
+                    self.rejoin.gave_up(),
+                ),
                 (shared.events.done_up_to(), shared.queries.done_up_to()),
             );
             self.out.view = Some(view);
