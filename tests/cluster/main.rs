@@ -12,6 +12,7 @@ mod hygiene;
 mod membership;
 mod names;
 mod netns;
+mod operator;
 mod queries;
 mod stream;
 mod supervise;

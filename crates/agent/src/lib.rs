@@ -15,6 +15,7 @@
 //! - [`logging`]: the tracing subscriber and the log format.
 //! - [`tags_file`]: `--tags-file`, the tags kept across restarts.
 //! - [`token`]: the control-API token (checked, read from a file, compared in constant time).
+//! - [`report`]: an error and its causes as one line, each cause said once.
 
 pub mod agent;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod control;
 pub mod handlers;
 pub mod logging;
 pub mod reaper;
+pub mod report;
 pub mod shell;
 pub mod stream;
 pub mod supervise;
