@@ -251,3 +251,86 @@ fn a_node_that_joins_later_lists_left_members_as_the_older_nodes_do() {
         view(&b)
     );
 }
+
+/// A file of the repository, by its path from the root.
+fn repo_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Issue 11: docs/docker.md described a health check (`shoal info` every 30 s) the image did
+/// not have.
+#[test]
+fn the_docker_docs_describe_the_images_health_check_and_tag() {
+    let dockerfile = repo_file("docker/Dockerfile");
+    let at = dockerfile.find("HEALTHCHECK").expect("a HEALTHCHECK");
+    let check: String = dockerfile[at..]
+        .lines()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let interval = check
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--interval="))
+        .and_then(|v| v.strip_suffix('s'))
+        .expect("an interval in seconds");
+    assert!(
+        check.contains(r#"CMD ["shoal", "info", "--joined"]"#),
+        "{check}"
+    );
+    let docs = repo_file("docs/docker.md");
+    let row = docs
+        .lines()
+        .find(|l| l.starts_with("| health |"))
+        .expect("a health row");
+    assert!(
+        row.contains("`shoal info --joined`") && row.contains(&format!("every {interval} s")),
+        "docs/docker.md: {row}\nDockerfile: {check}"
+    );
+    // The demo builds on shoal:dev: every image the docs build is that tag.
+    for line in docs.lines().filter(|l| l.contains("docker build")) {
+        assert!(!line.contains("-t shoal "), "{line}");
+        assert!(!line.contains("-t shoal\""), "{line}");
+    }
+}
+
+/// Issue 11: docs/architecture.md's "Not built yet" list must name only what the binary lacks.
+#[test]
+fn what_the_architecture_lists_as_not_built_is_indeed_missing() {
+    let docs = repo_file("docs/architecture.md");
+    let section = docs
+        .split("## Not built yet")
+        .nth(1)
+        .expect("the section")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    let mut names = Vec::new();
+    for item in section.split("\n- ").skip(1) {
+        let head = item.split("`: ").next().unwrap_or_default();
+        names.extend(head.split('`').skip(1).step_by(2).map(str::to_string));
+    }
+    assert!(names.len() >= 5, "{names:?}");
+    let a = Agent::start("docs", &[]);
+    for name in &names {
+        if let Some(path) = name.strip_prefix('/') {
+            let resp = crate::harness::raw_http(
+                a.control,
+                &format!("GET /{path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+            );
+            assert!(resp.starts_with("HTTP/1.1 404"), "{name} exists: {resp}");
+            continue;
+        }
+        let mut args: Vec<&str> = match name.strip_prefix("shoal ") {
+            Some(rest) => rest.split_whitespace().collect(),
+            None => vec!["agent", name.as_str()],
+        };
+        args.push("--help");
+        let (code, _, err) = cli(&args);
+        assert_eq!(
+            code,
+            Some(64),
+            "{name} is built now: update the list ({err})"
+        );
+    }
+}
