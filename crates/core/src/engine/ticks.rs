@@ -89,7 +89,8 @@ impl Engine {
         };
         let still_suspect = self.is_suspect_at(member_id, *incarnation);
         if !still_suspect {
-            debug!(member = ?member_id, "suspicion refuted before its timeout; no down, no TurnUndead");
+            debug!(member = %member_id.addr, generation = member_id.generation,
+                "suspicion refuted before its timeout; no down, no TurnUndead");
         }
         !still_suspect
     }
