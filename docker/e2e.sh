@@ -7,8 +7,8 @@
 #   5. docker stop one under a steady request loop: gone within 2 s, listed left (not failed),
 #      and no request fails
 #   6. `shoal members` in ha lists every container, ha under its compose hostname `ha`
-# Before them: docker/demo.sh refuses a missing base image with what to run, leaving no
-# network; and HAProxy answers on its published port.
+# Before them: docker/demo.sh refuses a missing base image with what to run, and a failed
+# `up` (a taken port) leaves no network; and HAProxy answers on its published port.
 # Prints timings; exits non-zero on the first failure. Skips (exit 0) only when no Docker
 # engine answers. As a benchmark: E2E_ROUNDS=N repeats the start-to-joined, kill and stop
 # measurements N times and prints the worst and the median (see docs/benchmarks.md).
@@ -83,6 +83,23 @@ wait_balanced() {
         sleep 0.1
     done
 }
+
+say "0b. a docker/demo.sh up that fails (HAProxy's port taken) leaves no network"
+holder_log=$(mktemp)
+python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True); time.sleep(300)' >"$holder_log" &
+holder=$!
+while [[ ! -s $holder_log ]]; do sleep 0.05; done
+taken=$(cat "$holder_log")
+if SHOAL_DEMO_PUBLISH=127.0.0.1:$taken "$repo/docker/demo.sh" up -d >/dev/null 2>&1; then
+    kill "$holder"; fail "demo.sh up succeeded with port $taken taken"
+fi
+kill "$holder" 2>/dev/null || true
+wait "$holder" 2>/dev/null || true
+rm -f "$holder_log"
+if docker network inspect "${project}_default" >/dev/null 2>&1; then fail "a failed demo.sh up left the network ${project}_default behind"; fi
+say "   up failed on the taken port $taken; demo.sh removed the network"
 
 say "1. compose up with 3 web apps"
 t=$(now_ms)
