@@ -6,7 +6,9 @@
 #   4. docker kill one: gone from HAProxy within 6 s
 #   5. docker stop one under a steady request loop: gone within 2 s, listed left (not failed),
 #      and no request fails
-#   6. `shoal members` in ha lists every container
+#   6. `shoal members` in ha lists every container, ha under its compose hostname `ha`
+# Before them: docker/demo.sh refuses a missing base image with what to run, and a failed
+# `up` (a taken port) leaves no network; and HAProxy answers on its published port.
 # Prints timings; exits non-zero on the first failure. Skips (exit 0) only when no Docker
 # engine answers. As a benchmark: E2E_ROUNDS=N repeats the start-to-joined, kill and stop
 # measurements N times and prints the worst and the median (see docs/benchmarks.md).
@@ -19,7 +21,13 @@ if ! docker info >/dev/null 2>&1; then
     say "SKIP: no Docker engine answers"
     exit 0
 fi
-project=shoale2e$$
+# Compose's project name: COMPOSE_PROJECT_NAME, else a unique one (runs may overlap).
+project=${COMPOSE_PROJECT_NAME:-shoale2e$$}
+export COMPOSE_PROJECT_NAME=$project
+image=${SHOAL_IMAGE:-shoal:dev}
+export SHOAL_IMAGE=$image
+# HAProxy's port on any free loopback port (two runs at once must not collide).
+export SHOAL_DEMO_PUBLISH=${SHOAL_DEMO_PUBLISH:-127.0.0.1:}
 rounds=${E2E_ROUNDS:-1}
 declare -a joined_s=() kill_s=() stop_s=()
 # Prints "worst median" of its arguments (seconds).
@@ -42,8 +50,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 fail() { failed=1; printf 'e2e: FAIL: %s\n' "$*" >&2; exit 1; }
 
+say "0. docker/demo.sh up without the base image says what to run and leaves no network"
+missing=shoal:missing$$
+if out=$(SHOAL_IMAGE=$missing "$repo/docker/demo.sh" up -d 2>&1); then fail "demo.sh up ran with no $missing image"; fi
+grep -q "docker/build-image.sh $missing" <<<"$out" || fail "demo.sh did not say what to run: $out"
+if docker network inspect "${project}_default" >/dev/null 2>&1; then fail "demo.sh left the network ${project}_default behind"; fi
+say "   refused, naming docker/build-image.sh; no network left"
+
 say "building images"
-"$repo/docker/build-image.sh" shoal:dev >/dev/null
+"$repo/docker/build-image.sh" "$image" >/dev/null
 compose build >/dev/null
 
 ids() { docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$1"; }
@@ -69,6 +84,23 @@ wait_balanced() {
     done
 }
 
+say "0b. a docker/demo.sh up that fails (HAProxy's port taken) leaves no network"
+holder_log=$(mktemp)
+python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True); time.sleep(300)' >"$holder_log" &
+holder=$!
+while [[ ! -s $holder_log ]]; do sleep 0.05; done
+taken=$(cat "$holder_log")
+if SHOAL_DEMO_PUBLISH=127.0.0.1:$taken "$repo/docker/demo.sh" up -d >/dev/null 2>&1; then
+    kill "$holder"; fail "demo.sh up succeeded with port $taken taken"
+fi
+kill "$holder" 2>/dev/null || true
+wait "$holder" 2>/dev/null || true
+rm -f "$holder_log"
+if docker network inspect "${project}_default" >/dev/null 2>&1; then fail "a failed demo.sh up left the network ${project}_default behind"; fi
+say "   up failed on the taken port $taken; demo.sh removed the network"
+
 say "1. compose up with 3 web apps"
 t=$(now_ms)
 compose up -d --scale webapp=3 >/dev/null 2>&1
@@ -76,6 +108,10 @@ compose up -d --scale webapp=3 >/dev/null 2>&1
 # caller checks the status (before, a miss printed FAIL and the run went on to PASS).
 took=$(wait_balanced 5000 "$t") || fail "3 web apps not balanced within 5 s of compose up"
 say "   all 3 reached through HAProxy $took s after compose up (target 5 s)"
+published=$(compose port ha 8080)
+answer=$(curl -s --max-time 2 "http://$published/") || fail "no answer on HAProxy's published port $published"
+[[ -n $answer ]] || fail "an empty answer on HAProxy's published port $published"
+say "   HAProxy published on $published answers ($answer)"
 compose down -t 2 >/dev/null 2>&1
 
 say "2. web apps first, ha last"
@@ -161,7 +197,7 @@ for round in $(seq 1 "$rounds"); do
     ((bad == 0)) || fail "$bad of $total requests failed during the docker stop: $(grep -v '^200$' "$log" | sort | uniq -c | tr '\n' ' ')"
     rm -f "$log"
 done
-say "image shoal:dev: $(docker image inspect -f '{{.Size}}' shoal:dev) bytes (target < 100 MB)"
+say "image $image: $(docker image inspect -f '{{.Size}}' "$image") bytes (target < 100 MB)"
 if ((rounds > 1)); then
     say "start-to-joined: $(summary "${joined_s[@]}")"
     say "docker kill -> out of haproxy.cfg: $(summary "${kill_s[@]}") (target 6 s)"
@@ -174,5 +210,6 @@ for c in $(ids ha) $(ids webapp); do
     h=$(hostname_of "$c")
     grep -q "^$h .* alive" <<<"$members" || fail "ha does not list $h alive: $members"
 done
-say "   $(grep -c alive <<<"$members") alive, as expected"
+grep -q "^ha .* alive" <<<"$members" || fail "ha is not listed under its compose hostname: $members"
+say "   $(grep -c alive <<<"$members") alive, as expected; ha listed as ha"
 say "PASS"

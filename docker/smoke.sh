@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of the shoal container image:
 #   1. cargo build --release -p shoal on the host
-#   2. docker/base-images.sh (local debian:bookworm-slim / rust:1-slim-bookworm if missing)
+#   2. docker/base-images.sh --only slim (local debian:bookworm-slim if missing), through build-image.sh
 #   3. docker build --target runtime-prebuilt -t shoal:dev (the host binary; image < 100 MB)
 #   4. a fresh bridge network; 3 containers, all with the network alias shoal-node and the
 #      identical command `shoal agent --join shoal-node:7948 --profile lan`

@@ -13,6 +13,7 @@ mod hygiene;
 mod membership;
 mod names;
 mod netns;
+mod operator;
 mod parity;
 mod queries;
 mod sealed;

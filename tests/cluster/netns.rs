@@ -497,3 +497,35 @@ fn a_join_name_that_does_not_resolve_is_retried_with_a_warning() {
         panic!("rb did not join ra: {why}");
     }
 }
+
+/// Issue 11: an unresolvable `--join` name was re-resolved every retry interval forever.
+/// Now each failed resolution counts against `--retry-max` (and waits the doubling delay);
+/// when they are used up the agent exits 1, as Serf does, so a supervisor sees it.
+#[test]
+fn a_join_name_that_never_resolves_uses_up_retry_max_and_the_agent_exits_1() {
+    let Some(mut lab) = Lab::new(
+        "a_join_name_that_never_resolves_uses_up_retry_max_and_the_agent_exits_1",
+        5,
+    ) else {
+        return;
+    };
+    lab.bridge("br0");
+    let host = lab.host("br0", "rx");
+    let args = [
+        "agent",
+        "--profile",
+        "local",
+        "--join",
+        "no-such-host.invalid:7948",
+        "--retry-max",
+        "3",
+    ];
+    let mut a = vec![lab.spawn_agent(&host, &args)];
+    wait_ready_all(&mut a);
+    let code = a[0].wait_exit(Duration::from_secs(20));
+    let log = a[0].log();
+    assert_eq!(code, Some(1), "log:\n{log}");
+    // Three attempts, then the resolution that finds the limit reached: no more.
+    assert_eq!(log.matches("does not resolve").count(), 4, "log:\n{log}");
+    assert!(log.contains("giving up joining"), "log:\n{log}");
+}

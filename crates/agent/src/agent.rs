@@ -249,7 +249,10 @@ impl Running {
                     }
                 }
                 status = wait_app(app) => {
-                    info!(status = ?status.as_ref().ok(), "the app exited: leaving the cluster");
+                    match &status {
+                        Ok(status) => info!(%status, "the app exited: leaving the cluster"),
+                        Err(error) => warn!(%error, "waiting for the app failed: leaving the cluster"),
+                    }
                     break Stop::AppExited(supervise::exit_code(status.ok()));
                 }
                 _ = left.recv() => {
@@ -257,9 +260,18 @@ impl Running {
                     break Stop::Left;
                 }
                 changed = view.changed() => {
-                    let conflict = view.borrow_and_update().conflict.clone();
+                    let (conflict, gave_up) = {
+                        let v = view.borrow_and_update();
+                        (v.conflict.clone(), v.gave_up_joining)
+                    };
                     if changed.is_err() {
                         anyhow::bail!("the gossip node stopped unexpectedly");
+                    }
+                    if gave_up {
+                        // Serf's behaviour: exit 1, so a supervisor restarts or alerts.
+                        error!(retry_max = cfg.node.retry_max,
+                            "no join target answered or resolved within --retry-max attempts; exiting");
+                        break Stop::GaveUp;
                     }
                     if let Some(message) = conflict {
                         // The node is already leaving; let it finish, then exit non-zero.
@@ -285,7 +297,7 @@ impl Running {
             control_socket,
             ..
         } = &mut self;
-        if !matches!(stop, Stop::Left) {
+        if !matches!(stop, Stop::Left | Stop::GaveUp) {
             tokio::select! {
                 result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
                     Ok(Ok(())) => info!("graceful leave complete"),
@@ -306,6 +318,10 @@ impl Running {
                 stop_app(app, Signal::SIGTERM, cfg).await;
                 0
             }
+            Stop::GaveUp => {
+                stop_app(app, Signal::SIGTERM, cfg).await;
+                1
+            }
         };
         node.shutdown().await;
         if let Some(path) = control_socket.take() {
@@ -320,6 +336,8 @@ enum Stop {
     Signal(Signal),
     AppExited(u8),
     Left,
+    /// Alone after `--retry-max` join attempts: exit 1 (nothing to leave).
+    GaveUp,
 }
 
 async fn wait_app(app: &mut Option<App>) -> std::io::Result<std::process::ExitStatus> {
@@ -335,7 +353,7 @@ async fn stop_app(app: &mut Option<App>, sig: Signal, cfg: &AgentConfig) -> u8 {
         return 0;
     };
     tokio::time::sleep(cfg.stop_delay).await;
-    info!(?sig, "stopping the app");
+    info!(signal = sig.as_str(), "stopping the app");
     supervise::exit_code(app.stop(sig, cfg.stop_timeout).await)
 }
 

@@ -66,13 +66,9 @@ pub struct AgentArgs {
     /// Repeatable; SHOAL_JOIN takes a comma-separated list.
     #[arg(long, env = "SHOAL_JOIN", value_name = "ADDR", value_delimiter = ',')]
     pub join: Vec<String>,
-    /// A tag KEY=VALUE. Repeatable; SHOAL_TAG takes a comma-separated list.
-    #[arg(
-        long = "tag",
-        env = "SHOAL_TAG",
-        value_name = "K=V",
-        value_delimiter = ','
-    )]
+    /// A tag KEY=VALUE; the value may hold commas (`--tag list=a,b`). Repeatable. With no
+    /// --tag, SHOAL_TAG takes a comma-separated list (`role=web,zone=a`).
+    #[arg(long = "tag", value_name = "K=V")]
     pub tags: Vec<String>,
     /// Keep the tags in this JSON file: rewritten after every `shoal tags` change, and read at
     /// start, where it wins over --tag and the config file's tags.
@@ -112,7 +108,8 @@ pub struct AgentArgs {
     /// if any, else none].
     #[arg(long, env = "SHOAL_RPC_AUTH", value_name = "KEY")]
     pub rpc_auth: Option<String>,
-    /// Log level: error, warn, info, debug, trace, or a tracing filter [default: info].
+    /// Log level: trace, debug, info, warn or error (Serf's TRACE, DEBUG, INFO, WARN, ERR and
+    /// `warning` too, any case), or directives like warn,shoal_core=debug [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Log format [default: text].
@@ -462,5 +459,72 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// For a command line clap refused: the first Go-style flag (one dash, a long name: Serf's
+/// `-node=web-1`) before any `--`, as advice to spell it with two dashes. clap alone reads
+/// `-node` as the short flags `-n -o -d -e` and suggests `-- -n`, which would start `-n` as a
+/// supervised app.
+pub fn single_dash_hint(args: &[String]) -> Option<String> {
+    use clap::CommandFactory;
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .take_while(|a| *a != "--")
+        .collect();
+    let sub = Cli::command();
+    let sub = words
+        .iter()
+        .find_map(|w| sub.find_subcommand(w))
+        .cloned()
+        .unwrap_or(sub);
+    words.iter().find_map(|word| {
+        let rest = word.strip_prefix('-').filter(|r| !r.starts_with('-'))?;
+        let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+        let go_style = name.len() > 1
+            && name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !go_style {
+            return None;
+        }
+        let known = sub.get_arguments().any(|a| a.get_long() == Some(name));
+        Some(match known {
+            true => format!(
+                "unknown flag {word}: shoal's flags take two dashes: --{}",
+                &word[1..]
+            ),
+            false => format!(
+                "unknown flag {word}: shoal's flags take two dashes, and `shoal {} --help` lists them",
+                sub.get_name()
+            ),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        std::iter::once("shoal")
+            .chain(words.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    /// Issue 11: `-node` made clap suggest `-- -n`, which starts `-n` as a supervised app.
+    #[test]
+    fn a_serf_style_flag_gets_the_two_dash_spelling() {
+        assert_eq!(
+            single_dash_hint(&argv(&["agent", "-node=web-1"])).as_deref(),
+            Some("unknown flag -node=web-1: shoal's flags take two dashes: --node=web-1")
+        );
+        let hint = single_dash_hint(&argv(&["members", "-detailed"])).expect("hint");
+        assert!(hint.contains("shoal members --help"), "{hint}");
+        assert_eq!(single_dash_hint(&argv(&["agent", "--", "-node"])), None);
+        assert_eq!(single_dash_hint(&argv(&["agent", "--bogus"])), None);
+        assert_eq!(single_dash_hint(&argv(&["event", "deploy", "-1"])), None);
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use shoal_core::broadcast::{validate_name, validate_tag};
+use shoal_core::broadcast::{validate_name, validate_tag, validate_tags};
 use shoal_core::seal::{Key, Keyring};
 use shoal_core::{DEFAULT_PORT, NodeConfig, Profile};
 use thiserror::Error;
@@ -17,6 +17,8 @@ use crate::control::server::{ControlAddr, ControlToken, DEFAULT_MAX_CONNECTIONS}
 use crate::handlers::filter::{HandlerSpec, ParseError};
 use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
+
+mod checks;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
 /// configuration).
@@ -211,13 +213,16 @@ pub struct AgentConfig {
     pub files: Vec<PathBuf>,
 }
 
-/// Loads the files named in `args` and layers the flags over them.
+/// Loads the files named in `args`, layers the flags over them, and checks the files the
+/// agent will need: the snapshot can be written, every template can be read and rendered.
 pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     let mut file = FileConfig::default();
     for path in &args.config {
         file.merge(FileConfig::load(path)?);
     }
-    resolve(args, file)
+    let cfg = resolve(args, file)?;
+    checks::files(&cfg)?;
+    Ok(cfg)
 }
 
 fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigError> {
@@ -249,7 +254,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         None => None,
     };
     let mut tags = file.tags;
-    for pair in &args.tags {
+    for pair in &checks::tag_args(args) {
         let (k, v) = pair
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
@@ -259,6 +264,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     for (k, v) in &tags {
         validate_tag(k, v).map_err(|e| invalid("--tag", &format!("{k}={v}"), e))?;
     }
+    validate_tags(&tags).map_err(|e| invalid("--tag", &checks::tags_text(&tags), e))?;
     let tags_file = args.tags_file.clone().or(file.tags_file);
     if let Some(path) = &tags_file {
         let path_text = path.display().to_string();
@@ -266,9 +272,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         if let Some(kept) =
             crate::tags_file::load(path).map_err(|e| invalid("--tags-file", &path_text, e))?
         {
-            for (k, v) in &kept {
-                validate_tag(k, v).map_err(|e| invalid("--tags-file", &path_text, e))?;
-            }
+            validate_tags(&kept).map_err(|e| invalid("--tags-file", &path_text, e))?;
             tags = kept;
         }
     }
@@ -337,6 +341,11 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     }
     let mut join = file.join;
     join.extend(args.join.iter().filter(|j| !j.trim().is_empty()).cloned());
+    for target in &join {
+        if let Some(problem) = checks::port_problem(target) {
+            return Err(invalid("--join", target, problem));
+        }
+    }
     // Read in the order the settings were always checked, so the first bad one is reported.
     let log_level = args
         .log_level
@@ -519,6 +528,9 @@ fn parse_addr(
 ) -> Result<SocketAddr, ConfigError> {
     use std::net::ToSocketAddrs;
     let value = value.trim();
+    if let Some(problem) = checks::port_problem(value) {
+        return Err(invalid(setting, value, problem));
+    }
     // A literal address parses without a look-up; only a host name reaches the resolver.
     let with_port = shoal_core::config::with_default_port(value, default_port);
     with_port

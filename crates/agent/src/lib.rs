@@ -16,6 +16,7 @@
 //! - [`logging`]: the tracing subscriber and the log format.
 //! - [`tags_file`]: `--tags-file`, the tags kept across restarts.
 //! - [`token`]: the control-API token (checked, read from a file, compared in constant time).
+//! - [`report`]: an error and its causes as one line, each cause said once.
 
 pub mod agent;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod handlers;
 pub mod keys;
 pub mod logging;
 pub mod reaper;
+pub mod report;
 pub mod rpc;
 pub mod shell;
 pub mod stream;

@@ -2,12 +2,11 @@
 //! beside it the layers of `shoal monitor` ([`Monitors`]), each behind its own filter so that
 //! neither changes what the other writes.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use clap::ValueEnum;
 use thiserror::Error;
-use tracing_subscriber::filter::{ParseError, Targets};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
@@ -30,13 +29,14 @@ pub enum LogFormat {
 pub enum LogError {
     /// The level or filter does not parse. Nothing was installed or changed.
     #[error(
-        "invalid --log-level {level:?}: {source} (expected e.g. info, or warn,shoal_core=debug)"
+        "invalid --log-level {level:?}: {reason} (expected trace, debug, info, warn or error \
+         (Serf's err and warning too, any case), or directives like warn,shoal_core=debug)"
     )]
     Level {
         /// The value given.
         level: String,
         /// Why it does not parse.
-        source: ParseError,
+        reason: String,
     },
     /// The new filter could not be swapped in (the subscriber is gone). The old one stays.
     #[error("{0}")]
@@ -65,11 +65,57 @@ impl LogHandle {
     }
 }
 
-/// A level (`info`) or a list of `target=level` directives (`info,shoal_core=debug`).
-fn parse(level: &str) -> Result<Targets, LogError> {
-    Targets::from_str(level).map_err(|source| LogError::Level {
-        level: level.to_string(),
-        source,
+/// A level (`info`) or a list of `[target=]level` directives (`info,shoal_core=debug`).
+/// Levels are Serf's (`TRACE`, `DEBUG`, `INFO`, `WARN`, `ERR`) and tracing's (`warning`,
+/// `error`, `off`), in any case. Anything else is refused: tracing's own parser reads a bare
+/// word such as `err` or a typo as a target name, which turns every line off.
+fn parse(text: &str) -> Result<Targets, LogError> {
+    let bad = |reason: String| LogError::Level {
+        level: text.to_string(),
+        reason,
+    };
+    let mut targets = Targets::new();
+    let mut any = false;
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        any = true;
+        match directive.split_once('=') {
+            None => {
+                let level =
+                    level(directive).ok_or_else(|| bad(format!("{directive:?} is not a level")))?;
+                targets = targets.with_default(level);
+            }
+            Some((target, word)) => {
+                let target = target.trim();
+                if target.is_empty()
+                    || !target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                {
+                    return Err(bad(format!("{target:?} is not a module path")));
+                }
+                let level = level(word.trim()).ok_or_else(|| {
+                    bad(format!("{:?} (for {target}) is not a level", word.trim()))
+                })?;
+                targets = targets.with_target(target, level);
+            }
+        }
+    }
+    if !any {
+        return Err(bad("no level given".into()));
+    }
+    Ok(targets)
+}
+
+/// A level name, Serf's or tracing's, any case.
+fn level(word: &str) -> Option<LevelFilter> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "trace" => LevelFilter::TRACE,
+        "debug" => LevelFilter::DEBUG,
+        "info" => LevelFilter::INFO,
+        "warn" | "warning" => LevelFilter::WARN,
+        "err" | "error" => LevelFilter::ERROR,
+        "off" => LevelFilter::OFF,
+        _ => return None,
     })
 }
 
@@ -104,9 +150,43 @@ mod tests {
         let err = parse("shoal_core=loud").expect_err("bad level").to_string();
         assert!(
             err.starts_with("invalid --log-level \"shoal_core=loud\": ")
-                && err.ends_with(" (expected e.g. info, or warn,shoal_core=debug)"),
+                && err.contains("warn,shoal_core=debug"),
             "{err}"
         );
         assert!(parse("warn,shoal_core=debug").is_ok());
+    }
+
+    /// Issue 11: `err`, `ERR` and `warning` parsed as target names and turned logging off.
+    #[test]
+    fn serf_and_tracing_level_names_are_read_in_any_case_and_typos_refused() {
+        for (text, want) in [
+            ("err", LevelFilter::ERROR),
+            ("ERR", LevelFilter::ERROR),
+            ("Error", LevelFilter::ERROR),
+            ("warning", LevelFilter::WARN),
+            ("WARN", LevelFilter::WARN),
+            ("INFO", LevelFilter::INFO),
+            ("debug", LevelFilter::DEBUG),
+            ("TRACE", LevelFilter::TRACE),
+            ("off", LevelFilter::OFF),
+        ] {
+            let targets = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(targets.default_level(), Some(want), "{text}");
+        }
+        let t = parse("ERR,shoal_core=DEBUG").expect("directives");
+        assert!(t.would_enable("shoal_core::engine", &tracing::Level::DEBUG));
+        assert!(!t.would_enable("shoal", &tracing::Level::WARN));
+        for typo in [
+            "inof",
+            "shoal_core",
+            "",
+            " , ",
+            "shoal core=info",
+            "=info",
+            "a=b=c",
+        ] {
+            let err = parse(typo).expect_err(typo).to_string();
+            assert!(err.contains("invalid --log-level"), "{typo}: {err}");
+        }
     }
 }

@@ -20,7 +20,15 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let _ = e.print();
+            let argv: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            match shoal::cli::single_dash_hint(&argv) {
+                Some(hint) if e.kind() == ErrorKind::UnknownArgument => eprintln!("shoal: {hint}"),
+                _ => {
+                    let _ = e.print();
+                }
+            }
             return ExitCode::from(USAGE);
         }
     };
@@ -109,8 +117,9 @@ fn run_agent(args: shoal::cli::AgentArgs, runtime: &tokio::runtime::Runtime) -> 
     match runtime.block_on(agent::run(args, cfg, log)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "agent stopped");
-            eprintln!("shoal: {e:#}");
+            let message = shoal::report::error_text(&e);
+            tracing::error!(error = %message, "agent stopped");
+            eprintln!("shoal: {message}");
             ExitCode::from(RUNTIME)
         }
     }

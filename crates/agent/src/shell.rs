@@ -135,9 +135,13 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
                 info!(handler = script, event = %job.event, stderr = %err, "handler wrote to stderr");
             }
         }
-        Outcome::Exited(code) => warn!(
-            handler = script, event = %job.event, ms, code = ?code, stderr = %err, stdout = %out,
+        Outcome::Exited(Some(code)) => warn!(
+            handler = script, event = %job.event, ms, code, stderr = %err, stdout = %out,
             "handler failed"
+        ),
+        Outcome::Exited(None) => warn!(
+            handler = script, event = %job.event, ms, stderr = %err, stdout = %out,
+            "handler killed by a signal"
         ),
         Outcome::TimedOut => warn!(
             handler = script, event = %job.event, timeout_ms = timeout.as_millis() as u64,

@@ -56,7 +56,7 @@ impl App {
             kill(pid, signal)
         };
         if let Err(error) = result {
-            warn!(app = %self.name, %error, ?signal, "could not signal the app");
+            warn!(app = %self.name, %error, signal = signal.as_str(), "could not signal the app");
         }
     }
 

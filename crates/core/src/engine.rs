@@ -251,8 +251,11 @@ impl Engine {
         let shared = lock(&self.shared);
         View::of(
             &shared.table,
-            self.leave.left(),
-            self.conflict.lost().cloned(),
+            (
+                self.leave.left(),
+                self.conflict.lost().cloned(),
+                self.rejoin.gave_up(),
+            ),
             (shared.events.done_up_to(), shared.queries.done_up_to()),
         )
     }

@@ -550,35 +550,12 @@ impl Membership {
         std::mem::replace(&mut self.changed, false)
     }
 
-    /// Every member foca has told us about whose name and tags are known (and the local one),
-    /// sorted by name. A member without its meta yet is not listed, just as it has not
-    /// "joined" for the handlers.
-    pub fn members(&self) -> Vec<Member> {
-        let mut out: Vec<Member> = self
-            .entries
-            .values()
-            .filter(|e| e.known && e.meta.is_some())
-            .map(Entry::member)
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
-        out
-    }
-
     /// The status of the member at `addr`, if [`Self::members`] lists it.
     pub fn status_of(&self, addr: SocketAddr) -> Option<Status> {
         self.entries
             .get(&addr)
             .filter(|e| e.known && e.meta.is_some())
             .map(Entry::status)
-    }
-
-    /// The member row for `name`, if any.
-    pub fn find_by_name(&self, name: &str) -> Option<(Identity, Status)> {
-        self.entries
-            .values()
-            .filter(|e| e.known)
-            .find(|e| e.meta.as_ref().is_some_and(|m| m.name == name))
-            .map(|e| (e.id, e.status()))
     }
 
     /// Another live member using the local node's name, if any.
@@ -669,6 +646,8 @@ impl Membership {
 }
 
 mod lookups;
+
+mod listing;
 
 #[cfg(test)]
 mod tests;

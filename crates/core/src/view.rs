@@ -17,6 +17,9 @@ pub struct View {
     /// Set when another live member claims this node's name and keeps it (it was there
     /// first): this node leaves, and its owner should exit with this message.
     pub conflict: Option<String>,
+    /// Set when this node, alone, made `retry_max` join attempts and gave up (the agent
+    /// exits 1 then, as Serf does); cleared if a member joins it after all.
+    pub gave_up_joining: bool,
     /// The newest user-event Lamport time this node handled or skipped (kept in the snapshot).
     pub event_ltime: Option<u64>,
     /// The newest query Lamport time this node handled (kept in the snapshot).
@@ -24,11 +27,11 @@ pub struct View {
 }
 
 impl View {
-    /// The view of `table`, with the node's own `left`, `conflict`, event and query state.
+    /// The view of `table`, with the node's own `left`, `conflict`, `gave_up_joining`, event
+    /// and query state.
     pub fn of(
         table: &Membership,
-        left: bool,
-        conflict: Option<String>,
+        (left, conflict, gave_up_joining): (bool, Option<String>, bool),
         (event_ltime, query_ltime): (Option<u64>, Option<u64>),
     ) -> Self {
         let members = table.members();
@@ -43,6 +46,7 @@ impl View {
             members,
             left,
             conflict,
+            gave_up_joining,
             event_ltime,
             query_ltime,
         }

@@ -386,6 +386,19 @@ impl NsAgent {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits at most `limit` for the agent to exit; its exit code, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut code = None;
+        shoal_testkit::wait_until(limit, || match self.child.try_wait() {
+            Ok(Some(status)) => {
+                code = status.code();
+                true
+            }
+            _ => false,
+        });
+        code
+    }
 }
 
 /// Every agent's member list, queried concurrently.

@@ -18,7 +18,8 @@ pub fn refusal(ran: &Ran) -> Option<String> {
             ran.stdout_len
         )),
         Outcome::Exited(Some(0)) => None,
-        Outcome::Exited(code) => Some(format!("the handler failed (exit {code:?})")),
+        Outcome::Exited(Some(code)) => Some(format!("the handler failed (exit code {code})")),
+        Outcome::Exited(None) => Some("the handler was killed by a signal".into()),
         Outcome::TimedOut => Some("the handler timed out".into()),
         Outcome::SpawnFailed => Some("the handler could not be started".into()),
     }

@@ -133,6 +133,7 @@ mod tests {
             ],
             left: false,
             conflict: None,
+            gave_up_joining: false,
             event_ltime: None,
             query_ltime: None,
         }

@@ -21,8 +21,11 @@ use crate::view::Stats;
 impl Engine {
     /// New resolution of the join names. While alone, try the seeds now; otherwise contact
     /// only addresses that are not members (a service scaled up, or a cluster that formed
-    /// apart from ours: they merge at the next resolution).
+    /// apart from ours: they merge at the next resolution). While alone with no name
+    /// resolving and nothing else to try, the resolution counts as a failed join attempt, so
+    /// `retry_max` and the doubling delay (the next resolution waits for it) apply to names.
     pub(super) fn seeds_resolved(&mut self, addrs: Vec<SocketAddr>) {
+        let unresolved = addrs.is_empty();
         let members = self.member_addrs();
         let mut fresh = self.rejoin.on_resolved(addrs, self.local().addr, &members);
         // A join name of a member that left gracefully: it stays out until it joins again.
@@ -30,7 +33,20 @@ impl Engine {
         if self.leave.left() {
             return;
         }
-        if self.alone() {
+        if self.alone()
+            && unresolved
+            && self
+                .rejoin
+                .targets(self.local().addr, self.down_addrs())
+                .is_empty()
+        {
+            if let Some(delay) = self.join_attempt() {
+                debug!(
+                    next_ms = delay.as_millis() as u64,
+                    "no join name resolves yet"
+                );
+            }
+        } else if self.alone() {
             self.schedule_rejoin(self.now);
         } else if !fresh.is_empty() {
             debug!(
@@ -168,12 +184,23 @@ impl Engine {
         if let Some((member, error)) = refused {
             self.refused_meta(member, &error);
         }
+        let down: Vec<_> = state
+            .members
+            .iter()
+            .filter(|m| m.state() == foca::State::Down)
+            .map(|m| *m.id())
+            .collect();
         let news = self.not_known_as_is(state.members);
         if let Err(error) = self
             .foca
             .apply_many(news.into_iter(), true, &mut self.runtime)
         {
             debug!(%error, "applying push-pull state failed");
+        }
+        // Members that left before we joined: foca registers them down without a notice.
+        let mut shared = lock(&self.shared);
+        for id in down {
+            shared.table.learn_departed(id, self.now);
         }
     }
 

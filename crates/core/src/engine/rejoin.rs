@@ -28,6 +28,8 @@ pub(crate) struct Rejoin {
     /// Members remembered in the snapshot: always seeds.
     snapshot_seeds: Vec<SocketAddr>,
     retries: u32,
+    /// Set when `retry_max` attempts were made while alone; cleared once connected.
+    gave_up: bool,
     backoff: Backoff,
     scheduled: bool,
     /// Draws the seeds an attempt contacts when there are more than [`JOIN_FANOUT`].
@@ -42,6 +44,7 @@ impl Rejoin {
             seeds: snapshot_seeds.clone(),
             snapshot_seeds,
             retries: 0,
+            gave_up: false,
             backoff,
             scheduled: false,
             rng,
@@ -70,6 +73,11 @@ impl Rejoin {
     /// Attempts made since the node was last connected.
     pub(crate) fn retries(&self) -> u32 {
         self.retries
+    }
+
+    /// True once `retry_max` attempts failed while alone (until the node is connected).
+    pub(crate) fn gave_up(&self) -> bool {
+        self.gave_up
     }
 
     /// The delay before the next attempt.
@@ -138,10 +146,12 @@ impl Rejoin {
         self.scheduled = false;
     }
 
-    /// Counts an attempt. `None` once `retry_max` attempts were made (0: no limit); else the
-    /// delay until the next one, which doubles up to the profile's maximum.
+    /// Counts an attempt. `None` once `retry_max` attempts were made (0: no limit), and from
+    /// then on [`Rejoin::gave_up`]; else the delay until the next one, which doubles up to the
+    /// profile's maximum.
     pub(crate) fn attempt(&mut self, retry_max: u32) -> Option<Duration> {
         if retry_max > 0 && self.retries >= retry_max {
+            self.gave_up = true;
             return None;
         }
         self.retries += 1;
@@ -151,6 +161,7 @@ impl Rejoin {
     /// The node is connected: the attempt count and the delay start over.
     pub(crate) fn joined(&mut self) {
         self.retries = 0;
+        self.gave_up = false;
         self.backoff.reset();
     }
 
@@ -217,8 +228,11 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(r.attempt(2), Some(ms(100)));
         assert_eq!(r.attempt(2), Some(ms(200)));
+        assert!(!r.gave_up());
         assert_eq!(r.attempt(2), None);
+        assert!(r.gave_up());
         r.joined();
+        assert!(!r.gave_up());
         assert_eq!((r.retries(), r.delay()), (0, ms(100)));
         assert_eq!(r.attempt(0), Some(ms(100)));
     }

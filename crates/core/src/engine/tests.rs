@@ -150,6 +150,58 @@ fn retry_max_stops_join_attempts() {
     assert_eq!(attempts, 3);
 }
 
+/// Runs `engine` until `until`, answering every resolution of its join names with "no such
+/// host"; returns when each resolution was asked for.
+fn run_unresolved(engine: &mut Engine, until: Instant) -> Vec<Instant> {
+    let mut asked = Vec::new();
+    while let Some(at) = engine.next_deadline().filter(|d| *d <= until) {
+        engine.fire_timers(at);
+        if !engine.take_outbox().resolve.is_empty() {
+            asked.push(at);
+            let failed = vec![("nowhere:7948".to_string(), "no such host".to_string())];
+            engine.handle_command(
+                at,
+                Command::Resolved {
+                    addrs: Vec::new(),
+                    failed,
+                    purpose: Purpose::Seeds,
+                },
+            );
+            engine.take_outbox();
+        }
+    }
+    asked
+}
+
+/// Issue 11: an unresolvable `--join` name was re-resolved every retry interval forever.
+#[test]
+fn join_names_that_never_resolve_back_off_and_count_against_retry_max() {
+    let t0 = Instant::now();
+    let timings = Profile::Lan.timings();
+    let mut cfg = config("a", 1);
+    cfg.join = vec!["nowhere:7948".into()];
+    cfg.retry_max = 4;
+    let mut engine = started(cfg, 1, Vec::new(), t0);
+    let asked = run_unresolved(&mut engine, t0 + Duration::from_secs(20));
+    assert!(engine.view().gave_up_joining, "{asked:?}");
+    let gaps: Vec<Duration> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut expected = Backoff::new(timings.retry_interval, timings.retry_max_interval);
+    for gap in &gaps[..4] {
+        assert_eq!(*gap, expected.next(), "{gaps:?}");
+    }
+    // Four attempts, the fifth resolution gives up, the sixth was already scheduled; then
+    // only every 30 sync intervals (not within these 20 s).
+    assert_eq!(asked.len(), 6, "{gaps:?}");
+
+    let mut cfg = config("a", 1);
+    cfg.join = vec!["nowhere:7948".into()];
+    let mut engine = started(cfg, 1, Vec::new(), t0);
+    let asked = run_unresolved(&mut engine, t0 + Duration::from_secs(60));
+    assert!(!engine.view().gave_up_joining, "retry_max 0: forever");
+    let last = asked.windows(2).map(|w| w[1] - w[0]).next_back();
+    assert_eq!(last, Some(timings.retry_max_interval), "{asked:?}");
+}
+
 #[test]
 fn configured_join_names_are_resolved_at_start_and_their_addresses_tried() {
     let t0 = Instant::now();

@@ -89,7 +89,8 @@ impl Engine {
         };
         let still_suspect = self.is_suspect_at(member_id, *incarnation);
         if !still_suspect {
-            debug!(member = ?member_id, "suspicion refuted before its timeout; no down, no TurnUndead");
+            debug!(member = %member_id.addr, generation = member_id.generation,
+                "suspicion refuted before its timeout; no down, no TurnUndead");
         }
         !still_suspect
     }
@@ -257,11 +258,7 @@ impl Engine {
         if targets.is_empty() {
             return;
         }
-        let Some(delay) = self.rejoin.attempt(self.config.retry_max) else {
-            warn!(
-                attempts = self.rejoin.retries(),
-                "giving up joining: retry limit reached"
-            );
+        let Some(delay) = self.join_attempt() else {
             return;
         };
         let attempt = self.rejoin.retries();
@@ -321,13 +318,30 @@ impl Engine {
         self.timers.push(self.now + next, Tick::Beacon);
     }
 
+    /// Counts a join attempt while alone (see [`Rejoin::attempt`]); the first time the limit
+    /// is reached, says so and publishes the view, whose `gave_up_joining` tells the owner.
+    ///
+    /// [`Rejoin::attempt`]: super::rejoin::Rejoin::attempt
+    pub(super) fn join_attempt(&mut self) -> Option<Duration> {
+        let was = self.rejoin.gave_up();
+        let delay = self.rejoin.attempt(self.config.retry_max);
+        if delay.is_none() && !was {
+            warn!(
+                attempts = self.rejoin.retries(),
+                "giving up joining: retry limit reached (--retry-max)"
+            );
+            self.republish = true;
+        }
+        delay
+    }
+
     /// Asks for the join names to be resolved again: often while alone, rarely otherwise.
     fn resolve_tick(&mut self) {
         self.out.resolve.push(Resolve {
             targets: self.config.join.clone(),
             purpose: Purpose::Seeds,
         });
-        let every = if self.alone() {
+        let every = if self.alone() && !self.rejoin.gave_up() {
             self.rejoin.delay().max(self.timings.retry_interval)
         } else {
             self.timings.sync_interval * 30

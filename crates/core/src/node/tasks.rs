@@ -156,7 +156,8 @@ pub(super) fn spawn_tcp_ping(
                 let _ = inbox.send(Command::TcpAnswered { target, number }).await;
             }
             Ok(answer) => {
-                debug!(addr = %ping.target.addr, answered = ?answer.from, "TCP ping answered by another identity")
+                debug!(addr = %ping.target.addr, answered = %answer.from.addr,
+                    generation = answer.from.generation, "TCP ping answered by another identity")
             }
             Err(SyncError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 let (target, number) = (ping.target, ping.number);
