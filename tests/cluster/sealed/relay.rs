@@ -1,5 +1,11 @@
-//! Replay protection: the test stands between the agents as a UDP and TCP relay, records
-//! every sealed datagram, and replays them all after the sender left and came back.
+//! Replay protection: the test stands between the agents as a pair of UDP and TCP relays,
+//! records every sealed datagram, and replays them all after the sender left and came back.
+//!
+//! Each agent advertises its relay's address, so every packet still arrives from the address
+//! its sender advertises (the forged-packet rules drop a datagram whose header names another
+//! sender, and a leave notice from anywhere but the member's own address): a datagram for `a`
+//! arrives at `a`'s relay, and goes on to `a`'s real socket from the relay of the agent that
+//! sent it. The replays go out from that same relay, as an attacker on the path would send them.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -12,92 +18,139 @@ use nix::sys::signal::Signal;
 use super::{K1, refused};
 use crate::harness::{Agent, wait_until};
 
-/// A relay in front of one agent's gossip port: UDP datagrams are recorded and forwarded,
-/// TCP connections are piped through.
-struct Relay {
+/// One relay: it stands for one agent. Packets for that agent arrive at its address; packets
+/// from that agent leave from its UDP socket.
+struct Stand {
     addr: SocketAddr,
-    target: Arc<Mutex<Option<SocketAddr>>>,
-    captured: Arc<Mutex<Vec<Vec<u8>>>>,
-    out: UdpSocket,
-    stop: Arc<AtomicBool>,
+    udp: UdpSocket,
+    /// The agent's own gossip address, once it is known.
+    real: Mutex<Option<SocketAddr>>,
+    /// The datagrams forwarded to the agent: the index of the relay they left from, the bytes.
+    captured: Mutex<Vec<(usize, Vec<u8>)>>,
 }
 
-impl Relay {
-    fn start() -> Relay {
-        let (udp, tcp) = loop {
-            let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
-            let addr = udp.local_addr().expect("addr");
-            if let Ok(tcp) = TcpListener::bind(addr) {
-                break (udp, tcp);
-            }
-        };
-        let addr = udp.local_addr().expect("addr");
-        let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let captured: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let out = UdpSocket::bind("127.0.0.1:0").expect("out");
-        udp.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        let (t, c, s, o) = (
-            target.clone(),
-            captured.clone(),
-            stop.clone(),
-            out.try_clone().expect("clone"),
-        );
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while !s.load(Ordering::Relaxed) {
-                let Ok((len, _)) = udp.recv_from(&mut buf) else {
-                    continue;
-                };
-                let to = *t.lock().expect("lock");
-                if let Some(to) = to {
-                    c.lock().expect("lock").push(buf[..len].to_vec());
-                    let _ = o.send_to(&buf[..len], to);
+struct Shared {
+    stands: Vec<Stand>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    /// The relay that stands for the agent whose own gossip address is `addr`.
+    fn standing_for(&self, addr: SocketAddr) -> Option<usize> {
+        self.stands
+            .iter()
+            .position(|s| *s.real.lock().expect("lock") == Some(addr))
+    }
+
+    fn real(&self, i: usize) -> Option<SocketAddr> {
+        *self.stands[i].real.lock().expect("lock")
+    }
+}
+
+/// Relays for some agents, each on a UDP and TCP port of its own. A datagram arriving at
+/// relay `i` from agent `j`'s own socket is recorded and sent to agent `i`'s own socket from
+/// relay `j`'s; a TCP connection to relay `i` is piped to agent `i`'s own port (the TCP rule
+/// checks only the peer's IP, 127.0.0.1 either way).
+struct Relays {
+    shared: Arc<Shared>,
+}
+
+impl Relays {
+    fn start(n: usize) -> Relays {
+        let mut stands = Vec::new();
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            let (udp, tcp) = loop {
+                let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
+                let addr = udp.local_addr().expect("addr");
+                if let Ok(tcp) = TcpListener::bind(addr) {
+                    break (udp, tcp);
                 }
-            }
-        });
-        let (t, s) = (target.clone(), stop.clone());
-        tcp.set_nonblocking(true).expect("nonblocking");
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let Ok((conn, _)) = tcp.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                let to = *t.lock().expect("lock");
-                if let Some(to) = to {
-                    std::thread::spawn(move || pipe(conn, to));
-                }
-            }
-        });
-        Relay {
-            addr,
-            target,
-            captured,
-            out,
-            stop,
+            };
+            udp.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            tcp.set_nonblocking(true).expect("nonblocking");
+            stands.push(Stand {
+                addr: udp.local_addr().expect("addr"),
+                udp,
+                real: Mutex::new(None),
+                captured: Mutex::default(),
+            });
+            listeners.push(tcp);
         }
+        let shared = Arc::new(Shared {
+            stands,
+            stop: AtomicBool::new(false),
+        });
+        for (i, tcp) in listeners.into_iter().enumerate() {
+            let s = shared.clone();
+            std::thread::spawn(move || forward_datagrams(&s, i));
+            let s = shared.clone();
+            std::thread::spawn(move || forward_streams(&s, i, tcp));
+        }
+        Relays { shared }
     }
 
-    fn forward_to(&self, to: SocketAddr) {
-        *self.target.lock().expect("lock") = Some(to);
+    /// Relay `i`'s address: what agent `i` advertises.
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.shared.stands[i].addr
     }
 
-    /// Sends every recorded datagram again; how many.
-    fn replay_all(&self) -> usize {
-        let to = self.target.lock().expect("lock").expect("target");
-        let packets = self.captured.lock().expect("lock").clone();
-        for p in &packets {
-            self.out.send_to(p, to).expect("send");
+    /// Relay `i` stands for the agent whose own gossip address is `real`.
+    fn stand_for(&self, i: usize, real: SocketAddr) {
+        *self.shared.stands[i].real.lock().expect("lock") = Some(real);
+    }
+
+    /// Sends every datagram recorded for agent `i` again, each from the relay it first came
+    /// from; how many.
+    fn replay_to(&self, i: usize) -> usize {
+        let to = self.shared.real(i).expect("target");
+        let packets = self.shared.stands[i].captured.lock().expect("lock").clone();
+        for (from, p) in &packets {
+            self.shared.stands[*from].udp.send_to(p, to).expect("send");
         }
         packets.len()
     }
 }
 
-impl Drop for Relay {
+impl Drop for Relays {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Relay `i`'s UDP side: until stopped, forwards what arrives from an agent the relays know.
+fn forward_datagrams(shared: &Shared, i: usize) {
+    let mut buf = vec![0u8; 65536];
+    let me = &shared.stands[i];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok((len, src)) = me.udp.recv_from(&mut buf) else {
+            continue;
+        };
+        let (Some(to), Some(from)) = (shared.real(i), shared.standing_for(src)) else {
+            continue;
+        };
+        if from == i {
+            continue;
+        }
+        me.captured
+            .lock()
+            .expect("lock")
+            .push((from, buf[..len].to_vec()));
+        let _ = shared.stands[from].udp.send_to(&buf[..len], to);
+    }
+}
+
+/// Relay `i`'s TCP side: until stopped, pipes every connection to agent `i`'s own port.
+fn forward_streams(shared: &Shared, i: usize, tcp: TcpListener) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok((conn, _)) = tcp.accept() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        if let (Some(to), Ok(())) = (shared.real(i), conn.set_nonblocking(false)) {
+            std::thread::spawn(move || pipe(conn, to));
+        }
     }
 }
 
@@ -121,14 +174,19 @@ fn pipe(conn: TcpStream, to: SocketAddr) {
 
 #[test]
 fn captured_sealed_datagrams_replayed_after_a_leave_and_rejoin_change_nothing() {
-    let relay = Relay::start();
-    let advertise = relay.addr.to_string();
-    let a = Agent::start("replay-a", &["--encrypt", K1, "--advertise", &advertise]);
-    relay.forward_to(a.gossip);
-    let mut b = Agent::start("replay-b", &["--encrypt", K1, "--join", &advertise]);
+    // Relay 0 stands for a, relay 1 for b.
+    let relays = Relays::start(2);
+    let (a_relay, b_relay) = (relays.addr(0).to_string(), relays.addr(1).to_string());
+    let a = Agent::start("replay-a", &["--encrypt", K1, "--advertise", &a_relay]);
+    relays.stand_for(0, a.gossip);
+    let mut b = Agent::start(
+        "replay-b",
+        &["--encrypt", K1, "--advertise", &b_relay, "--join", &a_relay],
+    );
+    relays.stand_for(1, b.gossip);
     assert!(wait_until(Duration::from_secs(10), || a.count_alive() == 2
         && b.count_alive() == 2));
-    // b leaves gracefully: its leave intent and leave datagrams pass the relay too.
+    // b leaves gracefully: its leave intent and leave datagrams pass the relays too.
     let b_addr = b.gossip.to_string();
     b.signal(Signal::SIGTERM);
     assert!(b.wait_exit(Duration::from_secs(10)).is_some());
@@ -136,10 +194,19 @@ fn captured_sealed_datagrams_replayed_after_a_leave_and_rejoin_change_nothing() 
         .status_of("replay-b")
         .as_deref()
         == Some("left")));
-    // b comes back at the same address.
+    // b comes back at the same address: relay 1 still stands for it.
     let b = Agent::start(
         "replay-b",
-        &["--encrypt", K1, "--join", &advertise, "--bind", &b_addr],
+        &[
+            "--encrypt",
+            K1,
+            "--advertise",
+            &b_relay,
+            "--join",
+            &a_relay,
+            "--bind",
+            &b_addr,
+        ],
     );
     assert!(wait_until(Duration::from_secs(10), || a
         .status_of("replay-b")
@@ -147,7 +214,7 @@ fn captured_sealed_datagrams_replayed_after_a_leave_and_rejoin_change_nothing() 
         == Some("alive")));
 
     let before = refused(&a, "replayed") + refused(&a, "stale");
-    let sent = relay.replay_all();
+    let sent = relays.replay_to(0);
     assert!(sent > 3, "only {sent} datagrams captured");
     assert!(
         wait_until(Duration::from_secs(5), || refused(&a, "replayed")
