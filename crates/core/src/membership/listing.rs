@@ -46,6 +46,10 @@ impl Membership {
     /// (Serf's handlers do not run for members that left before the node joined either).
     /// Returns true if the table changed.
     pub fn learn_departed(&mut self, id: Identity, now: Instant) -> bool {
+        self.tracked(id.addr, |t| t.learn_departed_(id, now))
+    }
+
+    fn learn_departed_(&mut self, id: Identity, now: Instant) -> bool {
         let Some(entry) = self.entries.get_mut(&id.addr) else {
             return false;
         };
