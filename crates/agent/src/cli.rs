@@ -521,7 +521,7 @@ mod tests {
             single_dash_hint(&argv(&["agent", "-node=web-1"])).as_deref(),
             Some("unknown flag -node=web-1: shoal's flags take two dashes: --node=web-1")
         );
-        let hint = single_dash_hint(&argv(&["members", "-detailed"])).expect("hint");
+        let hint = single_dash_hint(&argv(&["members", "-no-such-flag"])).expect("hint");
         assert!(hint.contains("shoal members --help"), "{hint}");
         assert_eq!(single_dash_hint(&argv(&["agent", "--", "-node"])), None);
         assert_eq!(single_dash_hint(&argv(&["agent", "--bogus"])), None);
