@@ -68,7 +68,12 @@ impl Engine {
         events: Vec<UserEvent>,
         join: Option<JoinId>,
     ) {
-        let join_replay = join.map(|id| self.joins.replay(id));
+        // Another contact that comes first while a `--replay` join waits for its answer (a
+        // peer push-pulled with us on hearing our announce) is part of that join: the
+        // operator asked for the history, so it is not skipped.
+        let join_replay = join
+            .map(|id| self.joins.replay(id))
+            .or_else(|| self.joins.replaying().then_some(true));
         let skip = self.history.skip(join_replay);
         let mut shared = lock(&self.shared);
         if skip {

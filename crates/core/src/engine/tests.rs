@@ -486,3 +486,48 @@ fn a_query_takes_the_clusters_clock_answers_locally_and_relays_only_to_members()
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[2], QueryUpdate::Done { timed_out: false });
 }
+
+#[test]
+fn a_peers_push_pull_ahead_of_the_answer_to_a_replay_join_does_not_skip_the_history() {
+    use crate::membership::Event;
+    use crate::user_event::UserEvent;
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.take_outbox();
+    let (reply, _joined) = oneshot::channel();
+    let cmd = Command::Join {
+        targets: vec![addr(2).to_string()],
+        replay: true,
+        reply,
+    };
+    engine.handle_command(t0, cmd);
+    let resolve = engine.take_outbox().resolve;
+    let [Resolve { purpose, .. }] = resolve.as_slice() else {
+        panic!("one look-up: {}", resolve.len());
+    };
+    let resolved = Command::Resolved {
+        addrs: vec![addr(2)],
+        failed: Vec::new(),
+        purpose: *purpose,
+    };
+    engine.handle_command(t0, resolved);
+    assert_eq!(engine.take_outbox().push_pulls.len(), 1);
+    // Before the join's answer, a member that heard our announce push-pulls with us.
+    let mut state = state_of(id(3, 1), "c");
+    state.event_clock = 2;
+    state.events = vec![UserEvent {
+        ltime: 1,
+        name: "deploy".into(),
+        payload: b"v1".to_vec(),
+        coalesce: true,
+    }];
+    let (reply, _ours) = oneshot::channel();
+    engine.handle_command(t0, Command::Exchange { state, reply });
+    let events = engine.take_outbox().events;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::User(u) if u.name == "deploy")),
+        "--replay: the history runs: {events:?}"
+    );
+}
