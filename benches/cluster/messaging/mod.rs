@@ -344,6 +344,7 @@ pub async fn shoal_messaging(s: &Settings, m: MsgSettings, rng: &mut Rng) -> Res
     progress(&format!("messaging: starting {} shoal agents", m.n));
     let mut cluster = Cluster::new("msg", s.keep_logs)?;
     cluster.handler = msg_handler_spec;
+    cluster.log_level = s.agent_log_level.clone();
     let (_, converged) = start_cluster(&mut cluster, m.n, rng, s.timeout).await?;
     converged.map_err(|why| anyhow::anyhow!("messaging: shoal cluster {why}"))?;
     let agents = cluster.agents.iter();

@@ -122,7 +122,10 @@ impl Engine {
         }
         let meta = lock(&self.shared).table.set_local_tags(candidate.tags);
         let tags = meta.tags.clone();
-        self.broadcast_meta(meta);
+        let item = self.meta_item(meta);
+        self.broadcast(item.clone());
+        let members = self.member_addrs();
+        self.send_direct(&item, members);
         self.gossip_now();
         Ok(tags)
     }

@@ -38,7 +38,8 @@ impl EventHistory {
 }
 
 impl Engine {
-    /// Sends a user event to every member, this node included; returns its Lamport time.
+    /// Sends a user event to every member, this node included, by gossip and directly
+    /// ([`super::direct`]); returns its Lamport time.
     pub(super) fn user_event(
         &mut self,
         name: String,
@@ -53,9 +54,12 @@ impl Engine {
             payload,
             coalesce,
         };
-        if !self.broadcast(Broadcast::User(event)) {
+        let item = Broadcast::User(event);
+        if !self.broadcast(item.clone()) {
             return Err(CommandError::Gossip);
         }
+        let members = self.member_addrs();
+        self.send_direct(&item, members);
         self.gossip_now();
         Ok(ltime)
     }
@@ -80,10 +84,16 @@ impl Engine {
             shared.events.ignore_before(clock);
         }
         shared.events.clock.catch_up(clock);
+        let mut new = 0;
         for event in events {
-            if user_event::validate(&event.name, &event.payload).is_ok() {
-                shared.events.receive(event);
+            if user_event::validate(&event.name, &event.payload).is_ok()
+                && shared.events.receive(event)
+            {
+                new += 1;
             }
+        }
+        if new > 0 {
+            tracing::debug!(new, skip, "a push-pull brought user events");
         }
     }
 }

@@ -11,6 +11,8 @@ use crate::envelope::Kind;
 use crate::membership::Status;
 use crate::profile::Profile;
 
+mod direct;
+
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

@@ -44,6 +44,8 @@ pub(crate) enum Tick {
     },
     /// A query of ours (`(ltime, id)`) reached its timeout.
     QueryDone((u64, u64)),
+    /// Send a query of ours again to the members that have not answered it.
+    QueryRetry((u64, u64)),
 }
 
 impl Engine {
@@ -69,6 +71,7 @@ impl Engine {
                 incarnation,
             } => self.confirm_down(target, incarnation),
             Tick::QueryDone(key) => self.query_done(key),
+            Tick::QueryRetry(key) => self.query_retry(key),
         }
     }
 

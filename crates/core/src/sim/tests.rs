@@ -702,3 +702,53 @@ fn a_query_at_the_size_limit_still_reaches_every_member() {
     let acks = drain(&mut stream);
     assert_eq!(acks.len(), 4, "{acks:?}");
 }
+
+#[test]
+fn a_member_cut_off_while_a_query_spread_still_answers_once_it_is_back() {
+    // Issue 9: a member that gossip missed never got the query (queries have no
+    // anti-entropy), so the query waited its whole timeout for that one answer.
+    let mut sim = Sim::new(25, 5, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let cut = Sim::addr(4);
+    let rest: Vec<SocketAddr> = sim.live().into_iter().filter(|a| *a != cut).collect();
+    sim.partition(&[rest, vec![cut]]);
+    let params = QueryParams {
+        name: "uptime".into(),
+        timeout_ms: Some(3000),
+        ack: true,
+        ..QueryParams::default()
+    };
+    let (mut started, mut stream) = sim.query(Sim::addr(0), params);
+    let started = started.try_recv().expect("answered").expect("sent");
+    assert_eq!(started.expected.len(), 5);
+    let key = (started.ltime, started.id);
+    let mut answered = Vec::new();
+    let mut answer_where_asked = |sim: &mut Sim| {
+        for at in sim.live() {
+            if !answered.contains(&at) && !queries(sim, at).is_empty() {
+                answered.push(at);
+                let mut sent = sim.respond_query(at, key, at.to_string().as_bytes());
+                assert!(sent.try_recv().expect("answered").is_ok(), "at {at}");
+            }
+        }
+    };
+    sim.run_until(Duration::from_millis(5600));
+    answer_where_asked(&mut sim);
+    assert!(queries(&sim, cut).is_empty(), "the gossip did not reach it");
+    sim.heal();
+    sim.run_until(Duration::from_millis(6500));
+    assert_eq!(queries(&sim, cut).len(), 1, "the origin's second copy did");
+    answer_where_asked(&mut sim);
+    sim.run_until(Duration::from_millis(6600));
+    let got = drain(&mut stream);
+    let answers = got
+        .iter()
+        .filter(|u| matches!(u, QueryUpdate::Response { .. }))
+        .count();
+    assert_eq!(answers, 5, "{got:?}");
+    assert_eq!(
+        got.last(),
+        Some(&QueryUpdate::Done { timed_out: false }),
+        "done well before the timeout"
+    );
+}
