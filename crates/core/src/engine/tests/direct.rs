@@ -78,17 +78,30 @@ fn a_user_event_goes_to_every_live_member_directly_besides_its_gossip() {
     assert!(gossiped > 0, "gossiped too");
 }
 
-#[test]
-fn a_direct_user_event_from_a_member_runs_once_and_is_gossiped_on() {
-    let t0 = Instant::now();
-    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
-    with_members(&mut engine, t0, &[2, 3]);
-    let event = Broadcast::User(UserEvent {
+fn deploy_v7() -> Broadcast {
+    Broadcast::User(UserEvent {
         ltime: 5,
         name: "deploy".into(),
         payload: b"v7-payload".to_vec(),
         coalesce: true,
-    });
+    })
+}
+
+/// Whether the engine's gossip carried the `deploy_v7` payload within three gossip rounds.
+fn gossips_v7(engine: &mut Engine, t0: Instant) -> bool {
+    let gossip = Profile::Lan.timings().gossip_interval;
+    let turns = run_until(engine, t0 + gossip * 3);
+    (turns.iter().flat_map(|(_, o)| &o.datagrams))
+        .filter(|(_, p)| matches!(envelope::open(p), Ok((Kind::SwimDigest, _))))
+        .any(|(_, p)| p.windows(10).any(|w| w == b"v7-payload"))
+}
+
+#[test]
+fn a_direct_user_event_from_a_member_runs_once_and_a_small_cluster_does_not_gossip_it_on() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    with_members(&mut engine, t0, &[2, 3]);
+    let event = deploy_v7();
     engine.handle_datagram(t0, addr(9), &item(&event));
     assert!(
         engine.take_outbox().events.is_empty(),
@@ -103,17 +116,29 @@ fn a_direct_user_event_from_a_member_runs_once_and_is_gossiped_on() {
     );
     engine.handle_datagram(t0, addr(3), &item(&event));
     assert!(engine.take_outbox().events.is_empty(), "a duplicate");
-    let gossip = Profile::Lan.timings().gossip_interval;
-    let turns = run_until(&mut engine, t0 + gossip * 3);
-    let carried = (turns.iter().flat_map(|(_, o)| &o.datagrams))
-        .filter(|(_, p)| matches!(envelope::open(p), Ok((Kind::SwimDigest, _))))
-        .any(|(_, p)| p.windows(10).any(|w| w == b"v7-payload"));
-    assert!(carried, "the direct copy is gossiped on");
+    assert!(
+        !gossips_v7(&mut engine, t0),
+        "every member got its own direct copy"
+    );
     assert_eq!(dropped(&engine), 0);
     engine.handle_datagram(t0, addr(2), &item(&Broadcast::Leave(id(2, 1))));
     assert_eq!(dropped(&engine), 1, "leave intents only travel by gossip");
     engine.handle_datagram(t0, addr(2), b"SH\x01\x09\x00\xff");
     assert_eq!(dropped(&engine), 2, "garbage");
+}
+
+#[test]
+fn a_direct_copy_is_gossiped_on_in_a_cluster_larger_than_the_direct_copies_cover() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    let ports: Vec<u16> = (2..).take(crate::engine::direct::DIRECT_MAX).collect();
+    with_members(&mut engine, t0, &ports);
+    engine.handle_datagram(t0, addr(2), &item(&deploy_v7()));
+    assert_eq!(engine.take_outbox().events.len(), 1);
+    assert!(
+        gossips_v7(&mut engine, t0),
+        "some members got no direct copy"
+    );
 }
 
 /// Sends a query from `engine` to every `m*`; returns its key and its update stream.
