@@ -704,6 +704,30 @@ fn a_query_at_the_size_limit_still_reaches_every_member() {
 }
 
 #[test]
+fn under_ten_percent_loss_every_member_runs_every_event_once() {
+    // Direct copies are not gossiped on in a small cluster: a member whose copy was lost
+    // must still get the event, from the sender's gossip or the digest repair.
+    let mut sim = Sim::new(26, 20, Profile::Lan);
+    sim.run_until(Duration::from_secs(8));
+    sim.set_loss(0.10);
+    let mut want = Vec::new();
+    for i in 0..10u64 {
+        let payload = format!("e{i}");
+        let from = Sim::addr((i as usize * 7) % 20);
+        let mut sent = sim.user_event(from, "deploy", payload.as_bytes());
+        assert!(sent.try_recv().expect("answered").is_ok());
+        want.push(("deploy".to_string(), payload.into_bytes()));
+        sim.run_until(Duration::from_secs(9 + i));
+    }
+    sim.run_until(Duration::from_secs(25));
+    for at in sim.live() {
+        let mut got = user_events(&sim, at);
+        got.sort();
+        assert_eq!(got, want, "at {at}");
+    }
+}
+
+#[test]
 fn a_member_cut_off_while_a_query_spread_still_answers_once_it_is_back() {
     // Issue 9: a member that gossip missed never got the query (queries have no
     // anti-entropy), so the query waited its whole timeout for that one answer.
