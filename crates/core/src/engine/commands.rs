@@ -124,8 +124,7 @@ impl Engine {
         let tags = meta.tags.clone();
         let item = self.meta_item(meta);
         self.broadcast(item.clone());
-        let members = self.member_addrs();
-        self.send_direct(&item, members);
+        self.send_to_all_twice(item);
         self.gossip_now();
         Ok(tags)
     }

@@ -58,8 +58,7 @@ impl Engine {
         if !self.broadcast(item.clone()) {
             return Err(CommandError::Gossip);
         }
-        let members = self.member_addrs();
-        self.send_direct(&item, members);
+        self.send_to_all_twice(item);
         self.gossip_now();
         Ok(ltime)
     }

@@ -46,6 +46,8 @@ pub(crate) enum Tick {
     QueryDone((u64, u64)),
     /// Send a query of ours again to the members that have not answered it.
     QueryRetry((u64, u64)),
+    /// Send a user event or our tag change directly to every member a second time.
+    DirectAgain(Box<crate::broadcast::Broadcast>),
 }
 
 impl Engine {
@@ -72,6 +74,7 @@ impl Engine {
             } => self.confirm_down(target, incarnation),
             Tick::QueryDone(key) => self.query_done(key),
             Tick::QueryRetry(key) => self.query_retry(key),
+            Tick::DirectAgain(item) => self.direct_again(&item),
         }
     }
 

@@ -51,7 +51,7 @@ fn dropped(engine: &Engine) -> u64 {
 }
 
 #[test]
-fn a_user_event_goes_to_every_live_member_directly_besides_its_gossip() {
+fn a_user_event_goes_to_every_live_member_directly_twice_besides_its_gossip() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
     with_members(&mut engine, t0, &[2, 3, 4]);
@@ -76,6 +76,15 @@ fn a_user_event_goes_to_every_live_member_directly_besides_its_gossip() {
         .filter(|(_, p)| matches!(envelope::open(p), Ok((Kind::SwimDigest, _))))
         .count();
     assert!(gossiped > 0, "gossiped too");
+    let gossip = Profile::Lan.timings().gossip_interval;
+    let turns = run_until(&mut engine, t0 + gossip * 5);
+    for port in [2, 3, 4] {
+        let again: Vec<Instant> = (turns.iter())
+            .filter(|(_, o)| !items_to(o, addr(port)).is_empty())
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(again, [t0 + gossip], "a second copy to {port}, once");
+    }
 }
 
 fn deploy_v7() -> Broadcast {
