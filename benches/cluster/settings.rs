@@ -97,8 +97,8 @@ pub struct Args {
     /// (the cut leaks; for comparison).
     #[arg(long)]
     pub no_snat: bool,
-    /// Log level of the convergence section's agents (SHOAL_LOG_LEVEL) [default: the agent's,
-    /// info].
+    /// Log level of the convergence and messaging sections' agents (SHOAL_LOG_LEVEL)
+    /// [default: the agent's, info].
     #[arg(long, value_name = "LEVEL")]
     pub agent_log_level: Option<String>,
     /// Smoke test: N=5 only, 10 s idle, 3 kills, 1 leave, no loss run, convergence at N=10 once

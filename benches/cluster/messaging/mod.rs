@@ -2,9 +2,11 @@
 //! N = 20 in the lan profile, on a shoal cluster and then on a Serf cluster, timed the same
 //! way: through each one's CLI (`shoal event|query|tags`, `serf event|query|tags`), the
 //! handlers' own timestamps, and member lists polled over the control API or Serf's RPC.
-//! The table and the targets are in `report.rs`.
+//! The table and the targets are in `report.rs`; the packets each scenario costs (iptables,
+//! as root) in `wire.rs`.
 
 pub mod report;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use crate::report::{Peer, Rng, progress};
 use crate::serf::SerfCluster;
 use crate::serf_rpc;
 use crate::settings::{MsgSettings, Settings};
+use wire::Wire;
 
 /// The name of the user event and of the query.
 pub const NAME: &str = "bench";
@@ -149,6 +152,9 @@ pub struct MsgReport {
     pub query_answers: Vec<usize>,
     /// Tag set until every other agent listed it.
     pub tags: Vec<f64>,
+    /// Wire packets per agent and run beyond idle traffic: user event, query, tag change
+    /// (`None` inside: the counter could not be read); `Err`: why nothing was counted.
+    pub packets: Result<[Option<f64>; 3], String>,
     pub errors: Vec<String>,
 }
 
@@ -266,8 +272,23 @@ async fn tags_run(a: &Agents, rep: usize, limit: Duration) -> Result<f64> {
     }
 }
 
-/// The three scenarios, `runs` times each, on a converged cluster.
-async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> MsgReport {
+/// Counts the wire packets between the agents at `ports` (see [`wire`]), or says why not.
+async fn count_wire(tag: &str, ports: &[u16]) -> Result<Wire, String> {
+    progress(&format!(
+        "messaging: {tag}: measuring idle traffic for {:?}",
+        wire::IDLE_WINDOW
+    ));
+    Wire::start(tag, ports).await.map_err(|e| format!("{e:#}"))
+}
+
+/// The three scenarios, `runs` times each, on a converged cluster; `wire` counts packets.
+async fn run_scenarios(
+    a: &Agents,
+    dir: &Path,
+    runs: usize,
+    limit: Duration,
+    wire: Result<Wire, String>,
+) -> MsgReport {
     let peer = a.peer();
     let mut r = MsgReport {
         peer,
@@ -277,7 +298,13 @@ async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> 
         query_total: Vec::new(),
         query_answers: Vec::new(),
         tags: Vec::new(),
+        packets: Err(String::new()),
         errors: Vec::new(),
+    };
+    let mut packets = [None; 3];
+    let mark = match &wire {
+        Ok(w) => w.mark().await,
+        Err(_) => None,
     };
     progress(&format!("{}: {runs} user events", peer.name()));
     for rep in 0..runs {
@@ -294,6 +321,12 @@ async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> 
         peer.name(),
         millis(&r.event)
     ));
+    let mark = if let Ok(w) = &wire {
+        packets[0] = w.per_run(mark, runs).await;
+        w.mark().await
+    } else {
+        None
+    };
     progress(&format!("{}: {runs} queries", peer.name()));
     for rep in 0..runs {
         match query_run(a, rep, limit).await {
@@ -315,6 +348,12 @@ async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> 
         peer.name(),
         millis(&r.query_last)
     ));
+    let mark = if let Ok(w) = &wire {
+        packets[1] = w.per_run(mark, runs).await;
+        w.mark().await
+    } else {
+        None
+    };
     progress(&format!("{}: {runs} tag changes", peer.name()));
     for rep in 0..runs {
         match tags_run(a, rep, limit).await {
@@ -330,6 +369,13 @@ async fn run_scenarios(a: &Agents, dir: &Path, runs: usize, limit: Duration) -> 
         peer.name(),
         millis(&r.tags)
     ));
+    r.packets = match &wire {
+        Ok(w) => {
+            packets[2] = w.per_run(mark, runs).await;
+            Ok(packets)
+        }
+        Err(why) => Err(why.clone()),
+    };
     r
 }
 
@@ -344,11 +390,17 @@ pub async fn shoal_messaging(s: &Settings, m: MsgSettings, rng: &mut Rng) -> Res
     progress(&format!("messaging: starting {} shoal agents", m.n));
     let mut cluster = Cluster::new("msg", s.keep_logs)?;
     cluster.handler = msg_handler_spec;
+    cluster.log_level = s.agent_log_level.clone();
     let (_, converged) = start_cluster(&mut cluster, m.n, rng, s.timeout).await?;
     converged.map_err(|why| anyhow::anyhow!("messaging: shoal cluster {why}"))?;
+    let ports: Vec<u16> = (cluster.agents.iter())
+        .filter_map(|a| a.advertise.parse::<std::net::SocketAddr>().ok())
+        .map(|addr| addr.port())
+        .collect();
+    let wire = count_wire("msg-shoal", &ports).await;
     let agents = cluster.agents.iter();
     let agents = Agents::Shoal(agents.map(|a| (a.name.clone(), a.client.clone())).collect());
-    let report = run_scenarios(&agents, &cluster.handlers, m.runs, s.timeout).await;
+    let report = run_scenarios(&agents, &cluster.handlers, m.runs, s.timeout, wire).await;
     cluster.stop().await;
     Ok(report)
 }
@@ -364,12 +416,14 @@ pub async fn serf_messaging(
     let mut cluster = SerfCluster::new(serf, "msg", s.keep_logs, msg_handler_spec)?;
     let (_, converged) = cluster.start(m.n, rng, s.timeout).await?;
     converged.map_err(|why| anyhow::anyhow!("messaging: Serf cluster {why}"))?;
+    let ports: Vec<u16> = cluster.agents.iter().map(|a| a.port).collect();
+    let wire = count_wire("msg-serf", &ports).await;
     let agents = cluster
         .agents
         .iter()
         .map(|a| (a.name.clone(), a.rpc.clone()));
     let agents = Agents::Serf(serf.to_path_buf(), agents.collect());
-    let report = run_scenarios(&agents, &cluster.dir.handlers, m.runs, s.timeout).await;
+    let report = run_scenarios(&agents, &cluster.dir.handlers, m.runs, s.timeout, wire).await;
     cluster.stop().await;
     Ok(report)
 }

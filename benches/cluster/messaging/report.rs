@@ -78,10 +78,42 @@ pub fn render_messaging(shoal: &MsgReport, serf: Option<&MsgReport>) -> String {
             r.n
         );
     }
+    out.push_str(&packets(shoal, serf));
     out.push_str(&targets(shoal, serf));
     for r in std::iter::once(shoal).chain(serf) {
         if !r.errors.is_empty() {
             let _ = writeln!(out, "  {} errors: {}", r.peer.name(), short_list(&r.errors));
+        }
+    }
+    out
+}
+
+/// Wire packets per agent and run beyond idle traffic, both sides and the ratio.
+fn packets(shoal: &MsgReport, serf: Option<&MsgReport>) -> String {
+    let mut out = String::from(
+        "  wire packets per agent and run, beyond idle traffic (iptables; see docs/benchmarks.md):\n",
+    );
+    let cell = |r: &MsgReport, i: usize| match &r.packets {
+        Ok(p) => p[i].map_or("n/a".to_string(), |v| format!("{v:.1}")),
+        Err(_) => "n/a".to_string(),
+    };
+    let value = |r: &MsgReport, i: usize| r.packets.as_ref().ok().and_then(|p| p[i]);
+    let mut t = Table::new(&["scenario", "shoal", "Serf", "shoal/Serf"]);
+    for (i, label) in ["user event", "query", "tag change"]
+        .into_iter()
+        .enumerate()
+    {
+        let theirs = serf.map_or("-".to_string(), |b| cell(b, i));
+        let ratio = match (value(shoal, i), serf.and_then(|b| value(b, i))) {
+            (Some(a), Some(b)) => ratio(a, b).1,
+            _ => "n/a".to_string(),
+        };
+        t.row(vec![label.to_string(), cell(shoal, i), theirs, ratio]);
+    }
+    out.push_str(&t.render("    "));
+    for r in std::iter::once(shoal).chain(serf) {
+        if let Err(why) = &r.packets {
+            let _ = writeln!(out, "    {}: not counted: {why}", r.peer.name());
         }
     }
     out

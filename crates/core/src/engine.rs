@@ -22,6 +22,7 @@ mod cadence;
 mod commands;
 mod conflict;
 mod datagrams;
+mod direct;
 mod discovery;
 mod events;
 mod health;
@@ -488,28 +489,33 @@ impl Engine {
         }
     }
 
-    /// Gossips our meta: whole when it fits in half a datagram, else as a
-    /// [`Broadcast::MetaChanged`] announcement that makes receivers fetch it by push-pull.
+    /// Gossips our meta ([`Self::meta_item`]).
     fn broadcast_meta(&mut self, meta: Meta) {
+        let item = self.meta_item(meta);
+        self.broadcast(item);
+    }
+
+    /// How our meta travels: whole when it fits in half a datagram, else as a
+    /// [`Broadcast::MetaChanged`] announcement that makes receivers fetch it by push-pull.
+    fn meta_item(&self, meta: Meta) -> Broadcast {
         let whole = Broadcast::Meta(meta);
         let fits = whole
             .encode()
             .is_ok_and(|data| data.len() <= packet_budget(&self.config) / 2);
         if fits {
-            self.broadcast(whole);
-            return;
+            return whole;
         }
         let Broadcast::Meta(meta) = whole else {
-            return;
+            return whole;
         };
         debug!(
             version = meta.version,
             "meta too large to gossip; announcing its version"
         );
-        self.broadcast(Broadcast::MetaChanged {
+        Broadcast::MetaChanged {
             id: meta.id,
             version: meta.version,
-        });
+        }
     }
 
     fn gossip_now(&mut self) {

@@ -39,6 +39,8 @@ pub enum Kind {
     SwimDigest,
     /// An ack or an answer to a query, sent to its origin (or through a relay).
     QueryResponse,
+    /// A user event, query or tag change sent straight to a member besides its gossip.
+    Item,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::Ping => 6,
             Kind::SwimDigest => 7,
             Kind::QueryResponse => 8,
+            Kind::Item => 9,
         }
     }
 
@@ -65,6 +68,7 @@ impl Kind {
             6 => Some(Kind::Ping),
             7 => Some(Kind::SwimDigest),
             8 => Some(Kind::QueryResponse),
+            9 => Some(Kind::Item),
             _ => None,
         }
     }
@@ -161,6 +165,7 @@ mod tests {
             (Kind::Ping, 6),
             (Kind::SwimDigest, 7),
             (Kind::QueryResponse, 8),
+            (Kind::Item, 9),
         ];
         for (kind, byte) in kinds {
             let packet = seal(kind, b"");

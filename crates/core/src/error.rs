@@ -142,4 +142,11 @@ pub enum DropReason {
     /// A kind that never travels as a gossip datagram (push-pull frames, beacons).
     #[error("{0:?} is not a datagram kind")]
     NotADatagram(Kind),
+    /// A broadcast item sent directly that breaks the limits.
+    #[error("{0}")]
+    Item(#[from] crate::broadcast::BroadcastError),
+    /// A broadcast item of a kind that is only gossiped, never sent directly (leave
+    /// intents, force-leaves).
+    #[error("a {0} is never sent directly")]
+    NotDirect(&'static str),
 }

@@ -130,6 +130,7 @@ impl UserEvents {
             .admit(self.clock, event.ltime, event.clone(), same)
         {
             Admit::New => {
+                tracing::debug!(name = %event.name, ltime = event.ltime, "new user event");
                 self.fresh.push(event);
                 true
             }

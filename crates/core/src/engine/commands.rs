@@ -143,7 +143,9 @@ impl Engine {
         }
         let meta = lock(&self.shared).table.set_local_tags(candidate.tags);
         let tags = meta.tags.clone();
-        self.broadcast_meta(meta);
+        let item = self.meta_item(meta);
+        self.broadcast(item.clone());
+        self.send_to_all_twice(item);
         self.gossip_now();
         Ok(tags)
     }

@@ -1,7 +1,8 @@
 //! What each gossip datagram does once it is decoded ([`super::input::decode`]): foca's
 //! messages go to foca, a direct leave notice marks its sender left, a digest that differs
 //! from ours (members or recent user events) asks for a push-pull, a query's ack or answer is
-//! collected or relayed; anything else is counted and dropped.
+//! collected or relayed; a user event, query or tag change sent directly is taken as gossip
+//! is ([`super::direct`]); anything else is counted and dropped.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -119,6 +120,7 @@ impl Engine {
                 self.query_response(response);
                 Ok(())
             }
+            Datagram::Item(item) => self.direct_item(from, item),
         });
         if let Err(error) = result {
             self.dropped(from, len, &error);

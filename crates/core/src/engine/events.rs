@@ -38,7 +38,8 @@ impl EventHistory {
 }
 
 impl Engine {
-    /// Sends a user event to every member, this node included; returns its Lamport time.
+    /// Sends a user event to every member, this node included, by gossip and directly
+    /// ([`super::direct`]); returns its Lamport time.
     pub(super) fn user_event(
         &mut self,
         name: String,
@@ -53,9 +54,11 @@ impl Engine {
             payload,
             coalesce,
         };
-        if !self.broadcast(Broadcast::User(event)) {
+        let item = Broadcast::User(event);
+        if !self.broadcast(item.clone()) {
             return Err(CommandError::Gossip);
         }
+        self.send_to_all_twice(item);
         self.gossip_now();
         Ok(ltime)
     }
@@ -68,17 +71,28 @@ impl Engine {
         events: Vec<UserEvent>,
         join: Option<JoinId>,
     ) {
-        let join_replay = join.map(|id| self.joins.replay(id));
+        // Another contact that comes first while a `--replay` join waits for its answer (a
+        // peer push-pulled with us on hearing our announce) is part of that join: the
+        // operator asked for the history, so it is not skipped.
+        let join_replay = join
+            .map(|id| self.joins.replay(id))
+            .or_else(|| self.joins.replaying().then_some(true));
         let skip = self.history.skip(join_replay);
         let mut shared = lock(&self.shared);
         if skip {
             shared.events.ignore_before(clock);
         }
         shared.events.clock.catch_up(clock);
+        let mut new = 0;
         for event in events {
-            if user_event::validate(&event.name, &event.payload).is_ok() {
-                shared.events.receive(event);
+            if user_event::validate(&event.name, &event.payload).is_ok()
+                && shared.events.receive(event)
+            {
+                new += 1;
             }
+        }
+        if new > 0 {
+            tracing::debug!(new, skip, "a push-pull brought user events");
         }
     }
 }

@@ -110,6 +110,8 @@ pub(crate) enum Datagram<'a> {
     Digest(Digest),
     /// An ack or answer to a query, ours or to relay.
     QueryResponse(QueryResponse),
+    /// A broadcast item sent to us directly, still encoded ([`super::direct`]).
+    Item(&'a [u8]),
 }
 
 /// Opens the envelope of a gossip datagram and decodes what foca does not.
@@ -130,6 +132,7 @@ pub(crate) fn decode(packet: &[u8]) -> Result<Datagram<'_>, DropReason> {
         (Kind::QueryResponse, payload) => postcard::from_bytes(payload)
             .map(Datagram::QueryResponse)
             .map_err(undecodable("query response")),
+        (Kind::Item, payload) => Ok(Datagram::Item(payload)),
         (kind, _) => Err(DropReason::NotADatagram(kind)),
     }
 }

@@ -49,6 +49,11 @@ impl PendingJoins {
         self.pending.get(&id).is_some_and(|p| p.replay)
     }
 
+    /// A join with `--replay` waits for its answer.
+    pub(crate) fn replaying(&self) -> bool {
+        self.pending.values().any(|p| p.replay)
+    }
+
     /// Some targets of join `id` did not resolve: `(target, error)`.
     pub(crate) fn resolved(&mut self, id: JoinId, failed: &[(String, String)]) {
         if let Some(p) = self.pending.get_mut(&id) {
@@ -102,8 +107,10 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         let id = joins.begin(&["a:1".into()], true, tx);
         assert!(joins.replay(id));
+        assert!(joins.replaying());
         joins.finish(id, 2);
         assert!(!joins.replay(id), "forgotten once answered");
+        assert!(!joins.replaying());
         joins.finish(id, 0);
         assert_eq!(rx.try_recv().expect("answered").expect("joined"), 2);
     }

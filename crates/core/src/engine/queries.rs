@@ -8,6 +8,12 @@
 //! member count once (relayed copies are dropped). A member answers once, and only until the
 //! query's timeout has passed since it received it.
 //!
+//! The origin gossips the query and also sends it directly to every expected member
+//! ([`super::direct`]); after the probe RTT, and twice more at doubling waits, it sends it
+//! directly again to the expected members that have not answered yet. A member that never
+//! got it runs it then; one that answered already gives the same answer again (the first
+//! was lost); one still running its handler drops the copy.
+//!
 //! Answers go to the query's origin address only when that address is a live member foca
 //! knows (or this node itself), and relays forward only to such a member: no payload makes a
 //! node send to an address on its own (DESIGN's rule for beacons and digests).
@@ -36,6 +42,9 @@ type Key = (u64, u64);
 
 /// At most this many queries are answered at once here; the oldest is forgotten past it.
 const MAX_ANSWERING: usize = 1024;
+/// How many times the origin sends a query again, directly, to the members that have not
+/// answered: after the profile's probe RTT, then twice and four times as long.
+const MAX_RETRIES: u32 = 3;
 
 /// A query this node sent and is collecting answers for.
 #[derive(Debug)]
@@ -44,6 +53,11 @@ pub(crate) struct Asking {
     expected: BTreeSet<String>,
     acks: BTreeSet<String>,
     responses: BTreeSet<String>,
+    /// The query, sent again to those that have not answered.
+    query: Query,
+    /// Times sent again so far, and the wait before the next time.
+    retries: u32,
+    retry_in: Duration,
     /// Where acks and answers go. Bounded by the caller; a full stream drops the update
     /// (logged): the owner never waits.
     updates: mpsc::Sender<QueryUpdate>,
@@ -55,7 +69,8 @@ struct Answering {
     origin: SocketAddr,
     relay_factor: u8,
     deadline: Instant,
-    answered: bool,
+    /// The answer given, kept to give it again if the origin asks (the first was lost).
+    answer: Option<Vec<u8>>,
 }
 
 /// Both sides of the queries of one node.
@@ -66,14 +81,25 @@ pub(crate) struct QueryState {
 }
 
 impl QueryState {
-    /// Starts collecting for query `key`.
-    fn ask(&mut self, key: Key, expected: BTreeSet<String>, updates: mpsc::Sender<QueryUpdate>) {
+    /// Starts collecting for `query`; the first direct copy to the silent goes out after
+    /// `retry_in`.
+    fn ask(
+        &mut self,
+        query: &Query,
+        expected: BTreeSet<String>,
+        updates: mpsc::Sender<QueryUpdate>,
+        retry_in: Duration,
+    ) {
         let asking = Asking {
             expected,
             acks: BTreeSet::new(),
             responses: BTreeSet::new(),
+            query: query.clone(),
+            retries: 0,
+            retry_in,
             updates,
         };
+        let key = (query.ltime, query.id);
         self.asking.insert(key, asking);
     }
 
@@ -111,6 +137,15 @@ impl QueryState {
     /// Ends query `key`: the stream gets `Done` and closes. Nothing when it ended already.
     fn finish(&mut self, key: Key, timed_out: bool) {
         if let Some(asking) = self.asking.remove(&key) {
+            if timed_out {
+                let silent: Vec<&String> = asking.expected.difference(&asking.responses).collect();
+                debug!(
+                    ltime = key.0,
+                    ?silent,
+                    acks = asking.acks.len(),
+                    "query timed out"
+                );
+            }
             let _ = asking.updates.try_send(QueryUpdate::Done { timed_out });
         }
     }
@@ -125,22 +160,35 @@ impl QueryState {
             origin: query.origin,
             relay_factor: query.relay_factor,
             deadline,
-            answered: false,
+            answer: None,
         };
         self.answering.insert(key, answering);
     }
 
-    /// Where to send this node's answer to query `key`, once.
-    fn answer(&mut self, key: Key, now: Instant) -> Result<(SocketAddr, u8), QueryError> {
+    /// Where to send this node's answer `payload` to query `key`, once.
+    fn answer(
+        &mut self,
+        key: Key,
+        now: Instant,
+        payload: &[u8],
+    ) -> Result<(SocketAddr, u8), QueryError> {
         let answering = self
             .answering
             .get_mut(&key)
             .filter(|a| a.deadline > now)
             .ok_or(QueryError::NotAnswering)?;
-        if std::mem::replace(&mut answering.answered, true) {
+        if answering.answer.is_some() {
             return Err(QueryError::Answered);
         }
+        answering.answer = Some(payload.to_vec());
         Ok((answering.origin, answering.relay_factor))
+    }
+
+    /// The answer already given to query `key`, with where it went, while the query runs.
+    fn given(&self, key: Key, now: Instant) -> Option<(SocketAddr, u8, Vec<u8>)> {
+        let answering = self.answering.get(&key).filter(|a| a.deadline > now)?;
+        let answer = answering.answer.clone()?;
+        Some((answering.origin, answering.relay_factor, answer))
     }
 }
 
@@ -171,10 +219,10 @@ impl Engine {
             relay_factor: params.relay_factor,
         };
         query::validate(&query)?;
-        let expected: BTreeSet<String> = live
+        let (expected, addrs): (BTreeSet<String>, Vec<SocketAddr>) = live
             .filter(|m| query::matches(&query.filters, &m.name, &m.tags))
-            .map(|m| m.name.clone())
-            .collect();
+            .map(|m| (m.name.clone(), m.addr))
+            .unzip();
         let mut started = QueryStarted {
             ltime: 0,
             id: query.id,
@@ -188,13 +236,17 @@ impl Engine {
         query.ltime = lock(&self.shared).queries.clock.tick();
         started.ltime = query.ltime;
         let key = (query.ltime, query.id);
-        self.queries.ask(key, expected, updates);
+        let retry_in = self.timings.probe_rtt;
+        self.queries.ask(&query, expected, updates, retry_in);
         let deadline = self.now + Duration::from_millis(timeout_ms);
-        if !self.broadcast(Broadcast::Query(query)) {
+        let item = Broadcast::Query(query);
+        if !self.broadcast(item.clone()) {
             self.queries.asking.remove(&key);
             return Err(CommandError::Gossip);
         }
+        self.send_direct(&item, addrs);
         self.timers.push(deadline, Tick::QueryDone(key));
+        self.timers.push(self.now + retry_in, Tick::QueryRetry(key));
         self.gossip_now();
         Ok(started)
     }
@@ -202,6 +254,60 @@ impl Engine {
     /// The query's time is up.
     pub(super) fn query_done(&mut self, key: Key) {
         self.queries.finish(key, true);
+    }
+
+    /// Sends query `key` again, directly, to the expected members that have not answered
+    /// yet (their copy or their answer may have been lost; one that has the query and is
+    /// still running its handler drops the copy); then waits twice as long.
+    pub(super) fn query_retry(&mut self, key: Key) {
+        let Some(asking) = self.queries.asking.get_mut(&key) else {
+            return;
+        };
+        let silent: Vec<String> = asking
+            .expected
+            .difference(&asking.responses)
+            .cloned()
+            .collect();
+        if silent.is_empty() || asking.retries >= MAX_RETRIES {
+            return;
+        }
+        asking.retries += 1;
+        asking.retry_in *= 2;
+        let (query, next) = (asking.query.clone(), asking.retry_in);
+        let addrs: Vec<SocketAddr> = {
+            let shared = lock(&self.shared);
+            silent
+                .iter()
+                .filter_map(|name| shared.table.find_by_name(name))
+                .filter(|(_, status)| matches!(status, Status::Alive | Status::Suspect))
+                .map(|(id, _)| id.addr)
+                .collect()
+        };
+        debug!(
+            ltime = key.0,
+            silent = silent.len(),
+            "query sent again to the members that have not answered"
+        );
+        self.send_direct(&Broadcast::Query(query), addrs);
+        self.timers.push(self.now + next, Tick::QueryRetry(key));
+    }
+
+    /// The origin sent query `key` again and this node has answered it: the answer was
+    /// lost, so it goes again (the origin counts each member once).
+    pub(super) fn answer_again(&mut self, key: Key) {
+        let Some((origin, relay_factor, payload)) = self.queries.given(key, self.now) else {
+            return;
+        };
+        debug!(ltime = key.0, "the origin asked again; answering again");
+        let response = QueryResponse {
+            ltime: key.0,
+            id: key.1,
+            from: self.config.name.clone(),
+            ack: false,
+            payload,
+            relay_to: None,
+        };
+        self.send_response(response, origin, relay_factor);
     }
 
     /// Queries that arrived this turn: those this node passes the filters of are acked (when
@@ -241,7 +347,7 @@ impl Engine {
         if payload.len() > MAX_RESPONSE_LEN {
             return Err(QueryError::ResponseTooLarge(payload.len()).into());
         }
-        let (origin, relay_factor) = self.queries.answer((ltime, id), self.now)?;
+        let (origin, relay_factor) = self.queries.answer((ltime, id), self.now, &payload)?;
         let response = QueryResponse {
             ltime,
             id,
@@ -332,6 +438,20 @@ mod tests {
         }
     }
 
+    fn query() -> Query {
+        Query {
+            ltime: 1,
+            id: 9,
+            name: "q".into(),
+            payload: Vec::new(),
+            filters: Vec::new(),
+            origin: "127.0.0.1:1".parse().expect("addr"),
+            timeout_ms: 1000,
+            ack: true,
+            relay_factor: 2,
+        }
+    }
+
     fn names(list: &[&str]) -> BTreeSet<String> {
         list.iter().map(|s| s.to_string()).collect()
     }
@@ -340,7 +460,12 @@ mod tests {
     fn the_origin_passes_each_members_ack_and_answer_once_and_is_done_when_all_answered() {
         let mut state = QueryState::default();
         let (tx, mut rx) = mpsc::channel(16);
-        state.ask((1, 9), names(&["m1", "m2"]), tx);
+        state.ask(
+            &query(),
+            names(&["m1", "m2"]),
+            tx,
+            Duration::from_millis(300),
+        );
         assert!(!state.deliver(answer("m1", true)));
         assert!(!state.deliver(answer("m1", true)), "a relayed copy");
         assert!(!state.deliver(answer("m1", false)));
@@ -366,27 +491,27 @@ mod tests {
     fn a_member_answers_once_and_only_before_the_deadline() {
         let mut state = QueryState::default();
         let t0 = Instant::now();
-        let query = Query {
-            ltime: 1,
-            id: 9,
-            name: "q".into(),
-            payload: Vec::new(),
-            filters: Vec::new(),
-            origin: "127.0.0.1:1".parse().expect("addr"),
-            timeout_ms: 1000,
-            ack: true,
-            relay_factor: 2,
-        };
+        let query = query();
         let deadline = t0 + Duration::from_secs(1);
         state.expect_answer((1, 9), &query, deadline, t0);
         state.expect_answer((2, 9), &query, deadline, t0);
-        assert_eq!(state.answer((1, 9), t0), Ok((query.origin, 2)));
-        assert_eq!(state.answer((1, 9), t0), Err(QueryError::Answered));
-        assert_eq!(state.answer((3, 9), t0), Err(QueryError::NotAnswering));
+        assert_eq!(state.given((1, 9), t0), None, "nothing given yet");
+        assert_eq!(state.answer((1, 9), t0, b"up"), Ok((query.origin, 2)));
+        assert_eq!(state.answer((1, 9), t0, b"up"), Err(QueryError::Answered));
         assert_eq!(
-            state.answer((2, 9), deadline),
+            state.answer((3, 9), t0, b"up"),
+            Err(QueryError::NotAnswering)
+        );
+        assert_eq!(
+            state.answer((2, 9), deadline, b"up"),
             Err(QueryError::NotAnswering),
             "too late"
         );
+        assert_eq!(
+            state.given((1, 9), t0),
+            Some((query.origin, 2, b"up".to_vec())),
+            "kept to give again"
+        );
+        assert_eq!(state.given((1, 9), deadline), None, "not past the timeout");
     }
 }

@@ -11,6 +11,8 @@ use crate::envelope::Kind;
 use crate::membership::Status;
 use crate::profile::Profile;
 
+mod direct;
+
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -627,4 +629,74 @@ fn a_push_pull_naming_a_member_with_an_unsafe_name_or_tag_is_refused_and_counted
         .metas_refused
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(refused, 2);
+}
+
+#[test]
+fn a_peers_push_pull_ahead_of_the_answer_to_a_replay_join_does_not_skip_the_history() {
+    use crate::membership::Event;
+    use crate::user_event::UserEvent;
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.take_outbox();
+    let (reply, _joined) = oneshot::channel();
+    let cmd = Command::Join {
+        targets: vec![addr(2).to_string()],
+        replay: true,
+        reply,
+    };
+    engine.handle_command(t0, cmd);
+    let resolve = engine.take_outbox().resolve;
+    let [Resolve { purpose, .. }] = resolve.as_slice() else {
+        panic!("one look-up: {}", resolve.len());
+    };
+    let resolved = Command::Resolved {
+        addrs: vec![addr(2)],
+        failed: Vec::new(),
+        purpose: *purpose,
+    };
+    engine.handle_command(t0, resolved);
+    let push_pulls = engine.take_outbox().push_pulls;
+    let [PushPull { join, .. }] = push_pulls.as_slice() else {
+        panic!("one push-pull: {}", push_pulls.len());
+    };
+    let join = *join;
+    let history = |from: Identity, name: &str| {
+        let mut state = state_of(from, name);
+        state.event_clock = 2;
+        state.events = vec![UserEvent {
+            ltime: 1,
+            name: "deploy".into(),
+            payload: b"v1".to_vec(),
+            coalesce: true,
+        }];
+        state
+    };
+    // Before the join's answer, a member that heard our announce push-pulls with us (not a
+    // contact of ours yet: the forged-packet rules drop the events it carries).
+    let state = history(id(3, 1), "c");
+    let (reply, _ours) = oneshot::channel();
+    engine.handle_command(
+        t0,
+        Command::Exchange {
+            state,
+            peer: addr(3),
+            reply,
+        },
+    );
+    engine.take_outbox();
+    // The join's own answer still brings the history: the early contact did not use up the
+    // first contact with the history skipped.
+    let cmd = Command::ApplyState {
+        state: history(id(2, 1), "b"),
+        join,
+        peer: addr(2),
+    };
+    engine.handle_command(t0, cmd);
+    let events = engine.take_outbox().events;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::User(u) if u.name == "deploy")),
+        "--replay: the history runs: {events:?}"
+    );
 }

@@ -44,6 +44,10 @@ pub(crate) enum Tick {
     },
     /// A query of ours (`(ltime, id)`) reached its timeout.
     QueryDone((u64, u64)),
+    /// Send a query of ours again to the members that have not answered it.
+    QueryRetry((u64, u64)),
+    /// Send a user event or our tag change directly to every member a second time.
+    DirectAgain(Box<crate::broadcast::Broadcast>),
 }
 
 impl Engine {
@@ -69,6 +73,8 @@ impl Engine {
                 incarnation,
             } => self.confirm_down(target, incarnation),
             Tick::QueryDone(key) => self.query_done(key),
+            Tick::QueryRetry(key) => self.query_retry(key),
+            Tick::DirectAgain(item) => self.direct_again(&item),
         }
     }
 

@@ -157,6 +157,8 @@ impl Sim {
         for pp in push_pulls {
             let bytes = frame_len(self.count_frames, &pp.state);
             let mut joined = 0;
+            // As in the driver, the join is reported done after every answer was applied.
+            let mut done = Duration::ZERO;
             for peer in pp.addrs {
                 if !self.linked(at, peer) || !self.nodes.contains_key(&peer) {
                     continue;
@@ -169,6 +171,7 @@ impl Sim {
                 // Their side applies ours, then answers with theirs.
                 let there = self.tcp_time(3);
                 let back = self.latency();
+                done = done.max(there + back + Duration::from_millis(1));
                 let exchange = Delivery::Exchange {
                     to: peer,
                     from: at,
@@ -179,7 +182,6 @@ impl Sim {
                 self.schedule(self.now + there, exchange);
             }
             if let Some(join) = pp.join {
-                let done = self.latency() * 3;
                 self.command_later(at, done, Command::JoinedVia { joined, join });
             }
         }

@@ -702,3 +702,77 @@ fn a_query_at_the_size_limit_still_reaches_every_member() {
     let acks = drain(&mut stream);
     assert_eq!(acks.len(), 4, "{acks:?}");
 }
+
+#[test]
+fn under_ten_percent_loss_every_member_runs_every_event_once() {
+    // Direct copies are not gossiped on in a small cluster: a member whose copy was lost
+    // must still get the event, from the sender's gossip or the digest repair.
+    let mut sim = Sim::new(26, 20, Profile::Lan);
+    sim.run_until(Duration::from_secs(8));
+    sim.set_loss(0.10);
+    let mut want = Vec::new();
+    for i in 0..10u64 {
+        let payload = format!("e{i}");
+        let from = Sim::addr((i as usize * 7) % 20);
+        let mut sent = sim.user_event(from, "deploy", payload.as_bytes());
+        assert!(sent.try_recv().expect("answered").is_ok());
+        want.push(("deploy".to_string(), payload.into_bytes()));
+        sim.run_until(Duration::from_secs(9 + i));
+    }
+    sim.run_until(Duration::from_secs(25));
+    for at in sim.live() {
+        let mut got = user_events(&sim, at);
+        got.sort();
+        assert_eq!(got, want, "at {at}");
+    }
+}
+
+#[test]
+fn a_member_cut_off_while_a_query_spread_still_answers_once_it_is_back() {
+    // Issue 9: a member that gossip missed never got the query (queries have no
+    // anti-entropy), so the query waited its whole timeout for that one answer.
+    let mut sim = Sim::new(25, 5, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let cut = Sim::addr(4);
+    let rest: Vec<SocketAddr> = sim.live().into_iter().filter(|a| *a != cut).collect();
+    sim.partition(&[rest, vec![cut]]);
+    let params = QueryParams {
+        name: "uptime".into(),
+        timeout_ms: Some(3000),
+        ack: true,
+        ..QueryParams::default()
+    };
+    let (mut started, mut stream) = sim.query(Sim::addr(0), params);
+    let started = started.try_recv().expect("answered").expect("sent");
+    assert_eq!(started.expected.len(), 5);
+    let key = (started.ltime, started.id);
+    let mut answered = Vec::new();
+    let mut answer_where_asked = |sim: &mut Sim| {
+        for at in sim.live() {
+            if !answered.contains(&at) && !queries(sim, at).is_empty() {
+                answered.push(at);
+                let mut sent = sim.respond_query(at, key, at.to_string().as_bytes());
+                assert!(sent.try_recv().expect("answered").is_ok(), "at {at}");
+            }
+        }
+    };
+    sim.run_until(Duration::from_millis(5600));
+    answer_where_asked(&mut sim);
+    assert!(queries(&sim, cut).is_empty(), "the gossip did not reach it");
+    sim.heal();
+    sim.run_until(Duration::from_millis(6500));
+    assert_eq!(queries(&sim, cut).len(), 1, "the origin's second copy did");
+    answer_where_asked(&mut sim);
+    sim.run_until(Duration::from_millis(6600));
+    let got = drain(&mut stream);
+    let answers = got
+        .iter()
+        .filter(|u| matches!(u, QueryUpdate::Response { .. }))
+        .count();
+    assert_eq!(answers, 5, "{got:?}");
+    assert_eq!(
+        got.last(),
+        Some(&QueryUpdate::Done { timed_out: false }),
+        "done well before the timeout"
+    );
+}
