@@ -240,8 +240,8 @@ impl Running {
         let mut view = node.watch();
         let stop = loop {
             tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break Stop::Signal(Signal::SIGTERM); }
-                _ = int.recv() => { info!("SIGINT: leaving the cluster"); break Stop::Signal(Signal::SIGINT); }
+                _ = term.recv() => { info!("SIGTERM: stopping"); break Stop::Signal(Signal::SIGTERM); }
+                _ = int.recv() => { info!("SIGINT: stopping"); break Stop::Signal(Signal::SIGINT); }
                 _ = hup.recv() => {
                     reload(args, node, handlers, templates, log, config_tags).await;
                     if let Some(app) = app.as_ref() {
@@ -297,7 +297,20 @@ impl Running {
             control_socket,
             ..
         } = &mut self;
-        if !matches!(stop, Stop::Left | Stop::GaveUp) {
+        // `leave_on_terminate = false` / `skip_leave_on_interrupt = true` (Serf's keys): exit
+        // without the leave, so the others see this member fail and keep expecting it back.
+        let leave = match stop {
+            Stop::Left | Stop::GaveUp => false,
+            Stop::Signal(Signal::SIGTERM) => cfg.leave_on_terminate,
+            Stop::Signal(Signal::SIGINT) => cfg.leave_on_interrupt,
+            _ => true,
+        };
+        if !leave && matches!(stop, Stop::Signal(_)) {
+            info!(
+                "exiting without leaving the cluster (leave_on_terminate / skip_leave_on_interrupt)"
+            );
+        }
+        if leave {
             tokio::select! {
                 result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
                     Ok(Ok(())) => info!("graceful leave complete"),
