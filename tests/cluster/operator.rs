@@ -217,7 +217,9 @@ fn serf_style_single_dash_flags_start_the_agent_in_both_spellings() {
             "agent",
             "-node",
             "web-2",
-            "--bind=127.0.0.1:0",
+            "--bind=0.0.0.0:0",
+            "-iface",
+            "lo",
             "--control",
             "127.0.0.1:0",
             "--profile",
@@ -239,6 +241,11 @@ fn serf_style_single_dash_flags_start_the_agent_in_both_spellings() {
         ("web", "a,b")
     );
     assert_eq!(tags_of(&a, "web-2").expect("tags")["role"], "db");
+    assert_eq!(
+        b.gossip.ip().to_string(),
+        "127.0.0.1",
+        "-iface lo gave lo's address"
+    );
     assert!(
         wait_until(Duration::from_secs(10), || std::fs::read_to_string(&joins)
             .is_ok_and(|t| t.contains("member-join"))),

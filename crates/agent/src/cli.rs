@@ -59,6 +59,10 @@ pub struct AgentArgs {
     /// Address for gossip (UDP and TCP); port 0 picks a free one [default: 0.0.0.0:7948].
     #[arg(long, env = "SHOAL_BIND", value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Bind to this network interface's address (Serf's -iface): its first address if --bind
+    /// has no IP (0.0.0.0), else it must hold --bind's IP. Also the interface --discover uses.
+    #[arg(long, env = "SHOAL_IFACE", value_name = "NAME")]
+    pub iface: Option<String>,
     /// Address other members should use to reach this one [default: the bound address].
     #[arg(long, env = "SHOAL_ADVERTISE", value_name = "ADDR")]
     pub advertise: Option<String>,

@@ -19,6 +19,7 @@ use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
 
 mod checks;
+mod iface;
 mod serf;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
@@ -76,6 +77,7 @@ fn invalid(setting: &'static str, value: &str, reason: impl ToString) -> ConfigE
 pub struct FileConfig {
     node: Option<String>,
     bind: Option<String>,
+    iface: Option<String>,
     advertise: Option<String>,
     #[serde(default)]
     join: Vec<String>,
@@ -143,6 +145,7 @@ impl FileConfig {
         take!(
             node,
             bind,
+            iface,
             advertise,
             tags_file,
             profile,
@@ -267,6 +270,10 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     let bind = match bind {
         Some(b) => parse_addr("--bind", &b, DEFAULT_PORT)?,
         None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+    };
+    let bind = match args.iface.clone().or(file.iface) {
+        Some(name) => iface::bind_on(&name, bind)?,
+        None => bind,
     };
     let advertise = match args.advertise.clone().or(file.advertise) {
         Some(a) => Some(parse_addr("--advertise", &a, bind.port())?),

@@ -25,6 +25,7 @@ struct SerfFile {
     tags: BTreeMap<String, String>,
     tags_file: Option<PathBuf>,
     bind: Option<String>,
+    interface: Option<String>,
     advertise: Option<String>,
     encrypt_key: Option<String>,
     keyring_file: Option<PathBuf>,
@@ -59,10 +60,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "profile_path",
         "shoal has no custom memberlist profile file; use profile lan, wan or local",
-    ),
-    (
-        "interface",
-        "shoal binds to an address: set bind to the interface's address",
     ),
     (
         "reconnect_interval",
@@ -107,6 +104,7 @@ const KNOWN: &[&str] = &[
     "tags",
     "tags_file",
     "bind",
+    "interface",
     "advertise",
     "encrypt_key",
     "keyring_file",
@@ -177,6 +175,7 @@ fn into_shoal(serf: SerfFile) -> FileConfig {
     FileConfig {
         node: serf.node_name,
         bind: serf.bind,
+        iface: serf.interface,
         advertise: serf.advertise,
         join,
         tags,

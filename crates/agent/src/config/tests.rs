@@ -66,6 +66,7 @@ fn every_file_key_takes_effect() {
     let text = r#"
         node = "n"
         bind = "127.0.0.1:1000"
+        iface = "lo"
         advertise = "127.0.0.1:1001"
         join = ["a:1"]
         event_handlers = ["member-join=x"]
@@ -93,6 +94,8 @@ fn every_file_key_takes_effect() {
         encrypt_accept_plaintext = true
         encrypt_send_plaintext = true
         cluster = "prod-eu"
+        leave_on_terminate = false
+        skip_leave_on_interrupt = true
         [tags]
         role = "web"
     "#;
@@ -132,6 +135,8 @@ fn every_file_key_takes_effect() {
     assert!(cfg.node.accept_plaintext);
     assert!(cfg.node.send_plaintext);
     assert_eq!(cfg.node.cluster, "prod-eu");
+    assert!(!cfg.leave_on_terminate);
+    assert!(!cfg.leave_on_interrupt);
 }
 
 #[test]
