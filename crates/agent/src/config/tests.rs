@@ -435,3 +435,18 @@ fn json_is_recognised_by_content_without_an_extension() {
     let cfg = load_files(vec![path]).expect("valid");
     assert_eq!(cfg.node.name, "by-content");
 }
+
+/// Serf's durations are Go strings: whole units, combined, and fractions.
+#[test]
+fn go_duration_strings_in_a_serf_file_are_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write(
+        dir.path(),
+        "d.json",
+        r#"{"reconnect_timeout": "1h30m", "tombstone_timeout": "1.5h", "retry_interval": "500ms"}"#,
+    );
+    let cfg = load_files(vec![path]).expect("valid");
+    assert_eq!(cfg.node.reconnect_timeout, Duration::from_secs(5400));
+    assert_eq!(cfg.node.tombstone_timeout, Duration::from_secs(5400));
+    assert_eq!(cfg.node.retry_interval, Some(Duration::from_millis(500)));
+}
