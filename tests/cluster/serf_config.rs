@@ -222,3 +222,39 @@ fn skip_leave_on_interrupt_and_leave_on_terminate_false_exit_without_leaving() {
         seed.status_of("plain")
     );
 }
+
+/// As in Serf, `leave_on_terminate` can be changed by a reload.
+#[test]
+fn a_reload_can_turn_off_the_leave_on_sigterm() {
+    let dir = scratch();
+    let seed = Agent::start("seed", &[]);
+    let file = dir.path().join("agent.json");
+    std::fs::write(&file, r#"{"tags": {"role": "web"}}"#).expect("write");
+    let path = file.display().to_string();
+    let mut agent = Agent::start("hup", &["--join", &seed.join_arg(), "-config-file", &path]);
+    assert!(
+        wait_until(Duration::from_secs(10), || seed.count_alive() == 2),
+        "joined"
+    );
+    std::fs::write(
+        &file,
+        r#"{"tags": {"role": "web"}, "leave_on_terminate": false}"#,
+    )
+    .expect("write");
+    agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || agent
+            .log()
+            .contains("SIGHUP: configuration reloaded")),
+        "reloaded"
+    );
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", agent.log());
+    assert!(
+        wait_until(Duration::from_secs(15), || seed.status_of("hup").as_deref()
+            == Some("failed")),
+        "exited without leaving: {:?}",
+        seed.status_of("hup")
+    );
+}
