@@ -108,6 +108,27 @@ impl Agent {
             .args(args)
             .envs(env.iter().copied())
             .stderr(log_file);
+        Self::launch(cmd, dir, log, token)
+    }
+
+    /// Runs `shoal` with exactly `args` (the subcommand first: `agent ...`) and `env`, nothing
+    /// added: for command lines copied from elsewhere (Serf's unit file). The name is the one
+    /// the readiness line gives.
+    pub fn try_start_exact(args: &[&str], env: &[(&str, &str)]) -> Result<Agent, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let log = dir.path().join("agent.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut cmd = clean_command(SHOAL);
+        cmd.args(args).envs(env.iter().copied()).stderr(log_file);
+        Self::launch(cmd, dir, log, None)
+    }
+
+    fn launch(
+        mut cmd: std::process::Command,
+        dir: tempfile::TempDir,
+        log: PathBuf,
+        token: Option<String>,
+    ) -> Result<Agent, String> {
         let (child, ready) = spawn_and_read_ready(&mut cmd, READY_LIMIT).map_err(|e| {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             format!("{e}; log:\n{text}")
@@ -117,7 +138,7 @@ impl Agent {
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Agent {
-            name: name.to_string(),
+            name: ready.name.clone(),
             gossip: ready.gossip,
             control: ready
                 .control

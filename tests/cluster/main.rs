@@ -18,6 +18,7 @@ mod parity;
 mod queries;
 mod sealed;
 mod serf_cli;
+mod serf_config;
 mod serf_rpc;
 mod stream;
 mod supervise;

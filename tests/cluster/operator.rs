@@ -183,11 +183,81 @@ fn size_and_file_errors_exit_64_before_start_naming_the_setting() {
     }
 }
 
+/// Issue 11: Serf's spellings (`-node=web-1`, `-bind ADDR`, `-rejoin=false`) start the agent,
+/// in Go's syntax and in clap's, mixed; an unknown one is named without clap's `-- -n` advice,
+/// which would start `-n` as a supervised app.
 #[test]
-fn a_serf_style_single_dash_flag_is_answered_with_the_two_dash_spelling() {
-    let (code, _, err) = cli(&["agent", "-node=web-1"]);
+fn serf_style_single_dash_flags_start_the_agent_in_both_spellings() {
+    let dir = scratch();
+    let joins = dir.path().join("joins");
+    let handler = format!("member-join=echo $SERF_EVENT >> {}", joins.display());
+    let a = Agent::try_start_exact(
+        &[
+            "agent",
+            "-node=web-1",
+            "-bind=127.0.0.1:0",
+            "-control",
+            "127.0.0.1:0",
+            "-profile=local",
+            "-tag",
+            "role=web",
+            "-tag=list=a,b",
+            "-event-handler",
+            &handler,
+            "-rejoin=false",
+            "-replay",
+            "-log-level=INFO",
+        ],
+        &[],
+    )
+    .expect("Go-style flags start the agent");
+    assert_eq!(a.name, "web-1");
+    let b = Agent::try_start_exact(
+        &[
+            "agent",
+            "-node",
+            "web-2",
+            "--bind=0.0.0.0:0",
+            "-iface",
+            "lo",
+            "--control",
+            "127.0.0.1:0",
+            "--profile",
+            "local",
+            "-retry-join",
+            &a.join_arg(),
+            "-role=db",
+        ],
+        &[],
+    )
+    .expect("mixed spellings start the agent");
+    assert!(
+        wait_until(Duration::from_secs(10), || a.count_alive() == 2),
+        "web-2 joined through -retry-join"
+    );
+    let tags = tags_of(&a, "web-1").expect("tags");
+    assert_eq!(
+        (tags["role"].as_str(), tags["list"].as_str()),
+        ("web", "a,b")
+    );
+    assert_eq!(tags_of(&a, "web-2").expect("tags")["role"], "db");
+    assert_eq!(
+        b.gossip.ip().to_string(),
+        "127.0.0.1",
+        "-iface lo gave lo's address"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&joins)
+            .is_ok_and(|t| t.contains("member-join"))),
+        "-event-handler took effect"
+    );
+    drop(b);
+    let (code, _, err) = cli(&["agent", "-nodes=web-1"]);
     assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("--node=web-1"), "{err}");
+    assert!(
+        err.contains("-nodes=web-1") && err.contains("shoal agent --help"),
+        "{err}"
+    );
     assert!(
         !err.contains("-- -n"),
         "never suggest supervising `-n`: {err}"

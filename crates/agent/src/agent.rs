@@ -52,6 +52,9 @@ struct Running {
     /// The tags the configuration gave when last (re)loaded: SIGHUP applies only what
     /// changed since, so tags set at runtime with `shoal tags` survive a reload.
     config_tags: BTreeMap<String, String>,
+    /// Whether SIGTERM and SIGINT leave before exiting (`leave_on_terminate`,
+    /// `skip_leave_on_interrupt`), as last read: SIGHUP re-reads them, as in Serf.
+    leave_on: LeaveOn,
     /// The control API's Unix socket file (`--control unix:PATH`), removed at exit.
     control_socket: Option<std::path::PathBuf>,
 }
@@ -178,6 +181,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         hup,
         app,
         config_tags: cfg.node.tags.clone(),
+        leave_on: LeaveOn::from(cfg),
         control_socket,
     })
 }
@@ -235,15 +239,18 @@ impl Running {
             hup,
             app,
             config_tags,
+            leave_on,
             ..
         } = self;
         let mut view = node.watch();
         let stop = loop {
             tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: leaving the cluster"); break Stop::Signal(Signal::SIGTERM); }
-                _ = int.recv() => { info!("SIGINT: leaving the cluster"); break Stop::Signal(Signal::SIGINT); }
+                _ = term.recv() => { info!("SIGTERM: stopping"); break Stop::Signal(Signal::SIGTERM); }
+                _ = int.recv() => { info!("SIGINT: stopping"); break Stop::Signal(Signal::SIGINT); }
                 _ = hup.recv() => {
-                    reload(args, node, handlers, templates, log, config_tags).await;
+                    if let Some(new) = reload(args, node, handlers, templates, log, config_tags).await {
+                        *leave_on = LeaveOn::from(&new);
+                    }
                     if let Some(app) = app.as_ref() {
                         app.signal(Signal::SIGHUP);
                     }
@@ -295,9 +302,23 @@ impl Running {
             int,
             app,
             control_socket,
+            leave_on,
             ..
         } = &mut self;
-        if !matches!(stop, Stop::Left | Stop::GaveUp) {
+        // `leave_on_terminate = false` / `skip_leave_on_interrupt = true` (Serf's keys): exit
+        // without the leave, so the others see this member fail and keep expecting it back.
+        let leave = match stop {
+            Stop::Left | Stop::GaveUp => false,
+            Stop::Signal(Signal::SIGTERM) => leave_on.terminate,
+            Stop::Signal(Signal::SIGINT) => leave_on.interrupt,
+            _ => true,
+        };
+        if !leave && matches!(stop, Stop::Signal(_)) {
+            info!(
+                "exiting without leaving the cluster (leave_on_terminate / skip_leave_on_interrupt)"
+            );
+        }
+        if leave {
             tokio::select! {
                 result = tokio::time::timeout(LEAVE_DEADLINE, node.leave()) => match result {
                     Ok(Ok(())) => info!("graceful leave complete"),
@@ -328,6 +349,22 @@ impl Running {
             let _ = std::fs::remove_file(path);
         }
         code
+    }
+}
+
+/// Which stop signals leave the cluster first.
+#[derive(Debug, Clone, Copy)]
+struct LeaveOn {
+    terminate: bool,
+    interrupt: bool,
+}
+
+impl From<&AgentConfig> for LeaveOn {
+    fn from(cfg: &AgentConfig) -> Self {
+        Self {
+            terminate: cfg.leave_on_terminate,
+            interrupt: cfg.leave_on_interrupt,
+        }
     }
 }
 
@@ -376,16 +413,16 @@ async fn reload(
     templates: &watch::Sender<Arc<Vec<TemplateSpec>>>,
     log: &LogHandle,
     config_tags: &mut BTreeMap<String, String>,
-) {
+) -> Option<AgentConfig> {
     if args.config.is_empty() {
         info!("SIGHUP: no --config file to reload");
-        return;
+        return None;
     }
     let cfg = match config::load(args) {
         Ok(cfg) => cfg,
         Err(e) => {
             error!(error = %e, "SIGHUP: reload failed; keeping the current configuration");
-            return;
+            return None;
         }
     };
     if let Err(e) = log.set_level(&cfg.log_level) {
@@ -412,6 +449,7 @@ async fn reload(
         tags = cfg.node.tags.len(),
         "SIGHUP: configuration reloaded"
     );
+    Some(cfg)
 }
 
 /// What turns the tags `before` into `after`: the entries to set and the keys to delete.

@@ -59,17 +59,31 @@ pub struct AgentArgs {
     /// Address for gossip (UDP and TCP); port 0 picks a free one [default: 0.0.0.0:7948].
     #[arg(long, env = "SHOAL_BIND", value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Bind to this network interface's address (Serf's -iface): its first address if --bind
+    /// has no IP (0.0.0.0), else it must hold --bind's IP. Also the interface --discover uses.
+    #[arg(long, env = "SHOAL_IFACE", value_name = "NAME")]
+    pub iface: Option<String>,
     /// Address other members should use to reach this one [default: the bound address].
     #[arg(long, env = "SHOAL_ADVERTISE", value_name = "ADDR")]
     pub advertise: Option<String>,
     /// A member to join: ip:port or name:port (a name joins every address it resolves to).
-    /// Repeatable; SHOAL_JOIN takes a comma-separated list.
-    #[arg(long, env = "SHOAL_JOIN", value_name = "ADDR", value_delimiter = ',')]
+    /// Repeatable; SHOAL_JOIN takes a comma-separated list. Retried while alone (see
+    /// --retry-max), so it is also Serf's -retry-join.
+    #[arg(
+        long,
+        visible_alias = "retry-join",
+        env = "SHOAL_JOIN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub join: Vec<String>,
     /// A tag KEY=VALUE; the value may hold commas (`--tag list=a,b`). Repeatable. With no
     /// --tag, SHOAL_TAG takes a comma-separated list (`role=web,zone=a`).
     #[arg(long = "tag", value_name = "K=V")]
     pub tags: Vec<String>,
+    /// The `role` tag (Serf's deprecated -role): the same as `--tag role=ROLE`, which wins.
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
     /// Keep the tags in this JSON file: rewritten after every `shoal tags` change, and read at
     /// start, where it wins over --tag and the config file's tags.
     #[arg(long, env = "SHOAL_TAGS_FILE", value_name = "PATH")]
@@ -115,8 +129,11 @@ pub struct AgentArgs {
     /// Log format [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// A TOML config file; repeatable, later files override earlier ones, flags override files.
-    #[arg(long = "config", env = "SHOAL_CONFIG", value_name = "FILE")]
+    /// A config file: shoal's TOML, or Serf's JSON (`.json`, or content starting with `{`); a
+    /// directory stands for its *.json and *.toml files in lexical order. Repeatable: later
+    /// files override earlier ones' values (lists and tags merge), flags override files.
+    #[arg(long = "config", visible_aliases = ["config-file", "config-dir"], env = "SHOAL_CONFIG",
+          value_name = "FILE|DIR")]
     pub config: Vec<PathBuf>,
     /// Kill a handler still running after this long [default: 30s].
     #[arg(long, env = "SHOAL_HANDLER_TIMEOUT", value_name = "DURATION")]
@@ -462,10 +479,11 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// For a command line clap refused: the first Go-style flag (one dash, a long name: Serf's
-/// `-node=web-1`) before any `--`, as advice to spell it with two dashes. clap alone reads
-/// `-node` as the short flags `-n -o -d -e` and suggests `-- -n`, which would start `-n` as a
-/// supervised app.
+/// For a command line clap refused: the first word before any `--` that looks like a Go-style
+/// flag (one dash, a long name) but names none of the command's flags. Known ones were already
+/// rewritten by [`crate::goflags::normalize`]; for the rest, clap alone would read `-bogus` as
+/// the short flags `-b -o -g ...` and suggest `-- -b`, which would start `-b` as a supervised
+/// app.
 pub fn single_dash_hint(args: &[String]) -> Option<String> {
     use clap::CommandFactory;
     let words: Vec<&str> = args
@@ -489,17 +507,10 @@ pub fn single_dash_hint(args: &[String]) -> Option<String> {
         if !go_style {
             return None;
         }
-        let known = sub.get_arguments().any(|a| a.get_long() == Some(name));
-        Some(match known {
-            true => format!(
-                "unknown flag {word}: shoal's flags take two dashes: --{}",
-                &word[1..]
-            ),
-            false => format!(
-                "unknown flag {word}: shoal's flags take two dashes, and `shoal {} --help` lists them",
-                sub.get_name()
-            ),
-        })
+        Some(format!(
+            "unknown flag {word}: `shoal {} --help` lists the flags (one dash or two)",
+            sub.get_name()
+        ))
     })
 }
 
@@ -514,14 +525,14 @@ mod tests {
             .collect()
     }
 
-    /// Issue 11: `-node` made clap suggest `-- -n`, which starts `-n` as a supervised app.
+    /// Issue 11: `-bogus` made clap suggest `-- -b`, which starts `-b` as a supervised app.
     #[test]
-    fn a_serf_style_flag_gets_the_two_dash_spelling() {
+    fn an_unknown_go_style_flag_is_named_with_where_to_look() {
         assert_eq!(
-            single_dash_hint(&argv(&["agent", "-node=web-1"])).as_deref(),
-            Some("unknown flag -node=web-1: shoal's flags take two dashes: --node=web-1")
+            single_dash_hint(&argv(&["agent", "-bogus=1"])).as_deref(),
+            Some("unknown flag -bogus=1: `shoal agent --help` lists the flags (one dash or two)")
         );
-        let hint = single_dash_hint(&argv(&["members", "-no-such-flag"])).expect("hint");
+        let hint = single_dash_hint(&argv(&["members", "-wide"])).expect("hint");
         assert!(hint.contains("shoal members --help"), "{hint}");
         assert_eq!(single_dash_hint(&argv(&["agent", "--", "-node"])), None);
         assert_eq!(single_dash_hint(&argv(&["agent", "--bogus"])), None);

@@ -19,6 +19,8 @@ use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
 
 mod checks;
+mod iface;
+mod serf;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
 /// configuration).
@@ -32,7 +34,7 @@ pub enum ConfigError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for shoal.
+    /// The file is not valid TOML for shoal, nor Serf's JSON (a `.json` file).
     #[error("config file {path}: {message}")]
     Parse {
         /// The file.
@@ -68,12 +70,14 @@ fn invalid(setting: &'static str, value: &str, reason: impl ToString) -> ConfigE
     }
 }
 
-/// The keys a TOML config file may hold (the same names as the flags, with `_`).
+/// The keys a TOML config file may hold (the same names as the flags, with `_`); a Serf JSON
+/// file is read into the same struct (see `serf.rs`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     node: Option<String>,
     bind: Option<String>,
+    iface: Option<String>,
     advertise: Option<String>,
     #[serde(default)]
     join: Vec<String>,
@@ -110,15 +114,23 @@ pub struct FileConfig {
     encrypt_accept_plaintext: Option<bool>,
     encrypt_send_plaintext: Option<bool>,
     cluster: Option<String>,
+    /// Leave gracefully on SIGTERM (Serf's `leave_on_terminate`) [default: true].
+    leave_on_terminate: Option<bool>,
+    /// Exit without leaving on SIGINT (Serf's `skip_leave_on_interrupt`) [default: false].
+    skip_leave_on_interrupt: Option<bool>,
 }
 
 impl FileConfig {
-    /// Reads and parses one file.
+    /// Reads and parses one file: Serf's JSON (`.json`, or content starting with `{`) or
+    /// shoal's TOML.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        if serf::is_json(path, &text) {
+            return serf::parse(path, &text);
+        }
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " "),
@@ -133,6 +145,7 @@ impl FileConfig {
         take!(
             node,
             bind,
+            iface,
             advertise,
             tags_file,
             profile,
@@ -160,7 +173,9 @@ impl FileConfig {
             keyring_file,
             encrypt_accept_plaintext,
             encrypt_send_plaintext,
-            cluster
+            cluster,
+            leave_on_terminate,
+            skip_leave_on_interrupt
         );
         self.join.extend(other.join);
         self.tags.extend(other.tags);
@@ -209,16 +224,23 @@ pub struct AgentConfig {
     pub stop_timeout: Duration,
     /// The supervised app (empty: none).
     pub app: Vec<String>,
+    /// Leave the cluster before exiting on SIGTERM (`leave_on_terminate`; true unless a
+    /// config file says false).
+    pub leave_on_terminate: bool,
+    /// Leave the cluster before exiting on SIGINT (false when a config file sets
+    /// `skip_leave_on_interrupt`).
+    pub leave_on_interrupt: bool,
     /// The files it was read from (re-read on SIGHUP).
     pub files: Vec<PathBuf>,
 }
 
-/// Loads the files named in `args`, layers the flags over them, and checks the files the
-/// agent will need: the snapshot can be written, every template can be read and rendered.
+/// Loads the files named in `args` (a directory stands for its `*.json` and `*.toml` files, in
+/// lexical order), layers the flags over them, and checks the files the agent will need: the
+/// snapshot can be written, every template can be read and rendered.
 pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     let mut file = FileConfig::default();
-    for path in &args.config {
-        file.merge(FileConfig::load(path)?);
+    for path in serf::expand(&args.config)? {
+        file.merge(FileConfig::load(&path)?);
     }
     let cfg = resolve(args, file)?;
     checks::files(&cfg)?;
@@ -249,11 +271,18 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         Some(b) => parse_addr("--bind", &b, DEFAULT_PORT)?,
         None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
     };
+    let bind = match args.iface.clone().or(file.iface) {
+        Some(name) => iface::bind_on(&name, bind)?,
+        None => bind,
+    };
     let advertise = match args.advertise.clone().or(file.advertise) {
         Some(a) => Some(parse_addr("--advertise", &a, bind.port())?),
         None => None,
     };
     let mut tags = file.tags;
+    if let Some(role) = &args.role {
+        tags.insert("role".into(), role.clone());
+    }
     for pair in &checks::tag_args(args) {
         let (k, v) = pair
             .split_once('=')
@@ -327,6 +356,9 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         ),
         None => None,
     };
+    // Serf's default `rpc_addr` is shoal's control address, which serves Serf's RPC already.
+    let rpc_addr =
+        rpc_addr.filter(|a: &SocketAddr| a.port() == 0 || control != ControlAddr::Tcp(*a));
     let rpc_auth = args.rpc_auth.clone().or(file.rpc_auth);
     let control_max_connections = args
         .control_max_connections
@@ -452,6 +484,8 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         stop_timeout,
         app: args.app.clone(),
         files: args.config.clone(),
+        leave_on_terminate: file.leave_on_terminate.unwrap_or(true),
+        leave_on_interrupt: !file.skip_leave_on_interrupt.unwrap_or(false),
     })
 }
 

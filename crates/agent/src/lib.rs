@@ -1,7 +1,9 @@
 //! The `shoal` binary's library half.
 //!
 //! Layout:
-//! - [`cli`]: clap definitions; [`config`]: files, environment and flags into [`config::AgentConfig`].
+//! - [`cli`]: clap definitions; [`goflags`]: Go's (Serf's) flag spellings rewritten for clap;
+//!   [`config`]: files (shoal's TOML, Serf's JSON), environment and flags into
+//!   [`config::AgentConfig`].
 //! - [`agent`]: runs the agent (node, control API, handlers, templates, signals).
 //! - [`control`]: the HTTP/JSON control API; [`view`]: members as JSON and as `k=v` tag text.
 //! - [`stream`]: `/v1/stream` (events as NDJSON) and `/v1/monitor` (the log): a fan-out
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod goflags;
 pub mod handlers;
 pub mod keys;
 pub mod logging;

@@ -13,14 +13,17 @@ const USAGE: u8 = 64;
 const RUNTIME: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Serf's spellings (`-node=web-1`, `-rejoin=false`) become clap's before parsing.
+    let argv = shoal::goflags::normalize(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let argv: Vec<String> = std::env::args_os()
+            let argv: Vec<String> = argv
+                .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             match shoal::cli::single_dash_hint(&argv) {

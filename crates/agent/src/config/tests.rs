@@ -66,6 +66,7 @@ fn every_file_key_takes_effect() {
     let text = r#"
         node = "n"
         bind = "127.0.0.1:1000"
+        iface = "lo"
         advertise = "127.0.0.1:1001"
         join = ["a:1"]
         event_handlers = ["member-join=x"]
@@ -93,6 +94,8 @@ fn every_file_key_takes_effect() {
         encrypt_accept_plaintext = true
         encrypt_send_plaintext = true
         cluster = "prod-eu"
+        leave_on_terminate = false
+        skip_leave_on_interrupt = true
         [tags]
         role = "web"
     "#;
@@ -132,6 +135,8 @@ fn every_file_key_takes_effect() {
     assert!(cfg.node.accept_plaintext);
     assert!(cfg.node.send_plaintext);
     assert_eq!(cfg.node.cluster, "prod-eu");
+    assert!(!cfg.leave_on_terminate);
+    assert!(!cfg.leave_on_interrupt);
 }
 
 #[test]
@@ -283,4 +288,165 @@ fn unsafe_names_and_tags_are_refused_naming_the_setting() {
 fn unknown_file_keys_are_errors() {
     let err = toml::from_str::<FileConfig>("nodee = \"x\"\n").expect_err("typo");
     assert!(err.to_string().contains("nodee"), "{err}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn load_files(paths: Vec<PathBuf>) -> Result<AgentConfig, ConfigError> {
+    let mut a = args();
+    a.config = paths;
+    load(&a)
+}
+
+/// Issue 11: the example config file of Serf's documentation ("Configuration Files").
+#[test]
+fn serf_documentation_example_file_gives_its_tags_and_handlers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write(
+        dir.path(),
+        "serf.json",
+        r#"{
+  "tags": {
+    "role": "load-balancer",
+    "datacenter": "east"
+  },
+  "event_handlers": [
+    "handle.sh",
+    "user:deploy=deploy.sh"
+  ]
+}"#,
+    );
+    let cfg = load_files(vec![path]).expect("valid");
+    assert_eq!(cfg.node.tags["role"], "load-balancer");
+    assert_eq!(cfg.node.tags["datacenter"], "east");
+    let scripts: Vec<_> = cfg.handlers.iter().map(|h| h.script.as_str()).collect();
+    assert_eq!(scripts, ["handle.sh", "deploy.sh"]);
+    assert!(cfg.leave_on_terminate && cfg.leave_on_interrupt);
+}
+
+#[test]
+fn serf_keys_map_to_shoal_settings() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write(
+        dir.path(),
+        "agent.json",
+        r#"{"node_name": "web-1", "bind": "127.0.0.1:7946", "advertise": "127.0.0.2",
+            "role": "web", "start_join": ["10.0.0.1:7946"], "retry_join": ["10.0.0.2"],
+            "retry_max_attempts": 3, "retry_interval": "30s", "rejoin_after_leave": true,
+            "replay_on_join": true, "reconnect_timeout": "1h30m", "tombstone_timeout": "48h",
+            "snapshot_path": "snap", "rpc_addr": "127.0.0.1:7373", "rpc_auth": "secret",
+            "log_level": "ERR", "profile": "wan", "leave_on_terminate": false,
+            "skip_leave_on_interrupt": true, "disable_coordinates": true}"#,
+    );
+    let cfg = resolve(&args(), FileConfig::load(&path).expect("parse")).expect("valid");
+    assert_eq!(cfg.node.name, "web-1");
+    assert_eq!(cfg.node.bind, "127.0.0.1:7946".parse().expect("addr"));
+    assert_eq!(
+        cfg.node.advertise,
+        Some("127.0.0.2:7946".parse().expect("addr"))
+    );
+    assert_eq!(cfg.node.tags["role"], "web");
+    assert_eq!(cfg.node.join, ["10.0.0.1:7946", "10.0.0.2"]);
+    assert_eq!(cfg.node.retry_max, 3);
+    assert_eq!(cfg.node.retry_interval, Some(Duration::from_secs(30)));
+    assert!(cfg.node.rejoin && cfg.node.replay);
+    assert_eq!(cfg.node.reconnect_timeout, Duration::from_secs(5400));
+    assert_eq!(cfg.node.tombstone_timeout, Duration::from_secs(48 * 3600));
+    assert_eq!(cfg.node.snapshot, Some(PathBuf::from("snap")));
+    assert_eq!(cfg.node.profile, Profile::Wan);
+    assert_eq!(
+        cfg.rpc_addr, None,
+        "the control port already serves Serf's RPC there"
+    );
+    assert_eq!(cfg.rpc_auth.as_deref(), Some("secret"));
+    assert_eq!(cfg.log_level, "ERR");
+    assert!(!cfg.leave_on_terminate && !cfg.leave_on_interrupt);
+}
+
+/// Serf merges a config dir's files in lexical order: scalars replaced, tags merged by key,
+/// handlers and join targets appended. Other files and subdirectories are skipped.
+#[test]
+fn a_config_dir_merges_json_and_toml_in_lexical_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    write(
+        dir.path(),
+        "10-base.json",
+        r#"{"node_name": "first", "tags": {"role": "web", "dc": "east"},
+            "event_handlers": ["a.sh"], "start_join": ["10.0.0.1"]}"#,
+    );
+    write(
+        dir.path(),
+        "20-more.toml",
+        "node = \"second\"\nevent_handlers = [\"b.sh\"]\njoin = [\"10.0.0.2\"]\n[tags]\nrole = \"db\"\n",
+    );
+    write(
+        dir.path(),
+        "30-last.json",
+        r#"{"retry_join": ["10.0.0.3"]}"#,
+    );
+    write(dir.path(), "README", "not a config file");
+    std::fs::create_dir(dir.path().join("sub.json")).expect("subdir");
+    let cfg = load_files(vec![dir.path().to_path_buf()]).expect("valid");
+    assert_eq!(cfg.node.name, "second");
+    assert_eq!(cfg.node.tags["role"], "db");
+    assert_eq!(cfg.node.tags["dc"], "east");
+    let scripts: Vec<_> = cfg.handlers.iter().map(|h| h.script.as_str()).collect();
+    assert_eq!(scripts, ["a.sh", "b.sh"]);
+    assert_eq!(cfg.node.join, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+}
+
+#[test]
+fn an_unknown_or_unsupported_serf_key_names_the_file_and_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write(
+        dir.path(),
+        "bad.json",
+        r#"{"node_name": "x", "retry_max": 3}"#,
+    );
+    let err = load_files(vec![path.clone()])
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("\"retry_max\""), "{err}");
+    assert!(err.contains("retry_max_attempts"), "{err}");
+    let path = write(dir.path(), "syslog.json", r#"{"enable_syslog": true}"#);
+    let err = load_files(vec![path]).expect_err("refused").to_string();
+    assert!(
+        err.contains("syslog.json") && err.contains("\"enable_syslog\""),
+        "{err}"
+    );
+    assert!(err.contains("not supported"), "{err}");
+    let path = write(dir.path(), "types.json", r#"{"tags": ["role"]}"#);
+    let err = load_files(vec![path]).expect_err("refused").to_string();
+    assert!(err.contains("types.json"), "{err}");
+    let path = write(dir.path(), "x.toml", "nod = \"x\"\n");
+    let err = load_files(vec![path]).expect_err("refused").to_string();
+    assert!(err.contains("x.toml") && err.contains("nod"), "{err}");
+}
+
+#[test]
+fn json_is_recognised_by_content_without_an_extension() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write(dir.path(), "serf.conf", "  {\"node_name\": \"by-content\"}");
+    let cfg = load_files(vec![path]).expect("valid");
+    assert_eq!(cfg.node.name, "by-content");
+}
+
+/// Serf's durations are Go strings: whole units, combined, and fractions.
+#[test]
+fn go_duration_strings_in_a_serf_file_are_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write(
+        dir.path(),
+        "d.json",
+        r#"{"reconnect_timeout": "1h30m", "tombstone_timeout": "1.5h", "retry_interval": "500ms"}"#,
+    );
+    let cfg = load_files(vec![path]).expect("valid");
+    assert_eq!(cfg.node.reconnect_timeout, Duration::from_secs(5400));
+    assert_eq!(cfg.node.tombstone_timeout, Duration::from_secs(5400));
+    assert_eq!(cfg.node.retry_interval, Some(Duration::from_millis(500)));
 }
