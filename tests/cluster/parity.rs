@@ -128,3 +128,73 @@ fn reachability_hears_every_live_member_and_reports_as_serf_does() {
         assert_eq!(reference, plain);
     }
 }
+
+/// The `KEY = VALUE` lines of one `SECTION:` of `serf info`-style output, in order.
+fn section(out: &str, name: &str) -> Vec<(String, String)> {
+    out.split(&format!("{name}:\n"))
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .take_while(|l| l.starts_with('\t'))
+        .filter_map(|l| l.trim().split_once(" = "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Section headers, in order.
+fn headers(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| !l.starts_with('\t') && l.ends_with(':'))
+        .map(|l| l.trim_end_matches(':').to_string())
+        .collect()
+}
+
+#[test]
+fn info_prints_serfs_sections_first_with_serfs_keys() {
+    let (a, _b) = pair();
+    let ctl = a.control.to_string();
+    let (code, out, err) = cli(&["info", "--control", &ctl]);
+    assert_eq!(code, Some(0), "{err}");
+    let h = headers(&out);
+    assert_eq!(&h[..4], ["agent", "runtime", "serf", "tags"], "{out}");
+    assert_eq!(section(&out, "agent")[0], ("name".into(), "p1".into()));
+    assert_eq!(section(&out, "tags"), [("role".into(), "web".into())]);
+    let serf_keys: Vec<String> = section(&out, "serf").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        serf_keys,
+        [
+            "encrypted",
+            "event_time",
+            "failed",
+            "health_score",
+            "left",
+            "members",
+            "query_time"
+        ]
+    );
+    let members = section(&out, "serf")
+        .into_iter()
+        .find(|(k, _)| k == "members")
+        .map(|(_, v)| v);
+    assert_eq!(members.as_deref(), Some("2"), "{out}");
+    let runtime: Vec<String> = section(&out, "runtime")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(runtime, ["arch", "cpu_count", "os", "version"]);
+    // Serf's own client against the same agent (its RPC `stats`) shows the same numbers, and
+    // every key of shoal's serf section is one `serf info` prints.
+    if let Some(theirs) = serf(&["info", &format!("-rpc-addr={ctl}")]) {
+        for (k, v) in section(&out, "serf") {
+            let got = section(&theirs, "serf")
+                .into_iter()
+                .find(|(tk, _)| *tk == k);
+            assert_eq!(
+                got,
+                Some((k.clone(), v)),
+                "serf info:\n{theirs}\nshoal info:\n{out}"
+            );
+        }
+        assert_eq!(section(&theirs, "tags"), section(&out, "tags"));
+    }
+}

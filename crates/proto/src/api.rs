@@ -200,6 +200,44 @@ pub struct InfoResponse {
     /// The streams (`/v1/stream`, `/v1/monitor`).
     #[serde(default)]
     pub streams: StreamCounts,
+    /// The process the agent runs in (Serf's `runtime` section).
+    #[serde(default)]
+    pub runtime: RuntimeInfo,
+    /// Serf's `serf` section: the counters `serf info` shows, from this agent's view.
+    #[serde(default)]
+    pub serf: SerfCounters,
+}
+
+/// Serf's `runtime` section of `serf info`, for shoal's process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    /// Operating system (`linux`).
+    pub os: String,
+    /// CPU architecture, Rust's name (`x86_64`; Serf's Go says `amd64`).
+    pub arch: String,
+    /// CPUs the agent may use.
+    pub cpu_count: usize,
+    /// What built the agent (`shoal 0.1.0`; Serf prints its Go version).
+    pub version: String,
+}
+
+/// Serf's `serf` section of `serf info`: the counters shoal has an equivalent for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerfCounters {
+    /// Live members (alive, suspect or leaving), this one included.
+    pub members: usize,
+    /// Failed members.
+    pub failed: usize,
+    /// Members that left.
+    pub left: usize,
+    /// Local health score (Lifeguard's; 0 is healthy).
+    pub health_score: u64,
+    /// Gossip is sealed.
+    pub encrypted: bool,
+    /// The user-event Lamport time this agent is up to.
+    pub event_time: u64,
+    /// The query Lamport time this agent is up to.
+    pub query_time: u64,
 }
 
 /// One loaded event handler.

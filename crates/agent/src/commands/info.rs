@@ -1,5 +1,7 @@
-//! `shoal info`: Serf's sections (agent, members, stats), then the loaded handlers (`FILTER =
-//! SCRIPT`, `*` for every event), the event counters and the open streams.
+//! `shoal info`: Serf's sections first, as `serf info` prints them (`agent`, `runtime`,
+//! `serf`, `tags`; shoal's own agent fields follow the name), then shoal's: member counts,
+//! traffic counters, refused packets, the loaded handlers (`FILTER = SCRIPT`, `*` for every
+//! event), the event counters and the open streams.
 
 use shoal_proto::InfoResponse;
 
@@ -21,14 +23,10 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         return Ok(serde_json::to_string_pretty(&i)? + "\n");
     }
     let (a, m, s) = (&i.agent, &i.members, &i.stats);
-    let mut text = format!(
-        "agent:\n\tname = {}\n\tversion = {}\n\tbind = {}\n\tadvertise = {}\n\tcontrol = {}\n\t\
+    let own = format!(
+        "\tversion = {}\n\tbind = {}\n\tadvertise = {}\n\tcontrol = {}\n\t\
          profile = {}\n\ttags = {}\n\tencrypted = {}\n\taccept_plaintext = {}\n\tsend_plaintext = {}\n\tkeys = {}\n\t\
-         cluster = {}\nmembers:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
-         left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
-         bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tmetas_refused = {}\n\tevents_dropped = {}\n\t\
-         handler_runs = {}\n\thandler_timeouts = {}\n\ttcp_fallbacks = {}\n\thealth_score = {}\n",
-        a.name,
+         cluster = {}\n",
         a.version,
         a.bind,
         a.advertise,
@@ -40,6 +38,13 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         a.send_plaintext,
         a.keys,
         a.cluster,
+    );
+    let mut text = serf_sections(&i, &own);
+    text.push_str(&format!(
+        "members:\n\talive = {}\n\tsuspect = {}\n\tleaving = {}\n\t\
+         left = {}\n\tfailed = {}\nstats:\n\tpackets_in = {}\n\tpackets_out = {}\n\tbytes_in = {}\n\t\
+         bytes_out = {}\n\tpackets_dropped = {}\n\tpush_pulls = {}\n\tmetas_refused = {}\n\tevents_dropped = {}\n\t\
+         handler_runs = {}\n\thandler_timeouts = {}\n\ttcp_fallbacks = {}\n\thealth_score = {}\n",
         m.alive,
         m.suspect,
         m.leaving,
@@ -57,7 +62,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         s.handler_timeouts,
         s.tcp_fallbacks,
         s.health_score
-    );
+    ));
     text.push_str("refused:\n");
     for (reason, n) in &s.refused {
         text.push_str(&format!("\t{reason} = {n}\n"));
@@ -74,4 +79,25 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         e.member, e.user, e.user_handled, st.events, st.monitors, st.dropped_slow
     ));
     Ok(text)
+}
+
+/// Serf's sections of `serf info`, in its order (sections and keys sorted); shoal's own agent
+/// fields (`own`) follow the name in the `agent` section.
+fn serf_sections(i: &InfoResponse, own: &str) -> String {
+    let (r, sf) = (&i.runtime, &i.serf);
+    let mut text = format!("agent:\n\tname = {}\n{own}runtime:\n", i.agent.name);
+    text.push_str(&format!(
+        "\tarch = {}\n\tcpu_count = {}\n\tos = {}\n\tversion = {}\n",
+        r.arch, r.cpu_count, r.os, r.version
+    ));
+    text.push_str(&format!(
+        "serf:\n\tencrypted = {}\n\tevent_time = {}\n\tfailed = {}\n\thealth_score = {}\n\t\
+         left = {}\n\tmembers = {}\n\tquery_time = {}\n",
+        sf.encrypted, sf.event_time, sf.failed, sf.health_score, sf.left, sf.members, sf.query_time
+    ));
+    text.push_str("tags:\n");
+    for (k, v) in &i.agent.tags {
+        text.push_str(&format!("\t{k} = {v}\n"));
+    }
+    text
 }

@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_core::Status;
 use shoal_proto::{
-    AgentInfo, EventCounts, HandlerInfo, InfoResponse, MemberCounts, StatsInfo, StreamCounts,
+    AgentInfo, EventCounts, HandlerInfo, InfoResponse, MemberCounts, RuntimeInfo, SerfCounters,
+    StatsInfo, StreamCounts,
 };
 
 use super::ControlState;
 
 /// The answer of `GET /v1/info`.
-pub(super) fn info(st: &ControlState) -> InfoResponse {
+pub(crate) fn info(st: &ControlState) -> InfoResponse {
     let snap = st.node.view();
     let s = st.node.stats();
     let c = &st.counters;
@@ -76,6 +77,23 @@ pub(super) fn info(st: &ControlState) -> InfoResponse {
             events: st.events.readers(),
             monitors: st.monitors.readers(),
             dropped_slow: st.events.dropped() + st.monitors.dropped(),
+        },
+        runtime: RuntimeInfo {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            version: format!("shoal {}", env!("CARGO_PKG_VERSION")),
+        },
+        serf: SerfCounters {
+            members: snap.count(Status::Alive)
+                + snap.count(Status::Suspect)
+                + snap.count(Status::Leaving),
+            failed: snap.count(Status::Failed),
+            left: snap.count(Status::Left),
+            health_score: get(&s.health_score),
+            encrypted: st.node.encrypted(),
+            event_time: snap.event_ltime.unwrap_or(0),
+            query_time: snap.query_ltime.unwrap_or(0),
         },
     }
 }

@@ -12,7 +12,7 @@
 //! TOKEN`; one without it, or with another, is answered 401 `unauthorized` before its body is
 //! read, and its connection is closed.
 
-mod info;
+pub(crate) mod info;
 mod keys;
 pub mod server;
 mod streams;

@@ -202,10 +202,8 @@ async fn key(st: &ControlState, command: &str, seq: u64, body: &Value) -> Bytes 
 
 /// `stats` (`serf info`): Serf's sections, each a map of strings.
 fn stats(st: &ControlState, seq: u64) -> Bytes {
-    use shoal_core::Status;
-    use std::sync::atomic::Ordering::Relaxed;
-    let view = st.node.view();
-    let s = st.node.stats();
+    // The same numbers as `GET /v1/info` and `shoal info`, in Serf's sections.
+    let info = crate::control::info::info(st);
     let section = |pairs: Vec<(&str, String)>| {
         Value::Map(
             pairs
@@ -214,39 +212,39 @@ fn stats(st: &ControlState, seq: u64) -> Bytes {
                 .collect(),
         )
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let live = view.count(Status::Alive) + view.count(Status::Suspect);
-    let handlers: BTreeMap<String, String> = st
+    let (r, sf, s) = (&info.runtime, &info.serf, &info.stats);
+    let handlers: BTreeMap<String, String> = info
         .handlers
-        .borrow()
         .iter()
-        .map(|h| (h.script.clone(), h.filter_text().to_string()))
+        .map(|h| (h.script.clone(), h.filter.clone()))
         .collect();
     let body = map([
-        ("agent", section(vec![("name", st.name.clone())])),
+        ("agent", section(vec![("name", info.agent.name.clone())])),
         (
             "runtime",
             section(vec![
-                ("os", std::env::consts::OS.into()),
-                ("arch", std::env::consts::ARCH.into()),
-                ("version", format!("shoal {}", env!("CARGO_PKG_VERSION"))),
-                ("cpu_count", cpus.to_string()),
+                ("os", r.os.clone()),
+                ("arch", r.arch.clone()),
+                ("version", r.version.clone()),
+                ("cpu_count", r.cpu_count.to_string()),
             ]),
         ),
         (
             "serf",
             section(vec![
-                ("members", live.to_string()),
-                ("failed", view.count(Status::Failed).to_string()),
-                ("left", view.count(Status::Left).to_string()),
-                ("health_score", s.health_score.load(Relaxed).to_string()),
-                ("encrypted", "false".into()),
-                ("packets_in", s.packets_in.load(Relaxed).to_string()),
-                ("packets_out", s.packets_out.load(Relaxed).to_string()),
-                ("push_pulls", s.push_pulls.load(Relaxed).to_string()),
+                ("members", sf.members.to_string()),
+                ("failed", sf.failed.to_string()),
+                ("left", sf.left.to_string()),
+                ("health_score", sf.health_score.to_string()),
+                ("encrypted", sf.encrypted.to_string()),
+                ("event_time", sf.event_time.to_string()),
+                ("query_time", sf.query_time.to_string()),
+                ("packets_in", s.packets_in.to_string()),
+                ("packets_out", s.packets_out.to_string()),
+                ("push_pulls", s.push_pulls.to_string()),
             ]),
         ),
-        ("tags", wire::string_map_value(&view.local.tags)),
+        ("tags", wire::string_map_value(&info.agent.tags)),
         ("event_handlers", wire::string_map_value(&handlers)),
     ]);
     answer(seq, "", Some(&body))
