@@ -256,6 +256,10 @@ pub struct Shared {
     /// Members whose newer meta was announced but not carried ([`Broadcast::MetaChanged`]):
     /// the owner push-pulls with each, then clears this.
     pub fetch: Vec<SocketAddr>,
+    /// Set by the engine while foca reads a datagram from a sender that may speak only for
+    /// itself (not yet a member with a meta, nor a join contact): its items about itself (its
+    /// meta, its own leave) are taken, anything else it carries is skipped.
+    pub only_about: Option<SocketAddr>,
 }
 
 impl Shared {
@@ -267,6 +271,19 @@ impl Shared {
             queries,
             news: false,
             fetch: Vec::new(),
+            only_about: None,
+        }
+    }
+}
+
+impl Broadcast {
+    /// True when the item is the member at `addr`'s own news: its meta, the announcement of
+    /// a newer one, or its own leave. (A force-leave, a user event or a query is never.)
+    fn is_about(&self, addr: SocketAddr) -> bool {
+        match self {
+            Broadcast::Meta(meta) => meta.id.addr == addr,
+            Broadcast::MetaChanged { id, .. } | Broadcast::Leave(id) => id.addr == addr,
+            Broadcast::ForceLeave(_) | Broadcast::User(_) | Broadcast::Query(_) => false,
         }
     }
 }
@@ -302,6 +319,13 @@ impl BroadcastHandler<Identity> for ItemHandler {
     ) -> Result<Option<Self::Key>, Self::Error> {
         let item: Broadcast = postcard::from_bytes(data).map_err(BroadcastError::Decode)?;
         let mut shared = lock(&self.shared);
+        if let Some(sender) = shared.only_about
+            && !item.is_about(sender)
+        {
+            // A sender that may speak only for itself relayed someone else's item: skipped
+            // (not an error: the rest of its datagram still counts).
+            return Ok(None);
+        }
         let (key, news) = match item {
             Broadcast::Meta(meta) => {
                 validate_meta(&meta)?;
@@ -489,5 +513,60 @@ mod tests {
             err.to_string(),
             r#"tag http_port's value "80\n    server evil" has the control character '\n'"#
         );
+    }
+
+    /// Issue 10 with issue 8's join speed: a sender that may speak only for itself (a
+    /// newcomer not yet known with a meta) delivers its own meta, so it is listed at once; the
+    /// other members' metas, leaves and events it relays are skipped without an error.
+    #[test]
+    fn a_sender_that_speaks_only_for_itself_delivers_its_own_meta_and_nothing_else() {
+        let meta = |port: u16, name: &str| Meta {
+            id: Identity::new(SocketAddr::from(([127, 0, 0, 1], port))),
+            version: 0,
+            name: name.into(),
+            tags: BTreeMap::new(),
+        };
+        let table = Membership::new(
+            meta(1, "a"),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(60),
+        );
+        let shared = Arc::new(Mutex::new(Shared::new(
+            table,
+            UserEvents::restored(None),
+            Queries::restored(None),
+        )));
+        let mut handler = ItemHandler::new(shared.clone());
+        let newcomer = meta(2, "b");
+        lock(&shared).only_about = Some(newcomer.id.addr);
+        let other = Broadcast::Meta(meta(3, "c")).encode().expect("encode");
+        assert!(matches!(
+            handler.receive_item(&other, Some(&newcomer.id)),
+            Ok(None)
+        ));
+        let leave = Broadcast::Leave(meta(3, "c").id).encode().expect("encode");
+        assert!(matches!(
+            handler.receive_item(&leave, Some(&newcomer.id)),
+            Ok(None)
+        ));
+        let own = Broadcast::Meta(newcomer.clone()).encode().expect("encode");
+        assert!(matches!(
+            handler.receive_item(&own, Some(&newcomer.id)),
+            Ok(Some(_))
+        ));
+        let names: Vec<String> = lock(&shared)
+            .table
+            .metas()
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"b".to_string()) && !names.contains(&"c".to_string()));
+        // Once trusted, the same relayed meta is taken.
+        lock(&shared).only_about = None;
+        assert!(matches!(
+            handler.receive_item(&other, Some(&newcomer.id)),
+            Ok(Some(_))
+        ));
     }
 }

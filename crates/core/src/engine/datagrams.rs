@@ -32,7 +32,10 @@ impl Engine {
         if let Some(h) = super::probe::header(payload) {
             self.probes.received(&h);
         }
+        let only_about = (!self.trusted_sender(from)).then_some(from);
+        lock(&self.shared).only_about = only_about;
         let result = self.foca.handle_data(payload, &mut self.runtime);
+        lock(&self.shared).only_about = None;
         if let Err(foca::Error::CustomBroadcast(error)) = &result
             && matches!(
                 error.downcast_ref::<BroadcastError>(),

@@ -78,7 +78,7 @@ impl Contacts {
 impl Engine {
     /// True when `addr` may speak for others: a member foca knows there (in any state) whose
     /// meta the table has, or an address contacted to join.
-    fn trusted_sender(&self, addr: SocketAddr) -> bool {
+    pub(super) fn trusted_sender(&self, addr: SocketAddr) -> bool {
         if self.contacts.recent(addr, self.now) {
             return true;
         }
@@ -175,14 +175,17 @@ impl Engine {
             .filter(|u| trusted || u.id().addr == from)
             .filter_map(|u| self.screen_update(from, u.clone()))
             .collect();
-        let tail = if trusted { rest } else { &[][..] };
+        // The custom broadcasts go on whole: foca's item handler keeps, for a sender that may
+        // speak only for itself, its own items (its meta: without it a newcomer heard of
+        // only through itself would wait for a push-pull to be listed) and skips the rest.
+        let tail = rest;
         if kept.len() == received
             && kept.iter().zip(&updates).all(|(k, u)| k == u)
             && tail.len() == rest.len()
         {
             return Ok(Cow::Borrowed(payload));
         }
-        debug!(%from, trusted, received, kept = kept.len(), dropped_tail = rest.len() - tail.len(),
+        debug!(%from, trusted, received, kept = kept.len(),
             "screened a SWIM datagram: updates about others cut or down made suspect");
         let mut out = Vec::with_capacity(payload.len());
         if codec.encode_header(&header, &mut out).is_err() {
