@@ -45,7 +45,7 @@ use crate::loss::{inner_loss_run, loss_scenario, outer_loss_run, render_loss};
 use crate::messaging::report::render_messaging;
 use crate::messaging::{serf_messaging, shoal_messaging};
 use crate::procfs::clock_ticks;
-use crate::report::{Rng, print_header, progress};
+use crate::report::{Rng, load_average, print_header, progress};
 use crate::serf::loss::serf_loss_scenario;
 use crate::serf::size::bench_serf_size;
 use crate::settings::{Args, SerfChoice, Settings};
@@ -125,10 +125,12 @@ async fn run(args: Args) -> Result<()> {
     for &n in &settings.nodes {
         let report = bench_size(n, &settings, &mut rng, clk_tck).await?;
         print!("{}", report.render());
+        println!("(load average after shoal at N = {n}: {})", load_average());
         reports.push(report);
         if let Some(serf) = &serf {
             let report = bench_serf_size(n, &settings, serf, &mut rng, clk_tck).await?;
             print!("{}", report.render());
+            println!("(load average after Serf at N = {n}: {})", load_average());
             serf_reports.push(report);
         }
     }
@@ -157,6 +159,7 @@ async fn run(args: Args) -> Result<()> {
         SerfChoice::Missing(why) => println!("\n=== targets against Serf ===\nSKIPPED: {why}"),
         SerfChoice::Off => println!("\n=== targets against Serf ===\nskipped (--no-serf)"),
     }
+    println!("\nload average at the end {}", load_average());
     progress("done");
     Ok(())
 }

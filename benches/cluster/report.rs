@@ -223,26 +223,41 @@ pub fn progress(msg: &str) {
     eprintln!("[{:7.1}s] {msg}", start.elapsed().as_secs_f64());
 }
 
+/// The 1, 5 and 15 minute load averages of `/proc/loadavg`, e.g. `2.72 3.49 5.33` (empty if
+/// unreadable). The machine may be shared, so the report states it at the start and the end.
+pub fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub async fn print_header(s: &Settings, clk_tck: f64) {
     let version = Command::new(SHOAL)
         .arg("version")
         .output()
         .await
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        // `shoal version` prints the version and the protocol range on separate lines; the
+        // header keeps them on one.
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
         .unwrap_or_else(|| "unknown".into());
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("shoal cluster benchmark");
     println!("  binary    {SHOAL} ({version})");
     println!(
         "  machine   {cpus} CPUs, kernel {}, load average at start {}",
         kernel.trim(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load_average()
     );
     println!(
         "  settings  nodes {:?}, idle {} s, kills {}, leaves {}, members runs {}, loss {}, \

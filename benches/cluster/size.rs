@@ -89,9 +89,16 @@ pub async fn bench_size(n: usize, s: &Settings, rng: &mut Rng, clk_tck: f64) -> 
     }
     cluster.stop().await;
     let mut joins = vec![secs(&converge)];
-    for _ in 0..s.join_runs {
+    for run in 0..s.join_runs {
         let mut cluster = Cluster::new(&format!("join-n{n}"), false)?;
-        let (_, converge) = start_cluster(&mut cluster, n, rng, s.timeout).await?;
+        let (spawn, converge) = start_cluster(&mut cluster, n, rng, s.timeout).await?;
+        // Each start's line, so that a timeout says who lagged.
+        log_startup(
+            &format!("N={n} cold start {}/{}", run + 1, s.join_runs),
+            n,
+            spawn,
+            &converge,
+        );
         joins.push(secs(&converge));
         cluster.stop().await;
     }

@@ -63,9 +63,19 @@ pub fn free_port(udp: bool) -> Result<u16> {
     bail!("no loopback port free for both TCP and UDP")
 }
 
+/// How many times [`spawn_serf`] tries fresh ports when `serf agent` exits because one of the
+/// ports it was given was taken before it could bind it.
+const PORT_ATTEMPTS: usize = 5;
+
 /// Starts `serf agent -node=NAME` on 127.0.0.1 (lan profile, the bench's handler,
 /// `-join=JOIN` if given; `retry` uses `-retry-join` with a 1 s interval instead, which does
 /// not exit when the join fails, as under heavy loss) and waits for its RPC.
+///
+/// The ports are free when picked but released before Serf binds them, so another process
+/// (an agent of this bench, or anything else on the machine) can take one in between: a
+/// 2026-12-01 run at N = 20 lost its whole report to `Error starting RPC listener: ...
+/// address already in use`. An agent that exits for that reason is started again on new
+/// ports, up to [`PORT_ATTEMPTS`] times.
 pub async fn spawn_serf(
     serf: &Path,
     name: &str,
@@ -74,12 +84,54 @@ pub async fn spawn_serf(
     handler: &str,
     logs: &Path,
 ) -> Result<SerfAgent> {
+    let mut attempt = 1;
+    loop {
+        match spawn_serf_once(serf, name, join, retry, handler, logs).await {
+            Err(SpawnError::PortTaken(why)) if attempt < PORT_ATTEMPTS => {
+                crate::report::progress(&format!(
+                    "serf agent {name}: a port was taken before it bound it, new ports \
+                     (attempt {}/{PORT_ATTEMPTS}): {why}",
+                    attempt + 1
+                ));
+                attempt += 1;
+            }
+            Err(SpawnError::PortTaken(why) | SpawnError::Other(why)) => return Err(why),
+            Ok(agent) => return Ok(agent),
+        }
+    }
+}
+
+/// Why one start of `serf agent` failed.
+enum SpawnError {
+    /// It exited because a port it was given was already in use.
+    PortTaken(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for SpawnError {
+    fn from(e: anyhow::Error) -> Self {
+        SpawnError::Other(e)
+    }
+}
+
+async fn spawn_serf_once(
+    serf: &Path,
+    name: &str,
+    join: Option<&str>,
+    retry: bool,
+    handler: &str,
+    logs: &Path,
+) -> std::result::Result<SerfAgent, SpawnError> {
     let log = logs.join(format!("{name}.log"));
     let log_file =
         std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
     let port = free_port(true)?;
     let bind = format!("127.0.0.1:{port}");
-    let rpc = format!("127.0.0.1:{}", free_port(false)?);
+    let mut rpc_port = free_port(false)?;
+    while rpc_port == port {
+        rpc_port = free_port(false)?;
+    }
+    let rpc = format!("127.0.0.1:{rpc_port}");
     let mut cmd = Command::new(serf);
     cmd.arg("agent")
         .arg(format!("-node={name}"))
@@ -114,16 +166,20 @@ pub async fn spawn_serf(
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            bail!(
-                "serf agent {name} exited ({status}) before it was ready; log:\n{}",
-                log_tail(&log, 10)
-            );
+            let tail = log_tail(&log, 10);
+            let why =
+                anyhow!("serf agent {name} exited ({status}) before it was ready; log:\n{tail}");
+            return Err(if tail.contains("address already in use") {
+                SpawnError::PortTaken(why)
+            } else {
+                SpawnError::Other(why)
+            });
         }
         if start.elapsed() > READY_TIMEOUT {
-            return Err(anyhow!(
+            return Err(SpawnError::Other(anyhow!(
                 "serf agent {name}: no RPC answer within {READY_TIMEOUT:?}; log:\n{}",
                 log_tail(&log, 10)
-            ));
+            )));
         }
         tokio::time::sleep(READY_POLL).await;
     }

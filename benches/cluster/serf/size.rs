@@ -78,9 +78,16 @@ pub async fn bench_serf_size(
     }
     cluster.stop().await;
     let mut joins = vec![secs(&converge)];
-    for _ in 0..s.join_runs {
+    for run in 0..s.join_runs {
         let mut cluster = SerfCluster::new(serf, &format!("join-n{n}"), false, handler_spec)?;
-        let (_, converge) = cluster.start(n, rng, s.timeout).await?;
+        let (spawn, converge) = cluster.start(n, rng, s.timeout).await?;
+        // Each start's line, so that a timeout says who lagged.
+        log_startup(
+            &format!("{tag} cold start {}/{}", run + 1, s.join_runs),
+            n,
+            spawn,
+            &converge,
+        );
         joins.push(secs(&converge));
         cluster.stop().await;
     }
