@@ -374,6 +374,22 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A member table for the local member `own`, and an item handler feeding it.
+    fn handler_for(own: Meta) -> (Arc<Mutex<Shared>>, ItemHandler) {
+        let table = Membership::new(
+            own,
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(60),
+        );
+        let shared = Arc::new(Mutex::new(Shared::new(
+            table,
+            UserEvents::restored(None),
+            Queries::restored(None),
+        )));
+        let handler = ItemHandler::new(shared.clone());
+        (shared, handler)
+    }
+
     #[test]
     fn newer_meta_key_invalidates_older_of_the_same_member_only() {
         let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
@@ -407,17 +423,7 @@ mod tests {
             name: "a".into(),
             tags: BTreeMap::new(),
         };
-        let table = Membership::new(
-            own,
-            std::time::Duration::from_secs(60),
-            std::time::Duration::from_secs(60),
-        );
-        let shared = Arc::new(Mutex::new(Shared::new(
-            table,
-            UserEvents::restored(None),
-            Queries::restored(None),
-        )));
-        let mut handler = ItemHandler::new(shared.clone());
+        let (shared, mut handler) = handler_for(own);
         let sender = Identity::new("127.0.0.1:2".parse().expect("addr"));
         let item = Broadcast::Meta(Meta {
             id: sender,
@@ -526,17 +532,7 @@ mod tests {
             name: name.into(),
             tags: BTreeMap::new(),
         };
-        let table = Membership::new(
-            meta(1, "a"),
-            std::time::Duration::from_secs(60),
-            std::time::Duration::from_secs(60),
-        );
-        let shared = Arc::new(Mutex::new(Shared::new(
-            table,
-            UserEvents::restored(None),
-            Queries::restored(None),
-        )));
-        let mut handler = ItemHandler::new(shared.clone());
+        let (shared, mut handler) = handler_for(meta(1, "a"));
         let newcomer = meta(2, "b");
         lock(&shared).only_about = Some(newcomer.id.addr);
         let other = Broadcast::Meta(meta(3, "c")).encode().expect("encode");
