@@ -23,16 +23,18 @@ impl Engine {
     /// the probe under way); then the sender's digest, if it carried one, is compared with
     /// ours. A push-pull goes to the UDP source, never to an address the payload names (a
     /// forged payload must not make us connect to a third party).
+    /// `trusted`: the sender may speak for others (see `senders.rs`); otherwise foca's item
+    /// handler takes only its items about itself.
     fn swim(
         &mut self,
         from: SocketAddr,
-        payload: &[u8],
+        (payload, trusted): (&[u8], bool),
         digest: Option<u32>,
     ) -> Result<(), foca::Error> {
         if let Some(h) = super::probe::header(payload) {
             self.probes.received(&h);
         }
-        let only_about = (!self.trusted_sender(from)).then_some(from);
+        let only_about = (!trusted).then_some(from);
         lock(&self.shared).only_about = only_about;
         let result = self.foca.handle_data(payload, &mut self.runtime);
         lock(&self.shared).only_about = None;
@@ -108,7 +110,7 @@ impl Engine {
         let result = input::decode(packet).and_then(|datagram| match datagram {
             Datagram::Swim(payload, digest) => match self
                 .screen_swim(from, payload)
-                .map(|screened| self.swim(from, &screened, digest))?
+                .map(|(screened, trusted)| self.swim(from, (&screened, trusted), digest))?
             {
                 // Not bad packets: news about our own old identity, and gossip while alone.
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),

@@ -78,7 +78,7 @@ impl Contacts {
 impl Engine {
     /// True when `addr` may speak for others: a member foca knows there (in any state) whose
     /// meta the table has, or an address contacted to join.
-    pub(super) fn trusted_sender(&self, addr: SocketAddr) -> bool {
+    fn trusted_sender(&self, addr: SocketAddr) -> bool {
         if self.contacts.recent(addr, self.now) {
             return true;
         }
@@ -129,16 +129,17 @@ impl Engine {
     }
 
     /// Screens foca's message `payload` from UDP source `from` (see the module docs): the
-    /// payload as foca may see it, or why it is dropped.
+    /// payload as foca may see it and whether its sender may speak for others, or why it is
+    /// dropped.
     pub(super) fn screen_swim<'a>(
         &self,
         from: SocketAddr,
         payload: &'a [u8],
-    ) -> Result<Cow<'a, [u8]>, DropReason> {
+    ) -> Result<(Cow<'a, [u8]>, bool), DropReason> {
         let mut codec = PostcardCodec;
         let mut rest = payload;
         let Ok(header) = Codec::<Identity>::decode_header(&mut codec, &mut rest) else {
-            return Ok(Cow::Borrowed(payload)); // foca names the decode error
+            return Ok((Cow::Borrowed(payload), false)); // foca names the decode error
         };
         if header.src.addr != from {
             return Err(DropReason::NotFromMember("SWIM header"));
@@ -165,7 +166,7 @@ impl Engine {
             for _ in 0..count {
                 match Codec::<Identity>::decode_member(&mut codec, &mut rest) {
                     Ok(member) => updates.push(member),
-                    Err(_) => return Ok(Cow::Borrowed(payload)), // foca names it
+                    Err(_) => return Ok((Cow::Borrowed(payload), trusted)), // foca names it
                 }
             }
         }
@@ -183,7 +184,7 @@ impl Engine {
             && kept.iter().zip(&updates).all(|(k, u)| k == u)
             && tail.len() == rest.len()
         {
-            return Ok(Cow::Borrowed(payload));
+            return Ok((Cow::Borrowed(payload), trusted));
         }
         debug!(%from, trusted, received, kept = kept.len(),
             "screened a SWIM datagram: updates about others cut or down made suspect");
@@ -202,7 +203,7 @@ impl Engine {
             }
             out.extend_from_slice(tail);
         }
-        Ok(Cow::Owned(out))
+        Ok((Cow::Owned(out), trusted))
     }
 
     /// Screens a push-pull state that came from `peer` (the TCP peer: the address dialled, or
