@@ -27,7 +27,7 @@ RULES = [
     "identity.rs", "envelope.rs", "profile.rs", "timers.rs", "broadcast.rs", "membership.rs",
     "membership/", "anti_entropy.rs", "discover.rs", "snapshot.rs", "fs.rs", "user_event.rs",
     "fnv.rs",
-    "query.rs", "lamport.rs", "seal.rs", "seal/",
+    "query.rs", "role.rs", "lamport.rs", "seal.rs", "seal/",
 ]
 ENGINE = ["engine.rs", "engine/"]
 DRIVER = ["node.rs", "node/"]

@@ -125,6 +125,7 @@ fn announce(addr: std::net::SocketAddr, name: &str, tags: &[(&str, &str)]) -> Sy
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            role: Default::default(),
         }],
         ..SyncState::default()
     }

@@ -134,6 +134,9 @@ pub enum MetaError {
     /// Tags too large.
     #[error("tags take {0} bytes; the limit is {MAX_TAGS_LEN}")]
     TagsTooLarge(usize),
+    /// The health checks or the group break the rules ([`crate::role::validate_role`]).
+    #[error("{0}")]
+    Role(#[from] crate::role::RoleError),
 }
 
 /// Whether `c` may appear in a node name or a tag key.
@@ -210,7 +213,8 @@ pub fn validate_tags<'a>(
 /// member with an unsafe name is never listed, never handed to a handler or a template.
 pub fn validate_meta(meta: &Meta) -> Result<(), MetaError> {
     validate_name(&meta.name)?;
-    validate_tags(&meta.tags)
+    validate_tags(&meta.tags)?;
+    Ok(crate::role::validate_role(&meta.role)?)
 }
 
 /// What makes a newer broadcast replace an older one in foca's queue.
@@ -407,6 +411,7 @@ mod tests {
             version: 0,
             name: "n".into(),
             tags: BTreeMap::from([("k".into(), "v".repeat(MAX_TAGS_LEN))]),
+            role: Default::default(),
         };
         let err = validate_meta(&meta).expect_err("over the limit");
         assert_eq!(err, MetaError::TagsTooLarge(MAX_TAGS_LEN + 1));
@@ -422,6 +427,7 @@ mod tests {
             version: 0,
             name: "a".into(),
             tags: BTreeMap::new(),
+            role: Default::default(),
         };
         let (shared, mut handler) = handler_for(own);
         let sender = Identity::new("127.0.0.1:2".parse().expect("addr"));
@@ -430,6 +436,7 @@ mod tests {
             version: 1,
             name: "web-9\n    server evil 6.6.6.6:80 check\n#".into(),
             tags: BTreeMap::new(),
+            role: Default::default(),
         })
         .encode()
         .expect("encode");
@@ -513,6 +520,7 @@ mod tests {
             version: 0,
             name: "n".into(),
             tags: BTreeMap::from([("http_port".into(), "80\n    server evil".into())]),
+            role: Default::default(),
         };
         let err = validate_meta(&meta).expect_err("newline in a value");
         assert_eq!(
@@ -531,6 +539,7 @@ mod tests {
             version: 0,
             name: name.into(),
             tags: BTreeMap::new(),
+            role: Default::default(),
         };
         let (shared, mut handler) = handler_for(meta(1, "a"));
         let newcomer = meta(2, "b");

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::profile::{Profile, Timings};
+use crate::role::Role;
 use crate::seal::Keyring;
 
 /// The default gossip port (7946 belongs to Serf and Docker Swarm).
@@ -24,6 +25,8 @@ pub struct NodeConfig {
     pub advertise: Option<SocketAddr>,
     /// Initial tags.
     pub tags: BTreeMap<String, String>,
+    /// Initial health checks and primary group (see [`crate::role`]).
+    pub role: Role,
     /// Timing profile.
     pub profile: Profile,
     /// Timings that replace the profile's (for embedding and for measuring other settings,
@@ -77,6 +80,7 @@ impl NodeConfig {
             bind,
             advertise: None,
             tags: BTreeMap::new(),
+            role: Role::default(),
             profile: Profile::Lan,
             timings: None,
             join: Vec::new(),

@@ -152,6 +152,7 @@ impl Engine {
             version: 0,
             name: config.name.clone(),
             tags: config.tags.clone(),
+            role: config.role.clone(),
         };
         validate_meta(&meta)?;
         let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
@@ -399,6 +400,9 @@ impl Engine {
             }
             Command::UpdateTags { set, delete, reply } => {
                 let _ = reply.send(self.update_tags(set, &delete));
+            }
+            Command::UpdateRole { role, reply } => {
+                let _ = reply.send(self.update_role(role));
             }
             Command::Exchange { state, peer, reply } => {
                 self.apply_state(state, None, peer);

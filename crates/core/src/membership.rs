@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::fnv::Fnv;
 use crate::identity::Identity;
 use crate::query::Query;
+use crate::role::Role;
 use crate::user_event::UserEvent;
 use digest::{Sums, addr_hashes};
 
@@ -38,6 +39,8 @@ pub struct Meta {
     pub name: String,
     /// The member's tags.
     pub tags: BTreeMap<String, String>,
+    /// The member's health checks and primary group.
+    pub role: Role,
 }
 
 impl Meta {
@@ -86,6 +89,8 @@ pub struct Member {
     pub generation: u64,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Health checks and primary group, as the member announced them.
+    pub role: Role,
     /// Status.
     pub status: Status,
 }
@@ -197,15 +202,16 @@ impl Entry {
     }
 
     fn member(&self) -> Member {
-        let (name, tags) = match &self.meta {
-            Some(meta) => (meta.name.clone(), meta.tags.clone()),
-            None => (self.id.addr.to_string(), BTreeMap::new()),
+        let (name, tags, role) = match &self.meta {
+            Some(meta) => (meta.name.clone(), meta.tags.clone(), meta.role.clone()),
+            None => (self.id.addr.to_string(), BTreeMap::new(), Role::default()),
         };
         Member {
             name,
             addr: self.id.addr,
             generation: self.id.generation,
             tags,
+            role,
             status: self.status(),
         }
     }
@@ -267,6 +273,16 @@ impl Membership {
         let mut meta = self.local_meta().clone();
         meta.version += 1;
         meta.tags = tags;
+        self.apply_meta(meta.clone());
+        meta
+    }
+
+    /// Replaces the local health and group, bumping the version. Returns the meta to
+    /// broadcast.
+    pub fn set_local_role(&mut self, role: Role) -> Meta {
+        let mut meta = self.local_meta().clone();
+        meta.version += 1;
+        meta.role = role;
         self.apply_meta(meta.clone());
         meta
     }
@@ -436,7 +452,7 @@ impl Membership {
         if entry.joined
             && before.is_some_and(|b| {
                 let now = entry.meta.as_ref().expect("just set");
-                b.name != now.name || b.tags != now.tags
+                b.name != now.name || b.tags != now.tags || b.role != now.role
             })
         {
             let member = entry.member();

@@ -32,6 +32,7 @@ use crate::error::{CommandError, StartError};
 use crate::identity::Identity;
 use crate::membership::Event;
 use crate::query::{QueryParams, QueryStarted, QueryUpdate};
+use crate::role::Role;
 use crate::view::{Stats, View};
 
 /// How many commands may wait for the owner. Senders wait when it is full (back-pressure on
@@ -229,6 +230,13 @@ impl NodeHandle {
         delete: Vec<String>,
     ) -> Result<BTreeMap<String, String>, CommandError> {
         self.ask(|reply| Command::UpdateTags { set, delete, reply })
+            .await?
+    }
+
+    /// Announces new health check states or a new primary group to every member (a
+    /// `member-update` everywhere). Over the limits nothing changes.
+    pub async fn update_role(&self, role: Role) -> Result<(), CommandError> {
+        self.ask(|reply| Command::UpdateRole { role, reply })
             .await?
     }
 

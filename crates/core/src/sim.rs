@@ -493,6 +493,18 @@ impl Sim {
         rx
     }
 
+    /// The agent's check runner or group setting at the node at `at` announces a new role;
+    /// the answer is on the receiver at once.
+    pub fn update_role(
+        &mut self,
+        at: SocketAddr,
+        role: crate::role::Role,
+    ) -> oneshot::Receiver<Result<(), CommandError>> {
+        let (reply, rx) = oneshot::channel();
+        self.command_now(at, Command::UpdateRole { role, reply });
+        rx
+    }
+
     /// An operator's `shoal query` at the node at `at`: the answer (whom it expects) is on
     /// the first receiver at once; acks and answers arrive on the second as the simulation
     /// runs.

@@ -412,6 +412,7 @@ mod tests {
             addr: ([127, 0, 0, 1], port).into(),
             generation: 1,
             tags: Default::default(),
+            role: Default::default(),
             status,
         }
     }

@@ -102,6 +102,7 @@ mod tests {
             addr: addr.parse().expect("addr"),
             generation: 1,
             tags: [("role".to_string(), "web".to_string())].into(),
+            role: Default::default(),
             status,
         }
     }

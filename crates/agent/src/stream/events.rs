@@ -182,6 +182,7 @@ mod tests {
                 addr: ([10, 0, 0, 5], 7948).into(),
                 generation: 1,
                 tags: [("role".to_string(), "web".to_string())].into(),
+                role: Default::default(),
                 status: Status::Alive,
             },
         }

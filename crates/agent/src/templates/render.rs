@@ -118,6 +118,7 @@ mod tests {
             addr: ([10, 0, 0, 1], port).into(),
             generation: 1,
             tags: [("role".to_string(), role.to_string())].into(),
+            role: Default::default(),
             status,
         }
     }

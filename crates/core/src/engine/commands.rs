@@ -16,6 +16,7 @@ use crate::broadcast::{Broadcast, MetaError, lock, validate_meta};
 use crate::error::CommandError;
 use crate::identity::Identity;
 use crate::membership::Status;
+use crate::role::Role;
 use crate::view::Stats;
 
 impl Engine {
@@ -148,6 +149,24 @@ impl Engine {
         self.send_to_all_twice(item);
         self.gossip_now();
         Ok(tags)
+    }
+
+    /// Replaces the local health checks and group and sends the result like a tag change:
+    /// straight to every live member, twice, and gossiped. A role equal to the current one is
+    /// not sent.
+    pub(super) fn update_role(&mut self, role: Role) -> Result<(), CommandError> {
+        let mut candidate = lock(&self.shared).table.local_meta().clone();
+        if candidate.role == role {
+            return Ok(());
+        }
+        candidate.role = role;
+        validate_meta(&candidate)?;
+        let meta = lock(&self.shared).table.set_local_role(candidate.role);
+        let item = self.meta_item(meta);
+        self.broadcast(item.clone());
+        self.send_to_all_twice(item);
+        self.gossip_now();
+        Ok(())
     }
 
     /// A peer's state from a push-pull with `peer`, screened first ([`super::senders`]).

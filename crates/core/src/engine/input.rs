@@ -13,6 +13,7 @@ use crate::envelope::{self, Kind};
 use crate::error::{CommandError, DropReason};
 use crate::identity::Identity;
 use crate::query::{QueryParams, QueryResponse, QueryStarted, QueryUpdate};
+use crate::role::Role;
 
 /// A request to the engine. Those with a `reply` are answered once, when done.
 pub(crate) enum Command {
@@ -35,6 +36,11 @@ pub(crate) enum Command {
         set: BTreeMap<String, String>,
         delete: Vec<String>,
         reply: oneshot::Sender<Result<BTreeMap<String, String>, CommandError>>,
+    },
+    /// Announce new health check states or a new primary group (the whole [`Role`]).
+    UpdateRole {
+        role: Role,
+        reply: oneshot::Sender<Result<(), CommandError>>,
     },
     /// An inbound push-pull: apply the peer's state, then answer with ours, which then
     /// carries what applying theirs changed (a suspected member's refutation above all).

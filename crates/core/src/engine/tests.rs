@@ -66,6 +66,7 @@ fn state_of(who: Identity, name: &str) -> SyncState {
             version: 0,
             name: name.into(),
             tags: BTreeMap::new(),
+            role: Default::default(),
         }],
         intents: Vec::new(),
         event_clock: 0,

@@ -96,6 +96,7 @@ mod tests {
             version: 0,
             name: name.to_string(),
             tags: BTreeMap::new(),
+            role: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ fn meta(port: u16, generation: u64, version: u64, name: &str) -> Meta {
         version,
         name: name.to_string(),
         tags: BTreeMap::from([("role".to_string(), "web".to_string())]),
+        role: Default::default(),
     }
 }
 

@@ -301,6 +301,7 @@ fn a_tag_change_goes_to_every_member_directly_and_a_meta_is_taken_only_from_its_
         version: 1,
         name: "m2".into(),
         tags: set.clone(),
+        role: Default::default(),
     });
     let tags_of_m2 = |engine: &Engine| {
         let view = engine.view();
