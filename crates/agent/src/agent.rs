@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_core::NodeHandle;
+
+use crate::role::RoleCell;
 use shoal_proto::{Ready, ReadyLine};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -100,6 +102,8 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         info!(rpc = %addr, "Serf RPC listening");
     }
 
+    // The check runner and the primary-group settings change the announced role through it.
+    let role = RoleCell::new(node.clone(), cfg.node.role.clone());
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
     let streams = Arc::new(EventStreams::default());
@@ -137,6 +141,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         stream_slots: Arc::new(Semaphore::new(control::MAX_STREAMS)),
         token: cfg.control_token.as_ref().map(|t| t.token.clone()),
         warnings: Default::default(),
+        role: role.clone(),
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,

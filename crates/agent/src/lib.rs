@@ -31,6 +31,7 @@ pub mod keys;
 pub mod logging;
 pub mod reaper;
 pub mod report;
+pub mod role;
 pub mod rpc;
 pub mod shell;
 pub mod stream;

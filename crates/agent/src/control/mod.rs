@@ -74,6 +74,8 @@ pub struct ControlState {
     pub token: Option<String>,
     /// The door's throttled warnings (refused, timed out, unauthorized).
     pub warnings: server::Warnings,
+    /// What this member announces as its health and primary group.
+    pub role: crate::role::RoleCell,
 }
 
 /// Most streams (`/v1/stream` and `/v1/monitor` together) open at once; one more is answered
