@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_core::NodeHandle;
-
-use crate::role::RoleCell;
 use shoal_proto::{Ready, ReadyLine};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -21,6 +19,7 @@ use crate::control::{self, ControlState};
 use crate::handlers::dispatch::{self, Counters, Settings};
 use crate::handlers::filter::HandlerSpec;
 use crate::logging::LogHandle;
+use crate::role::RoleCell;
 use crate::stream::events::EventStreams;
 use crate::supervise::{self, App};
 use crate::templates::{self, TemplateSpec};
