@@ -69,6 +69,11 @@ pub struct Group {
     pub name: String,
     /// Higher wins; ties go to the lower node name.
     pub priority: u32,
+    /// This member runs as its group's primary now (it ran `--on-primary` and not yet
+    /// `--on-backup`/`--on-fault`). With preemption off, the others keep a claiming member
+    /// primary while it stays eligible, as VRRP's `nopreempt` keeps a master whose adverts
+    /// arrive; a newcomer learns who holds the role from this.
+    pub primary: bool,
 }
 
 /// What a member announces about its health and group. The default (no checks, no group) is
@@ -160,6 +165,7 @@ mod tests {
             group: Some(Group {
                 name: "lb x".into(),
                 priority: 1,
+                primary: false,
             }),
         };
         assert!(matches!(validate_role(&role), Err(RoleError::GroupName(_))));
