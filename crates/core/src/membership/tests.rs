@@ -328,3 +328,42 @@ fn an_announced_meta_version_makes_the_known_meta_stale_until_it_arrives() {
         "own announcements are ignored"
     );
 }
+
+#[test]
+fn a_new_health_state_or_group_is_a_member_update_and_listed() {
+    use crate::role::{Group, Health};
+    let mut t = table();
+    t.member_up(id(2, 5));
+    t.apply_meta(meta(2, 5, 0, "lb-1"));
+    t.take_events();
+    let mut next = meta(2, 5, 1, "lb-1");
+    next.role.checks.insert("haproxy".into(), Health::Critical);
+    next.role.group = Some(Group {
+        name: "lb".into(),
+        priority: 150,
+        primary: false,
+    });
+    assert!(t.apply_meta(next.clone()));
+    assert_eq!(
+        kinds(&mut t),
+        vec![(MemberEventKind::Update, "lb-1".into(), Status::Alive)]
+    );
+    let listed = t.members().into_iter().find(|m| m.name == "lb-1");
+    assert_eq!(listed.map(|m| m.role), Some(next.role.clone()));
+    let mut same = next.clone();
+    same.version = 2;
+    assert!(t.apply_meta(same), "a newer version is applied");
+    assert!(kinds(&mut t).is_empty(), "an unchanged role is no update");
+}
+
+#[test]
+fn the_local_role_bumps_the_version_and_is_listed() {
+    use crate::role::Health;
+    let mut t = table();
+    let mut role = Role::default();
+    role.checks.insert("web".into(), Health::Passing);
+    let before = t.local_meta().version;
+    let meta = t.set_local_role(role.clone());
+    assert_eq!(meta.version, before + 1);
+    assert_eq!(t.local_meta().role, role);
+}
