@@ -1,7 +1,8 @@
 //! `shoal info`: Serf's sections first, as `serf info` prints them (`agent`, `runtime`,
 //! `serf`, `tags`; shoal's own agent fields follow the name), then shoal's: member counts,
 //! traffic counters, refused packets, the loaded handlers (`FILTER = SCRIPT`, `*` for every
-//! event), the event counters and the open streams.
+//! event), the primary group (`--group`: group, priority, state, primary), the event
+//! counters and the open streams.
 
 use shoal_proto::InfoResponse;
 
@@ -71,6 +72,15 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
     for h in &i.handlers {
         let filter = if h.filter.is_empty() { "*" } else { &h.filter };
         text.push_str(&format!("\t{filter} = {}\n", h.script));
+    }
+    if let Some(p) = &i.primary {
+        text.push_str(&format!(
+            "primary:\n\tgroup = {}\n\tpriority = {}\n\tstate = {}\n\tprimary = {}\n",
+            p.group,
+            p.priority,
+            p.state.as_deref().unwrap_or(""),
+            p.primary.as_deref().unwrap_or("")
+        ));
     }
     let (e, st) = (&i.events, &i.streams);
     text.push_str(&format!(
