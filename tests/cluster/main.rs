@@ -15,6 +15,7 @@ mod names;
 mod netns;
 mod operator;
 mod parity;
+mod primary;
 mod queries;
 mod sealed;
 mod serf_cli;

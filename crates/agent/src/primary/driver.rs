@@ -95,6 +95,8 @@ impl Driver {
         let mut machine = Machine::new(self.settings.delay);
         let mut views = self.node.watch();
         let started = Instant::now();
+        // Once another member was seen, the join wait is over for good (it may leave later).
+        let mut seen_others = false;
         loop {
             let view = views.borrow_and_update().clone();
             if view.left {
@@ -110,10 +112,11 @@ impl Driver {
                 return;
             }
             let now = Instant::now();
-            let seen_others = view.members.iter().any(|m| {
-                m.name != self.local
-                    && matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect)
-            });
+            seen_others = seen_others
+                || view.members.iter().any(|m| {
+                    m.name != self.local
+                        && matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect)
+                });
             let join_wait_over = now >= started + JOIN_WAIT;
             let may_promote = !self.settings.wait_to_join || seen_others || join_wait_over;
             let desired = elect::decide(&view.members, &self.local, &rules, may_promote);
