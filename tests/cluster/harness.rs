@@ -184,7 +184,10 @@ impl Agent {
     /// `GET /v1/primary` (this agent's own group); `None` if it does not answer.
     pub fn primary(&self) -> Option<shoal_proto::PrimaryResponse> {
         self.rt
-            .block_on(self.client().get::<shoal_proto::PrimaryResponse>("/v1/primary"))
+            .block_on(
+                self.client()
+                    .get::<shoal_proto::PrimaryResponse>("/v1/primary"),
+            )
             .ok()
     }
 

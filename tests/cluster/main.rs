@@ -16,6 +16,7 @@ mod netns;
 mod operator;
 mod parity;
 mod primary;
+mod primary_netns;
 mod queries;
 mod sealed;
 mod serf_cli;

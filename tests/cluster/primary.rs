@@ -79,14 +79,21 @@ fn exactly_one_of_three_runs_on_primary_and_a_killed_primary_is_replaced_by_the_
     let c = start(d, "pc", 50, &["--join", &join]);
     assert!(all_see(&[&a, &b, &c], "pa"), "not all see pa as primary");
     assert_eq!(shoal_primary(&b), (Some(0), "pa\n".to_string()));
-    assert!(wait_until(Duration::from_secs(5), || runs(d, "pa", "primary") == 1));
+    assert!(wait_until(Duration::from_secs(5), || runs(
+        d, "pa", "primary"
+    ) == 1));
     assert!(wait_until(Duration::from_secs(5), || {
         runs(d, "pb", "backup") == 1 && runs(d, "pc", "backup") == 1
     }));
     assert_eq!((runs(d, "pb", "primary"), runs(d, "pc", "primary")), (0, 0));
     let info = b.info().primary.expect("info shows the group");
     assert_eq!(
-        (info.group.as_str(), info.priority, info.state.as_deref(), info.primary.as_deref()),
+        (
+            info.group.as_str(),
+            info.priority,
+            info.state.as_deref(),
+            info.primary.as_deref()
+        ),
         ("lb", 100, Some("backup"), Some("pa"))
     );
 
@@ -95,14 +102,22 @@ fn exactly_one_of_three_runs_on_primary_and_a_killed_primary_is_replaced_by_the_
     assert!(all_see(&[&b, &c], "pb"), "the survivors did not move to pb");
     assert_eq!(shoal_primary(&b), (Some(0), "pb\n".to_string()));
     assert_eq!(shoal_primary(&c), (Some(0), "pb\n".to_string()));
-    assert!(wait_until(Duration::from_secs(5), || runs(d, "pb", "primary") == 1));
+    assert!(wait_until(Duration::from_secs(5), || runs(
+        d, "pb", "primary"
+    ) == 1));
     let line = read(&d.join("pb")).unwrap_or_default();
-    assert!(line.contains("primary previous=pa primary=pb group=lb"), "{line}");
+    assert!(
+        line.contains("primary previous=pa primary=pb group=lb"),
+        "{line}"
+    );
     assert_eq!(runs(d, "pc", "primary"), 0);
 
     // Back, with preemption on: it takes the role back; pb runs on-backup.
     let a = start(d, "pa", 150, &["--join", &b.join_arg()]);
-    assert!(all_see(&[&a, &b, &c], "pa"), "pa did not take the role back");
+    assert!(
+        all_see(&[&a, &b, &c], "pa"),
+        "pa did not take the role back"
+    );
     assert!(wait_until(Duration::from_secs(5), || {
         runs(d, "pa", "primary") == 2 && runs(d, "pb", "backup") == 2
     }));
@@ -123,12 +138,17 @@ fn with_preempt_false_a_returning_higher_priority_member_leaves_the_working_prim
     let a = start(d, "na", 150, &["--preempt=false", "--join", &b.join_arg()]);
     // The newcomer sees nb's claim: it is a backup, and both agree on nb.
     assert!(wait_until(Duration::from_secs(10), || {
-        a.primary()
-            .is_some_and(|p| p.primary.as_deref() == Some("nb") && p.state.as_deref() == Some("backup"))
+        a.primary().is_some_and(|p| {
+            p.primary.as_deref() == Some("nb") && p.state.as_deref() == Some("backup")
+        })
     }));
     assert!(sees(&b, "nb"));
     assert_eq!(shoal_primary(&a), (Some(0), "nb\n".to_string()));
-    assert_eq!(runs(d, "na", "primary"), 1, "only its first life ran on-primary");
+    assert_eq!(
+        runs(d, "na", "primary"),
+        1,
+        "only its first life ran on-primary"
+    );
     assert_eq!(runs(d, "nb", "primary"), 1);
     let answer = a.primary().expect("answer");
     let claims: Vec<_> = answer
@@ -147,13 +167,18 @@ fn a_primary_stopped_with_sigterm_runs_on_backup_before_it_leaves_and_the_next_t
     let b = start(d, "tb", 100, &["--join", &a.join_arg()]);
     assert!(all_see(&[&a, &b], "ta"));
     a.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "ta did not exit");
+    assert!(
+        a.wait_exit(Duration::from_secs(10)).is_some(),
+        "ta did not exit"
+    );
     // The first member, with no one to join, was primary from the start: its one on-backup
     // ran before it left.
     assert_eq!(runs(d, "ta", "backup"), 1, "on-backup before leaving");
     assert_eq!(runs(d, "ta", "primary"), 1);
     assert!(all_see(&[&b], "tb"));
-    assert!(wait_until(Duration::from_secs(5), || runs(d, "tb", "primary") == 1));
+    assert!(wait_until(Duration::from_secs(5), || runs(
+        d, "tb", "primary"
+    ) == 1));
 }
 
 #[test]
