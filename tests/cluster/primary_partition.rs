@@ -141,12 +141,25 @@ fn run_case(case: &Case, subnet: u8, cut: Duration) -> Option<String> {
     lab.bridge("br-a");
     lab.bridge("br-b");
     lab.link_bridges("br-a", "xa", "br-b", "xb");
-    let a: Vec<Host> = case.side_a.iter().map(|(n, _)| lab.host("br-a", n)).collect();
-    let b: Vec<Host> = case.side_b.iter().map(|(n, _)| lab.host("br-b", n)).collect();
+    let a: Vec<Host> = case
+        .side_a
+        .iter()
+        .map(|(n, _)| lab.host("br-a", n))
+        .collect();
+    let b: Vec<Host> = case
+        .side_b
+        .iter()
+        .map(|(n, _)| lab.host("br-b", n))
+        .collect();
     let hosts: Vec<Host> = a.iter().chain(&b).cloned().collect();
     let dir = lab.dir().to_path_buf();
     let seeds = [&a[0], &b[0]];
-    let priorities: Vec<u32> = case.side_a.iter().chain(case.side_b).map(|(_, p)| *p).collect();
+    let priorities: Vec<u32> = case
+        .side_a
+        .iter()
+        .chain(case.side_b)
+        .map(|(_, p)| *p)
+        .collect();
     let mut agents: Vec<NsAgent> = hosts
         .iter()
         .zip(&priorities)
@@ -169,9 +182,12 @@ fn run_case(case: &Case, subnet: u8, cut: Duration) -> Option<String> {
         .max_by_key(|(n, p)| (*p, std::cmp::Reverse(*n)))
         .map(|(n, _)| n.to_string())
         .unwrap_or_default();
-    wait_primaries(&agents, Duration::from_secs(15), "agreed before the cut", |_, p| {
-        p.primary.as_deref() == Some(best.as_str())
-    });
+    wait_primaries(
+        &agents,
+        Duration::from_secs(15),
+        "agreed before the cut",
+        |_, p| p.primary.as_deref() == Some(best.as_str()),
+    );
     let cut_at = now();
     lab.set_link("xa", false);
     std::thread::sleep(cut);
@@ -182,11 +198,19 @@ fn run_case(case: &Case, subnet: u8, cut: Duration) -> Option<String> {
     }) {
         panic!("{}: no heal: {why}", case.name);
     }
-    wait_primaries(&agents, Duration::from_secs(20), "agreed after the heal", |_, p| {
-        p.primary.as_deref() == Some(best.as_str())
-    });
+    wait_primaries(
+        &agents,
+        Duration::from_secs(20),
+        "agreed after the heal",
+        |_, p| p.primary.as_deref() == Some(best.as_str()),
+    );
     let end = now();
-    let names: Vec<&str> = case.side_a.iter().chain(case.side_b).map(|(n, _)| *n).collect();
+    let names: Vec<&str> = case
+        .side_a
+        .iter()
+        .chain(case.side_b)
+        .map(|(n, _)| *n)
+        .collect();
     let during = primary_intervals(&dir, &names, cut_at, healed_at);
     let (two_cut, none_cut) = overlap_and_gap(&during, cut_at, healed_at);
     let after = primary_intervals(&dir, &names, healed_at, end);

@@ -108,6 +108,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
     let primary = cfg.primary.clone().map(|settings| {
         crate::primary::driver::spawn(node.clone(), role.clone(), settings, cfg.handler_timeout)
     });
+    let checks = crate::checks::spawn(&cfg.checks, &role);
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
     let streams = Arc::new(EventStreams::default());
@@ -147,6 +148,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         warnings: Default::default(),
         role: role.clone(),
         primary: primary.clone(),
+        checks,
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,

@@ -212,6 +212,9 @@ pub struct AgentArgs {
     /// Primary selection: --group, --priority, --on-primary and the rest.
     #[command(flatten)]
     pub primary: primary::PrimaryArgs,
+    /// Health checks (`--check`, `--check-interval`, ...).
+    #[command(flatten)]
+    pub health: crate::checks::args::CheckArgs,
     /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
     #[arg(last = true, value_name = "COMMAND")]
     pub app: Vec<String>,
@@ -272,7 +275,12 @@ pub struct MembersArgs {
     /// Only members whose `role` tag matches RE (anchored; Serf's `-role`, = `--tag role=RE`).
     #[arg(long, value_name = "RE")]
     pub role: Option<String>,
-    /// Also print each member's protocol versions, as `serf members -detailed` does.
+    /// Only members whose aggregate health (passing, warning, critical; `none` for a member
+    /// without checks) matches RE (anchored).
+    #[arg(long, value_name = "RE")]
+    pub health: Option<String>,
+    /// Also print each member's protocol versions, as `serf members -detailed` does, and,
+    /// when some member runs checks, its health and its checks' states.
     #[arg(long)]
     pub detailed: bool,
     /// Output format.

@@ -12,6 +12,8 @@
 //! - [`templates`]: `--template` files rendered from the member view (by `shoal-template`).
 //! - [`primary`]: primary selection (`--group`): the pure election and transition machine, and
 //!   the driver that runs `--on-primary` / `--on-backup` / `--on-fault`.
+//! - [`checks`]: health checks (`--check`), one task each, their states announced through
+//!   [`role::RoleCell`] as the member's health.
 //! - [`shell`]: runs one `sh -c` script for a handler or a template command, bounded in time.
 //! - [`supervise`]: the app run after `--`; [`reaper`]: zombie reaping when the agent is PID 1.
 //! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `tags`,
@@ -23,6 +25,7 @@
 //! - [`report`]: an error and its causes as one line, each cause said once.
 
 pub mod agent;
+pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;

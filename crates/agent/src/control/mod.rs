@@ -80,6 +80,8 @@ pub struct ControlState {
     pub role: crate::role::RoleCell,
     /// The primary-group driver (`--group`), if any.
     pub primary: Option<crate::primary::Handle>,
+    /// This agent's health checks and their last runs (`/v1/info`).
+    pub checks: crate::checks::Board,
 }
 
 /// Most streams (`/v1/stream` and `/v1/monitor` together) open at once; one more is answered
