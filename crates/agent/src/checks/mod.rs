@@ -138,6 +138,9 @@ pub fn spawn(specs: &[CheckSpec], role: &RoleCell) -> Board {
 /// interval delays the next one rather than overlapping it.
 async fn run_check(spec: CheckSpec, role: RoleCell, board: Board) {
     let mut counter = Counter::new(spec.timing.rise, spec.timing.fall);
+    // The configuration announced every check critical before the first run.
+    let mut announced = Health::Critical;
+    let mut failing: Option<String> = None;
     let mut ticks = tokio::time::interval(spec.timing.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -148,14 +151,26 @@ async fn run_check(spec: CheckSpec, role: RoleCell, board: Board) {
         let ms = started.elapsed().as_millis() as u64;
         let change = counter.observe(probe.health);
         board.record(&spec.name, &probe, counter.state(), at, ms);
-        let Some((from, to)) = change else {
-            continue;
-        };
-        let from = from.map_or("not run", Health::as_str);
-        info!(check = %spec.name, kind = spec.kind.name(), output = %probe.first_line(),
-              "check {}: {from} -> {to}", spec.name);
-        if let Err(error) = role.set_check(&spec.name, to).await {
-            warn!(check = %spec.name, %error, "check state not announced");
+        if let Some((from, to)) = change {
+            let from = from.map_or("not run", Health::as_str);
+            info!(check = %spec.name, kind = spec.kind.name(), output = %probe.first_line(),
+                  "check {}: {from} -> {to}", spec.name);
+        }
+        // Retried every run until the node takes it; a failure is logged once, not every run.
+        if counter.state() != announced {
+            match role.set_check(&spec.name, counter.state()).await {
+                Ok(()) => {
+                    announced = counter.state();
+                    failing = None;
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    if failing.as_deref() != Some(text.as_str()) {
+                        warn!(check = %spec.name, error = %text, "check state not announced; retrying");
+                        failing = Some(text);
+                    }
+                }
+            }
         }
     }
 }
