@@ -209,3 +209,102 @@ fn shoal_primary_exits_1_without_a_primary_and_refuses_bad_groups() {
     let (code, out, _) = cli(&["primary", "--control", &plain.control_addr, "lb"]);
     assert_eq!((code, out.as_str()), (Some(0), "qa\n"));
 }
+
+#[test]
+fn a_failing_check_demotes_the_primary_after_its_fall_count_and_rise_brings_it_back() {
+    let dir = scratch();
+    let d = dir.path();
+    let (down, fails, passes) = (d.join("fa-down"), d.join("fails"), d.join("passes"));
+    // Critical (exit 2) while `fa-down` exists; each run leaves a line saying which it was.
+    let check = format!(
+        "web=script:if [ -e {down} ]; then echo x >> {fails}; exit 2; else echo x >> {passes}; fi",
+        down = down.display(),
+        fails = fails.display(),
+        passes = passes.display()
+    );
+    // fa's scripts note how many failing (or passing) runs they came after.
+    let record = |state: &str, counted: &Path| {
+        format!(
+            "echo \"{state} $(cat {} 2>/dev/null | wc -l)\" >> {}/fa",
+            counted.display(),
+            d.display()
+        )
+    };
+    let timing = [
+        "--check-interval",
+        "100ms",
+        "--check-fall",
+        "3",
+        "--check-rise",
+        "2",
+    ];
+    let mut args: Vec<String> = [
+        "--group",
+        "lb",
+        "--priority",
+        "150",
+        "--check",
+        &check,
+        "--on-fault",
+        &record("fault", &fails),
+        "--on-primary",
+        &record("primary", &passes),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(timing.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Agent::start("fa", &args);
+    let b = start(
+        d,
+        "fb",
+        100,
+        &["--join", &a.join_arg(), "--check", "web=script:true"],
+    );
+    assert!(all_see(&[&a, &b], "fa"));
+    let faults_before = runs(d, "fa", "fault");
+    assert!(wait_until(Duration::from_secs(5), || runs(
+        d, "fa", "primary"
+    ) == 1));
+
+    std::fs::write(&down, "").expect("fail the check");
+    assert!(
+        all_see(&[&a, &b], "fb"),
+        "fb did not take over from the failing fa"
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        runs(d, "fa", "fault") == faults_before + 1 && runs(d, "fb", "primary") == 1
+    }));
+    let text = read(&d.join("fa")).unwrap_or_default();
+    let failing_runs: usize = text
+        .lines()
+        .rfind(|l| l.starts_with("fault "))
+        .and_then(|l| l["fault ".len()..].trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        failing_runs >= 3,
+        "on-fault ran after {failing_runs} failing runs: {text}"
+    );
+    let state = a.primary().and_then(|p| p.state);
+    assert_eq!(state.as_deref(), Some("fault"));
+
+    // Passing again (two runs for rise 2): fa takes the role back; fb steps down.
+    let passes_before = read(&passes).map_or(0, |t| t.lines().count());
+    std::fs::remove_file(&down).expect("heal the check");
+    assert!(all_see(&[&a, &b], "fa"), "fa did not come back");
+    assert!(wait_until(Duration::from_secs(5), || {
+        runs(d, "fa", "primary") == 2 && runs(d, "fb", "backup") == 2
+    }));
+    let text = read(&d.join("fa")).unwrap_or_default();
+    let passing_runs: usize = text
+        .lines()
+        .rfind(|l| l.starts_with("primary "))
+        .and_then(|l| l["primary ".len()..].trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        passing_runs >= passes_before + 2,
+        "on-primary ran after {} passing runs: {text}",
+        passing_runs.saturating_sub(passes_before)
+    );
+}
