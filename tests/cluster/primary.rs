@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Agent, cli, read, scratch, wait_until};
+use crate::harness::{Agent, cli, raw_http, read, scratch, wait_until};
 
 /// The scripts for an agent of group `lb`, recording into `dir/NAME`.
 fn group_args(dir: &Path, priority: u32, extra: &[&str]) -> Vec<String> {
@@ -195,6 +195,23 @@ fn shoal_primary_exits_1_without_a_primary_and_refuses_bad_groups() {
     assert_eq!(json["primary"], "qa");
     assert_eq!(json["state"], "primary");
     assert_eq!(json["eligible"][0]["name"], "qa");
+    let get = |path: &str| {
+        raw_http(
+            a.control,
+            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        )
+    };
+    let bad = get("/v1/primary?group=bad%20group");
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(
+        bad.contains("bad_request") && bad.contains("must be 1 to 128"),
+        "{bad}"
+    );
+    let typo = get("/v1/primary?grup=lb");
+    assert!(
+        typo.starts_with("HTTP/1.1 400") && typo.contains("unknown parameter"),
+        "{typo}"
+    );
     let (code, _, err) = cli(&["primary", "--control", &a.control_addr, "bad group"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid group"), "{err}");
@@ -306,5 +323,33 @@ fn a_failing_check_demotes_the_primary_after_its_fall_count_and_rise_brings_it_b
         passing_runs >= passes_before + 2,
         "on-primary ran after {} passing runs: {text}",
         passing_runs.saturating_sub(passes_before)
+    );
+}
+
+#[test]
+fn a_primary_that_leaves_with_shoal_leave_runs_on_backup() {
+    let dir = scratch();
+    let d = dir.path();
+    let mut a = start(d, "la", 100, &[]);
+    assert!(wait_until(Duration::from_secs(5), || runs(
+        d, "la", "primary"
+    ) == 1));
+    let (code, out, err) = cli(&["leave", "--control", &a.control_addr]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        a.wait_exit(Duration::from_secs(10)).is_some(),
+        "la did not exit"
+    );
+    assert_eq!(
+        runs(d, "la", "backup"),
+        1,
+        "{:?}; log:\n{}",
+        read(&d.join("la")),
+        a.log()
+    );
+    let line = read(&d.join("la")).unwrap_or_default();
+    assert!(
+        line.contains("backup previous=la primary= group=lb"),
+        "{line}"
     );
 }
