@@ -58,6 +58,8 @@ struct Running {
     leave_on: LeaveOn,
     /// The control API's Unix socket file (`--control unix:PATH`), removed at exit.
     control_socket: Option<std::path::PathBuf>,
+    /// The health checks; SIGHUP applies the reloaded ones.
+    checks: crate::checks::Checks,
 }
 
 /// Binds the control address, starts the node, prints the readiness line, then starts the
@@ -103,7 +105,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
 
     // The check runner and the primary-group settings change the announced role through it.
     let role = RoleCell::new(node.clone(), cfg.node.role.clone());
-    let checks = crate::checks::spawn(&cfg.checks, &role);
+    let checks = crate::checks::Checks::start(&cfg.checks, &role);
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
     let streams = Arc::new(EventStreams::default());
@@ -142,7 +144,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         token: cfg.control_token.as_ref().map(|t| t.token.clone()),
         warnings: Default::default(),
         role: role.clone(),
-        checks,
+        checks: checks.board(),
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,
@@ -189,6 +191,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         config_tags: cfg.node.tags.clone(),
         leave_on: LeaveOn::from(cfg),
         control_socket,
+        checks,
     })
 }
 
@@ -246,6 +249,7 @@ impl Running {
             app,
             config_tags,
             leave_on,
+            checks,
             ..
         } = self;
         let mut view = node.watch();
@@ -256,6 +260,7 @@ impl Running {
                 _ = hup.recv() => {
                     if let Some(new) = reload(args, node, handlers, templates, log, config_tags).await {
                         *leave_on = LeaveOn::from(&new);
+                        checks.reload(new.checks);
                     }
                     if let Some(app) = app.as_ref() {
                         app.signal(Signal::SIGHUP);
