@@ -101,6 +101,8 @@ pub(crate) struct Engine {
     /// `(table epoch, foca's member count)` of the last housekeeping round that found every
     /// member's current meta in the table (`None`: one was missing, or not checked yet).
     metas_current: Option<(u64, usize)>,
+    /// The table epoch of the last name-conflict check.
+    names_checked: Option<u64>,
     discovery: Discovery,
     probes: ProbeWatch,
     health: LocalHealth,
@@ -201,6 +203,7 @@ impl Engine {
             conflict: NameConflict::default(),
             suspects: SuspectTracker::default(),
             metas_current: None,
+            names_checked: None,
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
             health: LocalHealth::default(),
