@@ -81,21 +81,10 @@ impl Contacts {
 }
 
 impl Engine {
-    /// True when `addr` may speak for others: a member foca knows there (in any state) whose
-    /// meta the table has, or an address contacted to join.
-    fn trusted_sender(&self, addr: SocketAddr) -> bool {
-        if self.contacts.recent(addr, self.now) {
-            return true;
-        }
-        let Some(id) = self
-            .foca
-            .iter_membership_state()
-            .map(|m| *m.id())
-            .find(|id| id.addr == addr)
-        else {
-            return false;
-        };
-        lock(&self.shared).table.has_meta(id.addr)
+    /// True when `addr` may speak for others: a member foca knows there (in any state; the
+    /// caller looked it up: `known`) whose meta the table has, or an address contacted to join.
+    fn trusted_given(&self, addr: SocketAddr, known: bool) -> bool {
+        self.contacts.recent(addr, self.now) || (known && lock(&self.shared).table.has_meta(addr))
     }
 
     /// The live member foca knows at `addr`, with its incarnation (a linear search of foca's
@@ -110,10 +99,10 @@ impl Engine {
     /// Every member foca knows (in any state), by address, in one pass (foca holds one per
     /// address). A push-pull state is screened and applied against it.
     pub(super) fn known_members(&self) -> Known {
-        self.foca
-            .iter_membership_state()
-            .map(|m| (m.id().addr, (*m.id(), m.incarnation(), m.state())))
-            .collect()
+        let members = self.foca.iter_membership_state();
+        let mut known = Known::with_capacity(members.len());
+        known.extend(members.map(|m| (m.id().addr, (*m.id(), m.incarnation(), m.state()))));
+        known
     }
 
     /// An update about another member, as received from `sender`: kept, rewritten (a down
@@ -174,7 +163,7 @@ impl Engine {
             // foca would send to whatever the request names: a reflection to a third party.
             return Err(DropReason::UnknownTarget);
         }
-        let trusted = self.trusted_sender(from);
+        let trusted = self.trusted_given(from, member);
         let mut updates = Vec::new();
         if rest.len() >= 2 && header.message != Message::Broadcast {
             let count = u16::from_be_bytes([rest[0], rest[1]]);
@@ -240,7 +229,7 @@ impl Engine {
             return SyncState::default();
         };
         let from = sender.addr;
-        let trusted = self.trusted_sender(from);
+        let trusted = self.trusted_given(from, known.contains_key(&from));
         // Looked up in `known` (one pass over foca's members for the whole state), not by a
         // search per member it names: at a thousand members, a push-pull cost a million
         // comparisons.
