@@ -20,6 +20,7 @@
 mod backoff;
 mod cadence;
 mod commands;
+mod confirm;
 mod conflict;
 mod datagrams;
 mod direct;
@@ -75,7 +76,7 @@ use probe::ProbeWatch;
 use queries::QueryState;
 use rejoin::Rejoin;
 use senders::Contacts;
-use suspicion::SuspectTracker;
+use suspicion::{HeldTimers, SuspectTracker};
 use ticks::Tick;
 
 type Gossip = Foca<Identity, PostcardCodec, StdRng, ItemHandler>;
@@ -98,6 +99,8 @@ pub(crate) struct Engine {
     leave: Leave,
     conflict: NameConflict,
     suspects: SuspectTracker,
+    /// foca's suspect-to-down timers, held until their dynamic deadline.
+    suspicions: HeldTimers,
     /// `(table epoch, foca's member count)` of the last housekeeping round that found every
     /// member's current meta in the table (`None`: one was missing, or not checked yet).
     metas_current: Option<(u64, usize)>,
@@ -202,6 +205,7 @@ impl Engine {
             leave: Leave::default(),
             conflict: NameConflict::default(),
             suspects: SuspectTracker::default(),
+            suspicions: HeldTimers::default(),
             metas_current: None,
             names_checked: None,
             discovery: Discovery::new(cluster, backoff),

@@ -68,6 +68,10 @@ impl Sim {
             return;
         }
         let Some(node) = self.nodes.get(&to) else {
+            if self.silent.contains(&to) {
+                // The host is off: the SYN goes unanswered.
+                return;
+            }
             // Nothing listens there: the connection is refused.
             let (target, number) = (ping.target, ping.number);
             let took = self.tcp_time(2);
