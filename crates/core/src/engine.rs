@@ -342,7 +342,9 @@ impl Engine {
 
     /// Our full state, as a push-pull sends it.
     pub(crate) fn state(&self) -> SyncState {
-        let mut members: Vec<_> = self.foca.iter_membership_state().cloned().collect();
+        let known = self.foca.iter_membership_state();
+        let mut members = Vec::with_capacity(known.len() + 1);
+        members.extend(known.cloned());
         if !self.leave.left() {
             // Our own entry carries our incarnation: a peer that suspects us learns the
             // refutation from it.
