@@ -495,14 +495,12 @@ fn detection_times_in(sim: &mut Sim, n: usize, kills: usize) -> Vec<f64> {
     detection_times_of(sim, n, kills, Sim::crash)
 }
 
+/// How a victim is taken down: [`Sim::crash`] or [`Sim::power_off`].
+type Kill = fn(&mut Sim, SocketAddr);
+
 /// Like [`detection_times_in`], each victim taken down by `kill` (a crash, a power-off) and
 /// restarted 10 s after it was seen failed everywhere.
-fn detection_times_of(
-    sim: &mut Sim,
-    n: usize,
-    kills: usize,
-    kill: fn(&mut Sim, SocketAddr),
-) -> Vec<f64> {
+fn detection_times_of(sim: &mut Sim, n: usize, kills: usize, kill: Kill) -> Vec<f64> {
     let mut times = Vec::new();
     let mut t = sim.elapsed().as_secs_f64();
     for k in 0..kills {
@@ -536,8 +534,7 @@ fn detection_times_of(
 #[test]
 #[ignore]
 fn print_detection_times() {
-    let kinds: [(&str, fn(&mut Sim, SocketAddr)); 2] =
-        [("kill -9", Sim::crash), ("power-off", Sim::power_off)];
+    let kinds: [(&str, Kill); 2] = [("kill -9", Sim::crash), ("power-off", Sim::power_off)];
     for (what, kill) in kinds {
         for n in [10, 20, 50] {
             let mut all: Vec<f64> = (0..3)
