@@ -14,6 +14,7 @@ use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::accusation::{Accusation, Accusations};
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta};
 use crate::query::{Queries, Query, QueryError, validate as validate_query};
@@ -48,6 +49,9 @@ pub enum Broadcast {
     User(UserEvent),
     /// A query (`shoal query`).
     Query(Query),
+    /// A member's own probe of another failed: a confirmation for the others' suspicions of
+    /// it ([`crate::accusation`]).
+    Suspect(Accusation),
 }
 
 impl Broadcast {
@@ -228,6 +232,9 @@ pub enum BroadcastKey {
     User(u64, String, Vec<u8>),
     /// A query: `(ltime, id)`.
     Query(u64, u64),
+    /// An accusation of the member at the first address by the one at the second, at
+    /// `(generation, incarnation)` of the accused.
+    Suspect(SocketAddr, SocketAddr, (u64, u16)),
 }
 
 impl Invalidates for BroadcastKey {
@@ -237,6 +244,9 @@ impl Invalidates for BroadcastKey {
             (BroadcastKey::Leave(a, x), BroadcastKey::Leave(b, y)) => a == b && x >= y,
             (a @ BroadcastKey::User(..), b @ BroadcastKey::User(..)) => a == b,
             (a @ BroadcastKey::Query(..), b @ BroadcastKey::Query(..)) => a == b,
+            (BroadcastKey::Suspect(t, a, x), BroadcastKey::Suspect(u, b, y)) => {
+                t == u && a == b && x >= y
+            }
             _ => false,
         }
     }
@@ -257,6 +267,11 @@ pub struct Shared {
     pub queries: Queries,
     /// Set when a received item was news, so the owner forwards it at once.
     pub news: bool,
+    /// Accusations heard (ours included): how many members confirm a suspicion.
+    pub accusations: Accusations,
+    /// Members newly accused since the engine last looked (it shortens its own suspicions of
+    /// them).
+    pub accused: Vec<Identity>,
     /// Members whose newer meta was announced but not carried ([`Broadcast::MetaChanged`]):
     /// the owner push-pulls with each, then clears this.
     pub fetch: Vec<SocketAddr>,
@@ -274,6 +289,8 @@ impl Shared {
             events,
             queries,
             news: false,
+            accusations: Accusations::default(),
+            accused: Vec::new(),
             fetch: Vec::new(),
             only_about: None,
         }
@@ -282,11 +299,13 @@ impl Shared {
 
 impl Broadcast {
     /// True when the item is the member at `addr`'s own news: its meta, the announcement of
-    /// a newer one, or its own leave. (A force-leave, a user event or a query is never.)
+    /// a newer one, its own leave, or its own accusation of another. (A force-leave, a user
+    /// event or a query is never.)
     fn is_about(&self, addr: SocketAddr) -> bool {
         match self {
             Broadcast::Meta(meta) => meta.id.addr == addr,
             Broadcast::MetaChanged { id, .. } | Broadcast::Leave(id) => id.addr == addr,
+            Broadcast::Suspect(a) => a.accuser.addr == addr,
             Broadcast::ForceLeave(_) | Broadcast::User(_) | Broadcast::Query(_) => false,
         }
     }
@@ -361,6 +380,23 @@ impl BroadcastHandler<Identity> for ItemHandler {
                 validate_query(&query)?;
                 let key = BroadcastKey::Query(query.ltime, query.id);
                 (key, shared.queries.receive(query))
+            }
+            Broadcast::Suspect(a) => {
+                let key = BroadcastKey::Suspect(
+                    a.target.addr,
+                    a.accuser.addr,
+                    (a.target.generation, a.incarnation),
+                );
+                let news = shared.accusations.record(a);
+                if news {
+                    shared.accused.push(a.target);
+                }
+                // Counted, and gossiped on, but not news to forward at once: the member's
+                // suspicion itself travels with foca's updates.
+                if sender.is_none() {
+                    return Ok(Some(key));
+                }
+                return Ok(news.then_some(key));
             }
         };
         // Our own items (no sender) are always queued; received ones only when they were news,

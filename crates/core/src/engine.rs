@@ -20,6 +20,7 @@
 mod backoff;
 mod cadence;
 mod commands;
+mod confirm;
 mod conflict;
 mod datagrams;
 mod direct;
@@ -75,7 +76,7 @@ use probe::ProbeWatch;
 use queries::QueryState;
 use rejoin::Rejoin;
 use senders::Contacts;
-use suspicion::SuspectTracker;
+use suspicion::{HeldTimers, SuspectTracker};
 use ticks::Tick;
 
 type Gossip = Foca<Identity, PostcardCodec, StdRng, ItemHandler>;
@@ -98,9 +99,13 @@ pub(crate) struct Engine {
     leave: Leave,
     conflict: NameConflict,
     suspects: SuspectTracker,
+    /// foca's suspect-to-down timers, held until their dynamic deadline.
+    suspicions: HeldTimers,
     /// `(table epoch, foca's member count)` of the last housekeeping round that found every
     /// member's current meta in the table (`None`: one was missing, or not checked yet).
     metas_current: Option<(u64, usize)>,
+    /// The table epoch of the last name-conflict check.
+    names_checked: Option<u64>,
     discovery: Discovery,
     probes: ProbeWatch,
     health: LocalHealth,
@@ -200,7 +205,9 @@ impl Engine {
             leave: Leave::default(),
             conflict: NameConflict::default(),
             suspects: SuspectTracker::default(),
+            suspicions: HeldTimers::default(),
             metas_current: None,
+            names_checked: None,
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
             health: LocalHealth::default(),
@@ -335,7 +342,9 @@ impl Engine {
 
     /// Our full state, as a push-pull sends it.
     pub(crate) fn state(&self) -> SyncState {
-        let mut members: Vec<_> = self.foca.iter_membership_state().cloned().collect();
+        let known = self.foca.iter_membership_state();
+        let mut members = Vec::with_capacity(known.len() + 1);
+        members.extend(known.cloned());
         if !self.leave.left() {
             // Our own entry carries our incarnation: a peer that suspects us learns the
             // refutation from it.

@@ -587,10 +587,11 @@ impl Membership {
 
     /// All known metas (for push-pull).
     pub fn metas(&self) -> Vec<Meta> {
-        self.entries
-            .values()
-            .filter_map(|e| e.meta.clone())
-            .collect()
+        // Sized up front: `filter_map` gives no lower bound, and growing the vector by
+        // doubling copied a thousand metas about ten times per push-pull.
+        let mut metas = Vec::with_capacity(self.entries.len());
+        metas.extend(self.entries.values().filter_map(|e| e.meta.clone()));
+        metas
     }
 
     /// Identities with a leave intent (for push-pull), with whether it was forced.

@@ -127,6 +127,8 @@ pub struct Sim {
     left: Vec<SocketAddr>,
     /// Crashed and not restarted.
     crashed: Vec<SocketAddr>,
+    /// Crashed nodes whose host is gone too ([`Sim::power_off`]): nothing refuses a TCP ping.
+    silent: BTreeSet<SocketAddr>,
     /// What each crashed node's snapshot remembers of user events and queries.
     event_memory: BTreeMap<SocketAddr, (Option<u64>, Option<u64>)>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
@@ -205,6 +207,7 @@ impl Sim {
             names: BTreeMap::new(),
             left: Vec::new(),
             crashed: Vec::new(),
+            silent: BTreeSet::new(),
             event_memory: BTreeMap::new(),
             queue: BinaryHeap::new(),
             timers: BinaryHeap::new(),
@@ -393,11 +396,21 @@ impl Sim {
         }
     }
 
+    /// Powers off the host of the node at `at`: a crash after which its address answers
+    /// nothing, not even a refusal of a TCP connection (a killed process's port refuses it).
+    pub fn power_off(&mut self, at: SocketAddr) {
+        if self.nodes.contains_key(&at) {
+            self.crash(at);
+            self.silent.insert(at);
+        }
+    }
+
     /// Restarts a crashed node at the same address, with a new generation.
     pub fn restart(&mut self, at: SocketAddr) {
         if self.nodes.contains_key(&at) {
             return;
         }
+        self.silent.remove(&at);
         self.crashed.retain(|a| *a != at);
         self.left.retain(|a| *a != at);
         self.boot(at);

@@ -2,7 +2,7 @@
 //! (begun, then carried out), a force-leave, a tag change, a peer's state applied, and the
 //! name-conflict rule.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -174,7 +174,8 @@ impl Engine {
         if self.leave.left() {
             return;
         }
-        let state = self.screen_state(state, peer);
+        let known = self.known_members();
+        let state = self.screen_state(state, peer, &known);
         if state.from.is_some_and(|from| from != self.local()) {
             self.apply_events(state.event_clock, state.events, join);
         }
@@ -211,7 +212,7 @@ impl Engine {
             .filter(|m| m.state() == foca::State::Down)
             .map(|m| *m.id())
             .collect();
-        let news = self.not_known_as_is(state.members);
+        let news = not_known_as_is(state.members, &known);
         if let Err(error) = self
             .foca
             .apply_many(news.into_iter(), true, &mut self.runtime)
@@ -241,28 +242,17 @@ impl Engine {
         }
     }
 
-    /// The members of a peer's state that foca does not already hold exactly so (identity,
-    /// incarnation and state): those are no-ops for foca, which would still look each up in
-    /// its member list, a linear search. A push-pull between converged members holds nothing
-    /// else, and at a thousand members each one cost a million comparisons; the simulator's
-    /// start of a thousand nodes spent most of its time there.
-    fn not_known_as_is(&self, members: Vec<FocaMember<Identity>>) -> Vec<FocaMember<Identity>> {
-        let known: HashMap<Identity, (foca::Incarnation, foca::State)> = self
-            .foca
-            .iter_membership_state()
-            .map(|m| (*m.id(), (m.incarnation(), m.state())))
-            .collect();
-        members
-            .into_iter()
-            .filter(|m| known.get(m.id()) != Some(&(m.incarnation(), m.state())))
-            .collect()
-    }
-
     /// Two live members with one name: see [`conflict`].
     pub(super) fn check_name_conflict(&mut self) {
         if self.leave.started() {
             return;
         }
+        // A scan of the whole table: only when an entry changed since the last one.
+        let epoch = lock(&self.shared).table.epoch();
+        if self.names_checked == Some(epoch) {
+            return;
+        }
+        self.names_checked = Some(epoch);
         let Some(other) = lock(&self.shared).table.name_conflict() else {
             return;
         };
@@ -279,4 +269,19 @@ impl Engine {
             Verdict::Nothing => {}
         }
     }
+}
+
+/// The members of a peer's state that foca does not already hold exactly so (identity,
+/// incarnation and state; `known` is foca's member list by address): those are no-ops for
+/// foca, which would still look each up in its member list, a linear search. A push-pull
+/// between converged members holds nothing else, and at a thousand members each one cost a
+/// million comparisons; the simulator's start of a thousand nodes spent most of its time there.
+fn not_known_as_is(
+    members: Vec<FocaMember<Identity>>,
+    known: &super::senders::Known,
+) -> Vec<FocaMember<Identity>> {
+    members
+        .into_iter()
+        .filter(|m| known.get(&m.id().addr) != Some(&(*m.id(), m.incarnation(), m.state())))
+        .collect()
 }

@@ -128,6 +128,7 @@ impl Engine {
             }
             Broadcast::Leave(_) => return Err(DropReason::NotDirect("leave intent")),
             Broadcast::ForceLeave(_) => return Err(DropReason::NotDirect("force-leave")),
+            Broadcast::Suspect(_) => return Err(DropReason::NotDirect("accusation")),
         };
         if news && self.foca.num_members() + 1 > DIRECT_MAX {
             // A cluster larger than the direct copies cover: the members that got no copy

@@ -43,6 +43,7 @@ impl Engine {
         };
         debug!(member = %target.addr, "probe unanswered and its port refused a TCP ping: suspect");
         self.apply_one(target, incarnation, State::Suspect, "a refused probe");
+        self.accuse(target, incarnation);
         let at = self.now + self.timings.refused_down;
         self.timers.push(
             at,

@@ -12,6 +12,7 @@ use crate::membership::Status;
 use crate::profile::Profile;
 
 mod direct;
+mod suspicion;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

@@ -489,21 +489,23 @@ fn print_false_deaths() {
     }
 }
 
-/// Seconds from a crash until every survivor lists the node `failed`, over `kills` crashes
-/// of a `n`-node cluster (each restarted before the next).
-fn detection_times(seed: u64, n: usize, kills: usize) -> Vec<f64> {
-    let mut sim = Sim::new(seed, n, Profile::Lan);
-    sim.run_until(Duration::from_secs(5));
-    detection_times_in(&mut sim, n, kills)
+/// Seconds from a crash until every survivor lists the node `failed`, over `kills` crashes of
+/// the `n` nodes of a running simulation (each restarted before the next).
+fn detection_times_in(sim: &mut Sim, n: usize, kills: usize) -> Vec<f64> {
+    detection_times_of(sim, n, kills, Sim::crash)
 }
 
-/// [`detection_times`] in a running simulation of `n` nodes, from its current time on.
-fn detection_times_in(sim: &mut Sim, n: usize, kills: usize) -> Vec<f64> {
+/// How a victim is taken down: [`Sim::crash`] or [`Sim::power_off`].
+type Kill = fn(&mut Sim, SocketAddr);
+
+/// Like [`detection_times_in`], each victim taken down by `kill` (a crash, a power-off) and
+/// restarted 10 s after it was seen failed everywhere.
+fn detection_times_of(sim: &mut Sim, n: usize, kills: usize, kill: Kill) -> Vec<f64> {
     let mut times = Vec::new();
     let mut t = sim.elapsed().as_secs_f64();
     for k in 0..kills {
         let victim = sim.live()[(k * 7 + 3) % n];
-        sim.crash(victim);
+        kill(sim, victim);
         let start = t;
         let mut seen = None;
         while t < start + 30.0 {
@@ -532,18 +534,42 @@ fn detection_times_in(sim: &mut Sim, n: usize, kills: usize) -> Vec<f64> {
 #[test]
 #[ignore]
 fn print_detection_times() {
-    for n in [10, 20, 50] {
-        let mut all: Vec<f64> = (0..3)
-            .flat_map(|seed| detection_times(seed, n, 5))
-            .collect();
-        all.sort_by(f64::total_cmp);
-        println!(
-            "N={n}: kill detected everywhere: median {:.2} s, worst {:.2} s ({} kills)",
-            all[all.len() / 2],
-            all[all.len() - 1],
-            all.len()
-        );
+    let kinds: [(&str, Kill); 2] = [("kill -9", Sim::crash), ("power-off", Sim::power_off)];
+    for (what, kill) in kinds {
+        for n in [10, 20, 50] {
+            let mut all: Vec<f64> = (0..3)
+                .flat_map(|seed| {
+                    let mut sim = Sim::new(seed, n, Profile::Lan);
+                    sim.run_until(Duration::from_secs(5));
+                    detection_times_of(&mut sim, n, 5, kill)
+                })
+                .collect();
+            all.sort_by(f64::total_cmp);
+            println!(
+                "N={n}: {what} seen failed everywhere: median {:.2} s, worst {:.2} s ({} kills)",
+                all[all.len() / 2],
+                all[all.len() - 1],
+                all.len()
+            );
+        }
     }
+}
+
+/// A host that vanishes (nothing refuses the TCP ping) is found by suspicion alone: every
+/// member that probes it accuses it, so the suspicion ends long before the 12 s (twice foca's
+/// time) an unconfirmed one runs.
+#[test]
+fn a_powered_off_member_is_seen_failed_everywhere_well_before_an_unconfirmed_suspicion_ends() {
+    let n = 10;
+    let mut sim = Sim::new(3, n, Profile::Lan);
+    sim.run_until(Duration::from_secs(5));
+    let times = detection_times_of(&mut sim, n, 2, Sim::power_off);
+    let suspicion = Profile::Lan.timings().suspicion_min.as_secs_f64();
+    assert!(
+        times.iter().all(|t| *t < suspicion + 3.0),
+        "{times:?}: foca's suspicion {suspicion} s, unconfirmed {} s",
+        suspicion * 2.0
+    );
 }
 
 #[test]
