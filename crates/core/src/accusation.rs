@@ -139,14 +139,30 @@ impl Accusations {
     }
 }
 
+/// How many independent accusers a suspicion can expect in a cluster of `cluster_size`
+/// members (itself included): [`EXPECTED_CONFIRMATIONS`], but never more than the members
+/// other than the accuser and the suspect (memberlist's `n - 2`). In a pair nobody can
+/// confirm, so a suspicion there runs its shortest time, as memberlist's does.
+pub fn expected_confirmations(cluster_size: usize) -> usize {
+    EXPECTED_CONFIRMATIONS.min(cluster_size.saturating_sub(2))
+}
+
 /// How long a suspicion with `confirmations` independent accusers (besides the node's own)
 /// runs before the member is declared down: `max` with none, shrinking with the logarithm of
-/// the count to `min` at [`EXPECTED_CONFIRMATIONS`] (memberlist's formula,
-/// `max - (max - min) * log(c + 1) / log(k + 1)`).
-pub fn suspicion_timeout(min: Duration, max: Duration, confirmations: usize) -> Duration {
+/// the count to `min` at `expected` ([`expected_confirmations`]; memberlist's formula,
+/// `max - (max - min) * log(c + 1) / log(k + 1)`); `min` when none can be expected.
+pub fn suspicion_timeout(
+    min: Duration,
+    max: Duration,
+    confirmations: usize,
+    expected: usize,
+) -> Duration {
     let max = max.max(min);
-    let c = confirmations.min(EXPECTED_CONFIRMATIONS) as f64;
-    let k = EXPECTED_CONFIRMATIONS as f64;
+    if expected == 0 {
+        return min;
+    }
+    let c = confirmations.min(expected) as f64;
+    let k = expected as f64;
     let fraction = (c + 1.0).ln() / (k + 1.0).ln();
     let span = (max - min).as_secs_f64();
     min + Duration::from_secs_f64(span * (1.0 - fraction))
@@ -174,15 +190,35 @@ mod tests {
     #[test]
     fn the_timeout_runs_from_max_with_no_confirmation_to_min_at_the_expected_count() {
         let (min, max) = (Duration::from_secs(3), Duration::from_secs(12));
-        assert_eq!(suspicion_timeout(min, max, 0), max);
-        let one = suspicion_timeout(min, max, 1);
-        let two = suspicion_timeout(min, max, 2);
+        assert_eq!(suspicion_timeout(min, max, 0, EXPECTED_CONFIRMATIONS), max);
+        let one = suspicion_timeout(min, max, 1, EXPECTED_CONFIRMATIONS);
+        let two = suspicion_timeout(min, max, 2, EXPECTED_CONFIRMATIONS);
         assert!(max > one && one > two && two > min, "{one:?} {two:?}");
-        assert_eq!(suspicion_timeout(min, max, 3), min);
-        assert_eq!(suspicion_timeout(min, max, 30), min);
+        assert_eq!(suspicion_timeout(min, max, 3, EXPECTED_CONFIRMATIONS), min);
+        assert_eq!(suspicion_timeout(min, max, 30, EXPECTED_CONFIRMATIONS), min);
         // memberlist's example: one confirmation of k = 3 takes half the span off.
         assert_eq!(one.as_millis(), 7500);
-        assert_eq!(suspicion_timeout(min, min, 0), min);
+        assert_eq!(suspicion_timeout(min, min, 0, EXPECTED_CONFIRMATIONS), min);
+    }
+
+    #[test]
+    fn in_a_pair_nobody_can_confirm_so_the_suspicion_runs_its_shortest_time() {
+        let (min, max) = (Duration::from_secs(3), Duration::from_secs(12));
+        assert_eq!(expected_confirmations(2), 0);
+        assert_eq!(
+            suspicion_timeout(min, max, 0, expected_confirmations(2)),
+            min
+        );
+        assert_eq!(expected_confirmations(3), 1, "one other member can confirm");
+        assert_eq!(
+            suspicion_timeout(min, max, 1, expected_confirmations(3)),
+            min
+        );
+        assert_eq!(
+            suspicion_timeout(min, max, 0, expected_confirmations(3)),
+            max
+        );
+        assert_eq!(expected_confirmations(50), EXPECTED_CONFIRMATIONS);
     }
 
     #[test]

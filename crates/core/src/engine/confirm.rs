@@ -18,8 +18,10 @@ use crate::identity::Identity;
 impl Engine {
     /// Queues a timer foca asked for. A suspect-to-down timer (foca's own probe of the member
     /// failed) is held: it fires after twice foca's time with no confirmation, sooner with
-    /// each independent accuser, and our accusation goes out.
+    /// each independent accuser (at half foca's time at once where nobody can confirm: a
+    /// pair), and our accusation goes out.
     pub(super) fn schedule_foca(&mut self, after: Duration, timer: Timer<Identity>) {
+        let after = self.stretched(after, &timer);
         let Timer::ChangeSuspectToDown {
             member_id,
             incarnation,
@@ -34,9 +36,14 @@ impl Engine {
         let confirmations = lock(&self.shared)
             .accusations
             .confirmations(id, incarnation, me);
-        let held = self
-            .suspicions
-            .hold(self.now, timer, (id, incarnation), after, confirmations);
+        let expected = crate::accusation::expected_confirmations(self.cluster_size);
+        let held = self.suspicions.hold(
+            self.now,
+            timer,
+            (id, incarnation),
+            after,
+            (confirmations, expected),
+        );
         if let Some(at) = held {
             debug!(member = %id.addr, confirmations, in_ms = super::outbox::ms(at - self.now),
                 "our probe failed: suspect, down at the deadline unless refuted");

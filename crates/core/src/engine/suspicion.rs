@@ -33,6 +33,8 @@ struct Held {
     since: Instant,
     min: Duration,
     max: Duration,
+    /// How many accusers the cluster's size lets it expect when the suspicion began.
+    expected: usize,
     deadline: Instant,
 }
 
@@ -48,14 +50,15 @@ impl HeldTimers {
     /// is how many others accused the member so far. Returns the deadline to queue, or `None`
     /// when a timer for this very suspicion is held already (foca asks again each time its
     /// probe of the member fails; the first suspicion's start counts, the newest timer is
-    /// kept for its token).
+    /// kept for its token). `expected`: how many accusers the cluster's size lets it expect
+    /// ([`crate::accusation::expected_confirmations`]; 0 in a pair: the short end at once).
     pub(crate) fn hold(
         &mut self,
         now: Instant,
         timer: Timer<Identity>,
         (id, incarnation): (Identity, Incarnation),
         after: Duration,
-        confirmations: usize,
+        (confirmations, expected): (usize, usize),
     ) -> Option<Instant> {
         if let Some(held) = self.by_target.get_mut(&id.addr)
             && held.id == id
@@ -65,7 +68,7 @@ impl HeldTimers {
             return None;
         }
         let (min, max) = (after / SHORTEST_DIVISOR, after * LONGEST_FACTOR);
-        let deadline = now + suspicion_timeout(min, max, confirmations);
+        let deadline = now + suspicion_timeout(min, max, confirmations, expected);
         self.by_target.insert(
             id.addr,
             Held {
@@ -75,6 +78,7 @@ impl HeldTimers {
                 since: now,
                 min,
                 max,
+                expected,
                 deadline,
             },
         );
@@ -94,7 +98,9 @@ impl HeldTimers {
         if held.id != id || held.incarnation != incarnation {
             return None;
         }
-        let deadline = (held.since + suspicion_timeout(held.min, held.max, confirmations)).max(now);
+        let deadline = (held.since
+            + suspicion_timeout(held.min, held.max, confirmations, held.expected))
+        .max(now);
         if deadline >= held.deadline {
             return None;
         }
@@ -174,10 +180,10 @@ mod tests {
         let t0 = Instant::now();
         let after = Duration::from_secs(6);
         let mut held = HeldTimers::default();
-        let alone = held.hold(t0, down_timer(x), (x, 0), after, 0);
+        let alone = held.hold(t0, down_timer(x), (x, 0), after, (0, 3));
         assert_eq!(alone, Some(t0 + after * LONGEST_FACTOR));
         assert_eq!(
-            held.hold(t0, down_timer(x), (x, 0), after, 0),
+            held.hold(t0, down_timer(x), (x, 0), after, (0, 3)),
             None,
             "held already"
         );
