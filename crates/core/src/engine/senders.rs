@@ -21,10 +21,15 @@
 //!   suspicion at that incarnation: the member refutes it if it is alive, and this node's own
 //!   suspicion timeout declares it down if it is not. A forged failure costs a refutation, not
 //!   a flap; a real one is detected at most one suspicion timeout later by a node that missed
-//!   the suspicion.
+//!   the suspicion. Except for a member that itself announced its leave (its intent is here):
+//!   then the `Down` is the leave going through, taken as it comes.
 //! - A push-pull state about others is taken only from the member whose state it is (its
-//!   claimed identity on the peer's IP); leave intents about a live member only from that
-//!   member; its members list passes the same update rules.
+//!   claimed identity on the peer's IP); its members list passes the same update rules. Its
+//!   leave intents: the sender's own; about members down here, from a trusted sender, an
+//!   operator's force-leave, or in a sealed cluster any intent (a key holder is trusted).
+//! - A gossiped leave intent: in plaintext only from the member itself; a gossiped
+//!   force-leave only about a member that is not up here (`broadcast.rs`,
+//!   [`crate::broadcast::Shared::relayed_leaves`]). The direct ones: `leave.rs`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -122,6 +127,7 @@ impl Engine {
         if update.state() == State::Down
             && state == State::Alive
             && update.incarnation() >= incarnation
+            && !lock(&self.shared).table.announced_leave(id)
         {
             return Some(Member::new(id, update.incarnation(), State::Suspect));
         }
@@ -225,9 +231,10 @@ impl Engine {
             .filter(|m| trusted || m.id().addr == from)
             .filter_map(|m| self.screen_update(from, m))
             .collect();
-        state
-            .intents
-            .retain(|(id, _)| id.addr == from || (trusted && self.live_at(id.addr).is_none()));
+        let relayed = lock(&self.shared).relayed_leaves;
+        state.intents.retain(|(id, forced)| {
+            id.addr == from || (trusted && (relayed || *forced) && self.live_at(id.addr).is_none())
+        });
         if !trusted {
             state.metas.retain(|m| m.id.addr == from);
             state.events.clear();
