@@ -155,7 +155,10 @@ impl Engine {
             role: config.role.clone(),
         };
         validate_meta(&meta)?;
-        let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
+        let mut table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
+        if !relays_leaves(&config) {
+            table.digest_without_left();
+        }
         let history = EventHistory::new(config.replay, restored.event_ltime.is_some());
         let events = UserEvents::restored(restored.event_ltime);
         let queries = Queries::restored(restored.query_ltime);
