@@ -158,8 +158,13 @@ impl Engine {
                     }
                 }
             }
+            let sender = state.from.map(|f| f.addr);
             for (id, forced) in state.intents {
-                shared.table.apply_intent(id, forced);
+                if forced || sender == Some(id.addr) {
+                    shared.table.apply_intent(id, forced);
+                } else {
+                    shared.table.apply_heard_intent(id);
+                }
             }
             if let Some(from) = state.from {
                 // The member's own state holds its current meta: no announcement beyond it

@@ -26,7 +26,9 @@
 //! - A push-pull state about others is taken only from the member whose state it is (its
 //!   claimed identity on the peer's IP); its members list passes the same update rules. Its
 //!   leave intents: the sender's own; about members down here, from a trusted sender, an
-//!   operator's force-leave, or in a sealed cluster any intent (a key holder is trusted).
+//!   operator's force-leave, or in a sealed cluster any intent (a key holder is trusted); in
+//!   plaintext, about a member this node never knew (it joined later) as hearsay, dropped
+//!   should the member come up (`Membership::apply_heard_intent`).
 //! - A gossiped leave intent: in plaintext only from the member itself; a gossiped
 //!   force-leave only about a member that is not up here (`broadcast.rs`,
 //!   [`crate::broadcast::Shared::relayed_leaves`]). The direct ones: `leave.rs`.
@@ -231,10 +233,15 @@ impl Engine {
             .filter(|m| trusted || m.id().addr == from)
             .filter_map(|m| self.screen_update(from, m))
             .collect();
-        let relayed = lock(&self.shared).relayed_leaves;
+        let shared = lock(&self.shared);
+        let (relayed, table) = (shared.relayed_leaves, &shared.table);
         state.intents.retain(|(id, forced)| {
-            id.addr == from || (trusted && (relayed || *forced) && self.live_at(id.addr).is_none())
+            id.addr == from
+                || (trusted
+                    && (relayed || *forced || !table.knows(id.addr))
+                    && self.live_at(id.addr).is_none())
         });
+        drop(shared);
         if !trusted {
             state.metas.retain(|m| m.id.addr == from);
             state.events.clear();

@@ -1,4 +1,5 @@
-//! Questions the engine's sender rules ask the table about one address.
+//! Questions the engine's sender rules ask the table about one address, and the one intent
+//! they take on hearsay.
 
 use std::net::SocketAddr;
 
@@ -27,5 +28,22 @@ impl Membership {
     /// generation that is not an operator's force-leave).
     pub fn announced_leave(&self, id: Identity) -> bool {
         (self.entries.get(&id.addr)).is_some_and(|e| e.id == id && e.intent() && !e.forced)
+    }
+
+    /// True when foca told us about the member at `addr` (up or down) at some point.
+    pub fn knows(&self, addr: SocketAddr) -> bool {
+        (self.entries.get(&addr)).is_some_and(|e| e.known)
+    }
+
+    /// A peer's push-pull says `id` left, about a member this node never knew (it joined
+    /// later): taken, so [`Self::learn_departed`] lists it `left` as the older nodes do, but
+    /// as hearsay: should the member come up after all, the intent is dropped, so a false one
+    /// cannot list a healthy member `leaving`. Returns true when it was news.
+    pub fn apply_heard_intent(&mut self, id: Identity) -> bool {
+        let news = self.apply_intent(id, false);
+        if news && let Some(e) = self.entries.get_mut(&id.addr) {
+            e.heard = true;
+        }
+        news
     }
 }

@@ -269,3 +269,28 @@ fn a_leaving_node_sends_its_intent_again_only_to_members_that_did_not_acknowledg
         "nothing more once left"
     );
 }
+
+#[test]
+fn in_plaintext_a_node_that_never_knew_a_member_takes_its_leave_from_a_push_pull_as_hearsay() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    with_members(&mut engine, t0, &[3]);
+    let (gone, relay, healthy) = (id(5, 1), id(3, 1), id(6, 1));
+    // A member that left before this node joined, as an older member's state lists it.
+    let mut state = state_of(relay, "m3");
+    state
+        .members
+        .push(foca::Member::new(gone, 0, foca::State::Down));
+    state.metas.push(state_of(gone, "gone").metas.remove(0));
+    state.intents = vec![(gone, false), (healthy, false)];
+    apply_state(&mut engine, t0, state);
+    assert_eq!(
+        status_of(&engine, 5),
+        Some(Status::Left),
+        "as the older nodes list it"
+    );
+    // A false one about a member not heard of yet is dropped once the member comes up.
+    apply_state(&mut engine, t0, state_of(healthy, "m6"));
+    assert_eq!(status_of(&engine, 6), Some(Status::Alive));
+    assert!(intents(&engine).iter().all(|(id, _)| *id != healthy));
+}
