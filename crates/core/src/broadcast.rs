@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tracing::debug;
 
 use crate::accusation::{Accusation, Accusations};
 use crate::identity::Identity;
@@ -279,6 +280,11 @@ pub struct Shared {
     /// itself (not yet a member with a meta, nor a join contact): its items about itself (its
     /// meta, its own leave) are taken, anything else it carries is skipped.
     pub only_about: Option<SocketAddr>,
+    /// Whether a leave intent may be relayed: true only in a sealed cluster that takes no
+    /// plaintext (every sender holds the key). Otherwise a gossiped intent counts only from
+    /// the member itself (the datagram's sender, whose header names its UDP source), a
+    /// force-leave only about a member this node does not see up, and neither is gossiped on.
+    pub relayed_leaves: bool,
 }
 
 impl Shared {
@@ -293,6 +299,7 @@ impl Shared {
             accused: Vec::new(),
             fetch: Vec::new(),
             only_about: None,
+            relayed_leaves: false,
         }
     }
 }
@@ -354,6 +361,21 @@ impl BroadcastHandler<Identity> for ItemHandler {
                 validate_meta(&meta)?;
                 let key = BroadcastKey::Meta(meta.id.addr, (meta.id.generation, meta.version));
                 (key, shared.table.apply_meta(meta))
+            }
+            Broadcast::Leave(id) | Broadcast::ForceLeave(id)
+                if sender.is_some() && !shared.relayed_leaves =>
+            {
+                // Plaintext: nobody speaks for a member's leave but the member itself, and an
+                // insider's force-leave never touches a member that is up here. Taken items
+                // are not gossiped on: no receiver would take them from us.
+                let forced = matches!(item, Broadcast::ForceLeave(_));
+                let own = sender.is_some_and(|s| s.addr == id.addr) && !forced;
+                if own || (forced && !shared.table.is_up(id.addr)) {
+                    shared.table.apply_intent(id, forced);
+                } else {
+                    debug!(about = %id.addr, forced, "skipped a relayed leave intent (plaintext: only the member itself)");
+                }
+                return Ok(None);
             }
             Broadcast::Leave(id) => (
                 BroadcastKey::Leave(id.addr, id.generation),

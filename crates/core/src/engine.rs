@@ -160,11 +160,16 @@ impl Engine {
             role: config.role.clone(),
         };
         validate_meta(&meta)?;
-        let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
+        let mut table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
+        if !relays_leaves(&config) {
+            table.digest_without_left();
+        }
         let history = EventHistory::new(config.replay, restored.event_ltime.is_some());
         let events = UserEvents::restored(restored.event_ltime);
         let queries = Queries::restored(restored.query_ltime);
-        let shared = Arc::new(Mutex::new(Shared::new(table, events, queries)));
+        let mut shared = Shared::new(table, events, queries);
+        shared.relayed_leaves = relays_leaves(&config);
+        let shared = Arc::new(Mutex::new(shared));
         let timings = config
             .timings
             .clone()
@@ -613,6 +618,13 @@ impl Engine {
             self.timers.push(at, Tick::Rejoin);
         }
     }
+}
+
+/// Whether leave intents may be relayed ([`Shared::relayed_leaves`]): only when every packet
+/// is sealed, so every sender holds the key. In plaintext (and while a rolling upgrade takes
+/// plaintext) only the member itself may say that it leaves.
+fn relays_leaves(config: &NodeConfig) -> bool {
+    config.keyring.is_some() && !config.accept_plaintext && !config.send_plaintext
 }
 
 /// foca's share of a datagram: the UDP budget minus our envelope.

@@ -153,6 +153,8 @@ struct Entry {
     intent_gen: Option<u64>,
     /// That intent was an operator's force-leave, not the member's own.
     forced: bool,
+    /// That intent was heard from a peer, not the member (see [`Self::apply_heard_intent`]).
+    heard: bool,
     /// Handlers were told it joined and not told it went away since.
     joined: bool,
     /// Handlers were told it failed (so a late intent must still tell them it left).
@@ -178,6 +180,7 @@ impl Entry {
             suspect: false,
             intent_gen: None,
             forced: false,
+            heard: false,
             joined: false,
             told_failed: false,
             down_since: None,
@@ -351,6 +354,10 @@ impl Membership {
         entry.known = true;
         entry.up = true;
         entry.down_since = None;
+        if std::mem::take(&mut entry.heard) {
+            // A peer said it left, yet it is up: the peer was wrong (or lying).
+            entry.intent_gen = None;
+        }
         self.touch();
         self.try_join(id.addr);
     }
@@ -495,6 +502,7 @@ impl Membership {
         }
         entry.intent_gen = Some(id.generation);
         entry.forced = forced;
+        entry.heard = false;
         self.changed = true;
         self.revision += 1;
         if entry.intent() && !entry.up && entry.told_failed {

@@ -136,6 +136,11 @@ pub struct Sim {
     timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
     /// Nodes with a leave under way (they stop once it is done).
     leaving: BTreeSet<SocketAddr>,
+    /// For each node that started a leave, the nodes that could hear it all along: listed up
+    /// by it when it started, on its side of every partition and never paused while it
+    /// left, nor crashed since. Only the member itself may announce its leave (issue 10), so only
+    /// these must list it `left`.
+    audiences: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Whether push-pull frames are encoded to count their bytes (on by default).
     count_frames: bool,
     deliveries: BTreeMap<usize, Delivery>,
@@ -212,6 +217,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             timers: BinaryHeap::new(),
             leaving: BTreeSet::new(),
+            audiences: BTreeMap::new(),
             count_frames: true,
             deliveries: BTreeMap::new(),
             next_delivery: 0,
@@ -359,6 +365,22 @@ impl Sim {
                 self.groups.insert(*a, g as u8);
             }
         }
+        for leaver in &self.leaving {
+            let side = self.groups.get(leaver).copied().unwrap_or(0);
+            if let Some(audience) = self.audiences.get_mut(leaver) {
+                audience.retain(|a| self.groups.get(a).copied().unwrap_or(0) == side);
+            }
+        }
+    }
+
+    /// `at` stops hearing the leaves under way (paused), or every leave (crashed: what it
+    /// heard goes with it, and it comes back as a new node).
+    fn deafen(&mut self, at: SocketAddr, crashed: bool) {
+        for (leaver, audience) in &mut self.audiences {
+            if crashed || self.leaving.contains(leaver) {
+                audience.remove(&at);
+            }
+        }
     }
 
     /// Ends every partition.
@@ -382,6 +404,7 @@ impl Sim {
         if let Some(node) = self.nodes.get_mut(&at) {
             node.paused_until = Some(until);
         }
+        self.deafen(at, false);
         self.requeue(at);
     }
 
@@ -392,6 +415,7 @@ impl Sim {
             self.event_memory
                 .insert(at, (view.event_ltime, view.query_ltime));
             self.leaving.remove(&at);
+            self.deafen(at, true);
             self.crashed.push(at);
         }
     }
@@ -452,6 +476,16 @@ impl Sim {
         node.leave_done = Some(rx);
         node.engine
             .handle_command(self.now, Command::Leave { reply: tx });
+        let side = |a: &SocketAddr| self.groups.get(a).copied().unwrap_or(0);
+        let up = |a: &SocketAddr| {
+            let status = self.nodes.get(&at).and_then(|n| n.engine.member_status(*a));
+            matches!(status, Some(Status::Alive | Status::Suspect))
+        };
+        let audience = (self.nodes.keys())
+            .filter(|a| **a != at && side(a) == side(&at) && up(a))
+            .copied()
+            .collect();
+        self.audiences.insert(at, audience);
         self.leaving.insert(at);
         self.flush(at);
     }

@@ -1,16 +1,16 @@
-//! What the node's commands do to its membership: seeds resolved, a beacon heard, a leave
-//! (begun, then carried out), a force-leave, a tag change, a peer's state applied, and the
-//! name-conflict rule.
+//! What the node's commands do to its membership: seeds resolved, a beacon heard, a
+//! force-leave, a tag change, a peer's state applied, and the name-conflict rule (a leave is
+//! in [`super::leave`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use foca::Member as FocaMember;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::conflict::Verdict;
-use super::{Engine, JoinId, leave, ticks::Tick};
+use super::{Engine, JoinId};
 use crate::anti_entropy::SyncState;
 use crate::broadcast::{Broadcast, MetaError, lock, validate_meta};
 use crate::error::CommandError;
@@ -74,41 +74,6 @@ impl Engine {
         debug!(%addr, "discovered a member by its beacon");
         self.announce_all(&[addr]);
         self.push_pull_to(vec![addr], None);
-    }
-
-    pub(super) fn start_leave(&mut self, reply: Option<tokio::sync::oneshot::Sender<()>>) {
-        if self.leave.start(reply) != leave::Start::Begin {
-            return;
-        }
-        info!("leaving the cluster");
-        lock(&self.shared).table.set_local_leaving();
-        self.broadcast(Broadcast::Leave(self.local()));
-        self.gossip_now();
-        let wait = if self.alone() {
-            Duration::ZERO
-        } else {
-            self.timings.leave_propagate
-        };
-        self.timers.push(self.now + wait, Tick::LeaveNow);
-    }
-
-    /// The intent had its time: leave foca, then tell every member directly.
-    pub(super) fn leave_now(&mut self) {
-        let members = self.member_addrs();
-        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
-            warn!(%error, "leave failed");
-        }
-        match leave::notice(self.local()) {
-            Ok(packet) => {
-                for to in members {
-                    self.send_datagram(packet.clone(), to);
-                }
-            }
-            Err(error) => warn!(%error, "leave notice could not be encoded"),
-        }
-        self.leave.finish();
-        self.republish = true;
-        info!("left the cluster");
     }
 
     pub(super) fn force_leave(&mut self, name: &str) -> Result<(), CommandError> {
@@ -194,8 +159,13 @@ impl Engine {
                     }
                 }
             }
+            let sender = state.from.map(|f| f.addr);
             for (id, forced) in state.intents {
-                shared.table.apply_intent(id, forced);
+                if forced || sender == Some(id.addr) {
+                    shared.table.apply_intent(id, forced);
+                } else {
+                    shared.table.apply_heard_intent(id);
+                }
             }
             if let Some(from) = state.from {
                 // The member's own state holds its current meta: no announcement beyond it

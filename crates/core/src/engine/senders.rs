@@ -21,10 +21,17 @@
 //!   suspicion at that incarnation: the member refutes it if it is alive, and this node's own
 //!   suspicion timeout declares it down if it is not. A forged failure costs a refutation, not
 //!   a flap; a real one is detected at most one suspicion timeout later by a node that missed
-//!   the suspicion.
+//!   the suspicion. Except for a member that itself announced its leave (its intent is here):
+//!   then the `Down` is the leave going through, taken as it comes.
 //! - A push-pull state about others is taken only from the member whose state it is (its
-//!   claimed identity on the peer's IP); leave intents about a live member only from that
-//!   member; its members list passes the same update rules.
+//!   claimed identity on the peer's IP); its members list passes the same update rules. Its
+//!   leave intents: the sender's own; about members down here, from a trusted sender, an
+//!   operator's force-leave, or in a sealed cluster any intent (a key holder is trusted); in
+//!   plaintext, about a member this node never knew (it joined later) as hearsay, dropped
+//!   should the member come up (`Membership::apply_heard_intent`).
+//! - A gossiped leave intent: in plaintext only from the member itself; a gossiped
+//!   force-leave only about a member that is not up here (`broadcast.rs`,
+//!   [`crate::broadcast::Shared::relayed_leaves`]). The direct ones: `leave.rs`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -109,6 +116,7 @@ impl Engine {
     /// about a member seen alive is a suspicion) or cut (`None`). `live` is what foca knows
     /// live at the update's address.
     fn screen_update(
+        &self,
         sender: SocketAddr,
         update: Member<Identity>,
         live: Option<Live>,
@@ -127,6 +135,7 @@ impl Engine {
         if update.state() == State::Down
             && state == State::Alive
             && update.incarnation() >= incarnation
+            && !lock(&self.shared).table.announced_leave(id)
         {
             return Some(Member::new(id, update.incarnation(), State::Suspect));
         }
@@ -179,7 +188,7 @@ impl Engine {
         let kept: Vec<Member<Identity>> = updates
             .iter()
             .filter(|u| trusted || u.id().addr == from)
-            .filter_map(|u| Self::screen_update(from, u.clone(), self.live_at(u.id().addr)))
+            .filter_map(|u| self.screen_update(from, u.clone(), self.live_at(u.id().addr)))
             .collect();
         // The custom broadcasts go on whole: foca's item handler keeps, for a sender that may
         // speak only for itself, its own items (its meta: without it a newcomer heard of
@@ -239,12 +248,18 @@ impl Engine {
             .filter(|m| trusted || m.id().addr == from)
             .filter_map(|m| {
                 let at = live(&m.id().addr);
-                Self::screen_update(from, m, at)
+                self.screen_update(from, m, at)
             })
             .collect();
-        state
-            .intents
-            .retain(|(id, _)| id.addr == from || (trusted && live(&id.addr).is_none()));
+        let shared = lock(&self.shared);
+        let (relayed, table) = (shared.relayed_leaves, &shared.table);
+        state.intents.retain(|(id, forced)| {
+            id.addr == from
+                || (trusted
+                    && (relayed || *forced || !table.knows(id.addr))
+                    && live(&id.addr).is_none())
+        });
+        drop(shared);
         if !trusted {
             state.metas.retain(|m| m.id.addr == from);
             state.events.clear();

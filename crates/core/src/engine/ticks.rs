@@ -35,6 +35,8 @@ pub(crate) enum Tick {
     Resolve,
     /// The leave intent had its time: leave now.
     LeaveNow,
+    /// Send the leave intent again to the members that have not acknowledged it.
+    LeaveAgain,
     /// foca's probe `n` had its RTT: ping over TCP too if no ack came.
     ProbeFallback(foca::ProbeNumber),
     /// A member whose port refused a probe had `refused_down` to refute: down if it did not.
@@ -69,6 +71,7 @@ impl Engine {
             Tick::Beacon => self.beacon_tick(),
             Tick::Resolve => self.resolve_tick(),
             Tick::LeaveNow => self.leave_now(),
+            Tick::LeaveAgain => self.leave_again(),
             Tick::ProbeFallback(number) => self.probe_fallback(number),
             Tick::ConfirmDown {
                 target,

@@ -367,3 +367,31 @@ fn the_local_role_bumps_the_version_and_is_listed() {
     assert_eq!(meta.version, before + 1);
     assert_eq!(t.local_meta().role, role);
 }
+
+#[test]
+fn in_plaintext_a_member_known_to_have_left_stays_out_of_the_digest() {
+    // Issue 10: in plaintext no peer relays a leave intent, so a node that never got one (a
+    // newcomer, one cut off during the leave) cannot catch up: with leave knowledge in the
+    // digest the two would push-pull every sync interval until the tombstone is reaped.
+    let knows_left = |without_left: bool| {
+        let mut t = table();
+        if without_left {
+            t.digest_without_left();
+        }
+        t.member_up(id(2, 1));
+        t.apply_meta(meta(2, 1, 0, "x"));
+        t.apply_intent(id(2, 1), false);
+        t.member_down(id(2, 1), Instant::now());
+        assert_eq!(t.status_of(id(2, 1).addr), Some(Status::Left));
+        t
+    };
+    let newcomer = |without_left: bool| {
+        let mut t = table();
+        if without_left {
+            t.digest_without_left();
+        }
+        t
+    };
+    assert_ne!(knows_left(false).digest(), newcomer(false).digest());
+    assert_eq!(knows_left(true).digest(), newcomer(true).digest());
+}
