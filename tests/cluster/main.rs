@@ -9,6 +9,7 @@ mod events;
 mod forged;
 mod handlers;
 mod harness;
+mod health;
 mod hygiene;
 mod membership;
 mod names;

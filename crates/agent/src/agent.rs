@@ -103,6 +103,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
 
     // The check runner and the primary-group settings change the announced role through it.
     let role = RoleCell::new(node.clone(), cfg.node.role.clone());
+    let checks = crate::checks::spawn(&cfg.checks, &role);
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
     let streams = Arc::new(EventStreams::default());
@@ -141,6 +142,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         token: cfg.control_token.as_ref().map(|t| t.token.clone()),
         warnings: Default::default(),
         role: role.clone(),
+        checks,
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,

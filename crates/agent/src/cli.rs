@@ -204,6 +204,9 @@ pub struct AgentArgs {
     /// with this one (letters, digits, '-', '_', '.').
     #[arg(long, env = "SHOAL_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
+    /// Health checks (`--check`, `--check-interval`, ...).
+    #[command(flatten)]
+    pub health: crate::checks::args::CheckArgs,
     /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
     #[arg(last = true, value_name = "COMMAND")]
     pub app: Vec<String>,
@@ -264,7 +267,12 @@ pub struct MembersArgs {
     /// Only members whose `role` tag matches RE (anchored; Serf's `-role`, = `--tag role=RE`).
     #[arg(long, value_name = "RE")]
     pub role: Option<String>,
-    /// Also print each member's protocol versions, as `serf members -detailed` does.
+    /// Only members whose aggregate health (passing, warning, critical; `none` for a member
+    /// without checks) matches RE (anchored).
+    #[arg(long, value_name = "RE")]
+    pub health: Option<String>,
+    /// Also print each member's protocol versions, as `serf members -detailed` does, and,
+    /// when some member runs checks, its health and its checks' states.
     #[arg(long)]
     pub detailed: bool,
     /// Output format.

@@ -19,6 +19,7 @@ use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
 
 mod checks;
+mod checks_cfg;
 mod iface;
 mod serf;
 
@@ -88,6 +89,13 @@ pub struct FileConfig {
     event_handlers: Vec<String>,
     #[serde(default)]
     templates: Vec<String>,
+    /// `[[check]]` tables: the health checks.
+    #[serde(default)]
+    check: Vec<checks_cfg::CheckTable>,
+    check_interval: Option<String>,
+    check_timeout: Option<String>,
+    check_rise: Option<u32>,
+    check_fall: Option<u32>,
     profile: Option<String>,
     control: Option<String>,
     control_token_file: Option<PathBuf>,
@@ -148,6 +156,10 @@ impl FileConfig {
             iface,
             advertise,
             tags_file,
+            check_interval,
+            check_timeout,
+            check_rise,
+            check_fall,
             profile,
             control,
             control_token_file,
@@ -181,6 +193,7 @@ impl FileConfig {
         self.tags.extend(other.tags);
         self.event_handlers.extend(other.event_handlers);
         self.templates.extend(other.templates);
+        self.check.extend(other.check);
     }
 }
 
@@ -198,6 +211,8 @@ pub struct AgentConfig {
     pub handlers: Vec<HandlerSpec>,
     /// Templates, in order.
     pub templates: Vec<TemplateSpec>,
+    /// Health checks (`--check`, `[[check]]`); each starts `critical` in `node.role`.
+    pub checks: Vec<crate::checks::CheckSpec>,
     /// Control API address.
     pub control: ControlAddr,
     /// The control API's token (`--control-token-file`), if requests must carry one.
@@ -318,6 +333,13 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     for spec in file.templates.iter().chain(&args.templates) {
         templates.push(TemplateSpec::parse(spec).map_err(|e| invalid("--template", spec, e))?);
     }
+    let defaults = checks_cfg::FileDefaults {
+        interval: file.check_interval,
+        timeout: file.check_timeout,
+        rise: file.check_rise,
+        fall: file.check_fall,
+    };
+    let checks = checks_cfg::resolve(&args.health, defaults, &file.check)?;
     let profile = match args.profile.clone().or(file.profile) {
         Some(p) => p.parse().map_err(|e: String| invalid("--profile", &p, e))?,
         None => Profile::Lan,
@@ -465,11 +487,13 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             rejoin: args.rejoin || file.rejoin.unwrap_or(false),
             replay: args.replay || file.replay.unwrap_or(false),
             discover,
+            role: checks_cfg::initial_role(&checks),
             ..NodeConfig::new(name, bind)
         },
         tags_file,
         handlers,
         templates,
+        checks,
         control,
         control_token,
         control_header_timeout,

@@ -10,6 +10,8 @@
 //!   through bounded per-reader channels that nothing on the event path or in the log waits for.
 //! - [`handlers`]: Serf-compatible event handlers (filters, environment, dispatcher).
 //! - [`templates`]: `--template` files rendered from the member view (by `shoal-template`).
+//! - [`checks`]: health checks (`--check`), one task each, their states announced through
+//!   [`role::RoleCell`] as the member's health.
 //! - [`shell`]: runs one `sh -c` script for a handler or a template command, bounded in time.
 //! - [`supervise`]: the app run after `--`; [`reaper`]: zombie reaping when the agent is PID 1.
 //! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `tags`,
@@ -21,6 +23,7 @@
 //! - [`report`]: an error and its causes as one line, each cause said once.
 
 pub mod agent;
+pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;

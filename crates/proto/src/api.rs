@@ -20,6 +20,13 @@ pub struct MemberInfo {
     /// The wire protocol versions it speaks, in Serf's shape (`serf members -format=json`).
     #[serde(default)]
     pub protocol: ProtocolInfo,
+    /// Its aggregate health (`passing`, `warning` or `critical`: the worst of its checks);
+    /// `null` for a member that runs no checks.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Each of its checks' states, by check name (empty without checks).
+    #[serde(default)]
+    pub checks: BTreeMap<String, String>,
 }
 
 /// A member's protocol versions: the one in use and the range understood.
@@ -206,6 +213,41 @@ pub struct InfoResponse {
     /// Serf's `serf` section: the counters `serf info` shows, from this agent's view.
     #[serde(default)]
     pub serf: SerfCounters,
+    /// This agent's own health checks (`--check`), by name.
+    #[serde(default)]
+    pub checks: Vec<CheckInfo>,
+}
+
+/// One of this agent's health checks, as `shoal info` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    /// The check's name.
+    pub name: String,
+    /// `script`, `http` or `tcp`.
+    pub kind: String,
+    /// What it runs or asks: the command, the URL or `HOST:PORT`.
+    pub target: String,
+    /// The announced state after rise/fall (`critical` until the first result).
+    pub state: String,
+    /// The last run's own result, before rise/fall; `null` before the first run.
+    pub last_result: Option<String>,
+    /// The last run's output: a script's first bytes of output, the HTTP status line, or the
+    /// connection error (at most 1 KiB).
+    pub output: String,
+    /// When the last run started (RFC 3339, UTC); `null` before the first run.
+    pub last_run: Option<String>,
+    /// How long the last run took, in milliseconds.
+    pub duration_ms: u64,
+    /// Runs since start.
+    pub runs: u64,
+    /// Milliseconds between runs.
+    pub interval_ms: u64,
+    /// Past this a run counts critical (a script's whole process group is killed).
+    pub timeout_ms: u64,
+    /// Results needed to get better.
+    pub rise: u32,
+    /// Results needed to get worse.
+    pub fall: u32,
 }
 
 /// Serf's `runtime` section of `serf info`, for shoal's process.
