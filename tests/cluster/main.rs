@@ -16,6 +16,8 @@ mod names;
 mod netns;
 mod operator;
 mod parity;
+mod primary;
+mod primary_netns;
 mod queries;
 mod sealed;
 mod serf_cli;

@@ -58,6 +58,8 @@ struct Running {
     leave_on: LeaveOn,
     /// The control API's Unix socket file (`--control unix:PATH`), removed at exit.
     control_socket: Option<std::path::PathBuf>,
+    /// The primary-group driver: a primary runs on-backup before the agent leaves.
+    primary: Option<crate::primary::Handle>,
 }
 
 /// Binds the control address, starts the node, prints the readiness line, then starts the
@@ -104,6 +106,9 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
     // The check runner and the primary-group settings change the announced role through it.
     let role = RoleCell::new(node.clone(), cfg.node.role.clone());
     let checks = crate::checks::spawn(&cfg.checks, &role);
+    let primary = cfg.primary.clone().map(|settings| {
+        crate::primary::driver::spawn(node.clone(), role.clone(), settings, cfg.handler_timeout)
+    });
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
     let streams = Arc::new(EventStreams::default());
@@ -143,6 +148,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         warnings: Default::default(),
         role: role.clone(),
         checks,
+        primary: primary.clone(),
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,
@@ -189,6 +195,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         config_tags: cfg.node.tags.clone(),
         leave_on: LeaveOn::from(cfg),
         control_socket,
+        primary,
     })
 }
 
@@ -309,8 +316,22 @@ impl Running {
             app,
             control_socket,
             leave_on,
+            primary,
             ..
         } = &mut self;
+        // Keepalived runs notify_backup on shutdown: the address is released before the
+        // others see this member leave and elect (~0.3 s), not after.
+        if let Some(primary) = primary.as_ref() {
+            tokio::select! {
+                stepped = tokio::time::timeout(LEAVE_DEADLINE, primary.step_down()) => {
+                    if stepped.is_err() {
+                        warn!("the primary's on-backup did not finish in time; leaving anyway");
+                    }
+                }
+                _ = term.recv() => return second_signal(app),
+                _ = int.recv() => return second_signal(app),
+            }
+        }
         // `leave_on_terminate = false` / `skip_leave_on_interrupt = true` (Serf's keys): exit
         // without the leave, so the others see this member fail and keep expecting it back.
         let leave = match stop {

@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
 
+pub mod primary;
+
 /// shoal: gossip cluster membership with Serf-compatible event handlers.
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
@@ -46,6 +48,9 @@ pub enum Command {
     /// Check that every live member answers (acks) a query, as `serf reachability` does;
     /// exit 1 if one does not.
     Reachability(ReachabilityArgs),
+    /// Print the primary of a group as this agent sees it (its own group by default);
+    /// exit 1 if there is none.
+    Primary(PrimaryCmdArgs),
     /// Print the version.
     Version,
 }
@@ -207,6 +212,9 @@ pub struct AgentArgs {
     /// Health checks (`--check`, `--check-interval`, ...).
     #[command(flatten)]
     pub health: crate::checks::args::CheckArgs,
+    /// Primary selection: --group, --priority, --on-primary and the rest.
+    #[command(flatten)]
+    pub primary: primary::PrimaryArgs,
     /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
     #[arg(last = true, value_name = "COMMAND")]
     pub app: Vec<String>,
@@ -324,6 +332,20 @@ pub struct InfoArgs {
     #[arg(long)]
     pub joined: bool,
     /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// Flags of `shoal primary`.
+#[derive(Debug, Args)]
+pub struct PrimaryCmdArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The group [default: the agent's own --group].
+    #[arg(value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Output: the primary's name, or JSON (group, primary, previous, state, eligible).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }

@@ -21,6 +21,7 @@ use crate::templates::TemplateSpec;
 mod checks;
 mod checks_cfg;
 mod iface;
+mod primary;
 mod serf;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
@@ -126,6 +127,15 @@ pub struct FileConfig {
     leave_on_terminate: Option<bool>,
     /// Exit without leaving on SIGINT (Serf's `skip_leave_on_interrupt`) [default: false].
     skip_leave_on_interrupt: Option<bool>,
+    // The primary group (see `primary.rs`).
+    group: Option<String>,
+    priority: Option<u32>,
+    preempt: Option<bool>,
+    group_quorum: Option<u32>,
+    primary_delay: Option<String>,
+    on_primary: Option<String>,
+    on_backup: Option<String>,
+    on_fault: Option<String>,
 }
 
 impl FileConfig {
@@ -187,7 +197,15 @@ impl FileConfig {
             encrypt_send_plaintext,
             cluster,
             leave_on_terminate,
-            skip_leave_on_interrupt
+            skip_leave_on_interrupt,
+            group,
+            priority,
+            preempt,
+            group_quorum,
+            primary_delay,
+            on_primary,
+            on_backup,
+            on_fault
         );
         self.join.extend(other.join);
         self.tags.extend(other.tags);
@@ -247,6 +265,8 @@ pub struct AgentConfig {
     pub leave_on_interrupt: bool,
     /// The files it was read from (re-read on SIGHUP).
     pub files: Vec<PathBuf>,
+    /// The primary group (`--group`), if any; its entry is in `node.role` already.
+    pub primary: Option<crate::primary::Settings>,
 }
 
 /// Loads the files named in `args` (a directory stands for its `*.json` and `*.toml` files, in
@@ -263,6 +283,11 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
 }
 
 fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigError> {
+    let primary = primary::resolve(
+        &args.primary,
+        &file,
+        primary::has_somewhere_to_join(args, &file),
+    )?;
     let name = match args.node.clone().or(file.node) {
         Some(n) if n.trim().is_empty() => return Err(invalid("--node", &n, "must not be empty")),
         Some(n) => {
@@ -468,8 +493,13 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         shoal_core::seal::validate_label(&cluster)
             .map_err(|e| invalid("--cluster", &cluster, e))?;
     }
+    let role = shoal_core::Role {
+        group: primary.as_ref().map(|p| p.group.clone()),
+        ..checks_cfg::initial_role(&checks)
+    };
     Ok(AgentConfig {
         node: NodeConfig {
+            role,
             keyring,
             keyring_file,
             accept_plaintext,
@@ -487,7 +517,6 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
             rejoin: args.rejoin || file.rejoin.unwrap_or(false),
             replay: args.replay || file.replay.unwrap_or(false),
             discover,
-            role: checks_cfg::initial_role(&checks),
             ..NodeConfig::new(name, bind)
         },
         tags_file,
@@ -510,6 +539,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         files: args.config.clone(),
         leave_on_terminate: file.leave_on_terminate.unwrap_or(true),
         leave_on_interrupt: !file.skip_leave_on_interrupt.unwrap_or(false),
+        primary,
     })
 }
 

@@ -32,6 +32,7 @@ pub mod goflags;
 pub mod handlers;
 pub mod keys;
 pub mod logging;
+pub mod primary;
 pub mod reaper;
 pub mod report;
 pub mod role;

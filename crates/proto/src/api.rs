@@ -216,6 +216,9 @@ pub struct InfoResponse {
     /// This agent's own health checks (`--check`), by name.
     #[serde(default)]
     pub checks: Vec<CheckInfo>,
+    /// This agent's primary group (`--group`), if it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<PrimaryInfo>,
 }
 
 /// One of this agent's health checks, as `shoal info` shows it.
@@ -248,6 +251,50 @@ pub struct CheckInfo {
     pub rise: u32,
     /// Results needed to get worse.
     pub fall: u32,
+}
+
+/// `GET /v1/info`'s `primary` section: this agent's group, its priority and state, and the
+/// primary it acted on last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryInfo {
+    /// The group (`--group`).
+    pub group: String,
+    /// This agent's priority (`--priority`).
+    pub priority: u32,
+    /// `primary`, `backup` or `fault`; `None` before the first transition.
+    pub state: Option<String>,
+    /// The group's primary as this agent acted on it (`None`: none).
+    pub primary: Option<String>,
+}
+
+/// The answer of `GET /v1/primary[?group=G]`: a group's primary as this agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryResponse {
+    /// The group asked about (this agent's own without `?group=`).
+    pub group: String,
+    /// Its primary (`None`: no member qualifies, or too few are in sight for the quorum).
+    pub primary: Option<String>,
+    /// The primary before the last change this agent acted on (its own group only).
+    pub previous: Option<String>,
+    /// This agent's state in the group: `primary`, `backup` or `fault` (its own group only,
+    /// after its first transition).
+    pub state: Option<String>,
+    /// The eligible members (alive or suspect, passing, in the group), best first.
+    pub eligible: Vec<PrimaryCandidate>,
+}
+
+/// One eligible member of a group, in [`PrimaryResponse::eligible`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryCandidate {
+    /// Its name.
+    pub name: String,
+    /// Its priority.
+    pub priority: u32,
+    /// Whether it claims the role (it ran `--on-primary` and not yet `--on-backup` or
+    /// `--on-fault`).
+    pub claims: bool,
+    /// `alive` or `suspect`.
+    pub status: String,
 }
 
 /// Serf's `runtime` section of `serf info`, for shoal's process.

@@ -96,5 +96,6 @@ pub(crate) fn info(st: &ControlState) -> InfoResponse {
             query_time: snap.query_ltime.unwrap_or(0),
         },
         checks: st.checks.list(),
+        primary: super::primary::info(st),
     }
 }
