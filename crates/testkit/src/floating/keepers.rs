@@ -56,6 +56,7 @@ pub fn shoal_args(lab: &FloatingLab, i: usize) -> Vec<String> {
         args.push(flag.into());
         args.push(value);
     }
+    args.extend(lab.shoal_extra.iter().cloned());
     args
 }
 

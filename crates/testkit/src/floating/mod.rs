@@ -73,6 +73,8 @@ pub struct FloatingLab {
     pub vip: Ipv4Addr,
     subnet: u8,
     shoal: PathBuf,
+    /// Appended to every shoal agent's command line (e.g. `--profile local`).
+    pub shoal_extra: Vec<String>,
     dir: Option<tempfile::TempDir>,
     // Declared last: dropped after the nodes' children are reaped.
     namespaces: Namespaces,
@@ -117,6 +119,7 @@ impl FloatingLab {
             vip: Ipv4Addr::new(10, 250, subnet, 50),
             subnet,
             shoal: shoal.to_path_buf(),
+            shoal_extra: Vec::new(),
             dir: Some(dir),
             namespaces,
         };
@@ -351,6 +354,30 @@ impl FloatingLab {
     /// The log of node `i`'s `what` (`haproxy`, `shoal`, `keepalived`).
     pub fn log(&self, i: usize, what: &str) -> String {
         std::fs::read_to_string(self.log_path(i, what)).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of every log of the lab, for a failure message.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return out;
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            out.push_str(&format!("---- {} ----\n", path.display()));
+            for line in &all[from..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     fn log_path(&self, i: usize, what: &str) -> PathBuf {
