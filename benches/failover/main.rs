@@ -8,7 +8,7 @@
 //! `lb2`; then `lb1` is restarted and the time until it answers again (preemption) is timed too.
 //!
 //! Run (root): `cargo bench -p shoal --bench failover -- [--runs 10] [--no-keepalived]
-//! [--scenarios stop,kill,crash,haproxy]`. The report goes to stdout, progress to stderr. See
+//! [--scenarios stop,kill,crash,haproxy] [--shoal-args '--profile local']`. The report goes to stdout, progress to stderr. See
 //! docs/benchmarks.md ("Failover of a floating address").
 
 mod report;
@@ -44,6 +44,10 @@ struct Args {
     /// Measure Keepalived only.
     #[arg(long)]
     no_shoal: bool,
+    /// Extra arguments for every shoal agent, space-separated (e.g. `--profile local` to see
+    /// what sub-second suspicion gives; the default is the `lan` profile).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    shoal_args: Option<String>,
     /// The lab's subnet: 10.250.SUBNET.0/24 inside its own namespaces.
     #[arg(long, default_value_t = 240)]
     subnet: u8,
@@ -76,6 +80,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Some(extra) = &args.shoal_args {
+        lab.shoal_extra = extra.split_whitespace().map(String::from).collect();
+    }
     println!("=== failover of a floating address (cargo bench -p shoal --bench failover) ===");
     println!(
         "date {}, {} runs per scenario, {} CPUs, load average at the start {}",
@@ -84,6 +91,9 @@ fn main() -> ExitCode {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
     );
+    if !lab.shoal_extra.is_empty() {
+        println!("shoal agents run with {}", lab.shoal_extra.join(" "));
+    }
     println!(
         "lb1 (priority 150) holds {} at first; the client requests it every ~10 ms (200 ms timeout)",
         lab.vip
