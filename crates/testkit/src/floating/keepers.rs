@@ -78,6 +78,11 @@ pub fn keepalived_args(lab: &FloatingLab, i: usize) -> Result<Vec<String>, Strin
             .to_string_lossy()
             .into_owned()
     };
+    // A pid file naming a process that is still a zombie (or whose pid was reused) makes
+    // Keepalived refuse to start ("daemon is already running"): the previous run is gone.
+    for suffix in [".pid", "-vrrp.pid"] {
+        let _ = std::fs::remove_file(file(suffix));
+    }
     Ok(vec![
         net::tool("keepalived").to_string_lossy().into_owned(),
         "--dont-fork".into(),

@@ -22,8 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 pub use keepers::Keeper;
 use net::{Namespaces, installed, is_root, pids_in, run, signal_all_in};
@@ -240,22 +239,21 @@ impl FloatingLab {
     /// at the same moment.
     pub fn kill_node(&mut self, i: usize) {
         let ns = self.nodes[i].ns.clone();
-        signal_all_in(&ns, Signal::SIGKILL);
+        net::crash(&pids_in(&ns));
         let _ = run(&["ip", "-n", &ns, "link", "set", "eth0", "down"]);
         self.reap(i);
     }
 
     /// `kill -9` of node `i`'s keeper only (HAProxy and the network stay: a crashed agent).
     pub fn kill_keeper(&mut self, i: usize) {
-        // Keepalived forks a VRRP child that would end cleanly (SIGTERM from its parent's
-        // death) and hand over at once: a crash kills the whole process family.
+        // Keepalived forks a VRRP child: a crash kills the whole process family at once.
         let ns = self.nodes[i].ns.clone();
         let haproxy = self.nodes[i].haproxy.as_ref().map(|c| c.id() as i32);
-        for pid in pids_in(&ns) {
-            if Some(pid) != haproxy {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
+        let family: Vec<i32> = pids_in(&ns)
+            .into_iter()
+            .filter(|&pid| Some(pid) != haproxy)
+            .collect();
+        net::crash(&family);
         if let Some(mut child) = self.nodes[i].keeper.take() {
             let _ = child.wait();
         }

@@ -65,6 +65,18 @@ pub fn signal_all_in(ns: &str, signal: Signal) {
     }
 }
 
+/// Kills `pids` at one instant, as a crash would: SIGSTOP to all of them first, then SIGKILL.
+/// Killed one by one, a child that a parent's death signals (Keepalived's VRRP process gets
+/// SIGTERM when its parent dies) would shut down cleanly in between, and hand over at once.
+pub fn crash(pids: &[i32]) {
+    for &pid in pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+    }
+    for &pid in pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
 /// The namespaces created so far; `Drop` kills what runs in them and deletes them.
 #[derive(Debug, Default)]
 pub struct Namespaces {
