@@ -30,6 +30,13 @@ fn members_cli(agent: &Agent, extra: &[&str]) -> Vec<MemberInfo> {
     parse_members_output(out).unwrap_or_default()
 }
 
+/// The members of a `{"members":[...]}` text (the members file), if it parses.
+fn parse_members_output_text(text: String) -> Option<Vec<MemberInfo>> {
+    serde_json::from_str::<shoal_proto::MembersResponse>(&text)
+        .ok()
+        .map(|r| r.members)
+}
+
 /// The health `agent` lists for member `name` (`None`: no checks or not listed).
 fn health_of(agent: &Agent, name: &str) -> Option<String> {
     members_cli(agent, &[])
@@ -54,7 +61,8 @@ fn a_failing_script_check_makes_the_member_critical_everywhere_and_fires_member_
         .iter()
         .map(|name| {
             let handler = format!(
-                "member-update=echo \"$SHOAL_HEALTH|$SHOAL_MEMBER_HEALTH|$SHOAL_SELF_HEALTH\" >> {d}/update-{name}"
+                "member-update=echo \"$SHOAL_HEALTH|$SHOAL_MEMBER_HEALTH|$SHOAL_SELF_HEALTH\" >> {d}/update-{name}; \
+                 cp \"$SHOAL_MEMBERS_FILE\" {d}/members-{name}.json"
             );
             Agent::start(
                 name,
@@ -99,6 +107,22 @@ fn a_failing_script_check_makes_the_member_critical_everywhere_and_fires_member_
             read(&file)
         );
     }
+    // The members file the handler saw lists ha's health and checks.
+    let seen = dir.path().join("members-hb.json");
+    let lists_ha_critical = || {
+        parse_members_output_text(read(&seen).unwrap_or_default()).is_some_and(|ms| {
+            ms.iter().any(|m| {
+                m.name == "ha"
+                    && m.health.as_deref() == Some("critical")
+                    && m.checks.get("web").map(String::as_str) == Some("critical")
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), lists_ha_critical),
+        "{:?}",
+        read(&seen)
+    );
     // The filter and the detailed table.
     let critical = members_cli(&others[0], &["--health", "critical"]);
     assert_eq!(
@@ -439,4 +463,52 @@ fn checks_from_a_config_file_run_with_their_own_timing() {
 
 fn write_file(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
+}
+
+#[test]
+fn sighup_applies_the_config_files_new_checks_and_keeps_the_unchanged_ones_running() {
+    let dir = scratch();
+    let file = dir.path().join("checks.toml");
+    let table = |name: &str, script: &str| {
+        format!("[[check]]\nname = \"{name}\"\nscript = \"{script}\"\ninterval = \"50ms\"\n")
+    };
+    write_file(&file, &(table("same", "exit 0") + &table("gone", "exit 2")));
+    let a = Agent::start("hup", &["--config", &file.display().to_string()]);
+    let checks_are = |want: &[(&str, &str)]| {
+        members_cli(&a, &[])
+            .into_iter()
+            .find(|m| m.name == "hup")
+            .is_some_and(|m| {
+                m.checks
+                    == want
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || checks_are(&[
+            ("same", "passing"),
+            ("gone", "critical")
+        ])),
+        "{:?}",
+        a.info().checks
+    );
+    write_file(&file, &(table("same", "exit 0") + &table("new", "exit 1")));
+    a.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || checks_are(&[
+            ("same", "passing"),
+            ("new", "warning")
+        ])),
+        "{:?}",
+        a.info().checks
+    );
+    assert_eq!(health_of(&a, "hup").as_deref(), Some("warning"));
+    let names: Vec<String> = a.info().checks.into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["new", "same"]);
+    // The unchanged check ran on: it never went back to critical.
+    let log = a.log();
+    assert_eq!(log.matches("check same: ").count(), 1, "{log}");
+    assert!(log.contains("SIGHUP: health checks reloaded"), "{log}");
 }

@@ -19,6 +19,7 @@ mod operator;
 mod parity;
 mod primary;
 mod primary_netns;
+mod primary_partition;
 mod queries;
 mod sealed;
 mod serf_cli;

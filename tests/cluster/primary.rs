@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Agent, cli, read, scratch, wait_until};
+use crate::harness::{Agent, cli, raw_http, read, scratch, wait_until};
 
 /// The scripts for an agent of group `lb`, recording into `dir/NAME`.
 fn group_args(dir: &Path, priority: u32, extra: &[&str]) -> Vec<String> {
@@ -195,6 +195,23 @@ fn shoal_primary_exits_1_without_a_primary_and_refuses_bad_groups() {
     assert_eq!(json["primary"], "qa");
     assert_eq!(json["state"], "primary");
     assert_eq!(json["eligible"][0]["name"], "qa");
+    let get = |path: &str| {
+        raw_http(
+            a.control,
+            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        )
+    };
+    let bad = get("/v1/primary?group=bad%20group");
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(
+        bad.contains("bad_request") && bad.contains("must be 1 to 128"),
+        "{bad}"
+    );
+    let typo = get("/v1/primary?grup=lb");
+    assert!(
+        typo.starts_with("HTTP/1.1 400") && typo.contains("unknown parameter"),
+        "{typo}"
+    );
     let (code, _, err) = cli(&["primary", "--control", &a.control_addr, "bad group"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid group"), "{err}");
@@ -208,4 +225,131 @@ fn shoal_primary_exits_1_without_a_primary_and_refuses_bad_groups() {
     assert!(err.contains("in no group"), "{err}");
     let (code, out, _) = cli(&["primary", "--control", &plain.control_addr, "lb"]);
     assert_eq!((code, out.as_str()), (Some(0), "qa\n"));
+}
+
+#[test]
+fn a_failing_check_demotes_the_primary_after_its_fall_count_and_rise_brings_it_back() {
+    let dir = scratch();
+    let d = dir.path();
+    let (down, fails, passes) = (d.join("fa-down"), d.join("fails"), d.join("passes"));
+    // Critical (exit 2) while `fa-down` exists; each run leaves a line saying which it was.
+    let check = format!(
+        "web=script:if [ -e {down} ]; then echo x >> {fails}; exit 2; else echo x >> {passes}; fi",
+        down = down.display(),
+        fails = fails.display(),
+        passes = passes.display()
+    );
+    // fa's scripts note how many failing (or passing) runs they came after.
+    let record = |state: &str, counted: &Path| {
+        format!(
+            "echo \"{state} $(cat {} 2>/dev/null | wc -l)\" >> {}/fa",
+            counted.display(),
+            d.display()
+        )
+    };
+    let timing = [
+        "--check-interval",
+        "100ms",
+        "--check-fall",
+        "3",
+        "--check-rise",
+        "2",
+    ];
+    let mut args: Vec<String> = [
+        "--group",
+        "lb",
+        "--priority",
+        "150",
+        "--check",
+        &check,
+        "--on-fault",
+        &record("fault", &fails),
+        "--on-primary",
+        &record("primary", &passes),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(timing.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Agent::start("fa", &args);
+    let b = start(
+        d,
+        "fb",
+        100,
+        &["--join", &a.join_arg(), "--check", "web=script:true"],
+    );
+    assert!(all_see(&[&a, &b], "fa"));
+    let faults_before = runs(d, "fa", "fault");
+    assert!(wait_until(Duration::from_secs(5), || runs(
+        d, "fa", "primary"
+    ) == 1));
+
+    std::fs::write(&down, "").expect("fail the check");
+    assert!(
+        all_see(&[&a, &b], "fb"),
+        "fb did not take over from the failing fa"
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        runs(d, "fa", "fault") == faults_before + 1 && runs(d, "fb", "primary") == 1
+    }));
+    let text = read(&d.join("fa")).unwrap_or_default();
+    let failing_runs: usize = text
+        .lines()
+        .rfind(|l| l.starts_with("fault "))
+        .and_then(|l| l["fault ".len()..].trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        failing_runs >= 3,
+        "on-fault ran after {failing_runs} failing runs: {text}"
+    );
+    let state = a.primary().and_then(|p| p.state);
+    assert_eq!(state.as_deref(), Some("fault"));
+
+    // Passing again (two runs for rise 2): fa takes the role back; fb steps down.
+    let passes_before = read(&passes).map_or(0, |t| t.lines().count());
+    std::fs::remove_file(&down).expect("heal the check");
+    assert!(all_see(&[&a, &b], "fa"), "fa did not come back");
+    assert!(wait_until(Duration::from_secs(5), || {
+        runs(d, "fa", "primary") == 2 && runs(d, "fb", "backup") == 2
+    }));
+    let text = read(&d.join("fa")).unwrap_or_default();
+    let passing_runs: usize = text
+        .lines()
+        .rfind(|l| l.starts_with("primary "))
+        .and_then(|l| l["primary ".len()..].trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        passing_runs >= passes_before + 2,
+        "on-primary ran after {} passing runs: {text}",
+        passing_runs.saturating_sub(passes_before)
+    );
+}
+
+#[test]
+fn a_primary_that_leaves_with_shoal_leave_runs_on_backup() {
+    let dir = scratch();
+    let d = dir.path();
+    let mut a = start(d, "la", 100, &[]);
+    assert!(wait_until(Duration::from_secs(5), || runs(
+        d, "la", "primary"
+    ) == 1));
+    let (code, out, err) = cli(&["leave", "--control", &a.control_addr]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        a.wait_exit(Duration::from_secs(10)).is_some(),
+        "la did not exit"
+    );
+    assert_eq!(
+        runs(d, "la", "backup"),
+        1,
+        "{:?}; log:\n{}",
+        read(&d.join("la")),
+        a.log()
+    );
+    let line = read(&d.join("la")).unwrap_or_default();
+    assert!(
+        line.contains("backup previous=la primary= group=lb"),
+        "{line}"
+    );
 }

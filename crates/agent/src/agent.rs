@@ -60,6 +60,8 @@ struct Running {
     control_socket: Option<std::path::PathBuf>,
     /// The primary-group driver: a primary runs on-backup before the agent leaves.
     primary: Option<crate::primary::Handle>,
+    /// The health checks; SIGHUP applies the reloaded ones.
+    checks: crate::checks::Checks,
 }
 
 /// Binds the control address, starts the node, prints the readiness line, then starts the
@@ -105,10 +107,10 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
 
     // The check runner and the primary-group settings change the announced role through it.
     let role = RoleCell::new(node.clone(), cfg.node.role.clone());
-    let checks = crate::checks::spawn(&cfg.checks, &role);
     let primary = cfg.primary.clone().map(|settings| {
         crate::primary::driver::spawn(node.clone(), role.clone(), settings, cfg.handler_timeout)
     });
+    let checks = crate::checks::Checks::start(&cfg.checks, &role);
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
     let streams = Arc::new(EventStreams::default());
@@ -147,8 +149,8 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         token: cfg.control_token.as_ref().map(|t| t.token.clone()),
         warnings: Default::default(),
         role: role.clone(),
-        checks,
         primary: primary.clone(),
+        checks: checks.board(),
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,
@@ -196,6 +198,7 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         leave_on: LeaveOn::from(cfg),
         control_socket,
         primary,
+        checks,
     })
 }
 
@@ -253,6 +256,7 @@ impl Running {
             app,
             config_tags,
             leave_on,
+            checks,
             ..
         } = self;
         let mut view = node.watch();
@@ -263,6 +267,7 @@ impl Running {
                 _ = hup.recv() => {
                     if let Some(new) = reload(args, node, handlers, templates, log, config_tags).await {
                         *leave_on = LeaveOn::from(&new);
+                        checks.reload(new.checks);
                     }
                     if let Some(app) = app.as_ref() {
                         app.signal(Signal::SIGHUP);

@@ -209,12 +209,12 @@ pub struct AgentArgs {
     /// with this one (letters, digits, '-', '_', '.').
     #[arg(long, env = "SHOAL_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
-    /// Health checks (`--check`, `--check-interval`, ...).
-    #[command(flatten)]
-    pub health: crate::checks::args::CheckArgs,
     /// Primary selection: --group, --priority, --on-primary and the rest.
     #[command(flatten)]
     pub primary: primary::PrimaryArgs,
+    /// Health checks (`--check`, `--check-interval`, ...).
+    #[command(flatten)]
+    pub health: crate::checks::args::CheckArgs,
     /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
     #[arg(last = true, value_name = "COMMAND")]
     pub app: Vec<String>,

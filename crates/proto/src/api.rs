@@ -221,38 +221,6 @@ pub struct InfoResponse {
     pub primary: Option<PrimaryInfo>,
 }
 
-/// One of this agent's health checks, as `shoal info` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckInfo {
-    /// The check's name.
-    pub name: String,
-    /// `script`, `http` or `tcp`.
-    pub kind: String,
-    /// What it runs or asks: the command, the URL or `HOST:PORT`.
-    pub target: String,
-    /// The announced state after rise/fall (`critical` until the first result).
-    pub state: String,
-    /// The last run's own result, before rise/fall; `null` before the first run.
-    pub last_result: Option<String>,
-    /// The last run's output: a script's first bytes of output, the HTTP status line, or the
-    /// connection error (at most 1 KiB).
-    pub output: String,
-    /// When the last run started (RFC 3339, UTC); `null` before the first run.
-    pub last_run: Option<String>,
-    /// How long the last run took, in milliseconds.
-    pub duration_ms: u64,
-    /// Runs since start.
-    pub runs: u64,
-    /// Milliseconds between runs.
-    pub interval_ms: u64,
-    /// Past this a run counts critical (a script's whole process group is killed).
-    pub timeout_ms: u64,
-    /// Results needed to get better.
-    pub rise: u32,
-    /// Results needed to get worse.
-    pub fall: u32,
-}
-
 /// `GET /v1/info`'s `primary` section: this agent's group, its priority and state, and the
 /// primary it acted on last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +263,38 @@ pub struct PrimaryCandidate {
     pub claims: bool,
     /// `alive` or `suspect`.
     pub status: String,
+}
+
+/// One of this agent's health checks, as `shoal info` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    /// The check's name.
+    pub name: String,
+    /// `script`, `http` or `tcp`.
+    pub kind: String,
+    /// What it runs or asks: the command, the URL or `HOST:PORT`.
+    pub target: String,
+    /// The announced state after rise/fall (`critical` until the first result).
+    pub state: String,
+    /// The last run's own result, before rise/fall; `null` before the first run.
+    pub last_result: Option<String>,
+    /// The last run's output: a script's first bytes of output, the HTTP status line, or the
+    /// connection error (at most 1 KiB).
+    pub output: String,
+    /// When the last run started (RFC 3339, UTC); `null` before the first run.
+    pub last_run: Option<String>,
+    /// How long the last run took, in milliseconds.
+    pub duration_ms: u64,
+    /// Runs since start.
+    pub runs: u64,
+    /// Milliseconds between runs.
+    pub interval_ms: u64,
+    /// Past this a run counts critical (a script's whole process group is killed).
+    pub timeout_ms: u64,
+    /// Results needed to get better.
+    pub rise: u32,
+    /// Results needed to get worse.
+    pub fall: u32,
 }
 
 /// Serf's `runtime` section of `serf info`, for shoal's process.

@@ -2,7 +2,7 @@
 //! Each runs its probe every interval ([`run`]), counts results against Keepalived's rise/fall
 //! ([`Counter`]) and announces a change of state through [`RoleCell::set_check`], which gossips
 //! it as the member's health and fires `member-update` everywhere. [`Board`] keeps each
-//! check's last run for `shoal info`.
+//! check's last run for `shoal info`. SIGHUP re-reads them ([`Checks::reload`]).
 
 pub mod args;
 pub mod run;
@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use shoal_core::Health;
 use shoal_proto::CheckInfo;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::role::RoleCell;
@@ -123,39 +124,159 @@ impl Board {
     }
 }
 
-/// Starts one task per check; returns the board they report to. The initial role already
-/// holds every check as `critical` (the configuration put it there).
-pub fn spawn(specs: &[CheckSpec], role: &RoleCell) -> Board {
-    let board = Board::default();
-    for spec in specs {
-        board.add(spec);
-        tokio::spawn(run_check(spec.clone(), role.clone(), board.clone()));
-    }
-    board
+/// The running checks: one task each, the board they report to, and what SIGHUP changes.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Checks {
+    tasks: Arc<tokio::sync::Mutex<BTreeMap<String, Task>>>,
+    board: Board,
+    role: RoleCell,
 }
 
-/// Runs `spec` every interval until the agent exits. A run that takes longer than the
-/// interval delays the next one rather than overlapping it.
-async fn run_check(spec: CheckSpec, role: RoleCell, board: Board) {
+/// One check's task and the way to stop it between runs.
+struct Task {
+    spec: CheckSpec,
+    stop: oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Checks {
+    /// Starts one task per check. The initial role already holds every check as `critical`
+    /// (the configuration put it there).
+    pub fn start(specs: &[CheckSpec], role: &RoleCell) -> Self {
+        let checks = Self {
+            tasks: Default::default(),
+            board: Board::default(),
+            role: role.clone(),
+        };
+        if let Ok(mut tasks) = checks.tasks.try_lock() {
+            for spec in specs {
+                tasks.insert(spec.name.clone(), checks.spawn(spec));
+            }
+        }
+        checks
+    }
+
+    /// What `shoal info` shows.
+    pub fn board(&self) -> Board {
+        self.board.clone()
+    }
+
+    /// SIGHUP: applies `specs` in the background. A check whose definition did not change
+    /// runs on with its state; a removed or changed one is stopped once its run in progress
+    /// ends (so it never announces again); a new or changed one starts `critical`.
+    pub fn reload(&self, specs: Vec<CheckSpec>) {
+        let checks = self.clone();
+        tokio::spawn(async move { checks.apply(specs).await });
+    }
+
+    async fn apply(&self, specs: Vec<CheckSpec>) {
+        let mut tasks = self.tasks.lock().await;
+        let kept = |name: &str| {
+            specs
+                .iter()
+                .any(|s| Some(s) == tasks.get(name).map(|t| &t.spec))
+        };
+        let gone: Vec<String> = tasks.keys().filter(|n| !kept(n)).cloned().collect();
+        let mut stopped = Vec::new();
+        for name in &gone {
+            if let Some(task) = tasks.remove(name) {
+                let _ = task.stop.send(());
+                stopped.push(task.handle);
+            }
+        }
+        for handle in stopped {
+            let _ = handle.await;
+        }
+        self.board.lock().retain(|name, _| tasks.contains_key(name));
+        let now = self.role.get().checks;
+        let states: BTreeMap<String, Health> = specs
+            .iter()
+            .map(|s| {
+                let state = match tasks.contains_key(&s.name) {
+                    true => now.get(&s.name).copied().unwrap_or(Health::Critical),
+                    false => Health::Critical,
+                };
+                (s.name.clone(), state)
+            })
+            .collect();
+        if let Err(error) = self.role.set_checks(states).await {
+            warn!(%error, "SIGHUP: the reloaded checks' states were not announced");
+        }
+        let mut started = 0;
+        for spec in &specs {
+            if !tasks.contains_key(&spec.name) {
+                tasks.insert(spec.name.clone(), self.spawn(spec));
+                started += 1;
+            }
+        }
+        info!(
+            checks = specs.len(),
+            stopped = gone.len(),
+            started,
+            "SIGHUP: health checks reloaded"
+        );
+    }
+
+    fn spawn(&self, spec: &CheckSpec) -> Task {
+        self.board.add(spec);
+        let (stop, stopped) = oneshot::channel();
+        let handle = tokio::spawn(run_check(
+            spec.clone(),
+            self.role.clone(),
+            self.board.clone(),
+            stopped,
+        ));
+        Task {
+            spec: spec.clone(),
+            stop,
+            handle,
+        }
+    }
+}
+
+/// Runs `spec` every interval until told to stop (between runs). A run that takes longer
+/// than the interval delays the next one rather than overlapping it.
+async fn run_check(spec: CheckSpec, role: RoleCell, board: Board, mut stop: oneshot::Receiver<()>) {
     let mut counter = Counter::new(spec.timing.rise, spec.timing.fall);
+    let mut failing: Option<String> = None;
     let mut ticks = tokio::time::interval(spec.timing.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
         let at = SystemTime::now();
         let started = Instant::now();
         let probe = run::probe(&spec.name, &spec.kind, spec.timing.timeout).await;
         let ms = started.elapsed().as_millis() as u64;
+        if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+            return;
+        }
         let change = counter.observe(probe.health);
         board.record(&spec.name, &probe, counter.state(), at, ms);
-        let Some((from, to)) = change else {
-            continue;
-        };
-        let from = from.map_or("not run", Health::as_str);
-        info!(check = %spec.name, kind = spec.kind.name(), output = %probe.first_line(),
-              "check {}: {from} -> {to}", spec.name);
-        if let Err(error) = role.set_check(&spec.name, to).await {
-            warn!(check = %spec.name, %error, "check state not announced");
+        if let Some((from, to)) = change {
+            let from = from.map_or("not run", Health::as_str);
+            info!(check = %spec.name, kind = spec.kind.name(), output = %probe.first_line(),
+                  "check {}: {from} -> {to}", spec.name);
+        }
+        // Compared with what the role holds, not with what this task last sent: a state the
+        // node refused, or one a reload overwrote, is sent again at the next run. A failure
+        // is logged once, not every run.
+        let state = counter.state();
+        if role.get().checks.get(&spec.name) != Some(&state) {
+            match role.set_check(&spec.name, state).await {
+                Ok(()) => failing = None,
+                Err(error) => {
+                    let text = error.to_string();
+                    if failing.as_deref() != Some(text.as_str()) {
+                        warn!(check = %spec.name, error = %text, "check state not announced; retrying");
+                        failing = Some(text);
+                    }
+                }
+            }
         }
     }
 }

@@ -50,8 +50,9 @@ pub struct PrimaryArgs {
         help_heading = "Primary group"
     )]
     pub on_primary: Option<String>,
-    /// Run when this node becomes a backup: at start, when another member takes the role,
-    /// and before it leaves as primary (Keepalived's notify_backup).
+    /// Run when this node becomes a backup: at start (unless it is primary at once), when
+    /// another member takes the role, and before it leaves as primary (Keepalived's
+    /// notify_backup).
     #[arg(
         long,
         env = "SHOAL_ON_BACKUP",

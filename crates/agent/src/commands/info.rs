@@ -1,8 +1,8 @@
 //! `shoal info`: Serf's sections first, as `serf info` prints them (`agent`, `runtime`,
 //! `serf`, `tags`; shoal's own agent fields follow the name), then shoal's: member counts,
 //! traffic counters, refused packets, the loaded handlers (`FILTER = SCRIPT`, `*` for every
-//! event), the health checks (`NAME = STATE (...)`), the primary group (`--group`: group,
-//! priority, state, primary), the event counters and the open streams.
+//! event), the primary group (`--group`: group, priority, state, primary), the health checks
+//! (`NAME = STATE (...)`), the event counters and the open streams.
 
 use shoal_proto::InfoResponse;
 
@@ -73,7 +73,6 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         let filter = if h.filter.is_empty() { "*" } else { &h.filter };
         text.push_str(&format!("\t{filter} = {}\n", h.script));
     }
-    text.push_str(&checks_section(&i));
     if let Some(p) = &i.primary {
         text.push_str(&format!(
             "primary:\n\tgroup = {}\n\tpriority = {}\n\tstate = {}\n\tprimary = {}\n",
@@ -83,6 +82,7 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
             p.primary.as_deref().unwrap_or("")
         ));
     }
+    text.push_str(&checks_section(&i));
     let (e, st) = (&i.events, &i.streams);
     text.push_str(&format!(
         "events:\n\tmember = {}\n\tuser = {}\n\tuser_handled = {}\nstreams:\n\tevents = {}\n\t\

@@ -78,10 +78,10 @@ pub struct ControlState {
     pub warnings: server::Warnings,
     /// What this member announces as its health and primary group.
     pub role: crate::role::RoleCell,
-    /// This agent's health checks and their last runs (`/v1/info`).
-    pub checks: crate::checks::Board,
     /// The primary-group driver (`--group`), if any.
     pub primary: Option<crate::primary::Handle>,
+    /// This agent's health checks and their last runs (`/v1/info`).
+    pub checks: crate::checks::Board,
 }
 
 /// Most streams (`/v1/stream` and `/v1/monitor` together) open at once; one more is answered

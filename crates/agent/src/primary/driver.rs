@@ -24,9 +24,9 @@ pub const JOIN_WAIT: Duration = Duration::from_secs(3);
 /// Transitions waiting for the script runner; the driver waits when it is full.
 const QUEUE: usize = 16;
 
-/// One script to run.
+/// One script to run (`None`: only a marker, told when the scripts before it ended).
 struct Script {
-    command: String,
+    command: Option<String>,
     state: State,
     env: Vec<(String, String)>,
     /// Told when it ended (the step-down before a leave waits for it).
@@ -59,16 +59,22 @@ pub fn spawn(node: NodeHandle, role: RoleCell, settings: Settings, timeout: Dura
 /// Runs the scripts one after the other, in the order the transitions happened.
 async fn run_scripts(mut jobs: mpsc::Receiver<Script>, timeout: Duration) {
     while let Some(script) = jobs.recv().await {
+        let Some(command) = script.command else {
+            if let Some(done) = script.done {
+                let _ = done.send(());
+            }
+            continue;
+        };
         let event = format!("on-{}", script.state);
-        info!(script = %script.command, %event, "running the primary group's script");
+        info!(script = %command, %event, "running the primary group's script");
         let job = Job {
             event,
             env: script.env,
             ..Job::default()
         };
-        let outcome = shell::run(&script.command, job, timeout).await;
+        let outcome = shell::run(&command, job, timeout).await;
         if outcome != Outcome::Exited(Some(0)) {
-            warn!(script = %script.command, ?outcome, "the primary group's script failed");
+            warn!(script = %command, ?outcome, "the primary group's script failed");
         }
         if let Some(done) = script.done {
             let _ = done.send(());
@@ -100,16 +106,7 @@ impl Driver {
         loop {
             let view = views.borrow_and_update().clone();
             if view.left {
-                // Left through `shoal leave`: a primary still releases the role; the
-                // agent's own step-down is answered once that ran.
-                let (ran, wait) = oneshot::channel();
-                self.step_down(machine.acted().map(|o| o.state), Some(ran))
-                    .await;
-                let _ = wait.await;
-                while let Some(done) = stop.recv().await {
-                    let _ = done.send(());
-                }
-                return;
+                return self.finish(machine.acted().map(|o| o.state), stop).await;
             }
             let now = Instant::now();
             seen_others = seen_others
@@ -129,13 +126,27 @@ impl Driver {
                 wake = Some(wake.map_or(end, |w| w.min(end)));
             }
             tokio::select! {
-                changed = views.changed() => if changed.is_err() { return },
+                changed = views.changed() => if changed.is_err() {
+                    // The node stopped (it does once it has left).
+                    return self.finish(machine.acted().map(|o| o.state), stop).await;
+                },
                 _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
                 done = stop.recv() => {
                     self.step_down(machine.acted().map(|o| o.state), done).await;
                     return;
                 }
             }
+        }
+    }
+
+    /// The node left (`shoal leave`) or stopped: a primary still releases the role, and the
+    /// agent's own step-down is answered once that ran.
+    async fn finish(&self, acted: Option<State>, mut stop: mpsc::Receiver<oneshot::Sender<()>>) {
+        let (ran, wait) = oneshot::channel();
+        self.step_down(acted, Some(ran)).await;
+        let _ = wait.await;
+        while let Some(done) = stop.recv().await {
+            let _ = done.send(());
         }
     }
 
@@ -170,7 +181,19 @@ impl Driver {
             return;
         };
         if acted != Some(State::Primary) {
-            let _ = done.send(());
+            // Still, the scripts already queued (an on-backup as the node started leaving)
+            // finish before the agent exits.
+            let marker = Script {
+                command: None,
+                state: State::Backup,
+                env: Vec::new(),
+                done: Some(done),
+            };
+            if let Err(unsent) = self.jobs.send(marker).await
+                && let Some(done) = unsent.0.done
+            {
+                let _ = done.send(());
+            }
             return;
         }
         info!(group = %self.settings.group.name, "stopping: the primary steps down before it leaves");
@@ -183,7 +206,8 @@ impl Driver {
         self.queue(State::Backup, None, previous, Some(done)).await;
     }
 
-    /// Hands `state`'s script to the runner (or says `done` at once without one).
+    /// Hands `state`'s script to the runner (without one, a marker that says `done` once the
+    /// scripts before it ended).
     async fn queue(
         &self,
         state: State,
@@ -191,12 +215,7 @@ impl Driver {
         previous: Option<String>,
         done: Option<oneshot::Sender<()>>,
     ) {
-        let Some(command) = self.settings.script(state) else {
-            if let Some(done) = done {
-                let _ = done.send(());
-            }
-            return;
-        };
+        let command = self.settings.script(state).map(str::to_string);
         let env = vec![
             ("SHOAL_GROUP".into(), self.settings.group.name.clone()),
             ("SHOAL_PRIMARY".into(), primary.unwrap_or_default()),
@@ -209,13 +228,16 @@ impl Driver {
             ("SHOAL_SELF_NAME".into(), self.local.clone()),
         ];
         let script = Script {
-            command: command.to_string(),
+            command,
             state,
             env,
             done,
         };
-        if self.jobs.send(script).await.is_err() {
+        if let Err(unsent) = self.jobs.send(script).await {
             warn!("the primary group's script runner stopped");
+            if let Some(done) = unsent.0.done {
+                let _ = done.send(());
+            }
         }
     }
 }
