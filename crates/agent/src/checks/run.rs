@@ -273,6 +273,23 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_never_answers_is_critical_at_the_timeout() {
+        // Bound and listening, never accepting: the connection is made, no answer comes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let started = std::time::Instant::now();
+        let silent = run(&format!("http:http://127.0.0.1:{port}/health"));
+        assert_eq!(silent.health, Health::Critical);
+        assert!(
+            silent.output.starts_with("no answer from http://127.0.0.1"),
+            "{}",
+            silent.output
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(listener);
+    }
+
+    #[test]
     fn truncation_keeps_whole_characters() {
         let mut text = "ééé".to_string();
         truncate(&mut text, 3);

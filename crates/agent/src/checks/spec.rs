@@ -135,7 +135,8 @@ impl Kind {
             "http" => Kind::http(rest),
             "tcp" => Kind::tcp(rest),
             "https" => Err(format!(
-                "https is not supported: {KINDS} (http:https://... is refused too)"
+                "https is not supported: {KINDS} with an http:// URL (for TLS, a script \
+                 check such as script:curl -fsS https://...)"
             )),
             other => Err(format!("unknown check kind {other:?}: {KINDS}")),
         }
