@@ -460,3 +460,18 @@ impl Drop for FloatingLab {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::last_keepalived_state;
+
+    #[test]
+    fn the_last_state_keepalived_logged_is_read_from_its_console_log() {
+        let log = "Tue Dec  1 14:47:47 2026: (lb) Entering BACKUP STATE (init)\n\
+                   Tue Dec  1 14:47:50 2026: (lb) Receive advertisement timeout\n\
+                   Tue Dec  1 14:47:50 2026: (lb) Entering MASTER STATE\n\
+                   Tue Dec  1 14:47:50 2026: (lb) setting VIPs.\n";
+        assert_eq!(last_keepalived_state(log), Some("MASTER"));
+        assert_eq!(last_keepalived_state("Starting Keepalived v2.2.7\n"), None);
+    }
+}
