@@ -6,6 +6,7 @@ mod bad_input;
 mod control;
 mod discovery;
 mod events;
+mod floating_ip;
 mod forged;
 mod handlers;
 mod harness;
