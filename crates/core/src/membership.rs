@@ -206,6 +206,9 @@ impl Entry {
 
     fn member(&self) -> Member {
         let (name, tags, role) = match &self.meta {
+            Some(meta) if meta.id.generation < self.id.generation => {
+                (meta.name.clone(), meta.tags.clone(), meta.role.restarted())
+            }
             Some(meta) => (meta.name.clone(), meta.tags.clone(), meta.role.clone()),
             None => (self.id.addr.to_string(), BTreeMap::new(), Role::default()),
         };

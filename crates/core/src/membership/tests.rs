@@ -395,3 +395,28 @@ fn in_plaintext_a_member_known_to_have_left_stays_out_of_the_digest() {
     assert_ne!(knows_left(false).digest(), newcomer(false).digest());
     assert_eq!(knows_left(true).digest(), newcomer(true).digest());
 }
+
+#[test]
+fn a_restarted_member_whose_new_meta_is_missing_is_listed_critical_and_not_primary() {
+    // Issue 12: lb2 briefly took a restarted lb1 for a healthy primary (its previous life's
+    // role) and ran on-backup, then on-primary again once lb1's own meta arrived.
+    use crate::role::{Group, Health};
+    let mut t = table();
+    t.member_up(id(2, 5));
+    let mut old = meta(2, 5, 3, "lb-1");
+    old.role.checks.insert("haproxy".into(), Health::Passing);
+    old.role.group = Some(Group {
+        name: "lb".into(),
+        priority: 150,
+        primary: true,
+    });
+    t.apply_meta(old);
+    t.member_up(id(2, 6));
+    let listed = t.members().into_iter().find(|m| m.name == "lb-1");
+    let role = listed.map(|m| m.role).expect("still listed under its name");
+    assert_eq!(role.health(), Some(Health::Critical));
+    assert_eq!(
+        role.group.map(|g| (g.priority, g.primary)),
+        Some((150, false))
+    );
+}
