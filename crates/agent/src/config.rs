@@ -133,6 +133,7 @@ pub struct FileConfig {
     preempt: Option<bool>,
     group_quorum: Option<u32>,
     primary_delay: Option<String>,
+    suspect_grace: Option<String>,
     on_primary: Option<String>,
     on_backup: Option<String>,
     on_fault: Option<String>,
@@ -203,6 +204,7 @@ impl FileConfig {
             preempt,
             group_quorum,
             primary_delay,
+            suspect_grace,
             on_primary,
             on_backup,
             on_fault

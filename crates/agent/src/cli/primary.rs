@@ -42,6 +42,16 @@ pub struct PrimaryArgs {
         help_heading = "Primary group"
     )]
     pub primary_delay: Option<String>,
+    /// A suspect member stays eligible this long, then the group passes over it until it
+    /// refutes or is declared failed, as a VRRP backup takes over after missed adverts;
+    /// `off` keeps suspects eligible until they are declared failed [default: 1s].
+    #[arg(
+        long,
+        env = "SHOAL_SUSPECT_GRACE",
+        value_name = "DURATION",
+        help_heading = "Primary group"
+    )]
+    pub suspect_grace: Option<String>,
     /// Run (sh -c) when this node becomes its group's primary (Keepalived's notify_master).
     #[arg(
         long,

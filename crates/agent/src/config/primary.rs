@@ -39,6 +39,10 @@ pub(super) fn resolve(
         .primary_delay
         .clone()
         .or_else(|| file.primary_delay.clone());
+    let grace = args
+        .suspect_grace
+        .clone()
+        .or_else(|| file.suspect_grace.clone());
     let script = |flag: &Option<String>, key: &Option<String>| {
         flag.clone()
             .or_else(|| key.clone())
@@ -53,6 +57,7 @@ pub(super) fn resolve(
             ("--preempt", preempt.is_some()),
             ("--group-quorum", quorum.is_some()),
             ("--primary-delay", delay.is_some()),
+            ("--suspect-grace", grace.is_some()),
             ("--on-primary", on_primary.is_some()),
             ("--on-backup", on_backup.is_some()),
             ("--on-fault", on_fault.is_some()),
@@ -98,6 +103,14 @@ pub(super) fn resolve(
         preempt: preempt.unwrap_or(true),
         quorum: quorum as usize,
         delay: duration("--primary-delay", delay, "0")?,
+        suspect_grace: match grace.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => Some(duration(
+                "--suspect-grace",
+                other.map(str::to_string),
+                "1s",
+            )?),
+        },
         on_primary,
         on_backup,
         on_fault,
@@ -151,6 +164,17 @@ mod tests {
             .expect("a group");
         assert_eq!((s.group.priority, s.preempt, s.quorum), (100, true, 1));
         assert!(s.delay.is_zero() && !s.wait_to_join);
+        assert_eq!(s.suspect_grace, Some(std::time::Duration::from_secs(1)));
+        let off = PrimaryArgs {
+            group: Some("db".into()),
+            suspect_grace: Some("off".into()),
+            ..PrimaryArgs::default()
+        };
+        let s = super::super::resolve(&args(off), FileConfig::default())
+            .expect("valid")
+            .primary
+            .expect("a group");
+        assert_eq!(s.suspect_grace, None, "off: suspects stay eligible");
     }
 
     #[test]
@@ -177,6 +201,14 @@ mod tests {
                     ..PrimaryArgs::default()
                 },
                 "invalid --primary-delay \"soon\"",
+            ),
+            (
+                PrimaryArgs {
+                    group: Some("lb".into()),
+                    suspect_grace: Some("a while".into()),
+                    ..PrimaryArgs::default()
+                },
+                "invalid --suspect-grace \"a while\"",
             ),
             (
                 PrimaryArgs {

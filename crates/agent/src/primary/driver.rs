@@ -82,6 +82,48 @@ async fn run_scripts(mut jobs: mpsc::Receiver<Script>, timeout: Duration) {
     }
 }
 
+/// Since when each member has been suspect, as this driver saw it (`--suspect-grace`).
+#[derive(Debug, Default)]
+struct Suspects {
+    since: std::collections::HashMap<String, Instant>,
+}
+
+impl Suspects {
+    /// The view for the election: a member suspect for longer than `grace` counts as failed
+    /// (passed over until it refutes or is declared failed); and when the next suspect's grace
+    /// ends, to wake then. `grace` `None`: suspects stay eligible.
+    fn passed_over(
+        &mut self,
+        members: &[shoal_core::Member],
+        now: Instant,
+        grace: Option<Duration>,
+    ) -> (Vec<shoal_core::Member>, Option<Instant>) {
+        self.since.retain(|name, _| {
+            members
+                .iter()
+                .any(|m| &m.name == name && m.status == MemberStatus::Suspect)
+        });
+        let mut members = members.to_vec();
+        let Some(grace) = grace else {
+            return (members, None);
+        };
+        let mut next = None::<Instant>;
+        for m in members
+            .iter_mut()
+            .filter(|m| m.status == MemberStatus::Suspect)
+        {
+            let since = *self.since.entry(m.name.clone()).or_insert(now);
+            let end = since + grace;
+            if now >= end {
+                m.status = MemberStatus::Failed;
+            } else {
+                next = Some(next.map_or(end, |n| n.min(end)));
+            }
+        }
+        (members, next)
+    }
+}
+
 struct Driver {
     node: NodeHandle,
     local: String,
@@ -99,6 +141,7 @@ impl Driver {
             quorum: self.settings.quorum,
         };
         let mut machine = Machine::new(self.settings.delay);
+        let mut suspects = Suspects::default();
         let mut views = self.node.watch();
         let started = Instant::now();
         // Once another member was seen, the join wait is over for good (it may leave later).
@@ -116,11 +159,16 @@ impl Driver {
                 });
             let join_wait_over = now >= started + JOIN_WAIT;
             let may_promote = !self.settings.wait_to_join || seen_others || join_wait_over;
-            let desired = elect::decide(&view.members, &self.local, &rules, may_promote);
+            let (members, grace_ends) =
+                suspects.passed_over(&view.members, now, self.settings.suspect_grace);
+            let desired = elect::decide(&members, &self.local, &rules, may_promote);
             if let Step::Act(change) = machine.step(desired, now.into_std()) {
                 self.act(&change).await;
             }
             let mut wake = machine.due().map(Instant::from_std);
+            if let Some(end) = grace_ends {
+                wake = Some(wake.map_or(end, |w| w.min(end)));
+            }
             if !may_promote {
                 let end = started + JOIN_WAIT;
                 wake = Some(wake.map_or(end, |w| w.min(end)));
@@ -239,5 +287,63 @@ impl Driver {
                 let _ = done.send(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, status: MemberStatus) -> shoal_core::Member {
+        shoal_core::Member {
+            name: name.into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            generation: 1,
+            tags: Default::default(),
+            role: Default::default(),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_suspect_is_passed_over_once_its_grace_ended_and_eligible_again_when_it_refutes() {
+        let mut suspects = Suspects::default();
+        let t0 = Instant::now();
+        let grace = Some(Duration::from_secs(1));
+        let view = [
+            member("a", MemberStatus::Suspect),
+            member("b", MemberStatus::Alive),
+        ];
+        let (seen, wake) = suspects.passed_over(&view, t0, grace);
+        assert_eq!(seen[0].status, MemberStatus::Suspect, "within its grace");
+        assert_eq!(wake, Some(t0 + Duration::from_secs(1)));
+        let later = t0 + Duration::from_millis(1500);
+        let (seen, wake) = suspects.passed_over(&view, later, grace);
+        assert_eq!(seen[0].status, MemberStatus::Failed, "passed over");
+        assert_eq!(seen[1].status, MemberStatus::Alive);
+        assert_eq!(wake, None);
+        let refuted = [
+            member("a", MemberStatus::Alive),
+            member("b", MemberStatus::Alive),
+        ];
+        let (seen, _) = suspects.passed_over(&refuted, later, grace);
+        assert_eq!(seen[0].status, MemberStatus::Alive);
+        let (seen, wake) = suspects.passed_over(&view, later, grace);
+        assert_eq!(
+            seen[0].status,
+            MemberStatus::Suspect,
+            "a new suspicion, a new grace"
+        );
+        assert!(wake.is_some());
+    }
+
+    #[test]
+    fn with_the_grace_off_a_suspect_stays_eligible() {
+        let mut suspects = Suspects::default();
+        let t0 = Instant::now();
+        let view = [member("a", MemberStatus::Suspect)];
+        let (seen, wake) = suspects.passed_over(&view, t0 + Duration::from_secs(60), None);
+        assert_eq!(seen[0].status, MemberStatus::Suspect);
+        assert_eq!(wake, None);
     }
 }

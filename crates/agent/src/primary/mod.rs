@@ -28,6 +28,9 @@ pub struct Settings {
     pub quorum: usize,
     /// `--primary-delay`.
     pub delay: Duration,
+    /// `--suspect-grace`: how long a suspect member stays eligible (`None`: until it is
+    /// declared failed).
+    pub suspect_grace: Option<Duration>,
     /// `--on-primary`.
     pub on_primary: Option<String>,
     /// `--on-backup`.
