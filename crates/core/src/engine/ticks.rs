@@ -208,10 +208,8 @@ impl Engine {
             .suspects
             .observe(now, &suspected, self.foca_suspicion() / 4);
         self.check_name_conflict();
-        if let Some(addr) = missing_meta
-            && !self.leave.left()
-        {
-            self.push_pull(addr);
+        if let Some(addr) = missing_meta {
+            self.fetch_meta(addr);
         }
         // A suspicion that outlived its timeout twice is stuck (foca drops its timer when it
         // goes idle, and the member never heard of it to refute it): a push-pull shows the
@@ -228,8 +226,9 @@ impl Engine {
         self.rescale();
     }
 
-    /// foca's config follows the cluster size (suspicion timeout, fan-out).
-    fn rescale(&mut self) {
+    /// foca's config follows the cluster size (suspicion timeout, fan-out, retransmissions).
+    /// Run after every input (a member count that changed) and by housekeeping.
+    pub(super) fn rescale(&mut self) {
         let size = self.foca.num_members() + 1;
         if size != self.cluster_size {
             self.cluster_size = size;
