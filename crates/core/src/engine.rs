@@ -594,11 +594,11 @@ impl Engine {
     }
 
     /// A push-pull with the live member at `addr` for its meta (missing here: the member is
-    /// not listed until it arrives), at most one per quarter sync interval, apart from the
+    /// not listed until it arrives), at most one per gossip interval, apart from the
     /// anti-entropy ones of [`Self::push_pull`] (a burst of joins needs both). Returns
     /// whether it was sent.
     fn fetch_meta(&mut self, addr: SocketAddr) -> bool {
-        let (now, every) = (self.now, self.timings.sync_interval / 4);
+        let (now, every) = (self.now, self.timings.gossip_interval);
         if self.leave.left() || !due(&mut self.last_fetch, now, every) {
             return false;
         }
@@ -616,7 +616,7 @@ impl Engine {
     /// as its announce would, and one that does not answer TCP costs a refused connection.
     /// This is what a digest datagram from the same address already asks for.
     fn introduce(&mut self, addr: SocketAddr) {
-        let (now, every) = (self.now, self.timings.sync_interval / 4);
+        let (now, every) = (self.now, self.timings.gossip_interval);
         if self.leave.left() || !due(&mut self.last_fetch, now, every) {
             return;
         }
