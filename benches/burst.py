@@ -101,6 +101,8 @@ def main():
     a = ap.parse_args()
     if a.nodes < 2:
         ap.error("--nodes must be at least 2")
+    if a.delay_ms < 0 or a.poll_ms <= 0 or a.deadline <= 0:
+        ap.error("--delay-ms must be >= 0, --poll-ms and --deadline > 0")
     try:
         seeds = [int(s) for s in a.seeds.split(",") if s]
     except ValueError:

@@ -101,8 +101,12 @@ pub(crate) struct Engine {
     /// `(table epoch, foca's member count)` of the last housekeeping round that found every
     /// member's current meta in the table (`None`: one was missing, or not checked yet).
     metas_current: Option<(u64, usize)>,
-    /// A member that came up (this turn) without its current meta: fetched at once.
+    /// A member known without its current meta (it came up so, or spoke without it): fetched
+    /// at once, or as soon as the limit allows (`fetch_armed`: the timer for that is set).
     meta_wanted: Option<SocketAddr>,
+    /// A stranger that spoke to us ([`Engine::introduce`]), while the limit holds it back.
+    stranger: Option<SocketAddr>,
+    fetch_armed: bool,
     discovery: Discovery,
     probes: ProbeWatch,
     health: LocalHealth,
@@ -206,6 +210,8 @@ impl Engine {
             suspects: SuspectTracker::default(),
             metas_current: None,
             meta_wanted: None,
+            stranger: None,
+            fetch_armed: false,
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
             health: LocalHealth::default(),
@@ -615,10 +621,11 @@ impl Engine {
     /// a member, it is listed a round trip later; a forger's answer adds nothing but itself,
     /// as its announce would, and one that does not answer TCP costs a refused connection.
     /// This is what a digest datagram from the same address already asks for.
-    fn introduce(&mut self, addr: SocketAddr) {
+    /// Returns whether it was sent (the limit may hold it back: see `notify.rs`).
+    fn introduce(&mut self, addr: SocketAddr) -> bool {
         let (now, every) = (self.now, self.timings.gossip_interval);
         if self.leave.left() || !due(&mut self.last_fetch, now, every) {
-            return;
+            return false;
         }
         debug!(%addr, "push-pull with a stranger that knows us (not a contact)");
         let state = self.state();
@@ -627,6 +634,7 @@ impl Engine {
             state,
             join: None,
         });
+        true
     }
 
     fn send_datagram(&mut self, packet: Vec<u8>, to: SocketAddr) {

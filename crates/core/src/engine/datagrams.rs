@@ -42,6 +42,10 @@ impl Engine {
         lock(&self.shared).only_about = only_about;
         let result = self.foca.handle_data(payload, &mut self.runtime);
         lock(&self.shared).only_about = None;
+        if !trusted && self.meta_wanted.is_none() && !self.trusted_sender(from) {
+            // A member without its meta spoke, without it: fetch it (`notify.rs`).
+            self.meta_wanted = Some(from);
+        }
         if let Err(foca::Error::CustomBroadcast(error)) = &result
             && matches!(
                 error.downcast_ref::<BroadcastError>(),
@@ -137,8 +141,8 @@ impl Engine {
         });
         if let Err(error) = result {
             self.dropped(from, len, &error);
-            if matches!(error, DropReason::Stranger) {
-                self.introduce(from);
+            if matches!(error, DropReason::Stranger) && self.stranger.is_none() {
+                self.stranger = Some(from); // `notify.rs` introduces us
             }
         }
     }

@@ -145,13 +145,24 @@ impl Engine {
     /// own gossip of its meta was spent before it was known here) is listed within a round
     /// trip. The member's answer carries the metas it knows, so one fetch usually lists
     /// every member missing here; housekeeping fetches any still missing.
+    ///
+    /// A fetch the limit holds back waits for it (a timer), not for housekeeping; so does the
+    /// push-pull with a stranger that spoke to us ([`Self::introduce`]).
     fn fetch_missing_meta(&mut self) {
-        let Some(addr) = self.meta_wanted.take() else {
+        if let Some(addr) = self.stranger {
+            let known = self
+                .foca
+                .iter_membership_state()
+                .any(|m| m.id().addr == addr);
+            if known || self.leave.left() || self.introduce(addr) {
+                self.stranger = None;
+            } else {
+                self.arm_fetch();
+            }
+        }
+        let Some(addr) = self.meta_wanted else {
             return;
         };
-        if self.leave.left() {
-            return;
-        }
         let current = {
             let shared = lock(&self.shared);
             self.foca
@@ -159,8 +170,21 @@ impl Engine {
                 .find(|m| m.id().addr == addr)
                 .is_none_or(|m| shared.table.has_current_meta(*m.id()))
         };
-        if !current {
-            self.fetch_meta(addr);
+        if current || self.leave.left() || self.fetch_meta(addr) {
+            self.meta_wanted = None;
+        } else {
+            self.arm_fetch();
+        }
+    }
+
+    /// Sets the timer for when the limit on meta fetches allows one again (once).
+    fn arm_fetch(&mut self) {
+        if !self.fetch_armed
+            && let Some(last) = self.last_fetch
+        {
+            self.fetch_armed = true;
+            let at = last + self.timings.gossip_interval;
+            self.timers.push(at, Tick::FetchMeta);
         }
     }
 

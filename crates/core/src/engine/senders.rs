@@ -96,7 +96,7 @@ pub(super) struct Screened<'a> {
 impl Engine {
     /// True when `addr` may speak for others: a member foca knows there (in any state) whose
     /// meta the table has, or an address contacted to join.
-    fn trusted_sender(&self, addr: SocketAddr) -> bool {
+    pub(super) fn trusted_sender(&self, addr: SocketAddr) -> bool {
         if self.contacts.recent(addr, self.now) {
             return true;
         }

@@ -48,6 +48,8 @@ pub(crate) enum Tick {
     QueryRetry((u64, u64)),
     /// Send a user event or our tag change directly to every member a second time.
     DirectAgain(Box<crate::broadcast::Broadcast>),
+    /// The limit on meta fetches allows one again: the wanted one goes (after the turn).
+    FetchMeta,
 }
 
 impl Engine {
@@ -75,6 +77,8 @@ impl Engine {
             Tick::QueryDone(key) => self.query_done(key),
             Tick::QueryRetry(key) => self.query_retry(key),
             Tick::DirectAgain(item) => self.direct_again(&item),
+            // `drain`, after every turn, sends the fetch that waited.
+            Tick::FetchMeta => self.fetch_armed = false,
         }
     }
 

@@ -785,9 +785,10 @@ fn burst_convergence(seed: u64, n: usize, limit: Duration) -> Option<Duration> {
     let mut r = rng(Some(seed ^ 0xb0757));
     let start = Duration::from_millis(100);
     sim.run_until(start);
+    let mut answers = Vec::new();
     for i in 1..n {
         let target = Sim::addr(r.random_range(0..i)).to_string();
-        let _ = sim.join(Sim::addr(i), vec![target], false);
+        answers.push(sim.join(Sim::addr(i), vec![target], false));
         sim.run_until(start + Duration::from_millis(3 * i as u64));
     }
     let step = Duration::from_millis(10);
@@ -795,6 +796,10 @@ fn burst_convergence(seed: u64, n: usize, limit: Duration) -> Option<Duration> {
     while t <= start + limit {
         let problems = sim.check_converged();
         if problems.is_empty() {
+            for mut answer in answers {
+                let joined = answer.try_recv().expect("answered").expect("joined");
+                assert_eq!(joined, 1, "each join names one target");
+            }
             return Some(t - start);
         }
         if std::env::var("SIM_DEBUG").is_ok() {
