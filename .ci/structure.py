@@ -26,7 +26,7 @@ VOCABULARY = ["config.rs", "error.rs", "view.rs"]
 RULES = [
     "identity.rs", "envelope.rs", "profile.rs", "timers.rs", "broadcast.rs", "membership.rs",
     "membership/", "anti_entropy.rs", "discover.rs", "snapshot.rs", "fs.rs", "user_event.rs",
-    "fnv.rs",
+    "fnv.rs", "accusation.rs",
     "query.rs", "role.rs", "lamport.rs", "seal.rs", "seal/",
 ]
 ENGINE = ["engine.rs", "engine/"]

@@ -306,8 +306,8 @@ pub async fn print_header(s: &Settings, clk_tck: f64) {
     }
     let t = shoal_core::Profile::Lan.timings();
     println!(
-        "  profile   lan (probe {} ms, suspicion >= {} ms, refused port down after {} ms), \
-         handlers coalesced 100 ms",
+        "  profile   lan (probe {} ms, suspicion S >= {} ms: down after 2S unconfirmed, S/2 with \
+         3 confirmations; refused port down after {} ms), handlers coalesced 100 ms",
         t.probe_period.as_millis(),
         t.suspicion_min.as_millis(),
         t.refused_down.as_millis()

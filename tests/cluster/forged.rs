@@ -1,6 +1,7 @@
 //! Forged packets from a process outside the cluster (issue 10): they make no agent connect
-//! to a third address, change nothing about a healthy member anywhere, and a flood of
-//! mutated copies of the cluster's packets leaves it whole and joinable.
+//! to a third address, change nothing about a healthy member anywhere (also when the forger
+//! joined the plaintext cluster first, as anyone may), and a flood of mutated copies of the
+//! cluster's packets leaves it whole and joinable.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use foca::{Member, Message, State};
 use shoal_core::Identity;
 use shoal_core::anti_entropy::{self, SyncState};
-use shoal_fuzzing::seeds::{digest, leave_notice, stream_of, swim};
+use shoal_core::broadcast::Broadcast;
+use shoal_core::membership::Meta;
+use shoal_fuzzing::seeds::{broadcast, digest, direct_item, leave_notice, stream_of, swim};
 
 use crate::harness::{Agent, wait_until};
 
@@ -162,6 +165,100 @@ fn a_strangers_forged_leave_alive_and_failure_about_a_healthy_member_change_noth
             x.name
         );
     }
+}
+
+/// Sends `state` as a push-pull to `to` and reads the answer (so it was applied).
+fn push_pull(to: &Agent, state: &SyncState) {
+    let Ok(mut s) = TcpStream::connect(to.gossip) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(&stream_of(state)).is_ok() {
+        let mut len = [0u8; 4];
+        let _ = s.read_exact(&mut len);
+    }
+}
+
+fn ran_member_event_for(agent: &Agent, name: &str) -> bool {
+    let about = format!("member={name} ");
+    agent
+        .log()
+        .lines()
+        .any(|l| (l.contains("member-failed") || l.contains("member-leave")) && l.contains(&about))
+}
+
+#[test]
+fn a_joined_plaintext_outsiders_relayed_leave_intent_about_a_healthy_member_changes_nothing() {
+    let a = Agent::start("ja", &[]);
+    let b = Agent::start("jb", &["--join", &a.join_arg()]);
+    let c = Agent::start("jc", &["--join", &a.join_arg()]);
+    let agents = [&a, &b, &c];
+    assert!(wait_until(Duration::from_secs(5), || all_alive(&agents, 3)));
+    let victim = identity_of(&b);
+    // The outsider joins as anyone may join a plaintext cluster: a push-pull with its own
+    // entry and meta. It is then a member that may relay gossip about others.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let evil = Identity::new(sock.local_addr().expect("addr"));
+    let own = SyncState {
+        from: Some(evil),
+        members: vec![Member::alive(evil)],
+        metas: vec![Meta {
+            id: evil,
+            version: 0,
+            name: "outsider".into(),
+            tags: Default::default(),
+            role: Default::default(),
+        }],
+        ..SyncState::default()
+    };
+    for to in [&a, &c] {
+        push_pull(to, &own);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || [&a, &c]
+            .iter()
+            .all(|x| x.status_of("outsider").is_some())),
+        "the outsider never joined"
+    );
+    let dropped_before: u64 = agents.iter().map(|x| x.info().stats.packets_dropped).sum();
+    let items = [Broadcast::Leave(victim), Broadcast::ForceLeave(victim)];
+    // foca reads only what is addressed to its current identity.
+    let targets = [(&a, identity_of(&a)), (&c, identity_of(&c))];
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        rounds += 1;
+        for (to, dst) in targets {
+            let _ = sock.send_to(&broadcast(evil, dst, &items), to.gossip);
+            let _ = sock.send_to(&direct_item(&Broadcast::Leave(victim)), to.gossip);
+            let mut state = own.clone();
+            state.intents = vec![(victim, false), (victim, true)];
+            push_pull(to, &state);
+        }
+        for x in agents {
+            assert_eq!(
+                x.status_of("jb").as_deref(),
+                Some("alive"),
+                "{} lists jb so after {rounds} rounds",
+                x.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dropped: u64 = agents.iter().map(|x| x.info().stats.packets_dropped).sum();
+    assert!(dropped > dropped_before, "the direct intents never arrived");
+    for x in agents {
+        assert!(!ran_member_event_for(x, "jb"), "{}: {}", x.name, x.log());
+    }
+    // The member's own leave still goes through everywhere.
+    let (code, out, err) = crate::harness::cli(&["leave", "--control", &b.control.to_string()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        wait_until(Duration::from_secs(5), || [&a, &c]
+            .iter()
+            .all(|x| x.status_of("jb").as_deref() == Some("left"))),
+        "jb's own leave did not go through"
+    );
 }
 
 #[test]

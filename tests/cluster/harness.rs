@@ -181,6 +181,16 @@ impl Agent {
             .unwrap_or_else(|e| panic!("{}: info failed: {e}", self.name))
     }
 
+    /// `GET /v1/primary` (this agent's own group); `None` if it does not answer.
+    pub fn primary(&self) -> Option<shoal_proto::PrimaryResponse> {
+        self.rt
+            .block_on(
+                self.client()
+                    .get::<shoal_proto::PrimaryResponse>("/v1/primary"),
+            )
+            .ok()
+    }
+
     /// The status this agent lists for `name`, if it lists it.
     pub fn status_of(&self, name: &str) -> Option<String> {
         self.try_members()

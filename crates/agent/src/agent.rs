@@ -58,6 +58,10 @@ struct Running {
     leave_on: LeaveOn,
     /// The control API's Unix socket file (`--control unix:PATH`), removed at exit.
     control_socket: Option<std::path::PathBuf>,
+    /// The primary-group driver: a primary runs on-backup before the agent leaves.
+    primary: Option<crate::primary::Handle>,
+    /// The health checks; SIGHUP applies the reloaded ones.
+    checks: crate::checks::Checks,
 }
 
 /// Binds the control address, starts the node, prints the readiness line, then starts the
@@ -103,6 +107,10 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
 
     // The check runner and the primary-group settings change the announced role through it.
     let role = RoleCell::new(node.clone(), cfg.node.role.clone());
+    let primary = cfg.primary.clone().map(|settings| {
+        crate::primary::driver::spawn(node.clone(), role.clone(), settings, cfg.handler_timeout)
+    });
+    let checks = crate::checks::Checks::start(&cfg.checks, &role);
     let (handlers_tx, handlers_rx) = watch::channel(Arc::new(cfg.handlers.clone()));
     let counters = Arc::new(Counters::default());
     let streams = Arc::new(EventStreams::default());
@@ -141,6 +149,8 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         token: cfg.control_token.as_ref().map(|t| t.token.clone()),
         warnings: Default::default(),
         role: role.clone(),
+        primary: primary.clone(),
+        checks: checks.board(),
     });
     let limits = Limits {
         header_timeout: cfg.control_header_timeout,
@@ -187,6 +197,8 @@ async fn start(cfg: &AgentConfig, log: &LogHandle) -> anyhow::Result<Running> {
         config_tags: cfg.node.tags.clone(),
         leave_on: LeaveOn::from(cfg),
         control_socket,
+        primary,
+        checks,
     })
 }
 
@@ -244,6 +256,7 @@ impl Running {
             app,
             config_tags,
             leave_on,
+            checks,
             ..
         } = self;
         let mut view = node.watch();
@@ -254,6 +267,7 @@ impl Running {
                 _ = hup.recv() => {
                     if let Some(new) = reload(args, node, handlers, templates, log, config_tags).await {
                         *leave_on = LeaveOn::from(&new);
+                        checks.reload(new.checks);
                     }
                     if let Some(app) = app.as_ref() {
                         app.signal(Signal::SIGHUP);
@@ -307,8 +321,22 @@ impl Running {
             app,
             control_socket,
             leave_on,
+            primary,
             ..
         } = &mut self;
+        // Keepalived runs notify_backup on shutdown: the address is released before the
+        // others see this member leave and elect (~0.3 s), not after.
+        if let Some(primary) = primary.as_ref() {
+            tokio::select! {
+                stepped = tokio::time::timeout(LEAVE_DEADLINE, primary.step_down()) => {
+                    if stepped.is_err() {
+                        warn!("the primary's on-backup did not finish in time; leaving anyway");
+                    }
+                }
+                _ = term.recv() => return second_signal(app),
+                _ = int.recv() => return second_signal(app),
+            }
+        }
         // `leave_on_terminate = false` / `skip_leave_on_interrupt = true` (Serf's keys): exit
         // without the leave, so the others see this member fail and keep expecting it back.
         let leave = match stop {

@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
 
+pub mod primary;
+
 /// shoal: gossip cluster membership with Serf-compatible event handlers.
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
@@ -46,6 +48,9 @@ pub enum Command {
     /// Check that every live member answers (acks) a query, as `serf reachability` does;
     /// exit 1 if one does not.
     Reachability(ReachabilityArgs),
+    /// Print the primary of a group as this agent sees it (its own group by default);
+    /// exit 1 if there is none.
+    Primary(PrimaryCmdArgs),
     /// Print the version.
     Version,
 }
@@ -204,6 +209,12 @@ pub struct AgentArgs {
     /// with this one (letters, digits, '-', '_', '.').
     #[arg(long, env = "SHOAL_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
+    /// Primary selection: --group, --priority, --on-primary and the rest.
+    #[command(flatten)]
+    pub primary: primary::PrimaryArgs,
+    /// Health checks (`--check`, `--check-interval`, ...).
+    #[command(flatten)]
+    pub health: crate::checks::args::CheckArgs,
     /// The app to run and supervise: `shoal agent [flags] -- COMMAND ARGS`.
     #[arg(last = true, value_name = "COMMAND")]
     pub app: Vec<String>,
@@ -264,7 +275,12 @@ pub struct MembersArgs {
     /// Only members whose `role` tag matches RE (anchored; Serf's `-role`, = `--tag role=RE`).
     #[arg(long, value_name = "RE")]
     pub role: Option<String>,
-    /// Also print each member's protocol versions, as `serf members -detailed` does.
+    /// Only members whose aggregate health (passing, warning, critical; `none` for a member
+    /// without checks) matches RE (anchored).
+    #[arg(long, value_name = "RE")]
+    pub health: Option<String>,
+    /// Also print each member's protocol versions, as `serf members -detailed` does, and,
+    /// when some member runs checks, its health and its checks' states.
     #[arg(long)]
     pub detailed: bool,
     /// Output format.
@@ -316,6 +332,20 @@ pub struct InfoArgs {
     #[arg(long)]
     pub joined: bool,
     /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// Flags of `shoal primary`.
+#[derive(Debug, Args)]
+pub struct PrimaryCmdArgs {
+    /// Control API address.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The group [default: the agent's own --group].
+    #[arg(value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Output: the primary's name, or JSON (group, primary, previous, state, eligible).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }

@@ -19,7 +19,9 @@ use crate::logging::LogFormat;
 use crate::templates::TemplateSpec;
 
 mod checks;
+mod checks_cfg;
 mod iface;
+mod primary;
 mod serf;
 
 /// A setting that cannot be used. The agent does not start (or, on reload, keeps the old
@@ -88,6 +90,13 @@ pub struct FileConfig {
     event_handlers: Vec<String>,
     #[serde(default)]
     templates: Vec<String>,
+    /// `[[check]]` tables: the health checks.
+    #[serde(default)]
+    check: Vec<checks_cfg::CheckTable>,
+    check_interval: Option<String>,
+    check_timeout: Option<String>,
+    check_rise: Option<u32>,
+    check_fall: Option<u32>,
     profile: Option<String>,
     control: Option<String>,
     control_token_file: Option<PathBuf>,
@@ -118,6 +127,15 @@ pub struct FileConfig {
     leave_on_terminate: Option<bool>,
     /// Exit without leaving on SIGINT (Serf's `skip_leave_on_interrupt`) [default: false].
     skip_leave_on_interrupt: Option<bool>,
+    // The primary group (see `primary.rs`).
+    group: Option<String>,
+    priority: Option<u32>,
+    preempt: Option<bool>,
+    group_quorum: Option<u32>,
+    primary_delay: Option<String>,
+    on_primary: Option<String>,
+    on_backup: Option<String>,
+    on_fault: Option<String>,
 }
 
 impl FileConfig {
@@ -148,6 +166,10 @@ impl FileConfig {
             iface,
             advertise,
             tags_file,
+            check_interval,
+            check_timeout,
+            check_rise,
+            check_fall,
             profile,
             control,
             control_token_file,
@@ -175,12 +197,21 @@ impl FileConfig {
             encrypt_send_plaintext,
             cluster,
             leave_on_terminate,
-            skip_leave_on_interrupt
+            skip_leave_on_interrupt,
+            group,
+            priority,
+            preempt,
+            group_quorum,
+            primary_delay,
+            on_primary,
+            on_backup,
+            on_fault
         );
         self.join.extend(other.join);
         self.tags.extend(other.tags);
         self.event_handlers.extend(other.event_handlers);
         self.templates.extend(other.templates);
+        self.check.extend(other.check);
     }
 }
 
@@ -198,6 +229,8 @@ pub struct AgentConfig {
     pub handlers: Vec<HandlerSpec>,
     /// Templates, in order.
     pub templates: Vec<TemplateSpec>,
+    /// Health checks (`--check`, `[[check]]`); each starts `critical` in `node.role`.
+    pub checks: Vec<crate::checks::CheckSpec>,
     /// Control API address.
     pub control: ControlAddr,
     /// The control API's token (`--control-token-file`), if requests must carry one.
@@ -232,6 +265,8 @@ pub struct AgentConfig {
     pub leave_on_interrupt: bool,
     /// The files it was read from (re-read on SIGHUP).
     pub files: Vec<PathBuf>,
+    /// The primary group (`--group`), if any; its entry is in `node.role` already.
+    pub primary: Option<crate::primary::Settings>,
 }
 
 /// Loads the files named in `args` (a directory stands for its `*.json` and `*.toml` files, in
@@ -248,6 +283,11 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
 }
 
 fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigError> {
+    let primary = primary::resolve(
+        &args.primary,
+        &file,
+        primary::has_somewhere_to_join(args, &file),
+    )?;
     let name = match args.node.clone().or(file.node) {
         Some(n) if n.trim().is_empty() => return Err(invalid("--node", &n, "must not be empty")),
         Some(n) => {
@@ -318,6 +358,13 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
     for spec in file.templates.iter().chain(&args.templates) {
         templates.push(TemplateSpec::parse(spec).map_err(|e| invalid("--template", spec, e))?);
     }
+    let defaults = checks_cfg::FileDefaults {
+        interval: file.check_interval,
+        timeout: file.check_timeout,
+        rise: file.check_rise,
+        fall: file.check_fall,
+    };
+    let checks = checks_cfg::resolve(&args.health, defaults, &file.check)?;
     let profile = match args.profile.clone().or(file.profile) {
         Some(p) => p.parse().map_err(|e: String| invalid("--profile", &p, e))?,
         None => Profile::Lan,
@@ -446,8 +493,13 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         shoal_core::seal::validate_label(&cluster)
             .map_err(|e| invalid("--cluster", &cluster, e))?;
     }
+    let role = shoal_core::Role {
+        group: primary.as_ref().map(|p| p.group.clone()),
+        ..checks_cfg::initial_role(&checks)
+    };
     Ok(AgentConfig {
         node: NodeConfig {
+            role,
             keyring,
             keyring_file,
             accept_plaintext,
@@ -470,6 +522,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         tags_file,
         handlers,
         templates,
+        checks,
         control,
         control_token,
         control_header_timeout,
@@ -486,6 +539,7 @@ fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig, ConfigErro
         files: args.config.clone(),
         leave_on_terminate: file.leave_on_terminate.unwrap_or(true),
         leave_on_interrupt: !file.skip_leave_on_interrupt.unwrap_or(false),
+        primary,
     })
 }
 

@@ -10,10 +10,14 @@
 //!   through bounded per-reader channels that nothing on the event path or in the log waits for.
 //! - [`handlers`]: Serf-compatible event handlers (filters, environment, dispatcher).
 //! - [`templates`]: `--template` files rendered from the member view (by `shoal-template`).
+//! - [`primary`]: primary selection (`--group`): the pure election and transition machine, and
+//!   the driver that runs `--on-primary` / `--on-backup` / `--on-fault`.
+//! - [`checks`]: health checks (`--check`), one task each, their states announced through
+//!   [`role::RoleCell`] as the member's health.
 //! - [`shell`]: runs one `sh -c` script for a handler or a template command, bounded in time.
 //! - [`supervise`]: the app run after `--`; [`reaper`]: zombie reaping when the agent is PID 1.
 //! - [`commands`]: client subcommands (`members`, `join`, `leave`, `force-leave`, `tags`,
-//!   `event`, `info`, `monitor`, `keys`).
+//!   `event`, `info`, `monitor`, `keys`, `primary`).
 //! - [`keys`]: cluster-wide key rotation through internal `_shoal-` queries, answered here.
 //! - [`logging`]: the tracing subscriber and the log format.
 //! - [`tags_file`]: `--tags-file`, the tags kept across restarts.
@@ -21,6 +25,7 @@
 //! - [`report`]: an error and its causes as one line, each cause said once.
 
 pub mod agent;
+pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -29,6 +34,7 @@ pub mod goflags;
 pub mod handlers;
 pub mod keys;
 pub mod logging;
+pub mod primary;
 pub mod reaper;
 pub mod report;
 pub mod role;

@@ -77,6 +77,24 @@ fn main() -> ExitCode {
         Command::Info(a) => runtime.block_on(commands::info::run(&a)),
         Command::Keygen => Ok(shoal_core::seal::generate() + "\n"),
         Command::Keys(a) => runtime.block_on(commands::keys::run(&a)),
+        Command::Primary(a) => {
+            // 1: no primary (a script may test it); 2: the agent could not be asked.
+            return match runtime.block_on(commands::primary::run(&a)) {
+                Ok((text, found)) => {
+                    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+                    if found {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("shoal: {}", commands::primary::none_message(&a));
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    ExitCode::from(RUNTIME)
+                }
+            };
+        }
         Command::Reachability(a) => {
             // Serf's exit codes: 1 when a live member did not ack (the report says which).
             return match runtime.block_on(commands::reachability::run(&a)) {

@@ -45,6 +45,9 @@ pub struct Job {
     pub timeout: Option<Duration>,
     /// Told how the run ended and what it printed (a query's answer).
     pub done: Option<oneshot::Sender<Ran>>,
+    /// A health check's run: its outcome is the caller's to log (only a debug line here, so
+    /// a check failing every second does not log a warning every second).
+    pub quiet: bool,
 }
 
 /// How a run ended and what it wrote to stdout.
@@ -56,6 +59,8 @@ pub struct Ran {
     pub stdout: Vec<u8>,
     /// How many bytes it wrote to stdout in all.
     pub stdout_len: usize,
+    /// Its stderr, at most [`MAX_OUTPUT`] bytes of it.
+    pub stderr: Vec<u8>,
 }
 
 /// How an invocation ended.
@@ -128,35 +133,53 @@ pub async fn run(script: &str, job: Job, timeout: Duration) -> Outcome {
     let (stderr, stderr_len) = collect(stderr, stop_err, until).await;
     let err = printable(&stderr, stderr_len);
     let ms = started.elapsed().as_millis() as u64;
-    match &outcome {
-        Outcome::Exited(Some(0)) => {
-            debug!(handler = script, event = %job.event, ms, stdout = %out, stderr = %err, "handler done");
-            if !err.is_empty() {
-                info!(handler = script, event = %job.event, stderr = %err, "handler wrote to stderr");
-            }
-        }
-        Outcome::Exited(Some(code)) => warn!(
-            handler = script, event = %job.event, ms, code, stderr = %err, stdout = %out,
-            "handler failed"
-        ),
-        Outcome::Exited(None) => warn!(
-            handler = script, event = %job.event, ms, stderr = %err, stdout = %out,
-            "handler killed by a signal"
-        ),
-        Outcome::TimedOut => warn!(
-            handler = script, event = %job.event, timeout_ms = timeout.as_millis() as u64,
-            stderr = %err, "handler timed out and was killed"
-        ),
-        Outcome::SpawnFailed => {}
+    if job.quiet {
+        debug!(script, event = %job.event, ms, ?outcome, stdout = %out, stderr = %err, "check run done");
+    } else {
+        log_outcome(script, &job.event, &outcome, timeout, ms, &out, &err);
     }
     if let Some(done) = done {
         let _ = done.send(Ran {
             outcome,
             stdout,
             stdout_len,
+            stderr,
         });
     }
     outcome
+}
+
+/// The handler's log line for how its run ended.
+fn log_outcome(
+    script: &str,
+    event: &str,
+    outcome: &Outcome,
+    timeout: Duration,
+    ms: u64,
+    out: &str,
+    err: &str,
+) {
+    match outcome {
+        Outcome::Exited(Some(0)) => {
+            debug!(handler = script, event = %event, ms, stdout = %out, stderr = %err, "handler done");
+            if !err.is_empty() {
+                info!(handler = script, event = %event, stderr = %err, "handler wrote to stderr");
+            }
+        }
+        Outcome::Exited(Some(code)) => warn!(
+            handler = script, event = %event, ms, code, stderr = %err, stdout = %out,
+            "handler failed"
+        ),
+        Outcome::Exited(None) => warn!(
+            handler = script, event = %event, ms, stderr = %err, stdout = %out,
+            "handler killed by a signal"
+        ),
+        Outcome::TimedOut => warn!(
+            handler = script, event = %event, timeout_ms = timeout.as_millis() as u64,
+            stderr = %err, "handler timed out and was killed"
+        ),
+        Outcome::SpawnFailed => {}
+    }
 }
 
 /// A capture's result once its stream ended, or at `until` (then it is told to stop, takes

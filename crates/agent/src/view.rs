@@ -23,6 +23,13 @@ pub fn member_info(m: &Member) -> MemberInfo {
         status: m.status.as_str().to_string(),
         tags: m.tags.clone(),
         protocol: PROTOCOL,
+        health: m.role.health().map(|h| h.to_string()),
+        checks: m
+            .role
+            .checks
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
     }
 }
 

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tracing::debug;
 
+use crate::accusation::{Accusation, Accusations};
 use crate::identity::Identity;
 use crate::membership::{Membership, Meta};
 use crate::query::{Queries, Query, QueryError, validate as validate_query};
@@ -48,6 +50,9 @@ pub enum Broadcast {
     User(UserEvent),
     /// A query (`shoal query`).
     Query(Query),
+    /// A member's own probe of another failed: a confirmation for the others' suspicions of
+    /// it ([`crate::accusation`]).
+    Suspect(Accusation),
 }
 
 impl Broadcast {
@@ -228,6 +233,9 @@ pub enum BroadcastKey {
     User(u64, String, Vec<u8>),
     /// A query: `(ltime, id)`.
     Query(u64, u64),
+    /// An accusation of the member at the first address by the one at the second, at
+    /// `(generation, incarnation)` of the accused.
+    Suspect(SocketAddr, SocketAddr, (u64, u16)),
 }
 
 impl Invalidates for BroadcastKey {
@@ -237,6 +245,9 @@ impl Invalidates for BroadcastKey {
             (BroadcastKey::Leave(a, x), BroadcastKey::Leave(b, y)) => a == b && x >= y,
             (a @ BroadcastKey::User(..), b @ BroadcastKey::User(..)) => a == b,
             (a @ BroadcastKey::Query(..), b @ BroadcastKey::Query(..)) => a == b,
+            (BroadcastKey::Suspect(t, a, x), BroadcastKey::Suspect(u, b, y)) => {
+                t == u && a == b && x >= y
+            }
             _ => false,
         }
     }
@@ -257,6 +268,11 @@ pub struct Shared {
     pub queries: Queries,
     /// Set when a received item was news, so the owner forwards it at once.
     pub news: bool,
+    /// Accusations heard (ours included): how many members confirm a suspicion.
+    pub accusations: Accusations,
+    /// Members newly accused since the engine last looked (it shortens its own suspicions of
+    /// them).
+    pub accused: Vec<Identity>,
     /// Members whose newer meta was announced but not carried ([`Broadcast::MetaChanged`]):
     /// the owner push-pulls with each, then clears this.
     pub fetch: Vec<SocketAddr>,
@@ -264,6 +280,11 @@ pub struct Shared {
     /// itself (not yet a member with a meta, nor a join contact): its items about itself (its
     /// meta, its own leave) are taken, anything else it carries is skipped.
     pub only_about: Option<SocketAddr>,
+    /// Whether a leave intent may be relayed: true only in a sealed cluster that takes no
+    /// plaintext (every sender holds the key). Otherwise a gossiped intent counts only from
+    /// the member itself (the datagram's sender, whose header names its UDP source), a
+    /// force-leave only about a member this node does not see up, and neither is gossiped on.
+    pub relayed_leaves: bool,
 }
 
 impl Shared {
@@ -274,19 +295,24 @@ impl Shared {
             events,
             queries,
             news: false,
+            accusations: Accusations::default(),
+            accused: Vec::new(),
             fetch: Vec::new(),
             only_about: None,
+            relayed_leaves: false,
         }
     }
 }
 
 impl Broadcast {
     /// True when the item is the member at `addr`'s own news: its meta, the announcement of
-    /// a newer one, or its own leave. (A force-leave, a user event or a query is never.)
+    /// a newer one, its own leave, or its own accusation of another. (A force-leave, a user
+    /// event or a query is never.)
     fn is_about(&self, addr: SocketAddr) -> bool {
         match self {
             Broadcast::Meta(meta) => meta.id.addr == addr,
             Broadcast::MetaChanged { id, .. } | Broadcast::Leave(id) => id.addr == addr,
+            Broadcast::Suspect(a) => a.accuser.addr == addr,
             Broadcast::ForceLeave(_) | Broadcast::User(_) | Broadcast::Query(_) => false,
         }
     }
@@ -344,6 +370,21 @@ impl BroadcastHandler<Identity> for ItemHandler {
                 }
                 (key, news)
             }
+            Broadcast::Leave(id) | Broadcast::ForceLeave(id)
+                if sender.is_some() && !shared.relayed_leaves =>
+            {
+                // Plaintext: nobody speaks for a member's leave but the member itself, and an
+                // insider's force-leave never touches a member that is up here. Taken items
+                // are not gossiped on: no receiver would take them from us.
+                let forced = matches!(item, Broadcast::ForceLeave(_));
+                let own = sender.is_some_and(|s| s.addr == id.addr) && !forced;
+                if own || (forced && !shared.table.is_up(id.addr)) {
+                    shared.table.apply_intent(id, forced);
+                } else {
+                    debug!(about = %id.addr, forced, "skipped a relayed leave intent (plaintext: only the member itself)");
+                }
+                return Ok(None);
+            }
             Broadcast::Leave(id) => (
                 BroadcastKey::Leave(id.addr, id.generation),
                 shared.table.apply_intent(id, false),
@@ -369,6 +410,23 @@ impl BroadcastHandler<Identity> for ItemHandler {
                 validate_query(&query)?;
                 let key = BroadcastKey::Query(query.ltime, query.id);
                 (key, shared.queries.receive(query))
+            }
+            Broadcast::Suspect(a) => {
+                let key = BroadcastKey::Suspect(
+                    a.target.addr,
+                    a.accuser.addr,
+                    (a.target.generation, a.incarnation),
+                );
+                let news = shared.accusations.record(a);
+                if news {
+                    shared.accused.push(a.target);
+                }
+                // Counted, and gossiped on, but not news to forward at once: the member's
+                // suspicion itself travels with foca's updates.
+                if sender.is_none() {
+                    return Ok(Some(key));
+                }
+                return Ok(news.then_some(key));
             }
         };
         // Our own items (no sender) are always queued; received ones only when they were news,

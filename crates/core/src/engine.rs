@@ -20,6 +20,7 @@
 mod backoff;
 mod cadence;
 mod commands;
+mod confirm;
 mod conflict;
 mod datagrams;
 mod direct;
@@ -75,7 +76,7 @@ use probe::ProbeWatch;
 use queries::QueryState;
 use rejoin::Rejoin;
 use senders::Contacts;
-use suspicion::SuspectTracker;
+use suspicion::{HeldTimers, SuspectTracker};
 use ticks::Tick;
 
 type Gossip = Foca<Identity, PostcardCodec, StdRng, ItemHandler>;
@@ -98,6 +99,8 @@ pub(crate) struct Engine {
     leave: Leave,
     conflict: NameConflict,
     suspects: SuspectTracker,
+    /// foca's suspect-to-down timers, held until their dynamic deadline.
+    suspicions: HeldTimers,
     /// `(table epoch, foca's member count)` of the last housekeeping round that found every
     /// member's current meta in the table (`None`: one was missing, or not checked yet).
     metas_current: Option<(u64, usize)>,
@@ -107,6 +110,8 @@ pub(crate) struct Engine {
     /// A stranger that spoke to us ([`Engine::introduce`]), while the limit holds it back.
     stranger: Option<SocketAddr>,
     fetch_armed: bool,
+    /// The table epoch of the last name-conflict check.
+    names_checked: Option<u64>,
     discovery: Discovery,
     probes: ProbeWatch,
     health: LocalHealth,
@@ -163,11 +168,16 @@ impl Engine {
             role: config.role.clone(),
         };
         validate_meta(&meta)?;
-        let table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
+        let mut table = Membership::new(meta, config.reconnect_timeout, config.tombstone_timeout);
+        if !relays_leaves(&config) {
+            table.digest_without_left();
+        }
         let history = EventHistory::new(config.replay, restored.event_ltime.is_some());
         let events = UserEvents::restored(restored.event_ltime);
         let queries = Queries::restored(restored.query_ltime);
-        let shared = Arc::new(Mutex::new(Shared::new(table, events, queries)));
+        let mut shared = Shared::new(table, events, queries);
+        shared.relayed_leaves = relays_leaves(&config);
+        let shared = Arc::new(Mutex::new(shared));
         let timings = config
             .timings
             .clone()
@@ -208,10 +218,12 @@ impl Engine {
             leave: Leave::default(),
             conflict: NameConflict::default(),
             suspects: SuspectTracker::default(),
+            suspicions: HeldTimers::default(),
             metas_current: None,
             meta_wanted: None,
             stranger: None,
             fetch_armed: false,
+            names_checked: None,
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
             health: LocalHealth::default(),
@@ -347,7 +359,9 @@ impl Engine {
 
     /// Our full state, as a push-pull sends it.
     pub(crate) fn state(&self) -> SyncState {
-        let mut members: Vec<_> = self.foca.iter_membership_state().cloned().collect();
+        let known = self.foca.iter_membership_state();
+        let mut members = Vec::with_capacity(known.len() + 1);
+        members.extend(known.cloned());
         if !self.leave.left() {
             // Our own entry carries our incarnation: a peer that suspects us learns the
             // refutation from it.
@@ -592,7 +606,7 @@ impl Engine {
     /// and stuck suspicions ask for these; a burst of them needs only one).
     fn push_pull(&mut self, addr: SocketAddr) {
         let (now, every) = (self.now, self.timings.sync_interval / 2);
-        if !due(&mut self.last_push_pull, now, every) {
+        if !backoff::due(&mut self.last_push_pull, now, every) {
             return;
         }
         debug!(%addr, "push-pull");
@@ -605,7 +619,7 @@ impl Engine {
     /// whether it was sent.
     fn fetch_meta(&mut self, addr: SocketAddr) -> bool {
         let (now, every) = (self.now, self.timings.gossip_interval);
-        if self.leave.left() || !due(&mut self.last_fetch, now, every) {
+        if self.leave.left() || !backoff::due(&mut self.last_fetch, now, every) {
             return false;
         }
         debug!(%addr, "push-pull for a missing meta");
@@ -624,7 +638,7 @@ impl Engine {
     /// Returns whether it was sent (the limit may hold it back: see `notify.rs`).
     fn introduce(&mut self, addr: SocketAddr) -> bool {
         let (now, every) = (self.now, self.timings.gossip_interval);
-        if self.leave.left() || !due(&mut self.last_fetch, now, every) {
+        if self.leave.left() || !backoff::due(&mut self.last_fetch, now, every) {
             return false;
         }
         debug!(%addr, "push-pull with a stranger that knows us (not a contact)");
@@ -652,13 +666,11 @@ impl Engine {
     }
 }
 
-/// True, and `last` set to `now`, when `last` is at least `every` before `now` (or unset).
-fn due(last: &mut Option<Instant>, now: Instant, every: Duration) -> bool {
-    if last.is_some_and(|t| now.saturating_duration_since(t) < every) {
-        return false;
-    }
-    *last = Some(now);
-    true
+/// Whether leave intents may be relayed ([`Shared::relayed_leaves`]): only when every packet
+/// is sealed, so every sender holds the key. In plaintext (and while a rolling upgrade takes
+/// plaintext) only the member itself may say that it leaves.
+fn relays_leaves(config: &NodeConfig) -> bool {
+    config.keyring.is_some() && !config.accept_plaintext && !config.send_plaintext
 }
 
 /// foca's share of a datagram: the UDP budget minus our envelope.

@@ -39,8 +39,12 @@ pub enum Kind {
     SwimDigest,
     /// An ack or an answer to a query, sent to its origin (or through a relay).
     QueryResponse,
-    /// A user event, query or tag change sent straight to a member besides its gossip.
+    /// A user event, query, tag change or leave intent sent straight to a member besides its
+    /// gossip.
     Item,
+    /// "I have your leave intent": a member's answer to a leaving node's direct intent, so the
+    /// leaving node sends it again only to those that did not answer.
+    LeaveAck,
 }
 
 impl Kind {
@@ -55,6 +59,7 @@ impl Kind {
             Kind::SwimDigest => 7,
             Kind::QueryResponse => 8,
             Kind::Item => 9,
+            Kind::LeaveAck => 10,
         }
     }
 
@@ -69,6 +74,7 @@ impl Kind {
             7 => Some(Kind::SwimDigest),
             8 => Some(Kind::QueryResponse),
             9 => Some(Kind::Item),
+            10 => Some(Kind::LeaveAck),
             _ => None,
         }
     }
@@ -166,6 +172,7 @@ mod tests {
             (Kind::SwimDigest, 7),
             (Kind::QueryResponse, 8),
             (Kind::Item, 9),
+            (Kind::LeaveAck, 10),
         ];
         for (kind, byte) in kinds {
             let packet = seal(kind, b"");

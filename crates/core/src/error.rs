@@ -145,8 +145,8 @@ pub enum DropReason {
     /// A broadcast item sent directly that breaks the limits.
     #[error("{0}")]
     Item(#[from] crate::broadcast::BroadcastError),
-    /// A broadcast item of a kind that is only gossiped, never sent directly (leave
-    /// intents, force-leaves).
+    /// A broadcast item of a kind that is only gossiped, never sent directly (a
+    /// force-leave).
     #[error("a {0} is never sent directly")]
     NotDirect(&'static str),
 }

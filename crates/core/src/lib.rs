@@ -15,6 +15,8 @@
 //! - [`envelope`]: magic, version, kind and key id around every datagram and stream frame.
 //! - [`profile`]: `lan`, `wan`, `local` timings and foca's config for a cluster size.
 //! - [`timers`]: the one ordered timer queue.
+//! - [`accusation`]: independent suspicions (Lifeguard): who confirms a suspicion, and the
+//!   timeout that shrinks as they do.
 //! - [`broadcast`]: the application broadcasts (meta, leave intents, user events) and foca's
 //!   handler.
 //! - [`lamport`]: the Lamport clock and the buffer of recent items user events and queries keep.
@@ -40,6 +42,7 @@
 //!
 //! `.ci/structure.py` checks these rules on every CI run.
 
+pub mod accusation;
 pub mod anti_entropy;
 pub mod broadcast;
 pub mod config;

@@ -59,7 +59,9 @@ pub struct Timings {
     pub gossip_interval: Duration,
     /// How often a digest of the member set is sent to one random member (anti-entropy).
     pub sync_interval: Duration,
-    /// How long a leaving node keeps gossiping its intent before it leaves.
+    /// The longest a leaving node waits for every live member to acknowledge its intent
+    /// (sent again every half gossip interval to those that have not) before it leaves; it
+    /// leaves as soon as all have, so this is spent only on a member that never answers.
     pub leave_propagate: Duration,
     /// How often announces go out toward members known as down (partition healing).
     pub reconnect_interval: Duration,
@@ -90,7 +92,7 @@ impl Profile {
                 suspicion_min: Duration::from_millis(6000),
                 gossip_interval: Duration::from_millis(100),
                 sync_interval: Duration::from_millis(1000),
-                leave_propagate: Duration::from_millis(150),
+                leave_propagate: Duration::from_millis(500),
                 reconnect_interval: Duration::from_secs(1),
                 retry_interval: Duration::from_millis(250),
                 retry_max_interval: Duration::from_secs(2),
@@ -105,7 +107,7 @@ impl Profile {
                 suspicion_min: Duration::from_secs(10),
                 gossip_interval: Duration::from_millis(500),
                 sync_interval: Duration::from_secs(5),
-                leave_propagate: Duration::from_millis(1500),
+                leave_propagate: Duration::from_millis(2500),
                 reconnect_interval: Duration::from_secs(15),
                 retry_interval: Duration::from_secs(2),
                 retry_max_interval: Duration::from_secs(30),
@@ -120,7 +122,7 @@ impl Profile {
                 suspicion_min: Duration::from_millis(600),
                 gossip_interval: Duration::from_millis(50),
                 sync_interval: Duration::from_millis(300),
-                leave_propagate: Duration::from_millis(80),
+                leave_propagate: Duration::from_millis(250),
                 reconnect_interval: Duration::from_millis(500),
                 retry_interval: Duration::from_millis(100),
                 retry_max_interval: Duration::from_secs(1),

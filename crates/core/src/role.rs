@@ -93,6 +93,25 @@ impl Role {
         Health::worst(self.checks.values().copied())
     }
 
+    /// What a member that restarted (a newer identity generation, whose own meta has not
+    /// arrived yet) is known to announce from its previous life's role: the same group and
+    /// checks, every check back at `critical` (a check is critical until its first result)
+    /// and no primary claim (the new process has run no `--on-primary`). Without this a
+    /// restarted primary looked healthy and primary for the moment before its new meta came.
+    pub fn restarted(&self) -> Role {
+        Role {
+            checks: self
+                .checks
+                .keys()
+                .map(|name| (name.clone(), Health::Critical))
+                .collect(),
+            group: self.group.clone().map(|group| Group {
+                primary: false,
+                ..group
+            }),
+        }
+    }
+
     /// The health primary selection goes by: a member without checks is passing.
     pub fn effective_health(&self) -> Health {
         self.health().unwrap_or(Health::Passing)

@@ -127,6 +127,8 @@ pub struct Sim {
     left: Vec<SocketAddr>,
     /// Crashed and not restarted.
     crashed: Vec<SocketAddr>,
+    /// Crashed nodes whose host is gone too ([`Sim::power_off`]): nothing refuses a TCP ping.
+    silent: BTreeSet<SocketAddr>,
     /// What each crashed node's snapshot remembers of user events and queries.
     event_memory: BTreeMap<SocketAddr, (Option<u64>, Option<u64>)>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
@@ -134,6 +136,11 @@ pub struct Sim {
     timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
     /// Nodes with a leave under way (they stop once it is done).
     leaving: BTreeSet<SocketAddr>,
+    /// For each node that started a leave, the nodes that could hear it all along: listed up
+    /// by it when it started, on its side of every partition and never paused while it
+    /// left, nor crashed since. Only the member itself may announce its leave (issue 10), so only
+    /// these must list it `left`.
+    audiences: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Whether push-pull frames are encoded to count their bytes (on by default).
     count_frames: bool,
     deliveries: BTreeMap<usize, Delivery>,
@@ -205,10 +212,12 @@ impl Sim {
             names: BTreeMap::new(),
             left: Vec::new(),
             crashed: Vec::new(),
+            silent: BTreeSet::new(),
             event_memory: BTreeMap::new(),
             queue: BinaryHeap::new(),
             timers: BinaryHeap::new(),
             leaving: BTreeSet::new(),
+            audiences: BTreeMap::new(),
             count_frames: true,
             deliveries: BTreeMap::new(),
             next_delivery: 0,
@@ -356,6 +365,22 @@ impl Sim {
                 self.groups.insert(*a, g as u8);
             }
         }
+        for leaver in &self.leaving {
+            let side = self.groups.get(leaver).copied().unwrap_or(0);
+            if let Some(audience) = self.audiences.get_mut(leaver) {
+                audience.retain(|a| self.groups.get(a).copied().unwrap_or(0) == side);
+            }
+        }
+    }
+
+    /// `at` stops hearing the leaves under way (paused), or every leave (crashed: what it
+    /// heard goes with it, and it comes back as a new node).
+    fn deafen(&mut self, at: SocketAddr, crashed: bool) {
+        for (leaver, audience) in &mut self.audiences {
+            if crashed || self.leaving.contains(leaver) {
+                audience.remove(&at);
+            }
+        }
     }
 
     /// Ends every partition.
@@ -379,6 +404,7 @@ impl Sim {
         if let Some(node) = self.nodes.get_mut(&at) {
             node.paused_until = Some(until);
         }
+        self.deafen(at, false);
         self.requeue(at);
     }
 
@@ -389,7 +415,17 @@ impl Sim {
             self.event_memory
                 .insert(at, (view.event_ltime, view.query_ltime));
             self.leaving.remove(&at);
+            self.deafen(at, true);
             self.crashed.push(at);
+        }
+    }
+
+    /// Powers off the host of the node at `at`: a crash after which its address answers
+    /// nothing, not even a refusal of a TCP connection (a killed process's port refuses it).
+    pub fn power_off(&mut self, at: SocketAddr) {
+        if self.nodes.contains_key(&at) {
+            self.crash(at);
+            self.silent.insert(at);
         }
     }
 
@@ -398,6 +434,7 @@ impl Sim {
         if self.nodes.contains_key(&at) {
             return;
         }
+        self.silent.remove(&at);
         self.crashed.retain(|a| *a != at);
         self.left.retain(|a| *a != at);
         self.boot(at);
@@ -439,6 +476,16 @@ impl Sim {
         node.leave_done = Some(rx);
         node.engine
             .handle_command(self.now, Command::Leave { reply: tx });
+        let side = |a: &SocketAddr| self.groups.get(a).copied().unwrap_or(0);
+        let up = |a: &SocketAddr| {
+            let status = self.nodes.get(&at).and_then(|n| n.engine.member_status(*a));
+            matches!(status, Some(Status::Alive | Status::Suspect))
+        };
+        let audience = (self.nodes.keys())
+            .filter(|a| **a != at && side(a) == side(&at) && up(a))
+            .copied()
+            .collect();
+        self.audiences.insert(at, audience);
         self.leaving.insert(at);
         self.flush(at);
     }

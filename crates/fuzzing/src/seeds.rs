@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use foca::{Codec, Header, Member, Message, PostcardCodec, State};
 use shoal_core::Identity;
 use shoal_core::anti_entropy::{self, Digest, SyncState};
+use shoal_core::broadcast::Broadcast;
 use shoal_core::discover::{self, Beacon};
 use shoal_core::envelope::{self, Kind};
 use shoal_core::query::QueryResponse;
@@ -43,6 +44,48 @@ pub fn swim(
         }
     }
     envelope::seal(Kind::Swim, &body)
+}
+
+/// A foca broadcast-only message from `src` to `dst` carrying the custom broadcast `items`
+/// (metas, leave intents, force-leaves...), in a SWIM envelope: what a member that relays
+/// gossip sends, or a forger who joined a plaintext cluster.
+pub fn broadcast(src: Identity, dst: Identity, items: &[Broadcast]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let header = Header {
+        src,
+        src_incarnation: 0,
+        dst,
+        message: Message::Broadcast,
+    };
+    if let Err(error) = PostcardCodec.encode_header(&header, &mut body) {
+        panic!("header encodes: {error}");
+    }
+    for item in items {
+        let data = match item.encode() {
+            Ok(data) => data,
+            Err(error) => panic!("item encodes: {error}"),
+        };
+        body.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        body.extend_from_slice(&data);
+    }
+    envelope::seal(Kind::Swim, &body)
+}
+
+/// A broadcast item sent straight to a member (envelope kind 9), as a leaving member sends
+/// its intent or a member its new tags.
+pub fn direct_item(item: &Broadcast) -> Vec<u8> {
+    match item.encode() {
+        Ok(data) => envelope::seal(Kind::Item, &data),
+        Err(error) => panic!("item encodes: {error}"),
+    }
+}
+
+/// A member's acknowledgement of `id`'s leave intent (envelope kind 10).
+pub fn leave_ack(id: Identity) -> Vec<u8> {
+    match postcard::to_stdvec(&id) {
+        Ok(payload) => envelope::seal(Kind::LeaveAck, &payload),
+        Err(error) => panic!("identity encodes: {error}"),
+    }
 }
 
 /// A direct leave notice naming `id`.
@@ -132,6 +175,17 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("datagram", "leave-notice", leave_notice(b)),
         ("datagram", "leave-huge-generation", leave_notice(huge)),
+        (
+            "datagram",
+            "relayed-leave-intent",
+            broadcast(evil, a, &[Broadcast::Leave(b), Broadcast::ForceLeave(b)]),
+        ),
+        (
+            "datagram",
+            "direct-leave-intent",
+            direct_item(&Broadcast::Leave(b)),
+        ),
+        ("datagram", "leave-ack", leave_ack(a)),
         ("datagram", "digest-third-party", digest(third)),
         (
             "datagram",

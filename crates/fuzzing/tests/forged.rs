@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use foca::{Member, Message, State};
 use shoal_core::anti_entropy::SyncState;
+use shoal_core::broadcast::Broadcast;
 use shoal_core::profile::Profile;
 use shoal_core::sim::Sim;
 use shoal_core::{Identity, Status};
-use shoal_fuzzing::seeds::{leave_notice, swim};
+use shoal_fuzzing::seeds::{broadcast, direct_item, leave_notice, swim};
 use shoal_fuzzing::stranger;
 
 const N: usize = 3;
@@ -127,6 +128,30 @@ fn a_member_that_relays_a_down_about_a_live_member_only_makes_it_refute() {
     let t = sim.elapsed() + Duration::from_secs(3);
     sim.run_until(t);
     assert_whole(&sim, "3 s after the relayed down");
+    assert_eq!(events_of_all(&sim), before, "member events ran");
+}
+
+#[test]
+fn a_member_that_relays_a_leave_intent_about_a_live_member_changes_nothing() {
+    // In plaintext only the member itself may say that it leaves: n0 relaying an intent or
+    // a force-leave about n1 (gossiped, sent directly, or in its push-pull) changes nothing.
+    let mut sim = converged();
+    let before = events_of_all(&sim);
+    let (relay, victim) = (identity(&sim, 0), identity(&sim, 1));
+    let to = identity(&sim, 2);
+    let items = [Broadcast::Leave(victim), Broadcast::ForceLeave(victim)];
+    sim.inject(relay.addr, to.addr, broadcast(relay, to, &items));
+    sim.inject(relay.addr, to.addr, direct_item(&Broadcast::Leave(victim)));
+    let state = SyncState {
+        from: Some(relay),
+        members: vec![Member::alive(relay)],
+        intents: vec![(victim, false), (victim, true)],
+        ..SyncState::default()
+    };
+    sim.inject_state(relay.addr, to.addr, state);
+    let t = sim.elapsed() + Duration::from_secs(3);
+    sim.run_until(t);
+    assert_whole(&sim, "3 s after the relayed leave intents");
     assert_eq!(events_of_all(&sim), before, "member events ran");
 }
 

@@ -20,6 +20,13 @@ pub struct MemberInfo {
     /// The wire protocol versions it speaks, in Serf's shape (`serf members -format=json`).
     #[serde(default)]
     pub protocol: ProtocolInfo,
+    /// Its aggregate health (`passing`, `warning` or `critical`: the worst of its checks);
+    /// `null` for a member that runs no checks.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Each of its checks' states, by check name (empty without checks).
+    #[serde(default)]
+    pub checks: BTreeMap<String, String>,
 }
 
 /// A member's protocol versions: the one in use and the range understood.
@@ -206,6 +213,88 @@ pub struct InfoResponse {
     /// Serf's `serf` section: the counters `serf info` shows, from this agent's view.
     #[serde(default)]
     pub serf: SerfCounters,
+    /// This agent's own health checks (`--check`), by name.
+    #[serde(default)]
+    pub checks: Vec<CheckInfo>,
+    /// This agent's primary group (`--group`), if it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<PrimaryInfo>,
+}
+
+/// `GET /v1/info`'s `primary` section: this agent's group, its priority and state, and the
+/// primary it acted on last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryInfo {
+    /// The group (`--group`).
+    pub group: String,
+    /// This agent's priority (`--priority`).
+    pub priority: u32,
+    /// `primary`, `backup` or `fault`; `None` before the first transition.
+    pub state: Option<String>,
+    /// The group's primary as this agent acted on it (`None`: none).
+    pub primary: Option<String>,
+}
+
+/// The answer of `GET /v1/primary[?group=G]`: a group's primary as this agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryResponse {
+    /// The group asked about (this agent's own without `?group=`).
+    pub group: String,
+    /// Its primary (`None`: no member qualifies, or too few are in sight for the quorum).
+    pub primary: Option<String>,
+    /// The primary before the last change this agent acted on (its own group only).
+    pub previous: Option<String>,
+    /// This agent's state in the group: `primary`, `backup` or `fault` (its own group only,
+    /// after its first transition).
+    pub state: Option<String>,
+    /// The eligible members (alive or suspect, passing, in the group), best first.
+    pub eligible: Vec<PrimaryCandidate>,
+}
+
+/// One eligible member of a group, in [`PrimaryResponse::eligible`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryCandidate {
+    /// Its name.
+    pub name: String,
+    /// Its priority.
+    pub priority: u32,
+    /// Whether it claims the role (it ran `--on-primary` and not yet `--on-backup` or
+    /// `--on-fault`).
+    pub claims: bool,
+    /// `alive` or `suspect`.
+    pub status: String,
+}
+
+/// One of this agent's health checks, as `shoal info` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    /// The check's name.
+    pub name: String,
+    /// `script`, `http` or `tcp`.
+    pub kind: String,
+    /// What it runs or asks: the command, the URL or `HOST:PORT`.
+    pub target: String,
+    /// The announced state after rise/fall (`critical` until the first result).
+    pub state: String,
+    /// The last run's own result, before rise/fall; `null` before the first run.
+    pub last_result: Option<String>,
+    /// The last run's output: a script's first bytes of output, the HTTP status line, or the
+    /// connection error (at most 1 KiB).
+    pub output: String,
+    /// When the last run started (RFC 3339, UTC); `null` before the first run.
+    pub last_run: Option<String>,
+    /// How long the last run took, in milliseconds.
+    pub duration_ms: u64,
+    /// Runs since start.
+    pub runs: u64,
+    /// Milliseconds between runs.
+    pub interval_ms: u64,
+    /// Past this a run counts critical (a script's whole process group is killed).
+    pub timeout_ms: u64,
+    /// Results needed to get better.
+    pub rise: u32,
+    /// Results needed to get worse.
+    pub fall: u32,
 }
 
 /// Serf's `runtime` section of `serf info`, for shoal's process.

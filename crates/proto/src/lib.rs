@@ -10,7 +10,7 @@
 //! Endpoints (HTTP/1.1, JSON, loopback by default):
 //! `GET /v1/members`, `POST /v1/join`, `POST /v1/leave`, `POST /v1/force-leave`, `POST /v1/tags`,
 //! `POST /v1/event`, `POST /v1/query` (answers streamed as NDJSON, [`QueryLine`]),
-//! `GET /v1/info`, and the streams `GET /v1/stream` (events, NDJSON) and `GET /v1/monitor` (the
+//! `GET /v1/info`, `GET /v1/primary`, and the streams `GET /v1/stream` (events, NDJSON) and `GET /v1/monitor` (the
 //! log).
 //! Errors are `{"error":{"code":"...","message":"..."}}` with a stable `code`.
 

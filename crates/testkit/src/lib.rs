@@ -11,10 +11,13 @@
 //! - [`members`]: the member list of every agent at once, through the control API
 //!   ([`members_of_all`]) or the CLI ([`members_of_all_cli`]).
 //! - [`log`]: [`log_tail`] and [`print_log_tail`], an agent's log when something failed.
+//! - [`floating`]: the floating-IP lab (network namespaces, HAProxy, shoal or Keepalived, a
+//!   client), for the floating-IP test and the failover benchmark.
 //!
 //! The readiness line's type itself is [`shoal_proto::ReadyLine`].
 
 pub mod command;
+pub mod floating;
 pub mod log;
 pub mod members;
 pub mod poll;

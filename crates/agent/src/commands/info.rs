@@ -1,7 +1,8 @@
 //! `shoal info`: Serf's sections first, as `serf info` prints them (`agent`, `runtime`,
 //! `serf`, `tags`; shoal's own agent fields follow the name), then shoal's: member counts,
 //! traffic counters, refused packets, the loaded handlers (`FILTER = SCRIPT`, `*` for every
-//! event), the event counters and the open streams.
+//! event), the primary group (`--group`: group, priority, state, primary), the health checks
+//! (`NAME = STATE (...)`), the event counters and the open streams.
 
 use shoal_proto::InfoResponse;
 
@@ -72,6 +73,16 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         let filter = if h.filter.is_empty() { "*" } else { &h.filter };
         text.push_str(&format!("\t{filter} = {}\n", h.script));
     }
+    if let Some(p) = &i.primary {
+        text.push_str(&format!(
+            "primary:\n\tgroup = {}\n\tpriority = {}\n\tstate = {}\n\tprimary = {}\n",
+            p.group,
+            p.priority,
+            p.state.as_deref().unwrap_or(""),
+            p.primary.as_deref().unwrap_or("")
+        ));
+    }
+    text.push_str(&checks_section(&i));
     let (e, st) = (&i.events, &i.streams);
     text.push_str(&format!(
         "events:\n\tmember = {}\n\tuser = {}\n\tuser_handled = {}\nstreams:\n\tevents = {}\n\t\
@@ -79,6 +90,26 @@ pub async fn run(args: &InfoArgs) -> Result<String, CliError> {
         e.member, e.user, e.user_handled, st.events, st.monitors, st.dropped_slow
     ));
     Ok(text)
+}
+
+/// `checks:`, one line per check: its announced state, then what it runs, and its last run's
+/// own result, time, duration and output's first line.
+fn checks_section(i: &InfoResponse) -> String {
+    let mut text = String::from("checks:\n");
+    for c in &i.checks {
+        let last = match (&c.last_result, &c.last_run) {
+            (Some(result), Some(at)) => {
+                let output = c.output.lines().next().unwrap_or("");
+                format!("last {result} at {at} in {} ms: {output}", c.duration_ms)
+            }
+            _ => "not run yet".to_string(),
+        };
+        text.push_str(&format!(
+            "\t{} = {} ({} {}; {})\n",
+            c.name, c.state, c.kind, c.target, last
+        ));
+    }
+    text
 }
 
 /// Serf's sections of `serf info`, in its order (sections and keys sorted); shoal's own agent

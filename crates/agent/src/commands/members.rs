@@ -12,6 +12,7 @@ pub struct MemberFilter {
     status: Option<Regex>,
     name: Option<Regex>,
     tags: Vec<(String, Regex)>,
+    health: Option<Regex>,
 }
 
 fn anchored(flag: &'static str, re: &str) -> Result<Regex, CliError> {
@@ -48,6 +49,11 @@ impl MemberFilter {
                 .map(|r| anchored("--name", r))
                 .transpose()?,
             tags,
+            health: args
+                .health
+                .as_deref()
+                .map(|r| anchored("--health", r))
+                .transpose()?,
         })
     }
 
@@ -59,7 +65,16 @@ impl MemberFilter {
                 .tags
                 .iter()
                 .all(|(k, r)| m.tags.get(k).is_some_and(|v| r.is_match(v)))
+            && self
+                .health
+                .as_ref()
+                .is_none_or(|r| r.is_match(health_word(m)))
     }
+}
+
+/// A member's aggregate health as the table and `--health` see it: `none` without checks.
+fn health_word(m: &MemberInfo) -> &str {
+    m.health.as_deref().unwrap_or("none")
 }
 
 /// Runs the command; returns what to print.
@@ -78,6 +93,9 @@ pub async fn run(args: &MembersArgs) -> Result<String, CliError> {
             serde_json::to_string_pretty(&body)? + "\n"
         }
         OutputFormat::Table => {
+            // Serf's columns stay as they are for scripts; health is only added to
+            // `--detailed`, and only when some member listed runs checks.
+            let any_checks = members.iter().any(|m| m.health.is_some());
             let rows: Vec<Vec<String>> = members
                 .iter()
                 .map(|m| {
@@ -92,6 +110,10 @@ pub async fn run(args: &MembersArgs) -> Result<String, CliError> {
                         let p = m.protocol;
                         row.push(format!("Protocol Version: {}", p.version));
                         row.push(format!("Available Protocol Range: [{}, {}]", p.min, p.max));
+                        if any_checks {
+                            row.push(format!("Health: {}", health_word(m)));
+                            row.push(format!("Checks: {}", tags_string(&m.checks)));
+                        }
                     }
                     row
                 })
@@ -116,6 +138,7 @@ mod tests {
             name: name.map(Into::into),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             role: None,
+            health: None,
             detailed: false,
             format: OutputFormat::Table,
         }
@@ -129,7 +152,35 @@ mod tests {
             status: status.into(),
             tags: [("role".to_string(), role.to_string())].into(),
             protocol: crate::view::PROTOCOL,
+            health: None,
+            checks: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_health_filter_is_anchored_and_a_member_without_checks_is_none() {
+        let filter = |re: &str| {
+            MemberFilter::new(&MembersArgs {
+                health: Some(re.into()),
+                ..args(None, None, &[])
+            })
+            .expect("ok")
+        };
+        let mut sick = member("db", "alive", "db");
+        sick.health = Some("critical".into());
+        let plain = member("web", "alive", "web");
+        assert!(filter("critical").accepts(&sick));
+        assert!(!filter("crit").accepts(&sick));
+        assert!(!filter("critical").accepts(&plain));
+        assert!(filter("none|passing").accepts(&plain));
+        let bad = MemberFilter::new(&MembersArgs {
+            health: Some("(".into()),
+            ..args(None, None, &[])
+        });
+        assert!(bad.is_err_and(|e| {
+            e.to_string()
+                .starts_with("invalid --health regular expression")
+        }));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod leave;
 pub mod members;
 pub mod monitor;
+pub mod primary;
 pub mod query;
 pub mod reachability;
 pub mod tags;
@@ -41,6 +42,9 @@ pub enum CliError {
     /// `info --joined`: the agent lists no other live member.
     #[error("not joined: no other live member")]
     NotJoined,
+    /// `primary GROUP`: not a group name. Nothing was asked.
+    #[error("invalid group {0:?}: 1 to 128 ASCII letters, digits, '-', '_' or '.'")]
+    Group(String),
     /// The answer could not be printed as JSON.
     #[error(transparent)]
     Json(#[from] serde_json::Error),

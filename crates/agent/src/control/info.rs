@@ -95,5 +95,7 @@ pub(crate) fn info(st: &ControlState) -> InfoResponse {
             event_time: snap.event_ltime.unwrap_or(0),
             query_time: snap.query_ltime.unwrap_or(0),
         },
+        primary: super::primary::info(st),
+        checks: st.checks.list(),
     }
 }

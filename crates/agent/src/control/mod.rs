@@ -6,6 +6,7 @@
 //! - [`streams`]: `GET /v1/stream` and `GET /v1/monitor`, answered with a streamed body;
 //! - [`info`]: `GET /v1/info`;
 //! - [`keys`]: `GET` and `POST /v1/keys`, cluster-wide key rotation;
+//! - [`primary`]: `GET /v1/primary`, a group's primary as this agent sees it;
 //! - [`server`]: the listener (TCP or a Unix socket) and the connection limits.
 //!
 //! With a token (`--control-token-file`) every request must carry `Authorization: Bearer
@@ -14,6 +15,7 @@
 
 pub(crate) mod info;
 mod keys;
+pub(crate) mod primary;
 pub mod server;
 mod streams;
 
@@ -76,6 +78,10 @@ pub struct ControlState {
     pub warnings: server::Warnings,
     /// What this member announces as its health and primary group.
     pub role: crate::role::RoleCell,
+    /// The primary-group driver (`--group`), if any.
+    pub primary: Option<crate::primary::Handle>,
+    /// This agent's health checks and their last runs (`/v1/info`).
+    pub checks: crate::checks::Board,
 }
 
 /// Most streams (`/v1/stream` and `/v1/monitor` together) open at once; one more is answered
@@ -276,12 +282,13 @@ pub(super) async fn route(req: Request<Incoming>, st: &ControlState) -> Reply {
             Ok(r) => keys::change(r, st).await,
         },
         (Method::GET, "/v1/info") => json(StatusCode::OK, &info::info(st)),
+        (Method::GET, "/v1/primary") => primary::answer_reply(req.uri().query(), st),
         (Method::GET, "/v1/stream") => streams::events(req.uri().query(), st),
         (Method::GET, "/v1/monitor") => streams::monitor(req.uri().query(), st),
         (
             _,
             "/v1/members" | "/v1/join" | "/v1/leave" | "/v1/force-leave" | "/v1/tags" | "/v1/event"
-            | "/v1/query" | "/v1/info" | "/v1/stream" | "/v1/monitor" | "/v1/keys",
+            | "/v1/query" | "/v1/info" | "/v1/stream" | "/v1/monitor" | "/v1/keys" | "/v1/primary",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -20,13 +20,13 @@ use crate::stream::monitor::MonitorKey;
 
 /// Why a stream was not opened: the error answer's parts.
 #[derive(Debug)]
-struct Refused {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub(super) struct Refused {
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
-fn bad_request(message: String) -> Refused {
+pub(super) fn bad_request(message: String) -> Refused {
     Refused {
         status: StatusCode::BAD_REQUEST,
         code: "bad_request",
@@ -34,7 +34,7 @@ fn bad_request(message: String) -> Refused {
     }
 }
 
-fn answer(opened: Result<Reply, Refused>) -> Reply {
+pub(super) fn answer(opened: Result<Reply, Refused>) -> Reply {
     opened.unwrap_or_else(|r| error(r.status, r.code, r.message))
 }
 
@@ -125,7 +125,10 @@ fn streamed(stream: LineStream, content_type: &'static str) -> Reply {
 
 /// The query's `key=value` pairs, percent-decoded; a key not in `known` is a 400 (a typo such
 /// as `type=` would otherwise silently stream everything).
-fn params(query: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, Refused> {
+pub(super) fn params(
+    query: Option<&str>,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, Refused> {
     let mut out = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -150,7 +153,7 @@ fn joined(params: &[(String, String)], key: &str) -> Option<String> {
 }
 
 /// The last value of `key`.
-fn last<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn last<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
         .rev()

@@ -239,7 +239,7 @@ async fn flush(
         for worker in workers.iter().filter(|w| w.spec.wants_member(kind)) {
             let job = Job {
                 event: kind.as_str().to_string(),
-                env: member_event_env(kind, &snapshot.local, file.as_deref()),
+                env: member_event_env(kind, &snapshot.local, &members, file.as_deref()),
                 stdin: stdin.clone(),
                 ..Job::default()
             };
@@ -316,6 +316,7 @@ async fn run_query(
             stdin: payload_stdin(&query.payload),
             timeout: Some(timeout),
             done: Some(done),
+            ..Job::default()
         };
         queue(worker, job, counters);
         tokio::spawn(super::query::answer(

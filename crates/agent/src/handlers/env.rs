@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use shoal_core::{Member, MemberEventKind, Query, UserEvent};
+use shoal_core::{Health, Member, MemberEventKind, Query, UserEvent};
 
 use crate::view::tags_string;
 
@@ -32,13 +32,30 @@ fn both(env: &mut Vec<(String, String)>, name: &str, value: String) {
 }
 
 /// The environment for a member event: `SERF_EVENT`, `SERF_SELF_NAME`, `SERF_SELF_ROLE`,
-/// `SERF_TAG_<KEY>` (the local node's tags), their `SHOAL_*` twins and `SHOAL_MEMBERS_FILE`.
+/// `SERF_TAG_<KEY>` (the local node's tags), their `SHOAL_*` twins and `SHOAL_MEMBERS_FILE`;
+/// and the health of the event's `members` (the stdin lines): `SHOAL_HEALTH`, the worst
+/// aggregate among those that run checks (for the usual one-member event, that member's
+/// health; empty when none runs checks), and `SHOAL_MEMBER_HEALTH`, `NAME=HEALTH` for each of
+/// them that runs checks, space-separated, in stdin order.
 pub fn member_event_env(
     kind: MemberEventKind,
     local: &Member,
+    members: &[Member],
     members_file: Option<&Path>,
 ) -> Vec<(String, String)> {
-    event_env(kind.as_str(), local, members_file)
+    let mut env = event_env(kind.as_str(), local, members_file);
+    let each: Vec<(&str, Health)> = members
+        .iter()
+        .filter_map(|m| Some((m.name.as_str(), m.role.health()?)))
+        .collect();
+    let worst = Health::worst(each.iter().map(|(_, h)| *h));
+    env.push((
+        "SHOAL_HEALTH".into(),
+        worst.map_or("", Health::as_str).into(),
+    ));
+    let list: Vec<String> = each.iter().map(|(n, h)| format!("{n}={h}")).collect();
+    env.push(("SHOAL_MEMBER_HEALTH".into(), list.join(" ")));
+    env
 }
 
 /// The environment for a user event: that of a member event with `SERF_EVENT=user`, plus
@@ -95,6 +112,8 @@ fn event_env(event: &str, local: &Member, members_file: Option<&Path>) -> Vec<(S
     if let Some(path) = members_file {
         env.push(("SHOAL_MEMBERS_FILE".into(), path.display().to_string()));
     }
+    let own = local.role.health().map_or("", Health::as_str);
+    env.push(("SHOAL_SELF_HEALTH".into(), own.to_string()));
     env
 }
 
@@ -200,6 +219,7 @@ mod tests {
         let env = member_event_env(
             MemberEventKind::Failed,
             &local,
+            &[],
             Some(Path::new("/tmp/m.json")),
         );
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -210,5 +230,27 @@ mod tests {
         assert_eq!(get("SERF_TAG_HTTP_PORT"), Some("80"));
         assert_eq!(get("SHOAL_TAG_ROLE"), Some("lb"));
         assert_eq!(get("SHOAL_MEMBERS_FILE"), Some("/tmp/m.json"));
+        assert_eq!(get("SHOAL_HEALTH"), Some(""));
+        assert_eq!(get("SHOAL_SELF_HEALTH"), Some(""));
+    }
+
+    #[test]
+    fn a_member_event_carries_its_members_health_and_stdin_stays_serfs() {
+        let mut local = member("me", &[]);
+        local.role.checks.insert("disk".into(), Health::Warning);
+        let mut web = member("web", &[("role", "web")]);
+        web.role.checks.insert("http".into(), Health::Critical);
+        web.role.checks.insert("tcp".into(), Health::Passing);
+        let plain = member("plain", &[]);
+        let members = [web, plain];
+        let env = member_event_env(MemberEventKind::Update, &local, &members, None);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("SHOAL_HEALTH"), Some("critical"));
+        assert_eq!(get("SHOAL_MEMBER_HEALTH"), Some("web=critical"));
+        assert_eq!(get("SHOAL_SELF_HEALTH"), Some("warning"));
+        assert_eq!(
+            member_event_stdin(&members),
+            "web\t10.0.0.7\tweb\trole=web\nplain\t10.0.0.7\t\t\n"
+        );
     }
 }

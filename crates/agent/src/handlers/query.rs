@@ -49,6 +49,7 @@ mod tests {
             outcome,
             stdout: vec![b'x'; len.min(8192)],
             stdout_len: len,
+            stderr: Vec::new(),
         }
     }
 

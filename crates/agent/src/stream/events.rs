@@ -222,7 +222,7 @@ mod tests {
             text,
             "{\"type\":\"member\",\"event\":\"member-join\",\"members\":[{\"name\":\"web-1\",\
              \"addr\":\"10.0.0.5:7948\",\"port\":7948,\"status\":\"alive\",\"tags\":{\"role\":\"web\"},\
-             \"protocol\":{\"max\":1,\"min\":1,\"version\":1}}]}\n"
+             \"protocol\":{\"max\":1,\"min\":1,\"version\":1},\"health\":null,\"checks\":{}}]}\n"
         );
     }
 }

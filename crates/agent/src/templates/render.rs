@@ -1,7 +1,8 @@
 //! The template engine side (minijinja, Jinja2 syntax), used by the `shoal-template` binary.
 //!
 //! The context holds `members` (every member: `name`, `addr` ("ip:port"), `ip`, `port`,
-//! `status`, `tags`) and `local` (this agent, same fields). Block tags trim their own line
+//! `status`, `tags`, `health` (none without checks), `checks`) and `local` (this agent, same
+//! fields). Block tags trim their own line
 //! (`trim_blocks`, `lstrip_blocks`), as config files want.
 
 use std::path::Path;
@@ -52,6 +53,12 @@ pub struct TemplateMember {
     pub status: String,
     /// Tags.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Aggregate health (`passing`, `warning`, `critical`); none for a member without checks.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Each check's state, by check name.
+    #[serde(default)]
+    pub checks: std::collections::BTreeMap<String, String>,
 }
 
 impl From<&Member> for TemplateMember {
@@ -63,6 +70,13 @@ impl From<&Member> for TemplateMember {
             port: m.addr.port(),
             status: m.status.as_str().to_string(),
             tags: m.tags.clone(),
+            health: m.role.health().map(|h| h.to_string()),
+            checks: m
+                .role
+                .checks
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
         }
     }
 }
@@ -147,6 +161,19 @@ mod tests {
                    # on {{ local.name }}\n";
         let out = render(Path::new("t"), src, &Context::of(&view())).expect("render");
         assert_eq!(out, "server web-1 10.0.0.1:80\n# on lb\n");
+    }
+
+    #[test]
+    fn a_members_health_and_checks_render() {
+        let mut v = view();
+        v.members[1]
+            .role
+            .checks
+            .insert("http".into(), shoal_core::Health::Critical);
+        let src = "{% for m in members %}{{ m.name }}={{ m.health or 'none' }}\
+                   {% for c, s in m.checks | items %}({{ c }}:{{ s }}){% endfor %} {% endfor %}";
+        let out = render(Path::new("t"), src, &Context::of(&v)).expect("render");
+        assert_eq!(out, "lb=none web-1=critical(http:critical) web-2=none ");
     }
 
     #[test]

@@ -1,16 +1,16 @@
-//! What the node's commands do to its membership: seeds resolved, a beacon heard, a leave
-//! (begun, then carried out), a force-leave, a tag change, a peer's state applied, and the
-//! name-conflict rule.
+//! What the node's commands do to its membership: seeds resolved, a beacon heard, a
+//! force-leave, a tag change, a peer's state applied, and the name-conflict rule (a leave is
+//! in [`super::leave`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use foca::Member as FocaMember;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::conflict::Verdict;
-use super::{Engine, JoinId, leave, ticks::Tick};
+use super::{Engine, JoinId};
 use crate::anti_entropy::SyncState;
 use crate::broadcast::{Broadcast, MetaError, lock, validate_meta};
 use crate::error::CommandError;
@@ -76,41 +76,6 @@ impl Engine {
         self.push_pull_to(vec![addr], None);
     }
 
-    pub(super) fn start_leave(&mut self, reply: Option<tokio::sync::oneshot::Sender<()>>) {
-        if self.leave.start(reply) != leave::Start::Begin {
-            return;
-        }
-        info!("leaving the cluster");
-        lock(&self.shared).table.set_local_leaving();
-        self.broadcast(Broadcast::Leave(self.local()));
-        self.gossip_now();
-        let wait = if self.alone() {
-            Duration::ZERO
-        } else {
-            self.timings.leave_propagate
-        };
-        self.timers.push(self.now + wait, Tick::LeaveNow);
-    }
-
-    /// The intent had its time: leave foca, then tell every member directly.
-    pub(super) fn leave_now(&mut self) {
-        let members = self.member_addrs();
-        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
-            warn!(%error, "leave failed");
-        }
-        match leave::notice(self.local()) {
-            Ok(packet) => {
-                for to in members {
-                    self.send_datagram(packet.clone(), to);
-                }
-            }
-            Err(error) => warn!(%error, "leave notice could not be encoded"),
-        }
-        self.leave.finish();
-        self.republish = true;
-        info!("left the cluster");
-    }
-
     pub(super) fn force_leave(&mut self, name: &str) -> Result<(), CommandError> {
         let found = lock(&self.shared).table.find_by_name(name);
         let (id, status) = found.ok_or_else(|| CommandError::UnknownMember(name.to_string()))?;
@@ -174,7 +139,8 @@ impl Engine {
         if self.leave.left() {
             return;
         }
-        let state = self.screen_state(state, peer);
+        let known = self.known_members();
+        let state = self.screen_state(state, peer, &known);
         if state.from.is_some_and(|from| from != self.local()) {
             self.apply_events(state.event_clock, state.events, join);
         }
@@ -197,8 +163,13 @@ impl Engine {
                     }
                 }
             }
+            let sender = state.from.map(|f| f.addr);
             for (id, forced) in state.intents {
-                shared.table.apply_intent(id, forced);
+                if forced || sender == Some(id.addr) {
+                    shared.table.apply_intent(id, forced);
+                } else {
+                    shared.table.apply_heard_intent(id);
+                }
             }
             if let Some(from) = state.from {
                 // The member's own state holds its current meta: no announcement beyond it
@@ -224,7 +195,7 @@ impl Engine {
             .filter(|m| m.state() == foca::State::Down)
             .map(|m| *m.id())
             .collect();
-        let news = self.not_known_as_is(state.members);
+        let news = not_known_as_is(state.members, &known);
         if let Err(error) = self
             .foca
             .apply_many(news.into_iter(), true, &mut self.runtime)
@@ -254,28 +225,17 @@ impl Engine {
         }
     }
 
-    /// The members of a peer's state that foca does not already hold exactly so (identity,
-    /// incarnation and state): those are no-ops for foca, which would still look each up in
-    /// its member list, a linear search. A push-pull between converged members holds nothing
-    /// else, and at a thousand members each one cost a million comparisons; the simulator's
-    /// start of a thousand nodes spent most of its time there.
-    fn not_known_as_is(&self, members: Vec<FocaMember<Identity>>) -> Vec<FocaMember<Identity>> {
-        let known: HashMap<Identity, (foca::Incarnation, foca::State)> = self
-            .foca
-            .iter_membership_state()
-            .map(|m| (*m.id(), (m.incarnation(), m.state())))
-            .collect();
-        members
-            .into_iter()
-            .filter(|m| known.get(m.id()) != Some(&(m.incarnation(), m.state())))
-            .collect()
-    }
-
     /// Two live members with one name: see [`conflict`].
     pub(super) fn check_name_conflict(&mut self) {
         if self.leave.started() {
             return;
         }
+        // A scan of the whole table: only when an entry changed since the last one.
+        let epoch = lock(&self.shared).table.epoch();
+        if self.names_checked == Some(epoch) {
+            return;
+        }
+        self.names_checked = Some(epoch);
         let Some(other) = lock(&self.shared).table.name_conflict() else {
             return;
         };
@@ -292,4 +252,19 @@ impl Engine {
             Verdict::Nothing => {}
         }
     }
+}
+
+/// The members of a peer's state that foca does not already hold exactly so (identity,
+/// incarnation and state; `known` is foca's member list by address): those are no-ops for
+/// foca, which would still look each up in its member list, a linear search. A push-pull
+/// between converged members holds nothing else, and at a thousand members each one cost a
+/// million comparisons; the simulator's start of a thousand nodes spent most of its time there.
+fn not_known_as_is(
+    members: Vec<FocaMember<Identity>>,
+    known: &super::senders::Known,
+) -> Vec<FocaMember<Identity>> {
+    members
+        .into_iter()
+        .filter(|m| known.get(&m.id().addr) != Some(&(*m.id(), m.incarnation(), m.state())))
+        .collect()
 }

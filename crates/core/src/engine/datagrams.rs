@@ -129,6 +129,10 @@ impl Engine {
                 Err(error) => Err(DropReason::Swim(error)),
             },
             Datagram::Leave(id) => self.member_left(from, id),
+            Datagram::LeaveAck(id) => {
+                self.leave_acked(from, id);
+                Ok(())
+            }
             Datagram::Digest(digest) => {
                 self.handle_digest(from, digest);
                 Ok(())

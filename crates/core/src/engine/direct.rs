@@ -1,4 +1,5 @@
-//! User events, queries and tag changes sent straight to members, besides their gossip.
+//! User events, queries, tag changes and leave intents sent straight to members, besides
+//! their gossip.
 //!
 //! Gossip hands an item to a few random members per round and each forwards it a few times
 //! (foca's `max_transmissions`), so now and then a member gets no copy at all. Traced in the
@@ -22,9 +23,9 @@
 //! agent at N = 20, against Serf's 6.1 (benchmark, same run); without it, about 1.5. In a
 //! larger cluster a direct copy is gossiped on like received news. A query's origin asking
 //! again for an answer already given gets it again (the first one was lost). Only a live
-//! member's copy is taken, and a meta only from the member it describes; leave intents never
-//! travel this way (a leaving node has its own direct notice,
-//! [`crate::envelope::Kind::Leave`]).
+//! member's copy is taken, and a meta or a leave intent only from the member it describes (a
+//! leaving node sends its intent to every member itself and again to those that do not
+//! acknowledge it, [`super::leave`]; a force-leave never travels this way).
 
 use std::net::SocketAddr;
 
@@ -126,8 +127,11 @@ impl Engine {
                 }
                 news
             }
-            Broadcast::Leave(_) => return Err(DropReason::NotDirect("leave intent")),
+            // A leaving member's own intent, acknowledged ([`super::leave`]); never gossiped
+            // on from here (the member sends it to everyone itself).
+            Broadcast::Leave(id) => return self.direct_intent(from, id),
             Broadcast::ForceLeave(_) => return Err(DropReason::NotDirect("force-leave")),
+            Broadcast::Suspect(_) => return Err(DropReason::NotDirect("accusation")),
         };
         if news && self.foca.num_members() + 1 > DIRECT_MAX {
             // A cluster larger than the direct copies cover: the members that got no copy

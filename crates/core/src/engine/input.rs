@@ -112,6 +112,8 @@ pub(crate) enum Datagram<'a> {
     Swim(&'a [u8], Option<u32>),
     /// "I have left", from the member itself.
     Leave(Identity),
+    /// A member has our leave intent (of this identity of ours).
+    LeaveAck(Identity),
     /// A digest: push-pull with the sender if ours differs.
     Digest(Digest),
     /// An ack or answer to a query, ours or to relay.
@@ -132,6 +134,9 @@ pub(crate) fn decode(packet: &[u8]) -> Result<Datagram<'_>, DropReason> {
         (Kind::Leave, payload) => postcard::from_bytes(payload)
             .map(Datagram::Leave)
             .map_err(undecodable("leave notice")),
+        (Kind::LeaveAck, payload) => postcard::from_bytes(payload)
+            .map(Datagram::LeaveAck)
+            .map_err(undecodable("leave acknowledgement")),
         (Kind::Digest, payload) => anti_entropy::decode_digest(payload)
             .map(Datagram::Digest)
             .map_err(undecodable("digest")),
@@ -152,6 +157,16 @@ mod tests {
         let id = Identity::new("127.0.0.1:1".parse().expect("addr"));
         let leave = envelope::seal(Kind::Leave, &postcard::to_stdvec(&id).expect("encode"));
         assert!(matches!(decode(&leave), Ok(Datagram::Leave(x)) if x == id));
+        let ack = envelope::seal(Kind::LeaveAck, &postcard::to_stdvec(&id).expect("encode"));
+        assert!(matches!(decode(&ack), Ok(Datagram::LeaveAck(x)) if x == id));
+        let err = decode(&envelope::seal(Kind::LeaveAck, b""))
+            .err()
+            .expect("dropped")
+            .to_string();
+        assert!(
+            err.starts_with("undecodable leave acknowledgement"),
+            "{err}"
+        );
         let swim = envelope::seal(Kind::Swim, b"foca");
         assert!(matches!(decode(&swim), Ok(Datagram::Swim(b"foca", None))));
         let with_digest = envelope::seal(Kind::SwimDigest, b"\0\0\0\x07foca");

@@ -43,6 +43,7 @@ impl Engine {
         };
         debug!(member = %target.addr, "probe unanswered and its port refused a TCP ping: suspect");
         self.apply_one(target, incarnation, State::Suspect, "a refused probe");
+        self.accuse(target, incarnation);
         let at = self.now + self.timings.refused_down;
         self.timers.push(
             at,
@@ -63,17 +64,27 @@ impl Engine {
         self.timings.probe_period * self.health.multiplier()
     }
 
-    /// foca's config for the cluster size and the local health.
+    /// foca's config for the cluster size. foca refuses a new probe period or RTT once it runs
+    /// (`set_config` fails, and with it the size's rescale), so the local health stretches
+    /// foca's probe and suspicion timers as they are queued instead ([`Self::stretched`]).
     pub(super) fn foca_config(&self) -> foca::Config {
-        let mut config = self
-            .timings
-            .foca_config(self.cluster_size, packet_budget(&self.config));
-        config.probe_period = self.probe_period();
-        config.probe_rtt = self.probe_rtt();
-        config
+        self.timings
+            .foca_config(self.cluster_size, packet_budget(&self.config))
     }
 
-    /// Moves the local health score by `delta`; when it changed, foca's probe timings follow.
+    /// The delay of a timer foca asked for, stretched by the local health where it is one of
+    /// the probe's (period, RTT) or a suspicion's: a node that misses its own acks or lags
+    /// gives the others more time, as Lifeguard's local health does.
+    pub(super) fn stretched(&self, after: Duration, timer: &foca::Timer<Identity>) -> Duration {
+        match timer {
+            foca::Timer::ProbeRandomMember(_)
+            | foca::Timer::SendIndirectProbe { .. }
+            | foca::Timer::ChangeSuspectToDown { .. } => after * self.health.multiplier(),
+            _ => after,
+        }
+    }
+
+    /// Moves the local health score by `delta`; the probe timers queued from then on follow.
     pub(super) fn health_changed(&mut self, delta: i8) {
         if !self.health.apply(delta) {
             return;
@@ -83,9 +94,6 @@ impl Engine {
             .health_score
             .store(u64::from(score), std::sync::atomic::Ordering::Relaxed);
         debug!(score, "local health score changed");
-        if let Err(error) = self.foca.set_config(self.foca_config()) {
-            warn!(%error, "could not apply the local health to the probe timings");
-        }
     }
 
     /// foca's incarnation of a member it knows.

@@ -51,8 +51,9 @@ impl Engine {
                 self.send_datagram(buf, to.addr);
             }
             while let Some((after, timer)) = self.runtime.to_schedule() {
-                self.timers.push(self.now + after, Tick::Foca(timer));
+                self.schedule_foca(after, timer);
             }
+            self.take_confirmations();
             let mut news = false;
             while let Some(notification) = self.runtime.to_notify() {
                 news |= self.notify(notification);

@@ -28,13 +28,20 @@
 //!   suspicion at that incarnation: the member refutes it if it is alive, and this node's own
 //!   suspicion timeout declares it down if it is not. A forged failure costs a refutation, not
 //!   a flap; a real one is detected at most one suspicion timeout later by a node that missed
-//!   the suspicion.
+//!   the suspicion. Except for a member that itself announced its leave (its intent is here):
+//!   then the `Down` is the leave going through, taken as it comes.
 //! - A push-pull state about others is taken only from the member whose state it is (its
-//!   claimed identity on the peer's IP); leave intents about a live member only from that
-//!   member; its members list passes the same update rules.
+//!   claimed identity on the peer's IP); its members list passes the same update rules. Its
+//!   leave intents: the sender's own; about members down here, from a trusted sender, an
+//!   operator's force-leave, or in a sealed cluster any intent (a key holder is trusted); in
+//!   plaintext, about a member this node never knew (it joined later) as hearsay, dropped
+//!   should the member come up (`Membership::apply_heard_intent`).
+//! - A gossiped leave intent: in plaintext only from the member itself; a gossiped
+//!   force-leave only about a member that is not up here (`broadcast.rs`,
+//!   [`crate::broadcast::Shared::relayed_leaves`]). The direct ones: `leave.rs`.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -46,6 +53,11 @@ use crate::anti_entropy::SyncState;
 use crate::broadcast::lock;
 use crate::error::DropReason;
 use crate::identity::Identity;
+
+/// A live member foca knows: its identity, incarnation and state.
+type Live = (Identity, foca::Incarnation, State);
+/// The members foca knows (in any state), by address.
+pub(super) type Known = HashMap<SocketAddr, Live>;
 
 /// Addresses contacted to join are trusted for this long.
 const CONTACT_TRUST: Duration = Duration::from_secs(30);
@@ -94,43 +106,53 @@ pub(super) struct Screened<'a> {
 }
 
 impl Engine {
-    /// True when `addr` may speak for others: a member foca knows there (in any state) whose
-    /// meta the table has, or an address contacted to join.
-    pub(super) fn trusted_sender(&self, addr: SocketAddr) -> bool {
-        if self.contacts.recent(addr, self.now) {
-            return true;
-        }
-        let Some(id) = self
-            .foca
-            .iter_membership_state()
-            .map(|m| *m.id())
-            .find(|id| id.addr == addr)
-        else {
-            return false;
-        };
-        lock(&self.shared).table.has_meta(id.addr)
+    /// True when `addr` may speak for others: a member foca knows there (in any state; the
+    /// caller looked it up: `known`) whose meta the table has, or an address contacted to join.
+    fn trusted_given(&self, addr: SocketAddr, known: bool) -> bool {
+        self.contacts.recent(addr, self.now) || (known && lock(&self.shared).table.has_meta(addr))
     }
 
-    /// The live member foca knows at `addr`, with its incarnation.
-    fn live_at(&self, addr: SocketAddr) -> Option<(Identity, foca::Incarnation, State)> {
+    /// [`Self::trusted_given`], looking `addr` up in foca's members.
+    pub(super) fn trusted_sender(&self, addr: SocketAddr) -> bool {
+        let known = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id().addr == addr);
+        self.trusted_given(addr, known)
+    }
+
+    /// The live member foca knows at `addr`, with its incarnation (a linear search of foca's
+    /// members: a whole push-pull state looks them up in a [`Known`] instead).
+    fn live_at(&self, addr: SocketAddr) -> Option<Live> {
         self.foca
             .iter_membership_state()
             .find(|m| m.id().addr == addr && m.state() != State::Down)
             .map(|m| (*m.id(), m.incarnation(), m.state()))
     }
 
+    /// Every member foca knows (in any state), by address, in one pass (foca holds one per
+    /// address). A push-pull state is screened and applied against it.
+    pub(super) fn known_members(&self) -> Known {
+        let members = self.foca.iter_membership_state();
+        let mut known = Known::with_capacity(members.len());
+        known.extend(members.map(|m| (m.id().addr, (*m.id(), m.incarnation(), m.state()))));
+        known
+    }
+
     /// An update about another member, as received from `sender`: kept, rewritten (a down
-    /// about a member seen alive is a suspicion) or cut (`None`).
+    /// about a member seen alive is a suspicion) or cut (`None`). `live` is what foca knows
+    /// live at the update's address.
     fn screen_update(
         &self,
         sender: SocketAddr,
         update: Member<Identity>,
+        live: Option<Live>,
     ) -> Option<Member<Identity>> {
         let id = *update.id();
         if id.addr == sender {
             return Some(update);
         }
-        let Some((known, incarnation, state)) = self.live_at(id.addr) else {
+        let Some((known, incarnation, state)) = live else {
             return Some(update);
         };
         if known != id {
@@ -140,6 +162,7 @@ impl Engine {
         if update.state() == State::Down
             && state == State::Alive
             && update.incarnation() >= incarnation
+            && !lock(&self.shared).table.announced_leave(id)
         {
             return Some(Member::new(id, update.incarnation(), State::Suspect));
         }
@@ -181,7 +204,7 @@ impl Engine {
             // foca would send to whatever the request names: a reflection to a third party.
             return Err(DropReason::UnknownTarget);
         }
-        let trusted = self.trusted_sender(from);
+        let trusted = self.trusted_given(from, member);
         let mut updates = Vec::new();
         if rest.len() >= 2 && header.message != Message::Broadcast {
             let count = u16::from_be_bytes([rest[0], rest[1]]);
@@ -200,7 +223,10 @@ impl Engine {
             .partition(|u| trusted || u.id().addr == from);
         let kept: Vec<Member<Identity>> = own
             .into_iter()
-            .filter_map(|u| self.screen_update(from, u))
+            .filter_map(|u| {
+                let live = self.live_at(u.id().addr);
+                self.screen_update(from, u, live)
+            })
             .collect();
         // The custom broadcasts go on whole: foca's item handler keeps, for a sender that may
         // speak only for itself, its own items (its meta: without it a newcomer heard of
@@ -245,7 +271,10 @@ impl Engine {
         }
         let updates: Vec<Member<Identity>> = held
             .into_iter()
-            .filter_map(|u| self.screen_update(from, u))
+            .filter_map(|u| {
+                let live = self.live_at(u.id().addr);
+                self.screen_update(from, u, live)
+            })
             .collect();
         debug!(%from, count = updates.len(),
             "a first datagram brought its sender's meta: its updates about others count");
@@ -262,7 +291,12 @@ impl Engine {
     /// keeps only what it says about its claimed sender... of which there is none to trust:
     /// it is emptied. Otherwise its members pass [`Self::screen_update`] and its leave intents
     /// about live members are kept only when they are the sender's own.
-    pub(super) fn screen_state(&self, mut state: SyncState, peer: SocketAddr) -> SyncState {
+    pub(super) fn screen_state(
+        &self,
+        mut state: SyncState,
+        peer: SocketAddr,
+        known: &Known,
+    ) -> SyncState {
         let Some(sender) = state.from.filter(|f| f.addr.ip() == peer.ip()) else {
             if !state.members.is_empty() || !state.intents.is_empty() {
                 debug!(%peer, claimed = ?state.from, "ignored a push-pull state not sent from the address it claims");
@@ -270,15 +304,28 @@ impl Engine {
             return SyncState::default();
         };
         let from = sender.addr;
-        let trusted = self.trusted_sender(from);
+        let trusted = self.trusted_given(from, known.contains_key(&from));
+        // Looked up in `known` (one pass over foca's members for the whole state), not by a
+        // search per member it names: at a thousand members, a push-pull cost a million
+        // comparisons.
+        let live = |addr: &SocketAddr| known.get(addr).copied().filter(|k| k.2 != State::Down);
         state.members = std::mem::take(&mut state.members)
             .into_iter()
             .filter(|m| trusted || m.id().addr == from)
-            .filter_map(|m| self.screen_update(from, m))
+            .filter_map(|m| {
+                let at = live(&m.id().addr);
+                self.screen_update(from, m, at)
+            })
             .collect();
-        state
-            .intents
-            .retain(|(id, _)| id.addr == from || (trusted && self.live_at(id.addr).is_none()));
+        let shared = lock(&self.shared);
+        let (relayed, table) = (shared.relayed_leaves, &shared.table);
+        state.intents.retain(|(id, forced)| {
+            id.addr == from
+                || (trusted
+                    && (relayed || *forced || !table.knows(id.addr))
+                    && live(&id.addr).is_none())
+        });
+        drop(shared);
         if !trusted {
             state.metas.retain(|m| m.id.addr == from);
             state.events.clear();

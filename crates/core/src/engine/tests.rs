@@ -12,6 +12,8 @@ use crate::membership::Status;
 use crate::profile::Profile;
 
 mod direct;
+mod leaves;
+mod suspicion;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -275,7 +277,7 @@ fn the_member_that_started_later_gives_up_a_shared_name() {
 }
 
 #[test]
-fn leave_gossips_the_intent_then_tells_every_member_directly() {
+fn leave_gossips_the_intent_sends_it_directly_then_tells_every_member_at_the_deadline() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
     apply_state(&mut engine, t0, state_of(id(2, 1), "b"));
@@ -283,12 +285,15 @@ fn leave_gossips_the_intent_then_tells_every_member_directly() {
     let (reply, mut done) = oneshot::channel();
     engine.handle_command(t0, Command::Leave { reply });
     let first = engine.take_outbox();
+    let mut kinds = kinds_to(&first, addr(2));
+    kinds.sort_by_key(|k| format!("{k:?}"));
     assert_eq!(
-        kinds_to(&first, addr(2)),
-        [Kind::SwimDigest],
-        "the intent is gossiped at once"
+        kinds,
+        [Kind::Item, Kind::SwimDigest],
+        "the intent is sent directly and gossiped at once"
     );
     assert!(done.try_recv().is_err(), "not left yet");
+    // b never acknowledges: the node leaves at the deadline.
     let leave_propagate = Profile::Lan.timings().leave_propagate;
     let turns = run_until(&mut engine, t0 + leave_propagate);
     let (at, last) = turns.last().expect("the leave fired");

@@ -35,6 +35,8 @@ pub(crate) enum Tick {
     Resolve,
     /// The leave intent had its time: leave now.
     LeaveNow,
+    /// Send the leave intent again to the members that have not acknowledged it.
+    LeaveAgain,
     /// foca's probe `n` had its RTT: ping over TCP too if no ack came.
     ProbeFallback(foca::ProbeNumber),
     /// A member whose port refused a probe had `refused_down` to refute: down if it did not.
@@ -42,6 +44,8 @@ pub(crate) enum Tick {
         target: Identity,
         incarnation: foca::Incarnation,
     },
+    /// The deadline of our suspicion of the member at this address (see `confirm.rs`).
+    SuspectDue(SocketAddr, std::time::Instant),
     /// A query of ours (`(ltime, id)`) reached its timeout.
     QueryDone((u64, u64)),
     /// Send a query of ours again to the members that have not answered it.
@@ -69,11 +73,13 @@ impl Engine {
             Tick::Beacon => self.beacon_tick(),
             Tick::Resolve => self.resolve_tick(),
             Tick::LeaveNow => self.leave_now(),
+            Tick::LeaveAgain => self.leave_again(),
             Tick::ProbeFallback(number) => self.probe_fallback(number),
             Tick::ConfirmDown {
                 target,
                 incarnation,
             } => self.confirm_down(target, incarnation),
+            Tick::SuspectDue(addr, at) => self.suspect_due(addr, at),
             Tick::QueryDone(key) => self.query_done(key),
             Tick::QueryRetry(key) => self.query_retry(key),
             Tick::DirectAgain(item) => self.direct_again(&item),
@@ -204,6 +210,15 @@ impl Engine {
                 }
             }
             self.metas_current = missing_meta.is_none().then_some(key);
+            suspected.sort_unstable();
+            // Kept for twice the longest suspicion after it ended (see `keep_only`).
+            let longest = self.foca_suspicion() * super::suspicion::LONGEST_FACTOR * 2;
+            let grace = (longest.as_millis() / self.timings.housekeeping.as_millis().max(1))
+                .try_into()
+                .unwrap_or(u32::MAX);
+            shared
+                .accusations
+                .keep_only(|addr| suspected.binary_search(&addr).is_ok(), grace);
             for id in shared.table.reap(now) {
                 debug!(addr = %id.addr, "reaped a member gone past its timeout");
             }
@@ -243,7 +258,7 @@ impl Engine {
     }
 
     /// foca's current suspicion timeout.
-    fn foca_suspicion(&self) -> Duration {
+    pub(super) fn foca_suspicion(&self) -> Duration {
         self.timings
             .foca_config(self.cluster_size, packet_budget(&self.config))
             .suspect_to_down_after

@@ -33,13 +33,15 @@ pub(super) struct Sums {
     /// removal included): while it stands still, no entry changed ([`Membership::epoch`]).
     /// Not a sum: a recount starts it over.
     pub(super) changes: u64,
+    /// Leave knowledge stays out of the digest ([`Membership::digest_without_left`]).
+    pub(super) without_left: bool,
 }
 
 impl Sums {
     pub(super) fn add(&mut self, e: &Entry) {
         self.changes = self.changes.wrapping_add(1);
         self.reapable += usize::from(reapable(e));
-        self.digest = self.digest.wrapping_add(hash(e));
+        self.digest = self.digest.wrapping_add(hash(e, !self.without_left));
         if let Some(name) = down_name(e) {
             match self.down_names.get_mut(name) {
                 Some(count) => *count += 1,
@@ -53,7 +55,7 @@ impl Sums {
     pub(super) fn remove(&mut self, e: &Entry) {
         self.changes = self.changes.wrapping_add(1);
         self.reapable -= usize::from(reapable(e));
-        self.digest = self.digest.wrapping_sub(hash(e));
+        self.digest = self.digest.wrapping_sub(hash(e, !self.without_left));
         if let Some(name) = down_name(e)
             && let Some(count) = self.down_names.get_mut(name)
         {
@@ -81,8 +83,9 @@ fn down_name(e: &Entry) -> Option<&str> {
     e.meta.as_ref().filter(|_| !e.up).map(|m| m.name.as_str())
 }
 
-/// The entry's share of the digest (0 when it is neither up nor known to have left).
-fn hash(e: &Entry) -> u64 {
+/// The entry's share of the digest (0 when it is neither up nor, with `left`, known to have
+/// left).
+fn hash(e: &Entry, left: bool) -> u64 {
     if e.up {
         let version = e
             .meta
@@ -93,7 +96,7 @@ fn hash(e: &Entry) -> u64 {
         h.write(&e.id.generation.to_le_bytes());
         h.write(&version.to_le_bytes());
         h.finish()
-    } else if e.known && e.intent() {
+    } else if left && e.known && e.intent() {
         let mut h = e.addr_hash.1;
         h.write(&e.id.generation.to_le_bytes());
         h.finish()
@@ -129,17 +132,30 @@ impl Membership {
 
     /// The sums over every entry, from scratch.
     pub(super) fn recount(&self) -> Sums {
-        let mut sums = Sums::default();
+        let mut sums = Sums {
+            without_left: self.sums.without_left,
+            ..Sums::default()
+        };
         for e in self.entries.values() {
             sums.add(e);
         }
         sums
     }
 
+    /// Leaves members known to have left out of the digest from now on. For a plaintext
+    /// cluster, where nobody relays a leave intent (issue 10): a node that missed one, or
+    /// joined after it, can never learn it from a peer, and with it in the digest the two
+    /// would push-pull every sync interval until the tombstone is reaped.
+    pub fn digest_without_left(&mut self) {
+        self.sums.without_left = true;
+        self.sums = self.recount();
+    }
+
     /// A digest of the membership that matters: identities that are up with their meta
     /// versions, and members known to have left. Two nodes with the same view have the same
     /// digest; a difference triggers a push-pull. (Leave knowledge is in it so that a node that
-    /// missed an intent, say across a partition, still gets it: it would list `failed` forever.)
+    /// missed an intent, say across a partition, still gets it from a sealed peer: it would
+    /// list `failed` forever. Not in plaintext: [`Self::digest_without_left`].)
     pub fn digest(&self) -> u64 {
         #[cfg(debug_assertions)]
         {

@@ -1,8 +1,10 @@
-//! Questions the engine's sender rules ask the table about one address.
+//! Questions the engine's sender rules ask the table about one address, and the one intent
+//! they take on hearsay.
 
 use std::net::SocketAddr;
 
 use super::{Membership, Status};
+use crate::identity::Identity;
 
 impl Membership {
     /// True when the member at `addr` is down after a leave of its own (not a force-leave):
@@ -15,5 +17,33 @@ impl Membership {
     /// shoal agent, not merely as a foca sender.
     pub fn has_meta(&self, addr: SocketAddr) -> bool {
         (self.entries.get(&addr)).is_some_and(|e| e.meta.is_some())
+    }
+
+    /// True when the member at `addr` is up (alive, suspect or leaving) in the table.
+    pub fn is_up(&self, addr: SocketAddr) -> bool {
+        (self.entries.get(&addr)).is_some_and(|e| e.up)
+    }
+
+    /// True when `id` itself announced that it is leaving (an intent for its current
+    /// generation that is not an operator's force-leave).
+    pub fn announced_leave(&self, id: Identity) -> bool {
+        (self.entries.get(&id.addr)).is_some_and(|e| e.id == id && e.intent() && !e.forced)
+    }
+
+    /// True when foca told us about the member at `addr` (up or down) at some point.
+    pub fn knows(&self, addr: SocketAddr) -> bool {
+        (self.entries.get(&addr)).is_some_and(|e| e.known)
+    }
+
+    /// A peer's push-pull says `id` left, about a member this node never knew (it joined
+    /// later): taken, so [`Self::learn_departed`] lists it `left` as the older nodes do, but
+    /// as hearsay: should the member come up after all, the intent is dropped, so a false one
+    /// cannot list a healthy member `leaving`. Returns true when it was news.
+    pub fn apply_heard_intent(&mut self, id: Identity) -> bool {
+        let news = self.apply_intent(id, false);
+        if news && let Some(e) = self.entries.get_mut(&id.addr) {
+            e.heard = true;
+        }
+        news
     }
 }

@@ -328,3 +328,95 @@ fn an_announced_meta_version_makes_the_known_meta_stale_until_it_arrives() {
         "own announcements are ignored"
     );
 }
+
+#[test]
+fn a_new_health_state_or_group_is_a_member_update_and_listed() {
+    use crate::role::{Group, Health};
+    let mut t = table();
+    t.member_up(id(2, 5));
+    t.apply_meta(meta(2, 5, 0, "lb-1"));
+    t.take_events();
+    let mut next = meta(2, 5, 1, "lb-1");
+    next.role.checks.insert("haproxy".into(), Health::Critical);
+    next.role.group = Some(Group {
+        name: "lb".into(),
+        priority: 150,
+        primary: false,
+    });
+    assert!(t.apply_meta(next.clone()));
+    assert_eq!(
+        kinds(&mut t),
+        vec![(MemberEventKind::Update, "lb-1".into(), Status::Alive)]
+    );
+    let listed = t.members().into_iter().find(|m| m.name == "lb-1");
+    assert_eq!(listed.map(|m| m.role), Some(next.role.clone()));
+    let mut same = next.clone();
+    same.version = 2;
+    assert!(t.apply_meta(same), "a newer version is applied");
+    assert!(kinds(&mut t).is_empty(), "an unchanged role is no update");
+}
+
+#[test]
+fn the_local_role_bumps_the_version_and_is_listed() {
+    use crate::role::Health;
+    let mut t = table();
+    let mut role = Role::default();
+    role.checks.insert("web".into(), Health::Passing);
+    let before = t.local_meta().version;
+    let meta = t.set_local_role(role.clone());
+    assert_eq!(meta.version, before + 1);
+    assert_eq!(t.local_meta().role, role);
+}
+
+#[test]
+fn in_plaintext_a_member_known_to_have_left_stays_out_of_the_digest() {
+    // Issue 10: in plaintext no peer relays a leave intent, so a node that never got one (a
+    // newcomer, one cut off during the leave) cannot catch up: with leave knowledge in the
+    // digest the two would push-pull every sync interval until the tombstone is reaped.
+    let knows_left = |without_left: bool| {
+        let mut t = table();
+        if without_left {
+            t.digest_without_left();
+        }
+        t.member_up(id(2, 1));
+        t.apply_meta(meta(2, 1, 0, "x"));
+        t.apply_intent(id(2, 1), false);
+        t.member_down(id(2, 1), Instant::now());
+        assert_eq!(t.status_of(id(2, 1).addr), Some(Status::Left));
+        t
+    };
+    let newcomer = |without_left: bool| {
+        let mut t = table();
+        if without_left {
+            t.digest_without_left();
+        }
+        t
+    };
+    assert_ne!(knows_left(false).digest(), newcomer(false).digest());
+    assert_eq!(knows_left(true).digest(), newcomer(true).digest());
+}
+
+#[test]
+fn a_restarted_member_whose_new_meta_is_missing_is_listed_critical_and_not_primary() {
+    // Issue 12: lb2 briefly took a restarted lb1 for a healthy primary (its previous life's
+    // role) and ran on-backup, then on-primary again once lb1's own meta arrived.
+    use crate::role::{Group, Health};
+    let mut t = table();
+    t.member_up(id(2, 5));
+    let mut old = meta(2, 5, 3, "lb-1");
+    old.role.checks.insert("haproxy".into(), Health::Passing);
+    old.role.group = Some(Group {
+        name: "lb".into(),
+        priority: 150,
+        primary: true,
+    });
+    t.apply_meta(old);
+    t.member_up(id(2, 6));
+    let listed = t.members().into_iter().find(|m| m.name == "lb-1");
+    let role = listed.map(|m| m.role).expect("still listed under its name");
+    assert_eq!(role.health(), Some(Health::Critical));
+    assert_eq!(
+        role.group.map(|g| (g.priority, g.primary)),
+        Some((150, false))
+    );
+}

@@ -6,18 +6,16 @@ use super::Sim;
 use crate::membership::Status;
 
 impl Sim {
-    /// True when some live node lists `gone` as left: then every node listing it must.
-    /// (A node that left inside a partition whose intent never crossed it is `failed` to the
-    /// other side, which is the truth as far as anyone can know.)
-    fn known_left_somewhere(&self, gone: SocketAddr) -> bool {
-        self.nodes
-            .values()
-            .any(|n| n.engine.member_status(gone) == Some(Status::Left))
+    /// True when `at` heard all of `gone`'s leave ([`Sim::audiences`]): it must list it
+    /// `left`. (A node cut off, paused or started while `gone` left lists it `failed`, the
+    /// truth as far as it can know: nobody but the member may say that it left.)
+    fn heard_leave(&self, gone: SocketAddr, at: SocketAddr) -> bool {
+        self.audiences.get(&gone).is_some_and(|a| a.contains(&at))
     }
 
     /// Checks the invariants of a quiet cluster; returns what is wrong: a live node not listed
     /// alive by every live node, or a departed node listed as anything but left (or failed,
-    /// when no live node knows it left).
+    /// by a node that could not hear its leave).
     pub fn check_converged(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let live = self.live();
@@ -36,7 +34,7 @@ impl Sim {
             for gone in &self.left {
                 match status(*gone) {
                     None | Some(Status::Left) => {}
-                    Some(Status::Failed) if !self.known_left_somewhere(*gone) => {}
+                    Some(Status::Failed) if !self.heard_leave(*gone, *at) => {}
                     Some(s) => problems.push(format!(
                         "{} lists departed {} as {s:?}",
                         self.names[at], self.names[gone]

@@ -12,12 +12,14 @@ use super::{CLUSTER_NAME, Delivery, Sim};
 use crate::anti_entropy::SyncState;
 use crate::engine::{Command, Outbox, Resolve, TcpPing};
 
-/// The bytes of a push-pull frame of `state` (length prefix included), or 0 when not counted.
+/// The bytes of a push-pull frame of `state` (length prefix and envelope included), or 0 when
+/// not counted: what `anti_entropy::encode_frame` would write, counted without writing it.
 fn frame_len(count: bool, state: &SyncState) -> u64 {
     if !count {
         return 0;
     }
-    crate::anti_entropy::encode_frame(state).map_or(0, |body| 4 + body.len() as u64)
+    postcard::experimental::serialized_size(state)
+        .map_or(0, |len| (4 + crate::envelope::HEADER_LEN + len) as u64)
 }
 
 impl Sim {
@@ -66,6 +68,10 @@ impl Sim {
             return;
         }
         let Some(node) = self.nodes.get(&to) else {
+            if self.silent.contains(&to) {
+                // The host is off: the SYN goes unanswered.
+                return;
+            }
             // Nothing listens there: the connection is refused.
             let (target, number) = (ping.target, ping.number);
             let took = self.tcp_time(2);
@@ -272,5 +278,21 @@ impl Sim {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counted_frame_is_as_long_as_the_encoded_one() {
+        let mut sim = Sim::new(1, 3, crate::profile::Profile::Lan);
+        sim.run_until(Duration::from_secs(2));
+        let at = Sim::addr(0);
+        let state = sim.nodes[&at].engine.state();
+        let encoded = crate::anti_entropy::encode_frame(&state).expect("encodes");
+        assert_eq!(frame_len(true, &state), 4 + encoded.len() as u64);
+        assert_eq!(frame_len(false, &state), 0);
     }
 }

@@ -244,8 +244,9 @@ fn faults_half(seed: u64, n: usize) -> Faults {
     );
     phase(n, "faults", "20% UDP+TCP loss done", wall, cpu0);
     let pauses = (n / 100).max(1);
-    // The pause, then long enough for a suspicion of the paused nodes to time out (the
-    // suspicion timeout grows with log N: 9 s at N = 1,000).
+    // The pause, then long enough for a confirmed suspicion of the paused nodes to time out
+    // (foca's suspicion time grows with log N, 9 s at N = 1,000; a suspicion confirmed by
+    // three others ends at half of it, 4.5 s).
     let paused = false_failures(
         &mut sim,
         2.0,

@@ -130,10 +130,16 @@ fn a_direct_user_event_from_a_member_runs_once_and_a_small_cluster_does_not_goss
         "every member got its own direct copy"
     );
     assert_eq!(dropped(&engine), 0);
-    engine.handle_datagram(t0, addr(2), &item(&Broadcast::Leave(id(2, 1))));
-    assert_eq!(dropped(&engine), 1, "leave intents only travel by gossip");
+    engine.handle_datagram(t0, addr(3), &item(&Broadcast::Leave(id(2, 1))));
+    assert_eq!(
+        dropped(&engine),
+        1,
+        "a leave intent only from the member itself"
+    );
+    engine.handle_datagram(t0, addr(2), &item(&Broadcast::ForceLeave(id(3, 1))));
+    assert_eq!(dropped(&engine), 2, "a force-leave only by gossip");
     engine.handle_datagram(t0, addr(2), b"SH\x01\x09\x00\xff");
-    assert_eq!(dropped(&engine), 2, "garbage");
+    assert_eq!(dropped(&engine), 3, "garbage");
 }
 
 #[test]
