@@ -359,8 +359,16 @@ impl BroadcastHandler<Identity> for ItemHandler {
         let (key, news) = match item {
             Broadcast::Meta(meta) => {
                 validate_meta(&meta)?;
-                let key = BroadcastKey::Meta(meta.id.addr, (meta.id.generation, meta.version));
-                (key, shared.table.apply_meta(meta))
+                let addr = meta.id.addr;
+                let key = BroadcastKey::Meta(addr, (meta.id.generation, meta.version));
+                let news = shared.table.apply_meta(meta);
+                if shared.only_about == Some(addr) && shared.table.has_meta(addr) {
+                    // Its own meta: foca already took the sender as a member (the header
+                    // comes first), so it is now a member with a meta, which may speak for
+                    // others: the rest of its datagram counts (see `engine/senders.rs`).
+                    shared.only_about = None;
+                }
+                (key, news)
             }
             Broadcast::Leave(id) | Broadcast::ForceLeave(id)
                 if sender.is_some() && !shared.relayed_leaves =>

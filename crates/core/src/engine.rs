@@ -104,6 +104,12 @@ pub(crate) struct Engine {
     /// `(table epoch, foca's member count)` of the last housekeeping round that found every
     /// member's current meta in the table (`None`: one was missing, or not checked yet).
     metas_current: Option<(u64, usize)>,
+    /// A member known without its current meta (it came up so, or spoke without it): fetched
+    /// at once, or as soon as the limit allows (`fetch_armed`: the timer for that is set).
+    meta_wanted: Option<SocketAddr>,
+    /// A stranger that spoke to us ([`Engine::introduce`]), while the limit holds it back.
+    stranger: Option<SocketAddr>,
+    fetch_armed: bool,
     /// The table epoch of the last name-conflict check.
     names_checked: Option<u64>,
     discovery: Discovery,
@@ -125,6 +131,8 @@ pub(crate) struct Engine {
     /// The cluster size foca's config was last scaled for.
     cluster_size: usize,
     last_push_pull: Option<Instant>,
+    /// The last push-pull for a missing meta or with a stranger ([`Engine::fetch_meta`]).
+    last_fetch: Option<Instant>,
     last_warn: Option<Instant>,
     /// Addresses contacted to join: their answers may speak for others ([`senders`]).
     contacts: Contacts,
@@ -212,6 +220,9 @@ impl Engine {
             suspects: SuspectTracker::default(),
             suspicions: HeldTimers::default(),
             metas_current: None,
+            meta_wanted: None,
+            stranger: None,
+            fetch_armed: false,
             names_checked: None,
             discovery: Discovery::new(cluster, backoff),
             probes: ProbeWatch::default(),
@@ -224,6 +235,7 @@ impl Engine {
             republish: false,
             cluster_size: 1,
             last_push_pull: None,
+            last_fetch: None,
             last_warn: None,
             contacts: Contacts::default(),
         })
@@ -593,16 +605,50 @@ impl Engine {
     /// A push-pull with `addr`, at most one per half sync interval (digests, missing metas
     /// and stuck suspicions ask for these; a burst of them needs only one).
     fn push_pull(&mut self, addr: SocketAddr) {
-        let now = self.now;
-        if self
-            .last_push_pull
-            .is_some_and(|t| now.duration_since(t) < self.timings.sync_interval / 2)
-        {
+        let (now, every) = (self.now, self.timings.sync_interval / 2);
+        if !backoff::due(&mut self.last_push_pull, now, every) {
             return;
         }
-        self.last_push_pull = Some(now);
         debug!(%addr, "push-pull");
         self.push_pull_to(vec![addr], None);
+    }
+
+    /// A push-pull with the live member at `addr` for its meta (missing here: the member is
+    /// not listed until it arrives), at most one per gossip interval, apart from the
+    /// anti-entropy ones of [`Self::push_pull`] (a burst of joins needs both). Returns
+    /// whether it was sent.
+    fn fetch_meta(&mut self, addr: SocketAddr) -> bool {
+        let (now, every) = (self.now, self.timings.gossip_interval);
+        if self.leave.left() || !backoff::due(&mut self.last_fetch, now, every) {
+            return false;
+        }
+        debug!(%addr, "push-pull for a missing meta");
+        self.push_pull_to(vec![addr], None);
+        true
+    }
+
+    /// A SWIM datagram came from `addr`, an address foca does not know and that we did not
+    /// contact (it was dropped: [`crate::error::DropReason::Stranger`]). Often a member that
+    /// joined in a burst whose gossip missed us: it knows us, we do not know it. A push-pull
+    /// with it (within the limit of [`Self::fetch_meta`]) shows it our state, and its answer,
+    /// since `addr` is not noted as a contact, speaks only for itself (`senders.rs`): if it is
+    /// a member, it is listed a round trip later; a forger's answer adds nothing but itself,
+    /// as its announce would, and one that does not answer TCP costs a refused connection.
+    /// This is what a digest datagram from the same address already asks for.
+    /// Returns whether it was sent (the limit may hold it back: see `notify.rs`).
+    fn introduce(&mut self, addr: SocketAddr) -> bool {
+        let (now, every) = (self.now, self.timings.gossip_interval);
+        if self.leave.left() || !backoff::due(&mut self.last_fetch, now, every) {
+            return false;
+        }
+        debug!(%addr, "push-pull with a stranger that knows us (not a contact)");
+        let state = self.state();
+        self.out.push_pulls.push(PushPull {
+            addrs: vec![addr],
+            state,
+            join: None,
+        });
+        true
     }
 
     fn send_datagram(&mut self, packet: Vec<u8>, to: SocketAddr) {

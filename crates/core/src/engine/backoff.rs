@@ -1,6 +1,6 @@
 //! A doubling delay with a ceiling: join attempts while alone and discovery beacons.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `first`, then twice that, and so on up to `max`; back to `first` on [`Backoff::reset`].
 #[derive(Debug, Clone)]
@@ -36,6 +36,16 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         self.current = self.first;
     }
+}
+
+/// True, and `last` set to `now`, when `last` is at least `every` before `now` (or unset):
+/// a rate limit of one per `every`.
+pub(crate) fn due(last: &mut Option<Instant>, now: Instant, every: Duration) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < every) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 #[cfg(test)]

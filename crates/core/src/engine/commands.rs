@@ -145,13 +145,17 @@ impl Engine {
             self.apply_events(state.event_clock, state.events, join);
         }
         let mut refused = None;
+        let mut relay = None;
         {
             let mut shared = lock(&self.shared);
             shared.queries.clock.catch_up(state.query_clock);
             for meta in state.metas {
                 match validate_meta(&meta) {
                     Ok(()) => {
-                        shared.table.apply_meta(meta);
+                        let own = state.from == Some(meta.id);
+                        if shared.table.apply_meta(meta.clone()) && own {
+                            relay = Some(meta);
+                        }
                     }
                     Err(error) => {
                         Stats::add(&self.stats.metas_refused, 1);
@@ -175,6 +179,15 @@ impl Engine {
         }
         if let Some((member, error)) = refused {
             self.refused_meta(member, &error);
+        }
+        if let Some(meta) = relay {
+            // The sender's own meta, news to us: typically a newcomer's join push-pull, which
+            // reaches its join target before (or instead of) the announce that carries the
+            // same meta as gossip. Gossiped on with foca's update about the member, so the
+            // members that hear of it hear its name too; without this they listed it only
+            // once a housekeeping push-pull fetched it (a burst of joins took seconds).
+            let item = self.meta_item(meta);
+            self.broadcast(item);
         }
         let down: Vec<_> = state
             .members

@@ -18,6 +18,10 @@ use crate::error::DropReason;
 use crate::identity::Identity;
 use crate::view::Stats;
 
+/// How many gossip intervals a view must be still before a piggybacked digest that differs
+/// from ours asks for a push-pull (lan: 300 ms).
+const DIGEST_SETTLE_GOSSIPS: u32 = 3;
+
 impl Engine {
     /// A foca message from `from` (the UDP source): the probe watch sees it first (an ack of
     /// the probe under way); then the sender's digest, if it carried one, is compared with
@@ -38,6 +42,10 @@ impl Engine {
         lock(&self.shared).only_about = only_about;
         let result = self.foca.handle_data(payload, &mut self.runtime);
         lock(&self.shared).only_about = None;
+        if !trusted && self.meta_wanted.is_none() && !self.trusted_sender(from) {
+            // A member without its meta spoke, without it: fetch it (`notify.rs`).
+            self.meta_wanted = Some(from);
+        }
         if let Err(foca::Error::CustomBroadcast(error)) = &result
             && matches!(
                 error.downcast_ref::<BroadcastError>(),
@@ -53,14 +61,17 @@ impl Engine {
     }
 
     /// A digest that rode on a SWIM message from `addr`. Right after any change digests
-    /// differ until gossip has spread it (milliseconds), so only a difference while our own
-    /// view has been still for a sync interval asks for a push-pull.
+    /// differ until gossip has spread it (milliseconds: news is forwarded at once), so only a
+    /// difference while our own view has been still for [`DIGEST_SETTLE_GOSSIPS`] gossip
+    /// intervals asks for a push-pull. A member that gossip missed (the epidemic's tail, most
+    /// often in a burst of joins) is repaired by the next datagram it sends or gets after
+    /// that, not a second later.
     fn piggybacked_digest(&mut self, addr: SocketAddr, theirs: u32) {
         if theirs == self.short_digest() {
             return;
         }
         let still = self.now.saturating_duration_since(self.last_change);
-        if still >= self.timings.sync_interval {
+        if still >= self.timings.gossip_interval * DIGEST_SETTLE_GOSSIPS {
             self.push_pull(addr);
         }
     }
@@ -108,10 +119,11 @@ impl Engine {
             return;
         }
         let result = input::decode(packet).and_then(|datagram| match datagram {
-            Datagram::Swim(payload, digest) => match self
-                .screen_swim(from, payload)
-                .map(|(screened, trusted)| self.swim(from, (&screened, trusted), digest))?
-            {
+            Datagram::Swim(payload, digest) => match self.screen_swim(from, payload).map(|s| {
+                let result = self.swim(from, (&s.payload, s.trusted), digest);
+                self.apply_held(from, s.held);
+                result
+            })? {
                 // Not bad packets: news about our own old identity, and gossip while alone.
                 Ok(()) | Err(foca::Error::DataFromOurselves | foca::Error::NotConnected) => Ok(()),
                 Err(error) => Err(DropReason::Swim(error)),
@@ -133,6 +145,9 @@ impl Engine {
         });
         if let Err(error) = result {
             self.dropped(from, len, &error);
+            if matches!(error, DropReason::Stranger) && self.stranger.is_none() {
+                self.stranger = Some(from); // `notify.rs` introduces us
+            }
         }
     }
 

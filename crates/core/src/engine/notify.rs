@@ -68,6 +68,10 @@ impl Engine {
             }
             break;
         }
+        // At once, not at the next housekeeping round: in a burst of joins the retransmission
+        // count of the news being spread is set by the cluster size known now.
+        self.rescale();
+        self.fetch_missing_meta();
         self.fetch_announced_metas();
         self.take_new_queries();
         self.publish();
@@ -80,6 +84,9 @@ impl Engine {
         match notification {
             OwnedNotification::MemberUp(id) => {
                 shared.table.member_up(id);
+                if !shared.table.has_current_meta(id) && self.meta_wanted.is_none() {
+                    self.meta_wanted = Some(id.addr);
+                }
                 true
             }
             OwnedNotification::MemberDown(id) => {
@@ -129,6 +136,56 @@ impl Engine {
                 }
                 true
             }
+        }
+    }
+
+    /// A member that came up without its meta (its name and tags: it is not listed until
+    /// they arrive) is asked for its state at once, in a push-pull within its limit
+    /// ([`Self::fetch_meta`]), rather than at the next housekeeping round. In a burst of joins
+    /// this is how a member heard of through a relay that did not have its meta yet (or whose
+    /// own gossip of its meta was spent before it was known here) is listed within a round
+    /// trip. The member's answer carries the metas it knows, so one fetch usually lists
+    /// every member missing here; housekeeping fetches any still missing.
+    ///
+    /// A fetch the limit holds back waits for it (a timer), not for housekeeping; so does the
+    /// push-pull with a stranger that spoke to us ([`Self::introduce`]).
+    fn fetch_missing_meta(&mut self) {
+        if let Some(addr) = self.stranger {
+            let known = self
+                .foca
+                .iter_membership_state()
+                .any(|m| m.id().addr == addr);
+            if known || self.leave.left() || self.introduce(addr) {
+                self.stranger = None;
+            } else {
+                self.arm_fetch();
+            }
+        }
+        let Some(addr) = self.meta_wanted else {
+            return;
+        };
+        let current = {
+            let shared = lock(&self.shared);
+            self.foca
+                .iter_members()
+                .find(|m| m.id().addr == addr)
+                .is_none_or(|m| shared.table.has_current_meta(*m.id()))
+        };
+        if current || self.leave.left() || self.fetch_meta(addr) {
+            self.meta_wanted = None;
+        } else {
+            self.arm_fetch();
+        }
+    }
+
+    /// Sets the timer for when the limit on meta fetches allows one again (once).
+    fn arm_fetch(&mut self) {
+        if !self.fetch_armed
+            && let Some(last) = self.last_fetch
+        {
+            self.fetch_armed = true;
+            let at = last + self.timings.gossip_interval;
+            self.timers.push(at, Tick::FetchMeta);
         }
     }
 

@@ -6,14 +6,21 @@
 //! - From an address foca does not know (in any state) and this node did not contact, only
 //!   an announce (a join) is taken: a newcomer's other messages to a member that has not heard
 //!   of it yet are dropped (the indirect probes through members that know it still reach this
-//!   node, and gossip brings the newcomer in milliseconds).
+//!   node, and gossip brings the newcomer in milliseconds). Such a datagram asks for a
+//!   push-pull with its source that does not make it a contact (`Engine::introduce`): the
+//!   answer speaks only for its sender, so a member that gossip missed is listed a round
+//!   trip later, and a forger gains nothing it could not get by announcing.
 //! - A request to ping a member for the sender, or to forward an ack to one, must name a
 //!   member foca knows: foca would send to whatever address the request names.
 //! - A sender this node does not know (no member at that address with a meta, and not an
 //!   address this node contacted to join) speaks only for itself: its updates about others and
 //!   its custom broadcasts (leave intents, metas, events) are cut; what is left (it exists)
 //!   foca handles as a join. A newcomer's own news reaches everyone through the member it
-//!   joined; a stranger's forged news about a healthy member reaches no one.
+//!   joined; a stranger's forged news about a healthy member reaches no one. When the same
+//!   datagram carried the sender's own meta (so that it is now a member with a meta, as it
+//!   would be at its next datagram), its updates about others are applied after all, through
+//!   the same rules as a known member's: in a burst of joins most first contacts are of this
+//!   kind, and the news they carried was otherwise lost to this node until anti-entropy.
 //! - A third party cannot win a member's address for another identity: an update that names
 //!   a live member's address with another generation (the `u64::MAX` takeover) is cut unless
 //!   it comes from that address itself.
@@ -87,11 +94,31 @@ impl Contacts {
     }
 }
 
+/// A SWIM datagram as foca may see it ([`Engine::screen_swim`]).
+pub(super) struct Screened<'a> {
+    /// The payload for foca.
+    pub(super) payload: Cow<'a, [u8]>,
+    /// The sender may speak for others.
+    pub(super) trusted: bool,
+    /// Its updates about others, cut because it was not trusted: applied after foca read the
+    /// datagram if that made it a member with a meta ([`Engine::apply_held`]).
+    pub(super) held: Vec<Member<Identity>>,
+}
+
 impl Engine {
     /// True when `addr` may speak for others: a member foca knows there (in any state; the
     /// caller looked it up: `known`) whose meta the table has, or an address contacted to join.
     fn trusted_given(&self, addr: SocketAddr, known: bool) -> bool {
         self.contacts.recent(addr, self.now) || (known && lock(&self.shared).table.has_meta(addr))
+    }
+
+    /// [`Self::trusted_given`], looking `addr` up in foca's members.
+    pub(super) fn trusted_sender(&self, addr: SocketAddr) -> bool {
+        let known = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id().addr == addr);
+        self.trusted_given(addr, known)
     }
 
     /// The live member foca knows at `addr`, with its incarnation (a linear search of foca's
@@ -149,11 +176,16 @@ impl Engine {
         &self,
         from: SocketAddr,
         payload: &'a [u8],
-    ) -> Result<(Cow<'a, [u8]>, bool), DropReason> {
+    ) -> Result<Screened<'a>, DropReason> {
         let mut codec = PostcardCodec;
         let mut rest = payload;
+        let whole = |trusted| Screened {
+            payload: Cow::Borrowed(payload),
+            trusted,
+            held: Vec::new(),
+        };
         let Ok(header) = Codec::<Identity>::decode_header(&mut codec, &mut rest) else {
-            return Ok((Cow::Borrowed(payload), false)); // foca names the decode error
+            return Ok(whole(false)); // foca names the decode error
         };
         if header.src.addr != from {
             return Err(DropReason::NotFromMember("SWIM header"));
@@ -180,15 +212,21 @@ impl Engine {
             for _ in 0..count {
                 match Codec::<Identity>::decode_member(&mut codec, &mut rest) {
                     Ok(member) => updates.push(member),
-                    Err(_) => return Ok((Cow::Borrowed(payload), trusted)), // foca names it
+                    Err(_) => return Ok(whole(trusted)), // foca names it
                 }
             }
         }
         let received = updates.len();
-        let kept: Vec<Member<Identity>> = updates
+        let (own, held): (Vec<_>, Vec<_>) = updates
             .iter()
-            .filter(|u| trusted || u.id().addr == from)
-            .filter_map(|u| self.screen_update(from, u.clone(), self.live_at(u.id().addr)))
+            .cloned()
+            .partition(|u| trusted || u.id().addr == from);
+        let kept: Vec<Member<Identity>> = own
+            .into_iter()
+            .filter_map(|u| {
+                let live = self.live_at(u.id().addr);
+                self.screen_update(from, u, live)
+            })
             .collect();
         // The custom broadcasts go on whole: foca's item handler keeps, for a sender that may
         // speak only for itself, its own items (its meta: without it a newcomer heard of
@@ -198,7 +236,7 @@ impl Engine {
             && kept.iter().zip(&updates).all(|(k, u)| k == u)
             && tail.len() == rest.len()
         {
-            return Ok((Cow::Borrowed(payload), trusted));
+            return Ok(whole(trusted));
         }
         debug!(%from, trusted, received, kept = kept.len(),
             "screened a SWIM datagram: updates about others cut or down made suspect");
@@ -217,7 +255,35 @@ impl Engine {
             }
             out.extend_from_slice(tail);
         }
-        Ok((Cow::Owned(out), trusted))
+        Ok(Screened {
+            payload: Cow::Owned(out),
+            trusted,
+            held,
+        })
+    }
+
+    /// The updates about others that `from`'s datagram carried while it was not trusted
+    /// ([`Screened::held`]), now that foca read the datagram: applied (through
+    /// [`Self::screen_update`]) if it made `from` a member with a meta, dropped otherwise.
+    pub(super) fn apply_held(&mut self, from: SocketAddr, held: Vec<Member<Identity>>) {
+        if held.is_empty() || !self.trusted_sender(from) {
+            return;
+        }
+        let updates: Vec<Member<Identity>> = held
+            .into_iter()
+            .filter_map(|u| {
+                let live = self.live_at(u.id().addr);
+                self.screen_update(from, u, live)
+            })
+            .collect();
+        debug!(%from, count = updates.len(),
+            "a first datagram brought its sender's meta: its updates about others count");
+        if let Err(error) = self
+            .foca
+            .apply_many(updates.into_iter(), true, &mut self.runtime)
+        {
+            debug!(%error, "foca refused held updates");
+        }
     }
 
     /// Screens a push-pull state that came from `peer` (the TCP peer: the address dialled, or

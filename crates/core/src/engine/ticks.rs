@@ -52,6 +52,8 @@ pub(crate) enum Tick {
     QueryRetry((u64, u64)),
     /// Send a user event or our tag change directly to every member a second time.
     DirectAgain(Box<crate::broadcast::Broadcast>),
+    /// The limit on meta fetches allows one again: the wanted one goes (after the turn).
+    FetchMeta,
 }
 
 impl Engine {
@@ -81,6 +83,8 @@ impl Engine {
             Tick::QueryDone(key) => self.query_done(key),
             Tick::QueryRetry(key) => self.query_retry(key),
             Tick::DirectAgain(item) => self.direct_again(&item),
+            // `drain`, after every turn, sends the fetch that waited.
+            Tick::FetchMeta => self.fetch_armed = false,
         }
     }
 
@@ -223,10 +227,8 @@ impl Engine {
             .suspects
             .observe(now, &suspected, self.foca_suspicion() / 4);
         self.check_name_conflict();
-        if let Some(addr) = missing_meta
-            && !self.leave.left()
-        {
-            self.push_pull(addr);
+        if let Some(addr) = missing_meta {
+            self.fetch_meta(addr);
         }
         // A suspicion that outlived its timeout twice is stuck (foca drops its timer when it
         // goes idle, and the member never heard of it to refute it): a push-pull shows the
@@ -243,8 +245,9 @@ impl Engine {
         self.rescale();
     }
 
-    /// foca's config follows the cluster size (suspicion timeout, fan-out).
-    fn rescale(&mut self) {
+    /// foca's config follows the cluster size (suspicion timeout, fan-out, retransmissions).
+    /// Run after every input (a member count that changed) and by housekeeping.
+    pub(super) fn rescale(&mut self) {
         let size = self.foca.num_members() + 1;
         if size != self.cluster_size {
             self.cluster_size = size;
