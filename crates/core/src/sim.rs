@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use rand::rngs::StdRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::config::NodeConfig;
 use crate::engine::{Command, Engine, rng};
@@ -32,7 +32,6 @@ use crate::error::CommandError;
 use crate::identity::Identity;
 use crate::membership::{Event, Status};
 use crate::profile::Profile;
-use crate::query::{QueryParams, QueryStarted, QueryUpdate};
 use crate::snapshot::Restored;
 use crate::view::{Stats, View};
 
@@ -508,90 +507,6 @@ impl Sim {
         rx
     }
 
-    /// An operator's `shoal event NAME PAYLOAD` at the node at `at`; the answer (the event's
-    /// Lamport time) is on the receiver at once.
-    pub fn user_event(
-        &mut self,
-        at: SocketAddr,
-        name: &str,
-        payload: &[u8],
-    ) -> oneshot::Receiver<Result<u64, CommandError>> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::UserEvent {
-            name: name.to_string(),
-            payload: payload.to_vec(),
-            coalesce: true,
-            reply,
-        };
-        self.command_now(at, cmd);
-        rx
-    }
-
-    /// An operator's `shoal tags --set ... --delete ...` at the node at `at`; the answer (the
-    /// tags now in effect) is on the receiver at once.
-    pub fn update_tags(
-        &mut self,
-        at: SocketAddr,
-        set: BTreeMap<String, String>,
-        delete: Vec<String>,
-    ) -> oneshot::Receiver<Result<BTreeMap<String, String>, CommandError>> {
-        let (reply, rx) = oneshot::channel();
-        self.command_now(at, Command::UpdateTags { set, delete, reply });
-        rx
-    }
-
-    /// The agent's check runner or group setting at the node at `at` announces a new role;
-    /// the answer is on the receiver at once.
-    pub fn update_role(
-        &mut self,
-        at: SocketAddr,
-        role: crate::role::Role,
-    ) -> oneshot::Receiver<Result<(), CommandError>> {
-        let (reply, rx) = oneshot::channel();
-        self.command_now(at, Command::UpdateRole { role, reply });
-        rx
-    }
-
-    /// An operator's `shoal query` at the node at `at`: the answer (whom it expects) is on
-    /// the first receiver at once; acks and answers arrive on the second as the simulation
-    /// runs.
-    pub fn query(
-        &mut self,
-        at: SocketAddr,
-        params: QueryParams,
-    ) -> (
-        oneshot::Receiver<Result<QueryStarted, CommandError>>,
-        mpsc::Receiver<QueryUpdate>,
-    ) {
-        let (reply, rx) = oneshot::channel();
-        let (updates, stream) = mpsc::channel(1024);
-        let cmd = Command::Query {
-            params,
-            updates,
-            reply,
-        };
-        self.command_now(at, cmd);
-        (rx, stream)
-    }
-
-    /// The node at `at` answers query `(ltime, id)` as its handler would.
-    pub fn respond_query(
-        &mut self,
-        at: SocketAddr,
-        (ltime, id): (u64, u64),
-        payload: &[u8],
-    ) -> oneshot::Receiver<Result<(), CommandError>> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::RespondQuery {
-            ltime,
-            id,
-            payload: payload.to_vec(),
-            reply,
-        };
-        self.command_now(at, cmd);
-        rx
-    }
-
     fn command_now(&mut self, at: SocketAddr, cmd: Command) {
         if let Some(node) = self.nodes.get_mut(&at) {
             node.engine.handle_command(self.now, cmd);
@@ -702,6 +617,7 @@ impl Sim {
 
 mod invariants;
 mod network;
+mod operator;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use super::*;
 use crate::membership::{MemberEventKind, Status};
-use crate::query::QueryFilter;
+use crate::query::{QueryFilter, QueryParams, QueryUpdate};
 
 /// One seeded scenario: start, faults for a while, heal, quiet; returns the problems found.
 fn scenario(seed: u64) -> (Vec<String>, String) {
