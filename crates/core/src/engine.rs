@@ -610,7 +610,16 @@ impl Engine {
             return;
         }
         debug!(%addr, "push-pull");
-        self.push_pull_to(vec![addr], None);
+        let known = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id().addr == addr);
+        match known {
+            true => self.push_pull_to(vec![addr], None),
+            // A digest from an address foca does not know: no contact is noted (a contact
+            // may speak for others), as for a stranger's SWIM datagram.
+            false => self.push_pull_uncontacted(addr),
+        }
     }
 
     /// A push-pull with the live member at `addr` for its meta (missing here: the member is
@@ -624,30 +633,6 @@ impl Engine {
         }
         debug!(%addr, "push-pull for a missing meta");
         self.push_pull_to(vec![addr], None);
-        true
-    }
-
-    /// A SWIM datagram came from `addr`, an address foca does not know and that we did not
-    /// contact (it was dropped: [`crate::error::DropReason::Stranger`]). Often a member that
-    /// joined in a burst whose gossip missed us: it knows us, we do not know it. A push-pull
-    /// with it (within the limit of [`Self::fetch_meta`]) shows it our state, and its answer,
-    /// since `addr` is not noted as a contact, speaks only for itself (`senders.rs`): if it is
-    /// a member, it is listed a round trip later; a forger's answer adds nothing but itself,
-    /// as its announce would, and one that does not answer TCP costs a refused connection.
-    /// This is what a digest datagram from the same address already asks for.
-    /// Returns whether it was sent (the limit may hold it back: see `notify.rs`).
-    fn introduce(&mut self, addr: SocketAddr) -> bool {
-        let (now, every) = (self.now, self.timings.gossip_interval);
-        if self.leave.left() || !backoff::due(&mut self.last_fetch, now, every) {
-            return false;
-        }
-        debug!(%addr, "push-pull with a stranger that knows us (not a contact)");
-        let state = self.state();
-        self.out.push_pulls.push(PushPull {
-            addrs: vec![addr],
-            state,
-            join: None,
-        });
         true
     }
 

@@ -10,8 +10,9 @@ use std::time::Duration;
 use foca::State;
 use tracing::{debug, warn};
 
-use super::Engine;
 use super::input::{self, Datagram};
+use super::outbox::PushPull;
+use super::{Engine, backoff};
 use crate::anti_entropy::Digest;
 use crate::broadcast::{BroadcastError, lock};
 use crate::error::DropReason;
@@ -193,5 +194,29 @@ impl Engine {
         if differs && !self.leave.left() {
             self.push_pull(from);
         }
+    }
+
+    /// A SWIM datagram came from `addr`, an address foca does not know and that we did not
+    /// contact (it was dropped: [`crate::error::DropReason::Stranger`]). Often a member that
+    /// joined in a burst whose gossip missed us: it knows us, we do not know it. A push-pull
+    /// with it (within the limit of [`Self::fetch_meta`]) shows it our state, and its answer,
+    /// since `addr` is not noted as a contact, speaks only for itself (`senders.rs`): if it is
+    /// a member, it is listed a round trip later; a forger's answer adds nothing but itself,
+    /// as its announce would, and one that does not answer TCP costs a refused connection.
+    /// This is what a digest datagram from the same address already asks for.
+    /// Returns whether it was sent (the limit may hold it back: see `notify.rs`).
+    pub(super) fn introduce(&mut self, addr: SocketAddr) -> bool {
+        let (now, every) = (self.now, self.timings.gossip_interval);
+        if self.leave.left() || !backoff::due(&mut self.last_fetch, now, every) {
+            return false;
+        }
+        debug!(%addr, "push-pull with a stranger that knows us (not a contact)");
+        self.push_pull_uncontacted(addr);
+        true
+    }
+
+    pub(super) fn push_pull_uncontacted(&mut self, addr: SocketAddr) {
+        let (addrs, state, join) = (vec![addr], self.state(), None);
+        self.out.push_pulls.push(PushPull { addrs, state, join });
     }
 }

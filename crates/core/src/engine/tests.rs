@@ -706,3 +706,25 @@ fn a_peers_push_pull_ahead_of_the_answer_to_a_replay_join_does_not_skip_the_hist
         "--replay: the history runs: {events:?}"
     );
 }
+
+#[test]
+fn a_strangers_digest_gets_a_push_pull_but_does_not_make_it_a_contact() {
+    // A contact may speak for others for a while; a forged digest from anywhere must not buy
+    // that (found while reviewing the join fixes of issue 8).
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    engine.take_outbox();
+    let ours = lock(&engine.shared).table.digest();
+    let digest = Digest {
+        from: id(2, 1),
+        digest: ours ^ 1,
+        events: None,
+    };
+    let packet = envelope::seal(Kind::Digest, &postcard::to_stdvec(&digest).expect("encode"));
+    engine.handle_datagram(t0, addr(2), &packet);
+    assert_eq!(engine.take_outbox().push_pulls.len(), 1, "it is answered");
+    assert!(
+        !engine.contacts.recent(addr(2), t0),
+        "but it is no contact: its word about others still counts for nothing"
+    );
+}
