@@ -3,7 +3,8 @@
 //! I/O: the driver ([`super::driver`]) feeds it views and runs what it returns.
 //!
 //! The rule (the same on every member, each from its own view): eligible are the members of
-//! the group that are alive (a suspect counts as alive: it may only be slow) and passing (a
+//! the group that are alive (a suspect counts as alive here: it may only be slow; the driver
+//! lists one suspect for longer than `--suspect-grace` as failed before it asks) and passing (a
 //! member without checks is passing). The primary is the eligible member with the highest
 //! priority, then the lowest name; with preemption off, an eligible member that claims the
 //! role (`Group.primary`: it ran on-primary) keeps it, as VRRP's `nopreempt` keeps a master
