@@ -24,12 +24,7 @@ pub fn member_info(m: &Member) -> MemberInfo {
         tags: m.tags.clone(),
         protocol: PROTOCOL,
         health: m.role.health().map(|h| h.to_string()),
-        checks: m
-            .role
-            .checks
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect(),
+        checks: m.role.check_words(),
     }
 }
 

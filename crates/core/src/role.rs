@@ -112,6 +112,14 @@ impl Role {
         }
     }
 
+    /// Each check's state as its word (`passing`, ...), for JSON and templates.
+    pub fn check_words(&self) -> BTreeMap<String, String> {
+        self.checks
+            .iter()
+            .map(|(name, state)| (name.clone(), state.to_string()))
+            .collect()
+    }
+
     /// The health primary selection goes by: a member without checks is passing.
     pub fn effective_health(&self) -> Health {
         self.health().unwrap_or(Health::Passing)

@@ -72,29 +72,10 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Deletes namespaces (and their `/etc/netns` directories) left by test processes that were
-/// killed before their `Drop` ran: named `shoal-e2e-PID-...` with no process PID any more. Their
-/// agents died with them (setpriv's parent-death signal), so nothing runs in them.
+/// Namespaces left by test processes killed before their `Drop` ran (named `shoal-e2e-PID-...`;
+/// their agents died with them, setpriv's parent-death signal): deleted.
 fn remove_stale() {
-    let Ok(list) = run(&["ip", "netns", "list"]) else {
-        return;
-    };
-    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(pid) = ns
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let running = run(&["ip", "netns", "pids", ns]).map_or(true, |p| !p.trim().is_empty());
-        if !running && run(&["ip", "netns", "del", ns]).is_ok() {
-            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(ns));
-        }
-    }
+    shoal_testkit::floating::net::remove_stale(PREFIX);
 }
 
 /// One host: a namespace with `lo` and `eth0` up.

@@ -71,12 +71,7 @@ impl From<&Member> for TemplateMember {
             status: m.status.as_str().to_string(),
             tags: m.tags.clone(),
             health: m.role.health().map(|h| h.to_string()),
-            checks: m
-                .role
-                .checks
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
+            checks: m.role.check_words(),
         }
     }
 }

@@ -107,8 +107,9 @@ impl Drop for Namespaces {
     }
 }
 
-/// Deletes namespaces named `PREFIX-PID-...` left by processes that were killed before their
-/// `Drop` ran (no process PID any more, nothing running in them).
+/// Deletes namespaces named `PREFIX-PID-...` (and their `/etc/netns` directories) left by
+/// processes that were killed before their `Drop` ran: no process PID any more, nothing
+/// running in them (a namespace whose processes cannot be listed is kept).
 pub fn remove_stale(prefix: &str) {
     let Ok(list) = run(&["ip", "netns", "list"]) else {
         return;
@@ -124,8 +125,9 @@ pub fn remove_stale(prefix: &str) {
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        if pids_in(ns).is_empty() {
-            let _ = run(&["ip", "netns", "del", ns]);
+        let running = run(&["ip", "netns", "pids", ns]).map_or(true, |p| !p.trim().is_empty());
+        if !running && run(&["ip", "netns", "del", ns]).is_ok() {
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
     }
 }
