@@ -6,11 +6,12 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::{MemberInfo, Ready};
+use shoal_testkit::floating::net::run;
 use shoal_testkit::{
     ReadyReader, clean_command, members_of_all_cli, print_log_tail, spawn_with_ready,
 };
@@ -28,25 +29,6 @@ const LOG_LEVEL: &str = "info,shoal=debug";
 
 /// Set `SHOAL_NETNS_KEEP=1` to keep the logs and handler output of passing tests too.
 const KEEP: &str = "SHOAL_NETNS_KEEP";
-
-/// Runs a command; `Err` carries its stderr.
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// Runs a setup command that must succeed.
 fn must(args: &[&str]) {
