@@ -70,7 +70,7 @@ fn random_bytes_on_the_gossip_port_are_dropped_and_counted() {
         .stats
         .packets_dropped
         >= 120));
-    assert!(a.log().contains("dropped a bad packet"));
+    assert!(a.logged("dropped a bad packet"));
     let b = Agent::start("gb", &["--join", &a.join_arg()]);
     assert!(wait_until(Duration::from_secs(5), || a.count_alive() == 2
         && b.count_alive() == 2));

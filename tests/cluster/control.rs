@@ -234,7 +234,7 @@ fn half_open_control_connections_are_closed_by_the_header_timeout() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     drop(conns);
     assert_eq!(a.count_alive(), 1);
-    assert!(a.log().contains("--control-header-timeout"), "{}", a.log());
+    assert!(a.logged("--control-header-timeout"), "{}", a.log());
     assert!(
         wait_until(Duration::from_secs(5), || fds(a.pid()) <= before + 4),
         "fds: {} before, {} after",
@@ -259,7 +259,7 @@ fn connections_over_the_limit_are_answered_503_naming_the_limit() {
     );
     drop(held);
     assert!(wait_until(Duration::from_secs(5), || a.count_alive() == 1));
-    assert!(a.log().contains("--control-max-connections"), "{}", a.log());
+    assert!(a.logged("--control-max-connections"), "{}", a.log());
 }
 
 #[test]

@@ -73,7 +73,7 @@ fn a_killed_agent_restarted_with_its_snapshot_and_no_join_is_back_within_a_secon
         "not back within 1 s of starting"
     );
     eprintln!("restart to seen-alive-by-all: {:?}", started.elapsed());
-    assert!(c2.log().contains("rejoining members from the snapshot"));
+    assert!(c2.logged("rejoining members from the snapshot"));
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn an_agent_that_left_gracefully_does_not_rejoin_from_its_snapshot_unless_told_t
     let b2 = Agent::start("gb", &["--snapshot", &snap]);
     std::thread::sleep(Duration::from_millis(500)); // nothing should happen: check it stays alone
     assert_eq!(b2.count_alive(), 1);
-    assert!(b2.log().contains("--rejoin"));
+    assert!(b2.logged("--rejoin"));
     drop(b2);
     let b3 = Agent::start("gb", &["--snapshot", &snap, "--rejoin"]);
     assert!(wait_until(Duration::from_secs(5), || b3.count_alive() == 2));
@@ -106,7 +106,7 @@ fn a_corrupt_snapshot_is_reported_and_ignored() {
     std::fs::write(&path, "{\"format\":1,\"name\":\"x\",\"le").expect("write");
     let snap = path.display().to_string();
     let a = Agent::start("ca", &["--snapshot", &snap]);
-    assert!(a.log().contains("corrupt or truncated"), "{}", a.log());
+    assert!(a.logged("corrupt or truncated"), "{}", a.log());
     assert_eq!(a.count_alive(), 1);
     // Once it knows a member, a good snapshot replaces the corrupt one.
     let _b = Agent::start("cb", &["--join", &a.join_arg()]);
@@ -156,8 +156,8 @@ fn two_live_agents_with_one_name_the_later_one_leaves_and_exits_with_an_error() 
         .wait_exit(Duration::from_secs(10))
         .expect("the later twin keeps running");
     assert_eq!(status.code(), Some(2));
-    assert!(second.log().contains("name conflict"), "{}", second.log());
-    assert!(first.log().contains("name conflict"), "{}", first.log());
+    assert!(second.logged("name conflict"), "{}", second.log());
+    assert!(first.logged("name conflict"), "{}", first.log());
     assert!(wait_until(Duration::from_secs(5), || {
         first.try_members().is_ok_and(|ms| {
             ms.iter()
@@ -212,7 +212,7 @@ fn a_node_that_left_and_restarts_at_its_address_with_no_join_stays_out_until_rej
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(c2.log().contains("--rejoin"));
+    assert!(c2.logged("--rejoin"));
     drop(c2);
     let c3 = Agent::start("oc", &["--bind", &port, "--snapshot", &snap, "--rejoin"]);
     assert!(wait_until(Duration::from_secs(5), || c3.count_alive() == 3

@@ -80,7 +80,7 @@ cat >> {d}/later
         "later runs: {:?}",
         read(&later)
     );
-    assert!(a.log().contains("timed out and was killed"));
+    assert!(a.logged("timed out and was killed"));
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn sighup_reloads_handlers_tags_and_log_level_from_the_config_file() {
         read(&update).as_deref(),
         Some("hup\t127.0.0.1\tnew\trole=new\n")
     );
-    assert!(a.log().contains("configuration reloaded"));
+    assert!(a.logged("configuration reloaded"));
     // The new handler is live: a third agent's join runs it.
     let _c = Agent::start("late", &["--join", &b.join_arg()]);
     let ran = dir.path().join("new-handler-ran");

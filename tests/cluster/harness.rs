@@ -232,6 +232,12 @@ impl Agent {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Whether the log shows `needle` within 5 s: a line is written after
+    /// the change it reports, so a test that saw the change polls for it.
+    pub fn logged(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.log().contains(needle))
+    }
 }
 
 impl Drop for Agent {

@@ -154,7 +154,7 @@ fn a_failing_script_check_makes_the_member_critical_everywhere_and_fires_member_
     assert_eq!(web.output, "exit 2: web is down");
     assert!(web.last_run.is_some() && web.runs >= 2);
     assert!(
-        a.log().contains("check web: passing -> critical") && a.log().contains("web is down"),
+        a.logged("check web: passing -> critical") && a.log().contains("web is down"),
         "{}",
         a.log()
     );

@@ -169,7 +169,7 @@ fn a_members_file_directory_left_by_a_killed_agent_is_removed_at_the_next_start(
         members_dirs(tmp.path())
     );
     assert!(
-        live.log().contains("removed members-file directories"),
+        live.logged("removed members-file directories"),
         "{}",
         live.log()
     );

@@ -175,7 +175,7 @@ fn a_plaintext_cluster_is_sealed_by_rolling_restarts_in_three_steps_without_a_sp
             let (code, _, err) = cli(&["keys", "--control", &control, "--install", K2]);
             assert_eq!(code, Some(2), "{err}");
             assert!(err.contains("key changes are refused while"), "{err}");
-            assert!(agents[1].log().contains("NOT SEALED"));
+            assert!(agents[1].logged("NOT SEALED"));
         }
     }
     let info = agents[0].info().agent;

@@ -238,7 +238,7 @@ fn a_reader_that_vanishes_or_stops_reading_leaves_gossip_handlers_and_the_next_r
         0,
         "the stalled reader is out of the fan-out"
     );
-    assert!(a.log().contains("a /v1/stream reader fell behind"));
+    assert!(a.logged("a /v1/stream reader fell behind"));
 
     // The agent is fine: gossip, members, handlers, and a new reader.
     send_event(&a, "ping", "after");
