@@ -463,6 +463,7 @@ impl Engine {
             Command::Discovered { addr } => self.discovered(addr),
             Command::TcpAnswered { target, number } => self.tcp_answered(target, number),
             Command::TcpRefused { target, number } => self.tcp_refused(target, number),
+            Command::PortUnreachable { addr } => self.port_unreachable(addr),
             Command::Identity { reply } => {
                 let _ = reply.send(self.local());
             }

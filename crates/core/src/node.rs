@@ -13,6 +13,7 @@
 //! - `node/push_pull.rs`: the push-pull over TCP.
 //! - `node/sealing.rs`: the seal guard shared by all of them, its counters and log lines.
 
+mod icmp;
 mod net;
 mod owner;
 pub mod push_pull;
@@ -264,6 +265,10 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
         })?;
     }
     let (udp, tcp) = net::bind_pair(config.bind).await?;
+    if let Err(error) = icmp::enable(&udp) {
+        // Only the early word of a killed member's port is lost: the TCP ping still says it.
+        tracing::debug!(%error, "the gossip socket cannot queue ICMP errors");
+    }
     // Join names resolved now too: the route toward a member is the best advertise guess.
     let join_addrs = if config.advertise.is_none() && config.bind.ip().is_unspecified() {
         net::resolve_targets(&config.join).await.0

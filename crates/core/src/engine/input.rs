@@ -97,6 +97,9 @@ pub(crate) enum Command {
         target: Identity,
         number: foca::ProbeNumber,
     },
+    /// A datagram sent to `addr` came back as ICMP "port unreachable": nothing listens on
+    /// that UDP port, so the member there is gone (its process was killed or crashed).
+    PortUnreachable { addr: SocketAddr },
     /// This node's identity, for the answer to a TCP ping.
     Identity { reply: oneshot::Sender<Identity> },
     /// A discovery beacon of our cluster from `addr`.

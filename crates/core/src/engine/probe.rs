@@ -107,6 +107,18 @@ impl ProbeWatch {
         true
     }
 
+    /// `target`'s UDP port is unreachable (ICMP): when it is the watched probe's and no ack
+    /// came, the probe ends as refused and needs no TCP ping.
+    pub(crate) fn port_unreachable(&mut self, target: Identity) {
+        if let Some(w) = self.current.as_mut()
+            && w.target == target
+            && !w.acked
+        {
+            w.refused = true;
+            w.asked = true;
+        }
+    }
+
     /// `target` answered the TCP ping of probe `number`: true when foca still waits for that
     /// ack (then the caller hands foca [`synthetic_ack`]).
     pub(crate) fn tcp_answered(&mut self, target: Identity, number: ProbeNumber) -> bool {

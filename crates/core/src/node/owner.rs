@@ -10,11 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::icmp;
 use super::sealing::Sealer;
 use super::tasks;
 use crate::engine::{Command, Engine, Outbox};
@@ -25,6 +27,8 @@ use crate::view::{Stats, View};
 enum Input {
     Command(Option<Command>),
     Packet(std::io::Result<(usize, SocketAddr)>),
+    /// The socket has ICMP errors queued ([`super::icmp`]).
+    SocketError,
     Timer,
 }
 
@@ -61,6 +65,7 @@ impl Owner {
             let input = tokio::select! {
                 cmd = self.inbox.recv() => Input::Command(cmd),
                 res = self.socket.recv_from(&mut recv_buf) => Input::Packet(res),
+                Ok(_) = self.socket.ready(Interest::ERROR) => Input::SocketError,
                 _ = sleep => Input::Timer,
             };
             let now = Instant::now();
@@ -76,6 +81,20 @@ impl Owner {
                     }
                 }
                 Input::Packet(Err(error)) => debug!(%error, "udp receive failed"),
+                Input::SocketError => {
+                    let mut unreachable = Vec::new();
+                    let socket = &self.socket;
+                    if let Err(error) =
+                        socket.try_io(Interest::ERROR, || icmp::drain(socket, &mut unreachable))
+                        && error.kind() != std::io::ErrorKind::WouldBlock
+                    {
+                        debug!(%error, "reading the socket's error queue failed");
+                    }
+                    for addr in unreachable {
+                        self.engine
+                            .handle_command(now, Command::PortUnreachable { addr });
+                    }
+                }
                 Input::Timer => self.engine.fire_timers(now),
             }
             self.flush();
@@ -107,7 +126,12 @@ impl Owner {
         } = self.engine.take_outbox();
         for (to, packet) in datagrams {
             let packet = self.sealer.seal(Channel::Datagram, &packet);
-            match self.socket.try_send_to(&packet, to) {
+            // An ICMP error pending on the socket fails the next send once: send again.
+            let sent = match self.socket.try_send_to(&packet, to) {
+                Err(e) if icmp::is_pending_error(&e) => self.socket.try_send_to(&packet, to),
+                sent => sent,
+            };
+            match sent {
                 Ok(n) => {
                     Stats::add(&self.stats.packets_out, 1);
                     Stats::add(&self.stats.bytes_out, n as u64);

@@ -51,9 +51,13 @@ impl Sim {
             } else {
                 Duration::from_millis(200)
             };
-            while self.rng.random_bool(p) {
+            // Linux doubles the RTO up to two minutes and gives up after 15 retries; past
+            // that the exchange is as good as lost (and the sum cannot overflow).
+            let mut retries = 0;
+            while retries < 15 && self.rng.random_bool(p) {
                 total += rto;
-                rto *= 2;
+                rto = (rto * 2).min(Duration::from_secs(120));
+                retries += 1;
             }
             total += self.latency();
         }
@@ -227,6 +231,13 @@ impl Sim {
                     self.delivered += 1;
                     node.engine.handle_datagram(now, from, &packet);
                     self.flush(to);
+                } else if !self.silent.contains(&to)
+                    && !self.rng.random_bool(self.loss.clamp(0.0, 1.0))
+                {
+                    // The host is up, no process holds the port: its kernel answers with
+                    // ICMP port unreachable (lost as a datagram would be).
+                    let delay = self.latency();
+                    self.command_later(from, delay, Command::PortUnreachable { addr: to });
                 }
             }
             Delivery::Exchange {
