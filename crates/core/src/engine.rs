@@ -182,10 +182,12 @@ impl Engine {
             .timings
             .clone()
             .unwrap_or_else(|| config.profile.timings());
+        // A node starts with no events of its own and gets the cluster's with its join's
+        // push-pull: its full digest starts at the quiet cadence (see `short_digest`).
         let sync = SyncCadence::new(
             timings.sync_interval,
             timings.sync_interval * 30,
-            now + timings.sync_interval,
+            now + timings.sync_interval * 30,
         );
         let foca = Foca::with_custom_broadcast(
             identity,

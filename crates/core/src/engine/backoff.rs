@@ -32,6 +32,11 @@ impl Backoff {
         delay
     }
 
+    /// Straight to the longest delay.
+    pub(crate) fn to_ceiling(&mut self) {
+        self.current = self.max;
+    }
+
     /// Back to the first delay (the node joined, or its situation changed).
     pub(crate) fn reset(&mut self) {
         self.current = self.first;

@@ -18,10 +18,13 @@ pub(crate) struct SyncCadence {
 }
 
 impl SyncCadence {
-    /// Every `interval` at first, backing off to `max`; the first tick at `first`.
+    /// Every `max` until the first change, then every `interval` backing off to `max`; the
+    /// first tick at `first`.
     pub(crate) fn new(interval: Duration, max: Duration, first: Instant) -> Self {
+        let mut backoff = Backoff::new(interval, max);
+        backoff.to_ceiling();
         Self {
-            backoff: Backoff::new(interval, max),
+            backoff,
             generation: 0,
             due: first,
         }

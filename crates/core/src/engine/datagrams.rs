@@ -81,8 +81,10 @@ impl Engine {
     /// table changed; notes when it did.
     ///
     /// It covers the membership digest and the user-event clock (a member behind on events is
-    /// behind on the clock too, as every event moves it). When it changed, the full digest's
-    /// cadence starts over.
+    /// behind on the clock too, as every event moves it). When the event clock moved, the full
+    /// digest's cadence starts over: its hash of the recent events finds an event missed at a
+    /// clock already reached. A membership change alone does not: the short digest carries
+    /// all the full one says of membership, on every SWIM datagram.
     pub(super) fn short_digest(&mut self) -> u32 {
         let shared = lock(&self.shared);
         let key = (shared.table.revision(), shared.events.digest().clock);
@@ -91,12 +93,14 @@ impl Engine {
         }
         let digest = crate::anti_entropy::short_digest(shared.table.digest() ^ key.1);
         drop(shared);
+        let events_moved = self.digest_cache.0.1 != u64::MAX && key.1 != self.digest_cache.0.1;
         if digest != self.digest_cache.1 {
             self.last_change = self.now;
-            if let Some((generation, at)) = self.sync.changed(self.now, self.timings.sync_interval)
-            {
-                self.timers.push(at, super::ticks::Tick::Sync(generation));
-            }
+        }
+        if events_moved
+            && let Some((generation, at)) = self.sync.changed(self.now, self.timings.sync_interval)
+        {
+            self.timers.push(at, super::ticks::Tick::Sync(generation));
         }
         self.digest_cache = (key, digest);
         digest
