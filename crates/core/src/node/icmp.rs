@@ -39,8 +39,9 @@ pub(crate) fn enable(socket: &UdpSocket) -> io::Result<()> {
 }
 
 /// Reads the socket's queued errors into `unreachable` (the destinations that answered with
-/// port unreachable). Ends with `WouldBlock` once the queue is empty, so that tokio's
-/// `try_io` clears the error readiness; `Ok` when it stopped at [`MAX_PER_DRAIN`].
+/// port unreachable). Ends with `WouldBlock` once the queue is empty (or cannot be read), so
+/// that tokio's `try_io` clears the error readiness; `Ok` when it stopped at
+/// [`MAX_PER_DRAIN`].
 pub(crate) fn drain(socket: &UdpSocket, unreachable: &mut Vec<SocketAddr>) -> io::Result<()> {
     let fd = socket.as_raw_fd();
     for _ in 0..MAX_PER_DRAIN {
@@ -54,7 +55,12 @@ pub(crate) fn drain(socket: &UdpSocket, unreachable: &mut Vec<SocketAddr>) -> io
             Ok(msg) => msg,
             Err(Errno::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(error) => {
+                // Said once, and the readiness cleared all the same: the loop must not spin
+                // on an error queue it cannot read.
+                tracing::debug!(%error, "reading the gossip socket's error queue failed");
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
         };
         let refused = match msg.cmsgs() {
             Ok(mut cmsgs) => cmsgs.any(|c| match c {

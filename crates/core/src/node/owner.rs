@@ -84,12 +84,10 @@ impl Owner {
                 Input::SocketError => {
                     let mut unreachable = Vec::new();
                     let socket = &self.socket;
-                    if let Err(error) =
-                        socket.try_io(Interest::ERROR, || icmp::drain(socket, &mut unreachable))
-                        && error.kind() != std::io::ErrorKind::WouldBlock
-                    {
-                        debug!(%error, "reading the socket's error queue failed");
-                    }
+                    // Ends in WouldBlock, the readiness cleared, unless it stopped at its cap
+                    // (then the socket is still ready and the next turn reads on).
+                    let _ =
+                        socket.try_io(Interest::ERROR, || icmp::drain(socket, &mut unreachable));
                     for addr in unreachable {
                         self.engine
                             .handle_command(now, Command::PortUnreachable { addr });
