@@ -33,7 +33,7 @@ impl Backoff {
     }
 
     /// Straight to the longest delay.
-    pub(crate) fn to_ceiling(&mut self) {
+    pub(crate) fn jump_to_ceiling(&mut self) {
         self.current = self.max;
     }
 

@@ -22,7 +22,7 @@ impl SyncCadence {
     /// first tick at `first`.
     pub(crate) fn new(interval: Duration, max: Duration, first: Instant) -> Self {
         let mut backoff = Backoff::new(interval, max);
-        backoff.to_ceiling();
+        backoff.jump_to_ceiling();
         Self {
             backoff,
             generation: 0,
