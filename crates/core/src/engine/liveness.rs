@@ -42,35 +42,6 @@ impl Engine {
             return;
         };
         debug!(member = %target.addr, "probe unanswered and its port refused a TCP ping: suspect");
-        self.refused(target, incarnation);
-    }
-
-    /// A datagram to `addr` came back as ICMP port unreachable (the driver asks the kernel
-    /// for those errors): nothing listens on that UDP port. For the live member there this
-    /// is what a refused TCP ping says, known at once instead of after the probe RTT and a
-    /// TCP connect, and also for a member that is not the probe's target (gossip sent to it
-    /// after it died). A member that is paused, partitioned or behind loss sends no such
-    /// error, so it keeps foca's full suspicion timeout.
-    pub(super) fn port_unreachable(&mut self, addr: std::net::SocketAddr) {
-        if self.leave.left() || addr == self.local().addr {
-            return;
-        }
-        let Some((target, incarnation)) = self
-            .foca
-            .iter_membership_state()
-            .find(|m| m.id().addr == addr && m.state() == State::Alive)
-            .map(|m| (*m.id(), m.incarnation()))
-        else {
-            return;
-        };
-        self.probes.port_unreachable(target);
-        debug!(member = %addr, "its UDP port is unreachable (ICMP): suspect");
-        self.refused(target, incarnation);
-    }
-
-    /// Nothing listens on `target`'s gossip port: suspect it now and declare it down after
-    /// `refused_down` unless it refutes meanwhile.
-    fn refused(&mut self, target: Identity, incarnation: foca::Incarnation) {
         self.apply_one(target, incarnation, State::Suspect, "a refused probe");
         self.accuse(target, incarnation);
         let at = self.now + self.timings.refused_down;
@@ -81,6 +52,35 @@ impl Engine {
                 incarnation,
             },
         );
+    }
+
+    /// A datagram to `addr` came back as ICMP port unreachable (the driver asks the kernel
+    /// for those errors). When `addr` is the unanswered probe's target, its TCP ping goes out
+    /// now instead of at the probe RTT: a killed member's port refuses it within a round
+    /// trip. The ICMP alone suspects nobody: anyone who can send us a packet can forge one
+    /// (the kernel checks only the quoted addresses), and a firewall's REJECT sends one for a
+    /// member that is alive, which then answers the TCP ping (the UDP probe's ack).
+    pub(super) fn port_unreachable(&mut self, addr: std::net::SocketAddr) {
+        if self.leave.left() {
+            return;
+        }
+        let Some((target, number)) = self.probes.port_unreachable(addr) else {
+            return;
+        };
+        debug!(member = %addr, "its UDP port is unreachable (ICMP): TCP ping now");
+        self.tcp_ping(target, number);
+    }
+
+    /// Asks the driver to ping `target` over TCP for probe `number`; an answer counts within
+    /// the rest of the probe period after its RTT.
+    pub(super) fn tcp_ping(&mut self, target: Identity, number: foca::ProbeNumber) {
+        let limit = self.probe_period().saturating_sub(self.probe_rtt());
+        self.out.tcp_pings.push(super::TcpPing {
+            from: self.local(),
+            target,
+            number,
+            limit,
+        });
     }
 
     /// The probe RTT, stretched by the local health.

@@ -107,16 +107,22 @@ impl ProbeWatch {
         true
     }
 
-    /// `target`'s UDP port is unreachable (ICMP): when it is the watched probe's and no ack
-    /// came, the probe ends as refused and needs no TCP ping.
-    pub(crate) fn port_unreachable(&mut self, target: Identity) {
-        if let Some(w) = self.current.as_mut()
-            && w.target == target
-            && !w.acked
-        {
-            w.refused = true;
-            w.asked = true;
+    /// A datagram to `addr` came back as ICMP port unreachable: when `addr` is the watched
+    /// probe's target, no ack came and no TCP ping was asked yet, the probe to ping over
+    /// TCP now. Addresses compare by IP and port (a kernel's IPv6 address may carry a scope
+    /// or flow the member's does not).
+    pub(crate) fn port_unreachable(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> Option<(Identity, ProbeNumber)> {
+        let w = self.current.as_mut()?;
+        let same = w.target.addr.ip().to_canonical() == addr.ip().to_canonical()
+            && w.target.addr.port() == addr.port();
+        if !same || w.acked || w.asked {
+            return None;
         }
+        w.asked = true;
+        Some((w.target, w.number))
     }
 
     /// `target` answered the TCP ping of probe `number`: true when foca still waits for that

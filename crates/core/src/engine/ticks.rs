@@ -129,13 +129,7 @@ impl Engine {
             return;
         }
         if let Some(target) = self.probes.fallback_due(number) {
-            let limit = self.probe_period().saturating_sub(self.probe_rtt());
-            self.out.tcp_pings.push(super::TcpPing {
-                from: self.local(),
-                target,
-                number,
-                limit,
-            });
+            self.tcp_ping(target, number);
         }
     }
 

@@ -5,9 +5,12 @@
 //! that answer our datagrams on the socket's error queue, each with the destination of the
 //! datagram that caused it. The owner waits for the socket's error readiness, drains the
 //! queue with `recvmsg(MSG_ERRQUEUE)` and hands the engine each unreachable address: the
-//! probe of a killed member then ends at once instead of after the probe RTT and a refused
-//! TCP ping. Only `ECONNREFUSED` from an ICMP source counts; host and network unreachable
-//! say nothing about the process and are dropped with the rest of the queue.
+//! probe of a killed member then sends its TCP ping at once instead of after the probe RTT,
+//! and the refused connection suspects it. The ICMP itself is not trusted (it is easy to
+//! forge, and a firewall's REJECT sends one for a live process). Only `ECONNREFUSED` from an
+//! ICMP source counts; host and network unreachable say nothing about the process and are
+//! dropped with the rest of the queue. The queue is charged to the socket's receive buffer,
+//! so at most [`MAX_PER_DRAIN`] are read per wake-up and the rest wait.
 //!
 //! A pending error also fails the socket's next `sendto` once (the kernel reports it there);
 //! [`is_pending_error`] lets the sender tell that from a real send failure and send again.
@@ -27,11 +30,13 @@ use tokio::net::UdpSocket;
 /// queued and the socket stays error-ready.
 const MAX_PER_DRAIN: usize = 64;
 
-/// Asks the kernel to queue ICMP errors for `socket`.
+/// Asks the kernel to queue ICMP errors for `socket` (on an IPv6 socket also those of
+/// IPv4 peers reached through it, which the kernel files under `IP_RECVERR`).
 pub(crate) fn enable(socket: &UdpSocket) -> io::Result<()> {
-    let v6 = socket.local_addr()?.is_ipv6();
-    if v6 {
+    if socket.local_addr()?.is_ipv6() {
         setsockopt(socket, sockopt::Ipv6RecvErr, &true)?;
+        // Refused on a v6-only socket, which has no IPv4 peers.
+        let _ = setsockopt(socket, sockopt::Ipv4RecvErr, &true);
     } else {
         setsockopt(socket, sockopt::Ipv4RecvErr, &true)?;
     }
@@ -56,17 +61,18 @@ pub(crate) fn drain(socket: &UdpSocket, unreachable: &mut Vec<SocketAddr>) -> io
             Err(Errno::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
             Err(Errno::EINTR) => continue,
             Err(error) => {
-                // Said once, and the readiness cleared all the same: the loop must not spin
-                // on an error queue it cannot read.
+                // The readiness is cleared all the same: the loop must not spin on an error
+                // queue it cannot read (the next error wakes it again).
                 tracing::debug!(%error, "reading the gossip socket's error queue failed");
                 return Err(io::ErrorKind::WouldBlock.into());
             }
         };
         let refused = match msg.cmsgs() {
             Ok(mut cmsgs) => cmsgs.any(|c| match c {
-                ControlMessageOwned::Ipv4RecvErr(e, _) => port_refused(&e, libc::SO_EE_ORIGIN_ICMP),
-                ControlMessageOwned::Ipv6RecvErr(e, _) => {
-                    port_refused(&e, libc::SO_EE_ORIGIN_ICMP6)
+                // An IPv4 peer's error on an IPv6 socket comes as an IPv6 message of ICMP
+                // (v4) origin.
+                ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                    port_refused(&e)
                 }
                 _ => false,
             }),
@@ -88,8 +94,9 @@ pub(crate) fn is_pending_error(error: &io::Error) -> bool {
     )
 }
 
-fn port_refused(e: &libc::sock_extended_err, origin: u8) -> bool {
-    e.ee_origin == origin && e.ee_errno == libc::ECONNREFUSED as u32
+fn port_refused(e: &libc::sock_extended_err) -> bool {
+    (e.ee_origin == libc::SO_EE_ORIGIN_ICMP || e.ee_origin == libc::SO_EE_ORIGIN_ICMP6)
+        && e.ee_errno == libc::ECONNREFUSED as u32
 }
 
 fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {

@@ -65,6 +65,9 @@ impl Owner {
             let input = tokio::select! {
                 cmd = self.inbox.recv() => Input::Command(cmd),
                 res = self.socket.recv_from(&mut recv_buf) => Input::Packet(res),
+                // Only ERROR readiness, which `try_io` clears below. (mio also reports the
+                // socket write-closed from then on, which tokio never clears: harmless while
+                // every send is a `try_send_to`, a spin for any `send_to().await`.)
                 Ok(_) = self.socket.ready(Interest::ERROR) => Input::SocketError,
                 _ = sleep => Input::Timer,
             };

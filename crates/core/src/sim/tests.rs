@@ -572,24 +572,6 @@ fn a_powered_off_member_is_seen_failed_everywhere_well_before_an_unconfirmed_sus
     );
 }
 
-/// A killed member's port answers a datagram with ICMP port unreachable: the member that
-/// probes it suspects it at once, needing no TCP ping. Every TCP segment is lost here (no
-/// refused TCP ping, no push-pull), so without that word the kill would be found only by a
-/// suspicion confirmed by others, which ends at half of foca's 6 s at the soonest.
-#[test]
-fn a_killed_members_port_unreachable_finds_it_without_a_tcp_ping() {
-    let n = 10;
-    let mut sim = Sim::new(5, n, Profile::Lan);
-    sim.run_until(Duration::from_secs(5));
-    sim.set_tcp_loss(1.0);
-    let times = detection_times_in(&mut sim, n, 3);
-    let confirmed = Profile::Lan.timings().suspicion_min.as_secs_f64() / 2.0;
-    assert!(
-        times.iter().all(|t| *t < confirmed),
-        "{times:?}: a confirmed suspicion ends after {confirmed} s"
-    );
-}
-
 #[test]
 #[ignore]
 fn print_tcp_loss_only() {

@@ -116,3 +116,71 @@ fn our_failed_probe_is_announced_as_an_accusation() {
         "and queued for gossip"
     );
 }
+
+/// Whether `outbox` holds foca's probe (a ping) to `to`.
+fn pings(outbox: &Outbox, to: SocketAddr) -> bool {
+    outbox.datagrams.iter().any(|(a, packet)| {
+        *a == to
+            && envelope::open(packet).is_ok_and(|(kind, payload)| {
+                let foca = match kind {
+                    Kind::SwimDigest => payload.get(4..),
+                    Kind::Swim => Some(payload),
+                    _ => None,
+                };
+                foca.and_then(crate::engine::probe::header)
+                    .is_some_and(|h| matches!(h.message, foca::Message::Ping(_)))
+            })
+    })
+}
+
+/// A probe's ping that comes back as ICMP port unreachable sends its TCP ping at once, not
+/// at the probe RTT, and only once; the ICMP alone suspects nobody, and the refusal of that
+/// TCP ping does.
+#[test]
+fn a_probe_answered_by_port_unreachable_pings_over_tcp_at_once_and_a_refusal_suspects() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    let b = id(2, 1);
+    apply_state(&mut engine, t0, state_of(b, "b"));
+    engine.take_outbox();
+    let mut sent = None;
+    while let Some(at) = engine
+        .next_deadline()
+        .filter(|d| *d <= t0 + Duration::from_secs(5))
+    {
+        engine.fire_timers(at);
+        if pings(&engine.take_outbox(), b.addr) {
+            sent = Some(at);
+            break;
+        }
+    }
+    let at = sent.expect("foca probes its only member");
+    // The ICMP for another address, then for b's (as the kernel names it: IPv4-mapped on a
+    // dual-stack socket).
+    engine.handle_command(at, Command::PortUnreachable { addr: addr(3) });
+    assert!(engine.take_outbox().tcp_pings.is_empty());
+    let mapped = SocketAddr::new(
+        std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+        b.addr.port(),
+    );
+    engine.handle_command(at, Command::PortUnreachable { addr: mapped });
+    let asked = engine.take_outbox().tcp_pings;
+    assert_eq!(asked.len(), 1, "a TCP ping before the probe RTT");
+    assert_eq!(asked[0].target, b);
+    engine.handle_command(at, Command::PortUnreachable { addr: b.addr });
+    assert!(engine.take_outbox().tcp_pings.is_empty(), "only once");
+    assert!(
+        engine.suspicions.incarnation_of(b).is_none(),
+        "the ICMP alone"
+    );
+    assert_eq!(engine.member_status(b.addr), Some(Status::Alive));
+    let number = asked[0].number;
+    engine.handle_command(at, Command::TcpRefused { target: b, number });
+    engine.take_outbox();
+    run_until(&mut engine, at + Profile::Lan.timings().refused_down);
+    assert_eq!(
+        engine.member_status(b.addr),
+        Some(Status::Failed),
+        "down at refused_down after the refusal"
+    );
+}
