@@ -107,9 +107,16 @@ impl Sim {
 
     pub(super) fn schedule(&mut self, at: Instant, delivery: Delivery) {
         self.seq += 1;
-        let id = self.next_delivery;
-        self.next_delivery += 1;
-        self.deliveries.insert(id, delivery);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.deliveries[id] = Some(delivery);
+                id
+            }
+            None => {
+                self.deliveries.push(Some(delivery));
+                self.deliveries.len() - 1
+            }
+        };
         self.queue.push(Reverse((at, self.seq, id)));
     }
 

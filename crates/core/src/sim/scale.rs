@@ -163,13 +163,23 @@ const WINDOW: f64 = 10.0;
 const AFTER: f64 = 5.0;
 const KILLS: usize = 3;
 
-/// Prints a phase's wall and CPU time when `SHOAL_SIM_PHASES` is set.
-fn phase(n: usize, half: &str, what: &str, wall: Instant, cpu0: f64) {
+/// Prints a phase's wall and CPU time when `SHOAL_SIM_PHASES` is set, with the datagrams
+/// and bytes sent and delivered so far: a fingerprint of the run (a change that only makes
+/// the simulator faster leaves it as it was).
+fn phase(sim: &Sim, half: &str, what: &str, wall: Instant, cpu0: f64) {
     if std::env::var("SHOAL_SIM_PHASES").is_ok() {
+        let pp = sim.sent_by_live();
         eprintln!(
-            "N={n} {half}: {what} by {:.1} s wall, {:.1} s CPU",
+            "N={} {half}: {what} by {:.1} s wall, {:.1} s CPU (sent {} datagrams, {} B, \
+             delivered {}; live nodes' push-pulls {}, {} B)",
+            sim.names.len(),
             wall.elapsed().as_secs_f64(),
-            thread_cpu() - cpu0
+            thread_cpu() - cpu0,
+            sim.sent.0,
+            sim.sent.1,
+            sim.delivered,
+            pp.push_pulls,
+            pp.push_pull_bytes,
         );
     }
 }
@@ -178,7 +188,7 @@ fn start_half(seed: u64, n: usize) -> Start {
     let (wall, cpu0) = (Instant::now(), thread_cpu());
     let mut sim = Sim::new(seed, n, Profile::Lan);
     let converged = converge(&mut sim, n, 60.0);
-    phase(n, "start", "converged", wall, cpu0);
+    phase(&sim, "start", "converged", wall, cpu0);
     let start_bytes = sim.sent_by_live().bytes() as f64 / n as f64;
     // Quiet for a while (the last joins' gossip dies down), then idle traffic over 10 s.
     let t = sim.elapsed().as_secs_f64() + 5.0;
@@ -188,7 +198,7 @@ fn start_half(seed: u64, n: usize) -> Start {
     let after = sim.sent_by_live();
     let per = |f: fn(&Traffic) -> u64| (f(&after) - f(&before)) as f64 / n as f64 / 10.0;
     let idle = (per(Traffic::bytes), per(|t| t.datagrams + t.push_pulls));
-    phase(n, "start", "idle measured", wall, cpu0);
+    phase(&sim, "start", "idle measured", wall, cpu0);
     let live = sim.live();
     let mut kills: Vec<f64> = (0..KILLS)
         .map(|k| {
@@ -200,7 +210,7 @@ fn start_half(seed: u64, n: usize) -> Start {
         })
         .collect();
     kills.sort_by(f64::total_cmp);
-    phase(n, "start", "kills detected", wall, cpu0);
+    phase(&sim, "start", "kills detected", wall, cpu0);
     Start {
         converged,
         start_bytes,
@@ -220,7 +230,7 @@ fn faults_half(seed: u64, n: usize) -> Faults {
     let _ = converge(&mut sim, n, 60.0);
     let t = sim.elapsed().as_secs_f64() + 5.0;
     sim.run_until(Duration::from_secs_f64(t));
-    phase(n, "faults", "converged", wall, cpu0);
+    phase(&sim, "faults", "converged", wall, cpu0);
     let udp10 = false_failures(
         &mut sim,
         WINDOW,
@@ -228,7 +238,7 @@ fn faults_half(seed: u64, n: usize) -> Faults {
         |s| s.set_loss(0.1),
         |s| s.set_loss(0.0),
     );
-    phase(n, "faults", "10% UDP loss done", wall, cpu0);
+    phase(&sim, "faults", "10% UDP loss done", wall, cpu0);
     let both20 = false_failures(
         &mut sim,
         WINDOW,
@@ -242,7 +252,7 @@ fn faults_half(seed: u64, n: usize) -> Faults {
             s.set_tcp_loss(0.0);
         },
     );
-    phase(n, "faults", "20% UDP+TCP loss done", wall, cpu0);
+    phase(&sim, "faults", "20% UDP+TCP loss done", wall, cpu0);
     let pauses = (n / 100).max(1);
     // The pause, then long enough for a confirmed suspicion of the paused nodes to time out
     // (foca's suspicion time grows with log N, 9 s at N = 1,000; a suspicion confirmed by
@@ -259,7 +269,7 @@ fn faults_half(seed: u64, n: usize) -> Faults {
         },
         |_| {},
     );
-    phase(n, "faults", "pauses done", wall, cpu0);
+    phase(&sim, "faults", "pauses done", wall, cpu0);
     Faults {
         udp10,
         both20,
