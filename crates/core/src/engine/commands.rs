@@ -151,11 +151,15 @@ impl Engine {
             shared.queries.clock.catch_up(state.query_clock);
             for meta in state.metas {
                 match validate_meta(&meta) {
-                    Ok(()) => {
-                        let own = state.from == Some(meta.id);
-                        if shared.table.apply_meta(meta.clone()) && own {
+                    // Only the sender's own meta is kept (cloned) to relay: cloning each of
+                    // a thousand metas per push-pull was 3% of a simulation's time.
+                    Ok(()) if state.from == Some(meta.id) => {
+                        if shared.table.apply_meta(meta.clone()) {
                             relay = Some(meta);
                         }
+                    }
+                    Ok(()) => {
+                        shared.table.apply_meta(meta);
                     }
                     Err(error) => {
                         Stats::add(&self.stats.metas_refused, 1);

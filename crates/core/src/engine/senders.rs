@@ -52,12 +52,17 @@ use super::Engine;
 use crate::anti_entropy::SyncState;
 use crate::broadcast::lock;
 use crate::error::DropReason;
+use crate::fnv::AddrHash;
 use crate::identity::Identity;
 
 /// A live member foca knows: its identity, incarnation and state.
 type Live = (Identity, foca::Incarnation, State);
 /// The members foca knows (in any state), by address.
-pub(super) type Known = HashMap<SocketAddr, Live>;
+pub(super) type Known = HashMap<SocketAddr, Live, AddrHash>;
+
+/// A datagram with more updates than this to screen looks them all up in one pass over
+/// foca's members ([`Engine::live_among`]) rather than with a search each.
+const ONE_PASS_FROM: usize = 3;
 
 /// Addresses contacted to join are trusted for this long.
 const CONTACT_TRUST: Duration = Duration::from_secs(30);
@@ -109,7 +114,9 @@ impl Engine {
     /// True when `addr` may speak for others: a member foca knows there (in any state; the
     /// caller looked it up: `known`) whose meta the table has, or an address contacted to join.
     fn trusted_given(&self, addr: SocketAddr, known: bool) -> bool {
-        self.contacts.recent(addr, self.now) || (known && lock(&self.shared).table.has_meta(addr))
+        // The member test first: it is the usual answer, and it spares the look-up of
+        // contacts.
+        (known && lock(&self.shared).table.has_meta(addr)) || self.contacts.recent(addr, self.now)
     }
 
     /// [`Self::trusted_given`], looking `addr` up in foca's members.
@@ -130,11 +137,45 @@ impl Engine {
             .map(|m| (*m.id(), m.incarnation(), m.state()))
     }
 
+    /// What [`Self::live_at`] says about each of `addrs`, in one pass over foca's members
+    /// (the first live member at each address, as the search finds it); an address with no
+    /// live member is absent. For the updates of a datagram: at a thousand members, a search
+    /// per update was 7% of a simulation's time.
+    fn live_among(
+        &self,
+        addrs: impl Iterator<Item = SocketAddr>,
+    ) -> HashMap<SocketAddr, Option<Live>, AddrHash> {
+        let mut wanted: HashMap<SocketAddr, Option<Live>, AddrHash> =
+            HashMap::with_hasher(AddrHash::new());
+        wanted.extend(addrs.map(|a| (a, None)));
+        for m in self.foca.iter_membership_state() {
+            if m.state() != State::Down
+                && let Some(slot @ None) = wanted.get_mut(&m.id().addr)
+            {
+                *slot = Some((*m.id(), m.incarnation(), m.state()));
+            }
+        }
+        wanted
+    }
+
+    /// [`Self::live_at`] for every update of `updates`, in order: a search each for a few,
+    /// one pass over foca's members ([`Self::live_among`]) for more.
+    fn live_of(&self, updates: &[Member<Identity>]) -> Vec<Option<Live>> {
+        if updates.len() <= ONE_PASS_FROM {
+            return updates.iter().map(|u| self.live_at(u.id().addr)).collect();
+        }
+        let found = self.live_among(updates.iter().map(|u| u.id().addr));
+        updates
+            .iter()
+            .map(|u| found.get(&u.id().addr).copied().flatten())
+            .collect()
+    }
+
     /// Every member foca knows (in any state), by address, in one pass (foca holds one per
     /// address). A push-pull state is screened and applied against it.
     pub(super) fn known_members(&self) -> Known {
         let members = self.foca.iter_membership_state();
-        let mut known = Known::with_capacity(members.len());
+        let mut known = Known::with_capacity_and_hasher(members.len(), AddrHash::new());
         known.extend(members.map(|m| (m.id().addr, (*m.id(), m.incarnation(), m.state()))));
         known
     }
@@ -221,12 +262,11 @@ impl Engine {
             .iter()
             .cloned()
             .partition(|u| trusted || u.id().addr == from);
+        let lives = self.live_of(&own);
         let kept: Vec<Member<Identity>> = own
             .into_iter()
-            .filter_map(|u| {
-                let live = self.live_at(u.id().addr);
-                self.screen_update(from, u, live)
-            })
+            .zip(lives)
+            .filter_map(|(u, live)| self.screen_update(from, u, live))
             .collect();
         // The custom broadcasts go on whole: foca's item handler keeps, for a sender that may
         // speak only for itself, its own items (its meta: without it a newcomer heard of
@@ -269,12 +309,11 @@ impl Engine {
         if held.is_empty() || !self.trusted_sender(from) {
             return;
         }
+        let lives = self.live_of(&held);
         let updates: Vec<Member<Identity>> = held
             .into_iter()
-            .filter_map(|u| {
-                let live = self.live_at(u.id().addr);
-                self.screen_update(from, u, live)
-            })
+            .zip(lives)
+            .filter_map(|(u, live)| self.screen_update(from, u, live))
             .collect();
         debug!(%from, count = updates.len(),
             "a first datagram brought its sender's meta: its updates about others count");
