@@ -120,6 +120,7 @@ impl Membership {
         if let Some(e) = self.entries.get(&addr) {
             self.sums.add(e);
         }
+        debug_assert!(self.meta_order_agrees(addr), "meta order index out of step");
         result
     }
 

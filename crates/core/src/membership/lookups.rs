@@ -16,7 +16,15 @@ impl Membership {
     /// True when the table has a meta (a name, tags) for the member at `addr`: it spoke as a
     /// shoal agent, not merely as a foca sender.
     pub fn has_meta(&self, addr: SocketAddr) -> bool {
-        (self.entries.get(&addr)).is_some_and(|e| e.meta.is_some())
+        self.meta_orders.contains_key(&addr)
+    }
+
+    /// True when [`Self::meta_orders`] holds for the entry at `addr` what the entry says
+    /// (checked in debug builds after every tracked change).
+    pub(super) fn meta_order_agrees(&self, addr: SocketAddr) -> bool {
+        let entry = self.entries.get(&addr).and_then(|e| e.meta.as_ref());
+        entry.map(super::Meta::order) == self.meta_orders.get(&addr).copied()
+            && self.meta_orders.len() <= self.entries.len()
     }
 
     /// True when the member at `addr` is up (alive, suspect or leaving) in the table.
