@@ -112,7 +112,12 @@ mod tests {
         for (i, a) in addrs.iter().enumerate() {
             map.insert(*a, i);
         }
-        assert!(addrs.iter().enumerate().all(|(i, a)| map.get(a) == Some(&i)));
+        assert!(
+            addrs
+                .iter()
+                .enumerate()
+                .all(|(i, a)| map.get(a) == Some(&i))
+        );
         let hash = AddrHash::new();
         let low: HashSet<u64> = addrs.iter().map(|a| hash.hash_one(a) & 0xfff).collect();
         let top: HashSet<u64> = addrs.iter().map(|a| hash.hash_one(a) >> 57).collect();

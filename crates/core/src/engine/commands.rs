@@ -139,7 +139,8 @@ impl Engine {
         if self.leave.left() {
             return;
         }
-        let known = self.known_members();
+        let buf = std::mem::take(&mut self.known_buf);
+        let mut known = self.known_members(buf);
         let state = self.screen_state(state, peer, &known);
         if state.from.is_some_and(|from| from != self.local()) {
             self.apply_events(state.event_clock, state.events, join);
@@ -200,6 +201,8 @@ impl Engine {
             .map(|m| *m.id())
             .collect();
         let news = not_known_as_is(state.members, &known);
+        known.clear();
+        self.known_buf = known;
         if let Err(error) = self
             .foca
             .apply_many(news.into_iter(), true, &mut self.runtime)

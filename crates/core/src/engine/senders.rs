@@ -172,10 +172,12 @@ impl Engine {
     }
 
     /// Every member foca knows (in any state), by address, in one pass (foca holds one per
-    /// address). A push-pull state is screened and applied against it.
-    pub(super) fn known_members(&self) -> Known {
+    /// address), in `known` (emptied first; a map kept from the last push-pull). A push-pull
+    /// state is screened and applied against it.
+    pub(super) fn known_members(&self, mut known: Known) -> Known {
         let members = self.foca.iter_membership_state();
-        let mut known = Known::with_capacity_and_hasher(members.len(), AddrHash::new());
+        known.clear();
+        known.reserve(members.len());
         known.extend(members.map(|m| (m.id().addr, (*m.id(), m.incarnation(), m.state()))));
         known
     }
@@ -250,6 +252,9 @@ impl Engine {
         if rest.len() >= 2 && header.message != Message::Broadcast {
             let count = u16::from_be_bytes([rest[0], rest[1]]);
             rest = &rest[2..];
+            // Each update takes several bytes: a forged count reserves no more than the
+            // datagram could hold.
+            updates.reserve(usize::from(count).min(rest.len() / 4));
             for _ in 0..count {
                 match Codec::<Identity>::decode_member(&mut codec, &mut rest) {
                     Ok(member) => updates.push(member),
