@@ -232,6 +232,8 @@ pub struct Membership {
     /// "is this meta news?" and "has it a meta?" asked without walking the tree (at a thousand
     /// members, for every meta every datagram carries: 15% of a simulation's time).
     meta_orders: HashMap<SocketAddr, (u64, u64), AddrHash>,
+    /// How many entries hold an announced meta not carried yet (usually none).
+    announced: usize,
     events: Vec<Event>,
     changed: bool,
     /// Counts every change, for callers that cache what they derive from the table.
@@ -260,6 +262,7 @@ impl Membership {
             local: addr,
             entries: BTreeMap::from([(addr, entry)]),
             meta_orders,
+            announced: 0,
             events: Vec::new(),
             changed: true,
             revision: 0,
@@ -550,7 +553,7 @@ impl Membership {
             };
             for old in stale {
                 if let Some(gone) = self.entries.remove(&old) {
-                    self.meta_orders.remove(&old);
+                    self.forget_indexed(&gone);
                     self.sums.remove(&gone);
                 }
             }
@@ -630,16 +633,6 @@ impl Membership {
             .collect()
     }
 
-    /// True when the member at `id.addr` has a meta for `id`'s generation or newer, and none
-    /// newer was announced without being carried ([`Self::announce_meta`]).
-    pub fn has_current_meta(&self, id: Identity) -> bool {
-        self.entries.get(&id.addr).is_some_and(|e| {
-            e.meta.as_ref().is_some_and(|m| {
-                m.id.generation >= id.generation && e.announced.is_none_or(|a| m.order() >= a)
-            })
-        })
-    }
-
     /// The member `id` announced that its meta is now at `version` (the meta itself was too
     /// large to gossip). Returns true when that is newer than what is known or announced: the
     /// caller then fetches it by push-pull.
@@ -660,14 +653,15 @@ impl Membership {
         if known.is_some_and(|k| k >= order) {
             return false;
         }
-        entry.announced = Some(order);
+        self.announced += usize::from(entry.announced.replace(order).is_none());
         true
     }
 
     /// The member `id` itself sent its state: whatever it announced is now known or bogus.
     pub fn settle_announced(&mut self, id: Identity) {
         if let Some(entry) = self.entries.get_mut(&id.addr) {
-            entry.announced = None;
+            self.announced =
+                (self.announced).saturating_sub(usize::from(entry.announced.take().is_some()));
             self.sums.changes = self.sums.changes.wrapping_add(1);
         }
     }

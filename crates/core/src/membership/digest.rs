@@ -166,6 +166,7 @@ impl Membership {
                 (fresh.digest, &fresh.down_names, fresh.reapable),
                 "the running sums missed a change"
             );
+            assert!(self.indexes_agree(), "the meta index missed a change");
         }
         self.sums.digest
     }
