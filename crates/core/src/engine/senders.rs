@@ -49,6 +49,7 @@ use foca::{Codec, Member, Message, PostcardCodec, State};
 use tracing::debug;
 
 use super::Engine;
+use super::foca_index::Found;
 use crate::anti_entropy::SyncState;
 use crate::broadcast::lock;
 use crate::error::DropReason;
@@ -121,19 +122,28 @@ impl Engine {
 
     /// [`Self::trusted_given`], looking `addr` up in foca's members.
     pub(super) fn trusted_sender(&self, addr: SocketAddr) -> bool {
-        let known = self
-            .foca
-            .iter_membership_state()
-            .any(|m| m.id().addr == addr);
+        let known = self.foca_member(addr).is_some();
         self.trusted_given(addr, known)
     }
 
-    /// The live member foca knows at `addr`, with its incarnation (a linear search of foca's
-    /// members: a whole push-pull state looks them up in a [`Known`] instead).
+    /// foca's member at `addr` (it holds one per address, in any state): from the index of
+    /// positions when it can tell ([`super::foca_index`]), else by a linear search.
+    pub(super) fn foca_member(&self, addr: SocketAddr) -> Option<&Member<Identity>> {
+        match self.index.find(self.foca.iter_membership_state(), addr) {
+            Found::Member(m) => Some(m),
+            Found::Absent => None,
+            Found::Unknown => self
+                .foca
+                .iter_membership_state()
+                .find(|m| m.id().addr == addr),
+        }
+    }
+
+    /// The live member foca knows at `addr`, with its incarnation ([`Self::foca_member`]: a
+    /// whole push-pull state looks them up in a [`Known`] instead).
     fn live_at(&self, addr: SocketAddr) -> Option<Live> {
-        self.foca
-            .iter_membership_state()
-            .find(|m| m.id().addr == addr && m.state() != State::Down)
+        self.foca_member(addr)
+            .filter(|m| m.state() != State::Down)
             .map(|m| (*m.id(), m.incarnation(), m.state()))
     }
 
@@ -161,7 +171,8 @@ impl Engine {
     /// [`Self::live_at`] for every update of `updates`, in order: a search each for a few,
     /// one pass over foca's members ([`Self::live_among`]) for more.
     fn live_of(&self, updates: &[Member<Identity>]) -> Vec<Option<Live>> {
-        if updates.len() <= ONE_PASS_FROM {
+        let indexed = self.index.current(self.foca.iter_membership_state().len());
+        if indexed || updates.len() <= ONE_PASS_FROM {
             return updates.iter().map(|u| self.live_at(u.id().addr)).collect();
         }
         let found = self.live_among(updates.iter().map(|u| u.id().addr));
@@ -233,16 +244,15 @@ impl Engine {
         if header.src.addr != from {
             return Err(DropReason::NotFromMember("SWIM header"));
         }
-        let member = self
-            .foca
-            .iter_membership_state()
-            .any(|m| m.id().addr == from);
+        let member = self.foca_member(from).is_some();
         if !member && header.message != Message::Announce && !self.contacts.recent(from, self.now) {
             return Err(DropReason::Stranger);
         }
         if let Message::PingReq { target, .. } | Message::IndirectAck { target, .. } =
             &header.message
-            && !self.foca.iter_membership_state().any(|m| m.id() == target)
+            && self
+                .foca_member(target.addr)
+                .is_none_or(|m| m.id() != target)
         {
             // foca would send to whatever the request names: a reflection to a third party.
             return Err(DropReason::UnknownTarget);
