@@ -284,8 +284,10 @@ impl Engine {
         // members), and that search was a fifth of a simulation's time. It goes, as foca
         // would change nothing for it even after the updates before it in the datagram
         // (foca's states only move forward, and an update about this node's own address is
-        // always kept).
+        // always kept, as are those of an announce, which foca refuses whole if it carries
+        // any).
         let me = self.local().addr;
+        let announce = header.message == Message::Announce;
         let (mut no_ops, mut rewritten) = (0, false);
         let kept: Vec<Member<Identity>> = own
             .into_iter()
@@ -295,7 +297,7 @@ impl Engine {
                 let u = self.screen_update(from, u, live)?;
                 rewritten |= u != original;
                 let held_so = live == Some((*u.id(), u.incarnation(), u.state()));
-                if held_so && u.id().addr != me {
+                if held_so && u.id().addr != me && !announce {
                     no_ops += 1;
                     return None;
                 }
