@@ -26,6 +26,7 @@ mod datagrams;
 mod direct;
 mod discovery;
 mod events;
+mod foca_index;
 mod health;
 mod input;
 mod join;
@@ -120,6 +121,11 @@ pub(crate) struct Engine {
     /// What the short digest was computed from (table revision, event clock), the short
     /// digest, and when it last changed.
     digest_cache: ((u64, u64), u32),
+    /// The map of foca's members a push-pull is applied against, kept between push-pulls
+    /// (empty) so that its table (160 KB at a thousand members) is not allocated each time.
+    known_buf: senders::Known,
+    /// Where foca keeps each member, by address (per-datagram look-ups without a search).
+    index: foca_index::FocaIndex,
     last_change: Instant,
     /// The full digest's cadence.
     sync: SyncCadence,
@@ -231,6 +237,8 @@ impl Engine {
             health: LocalHealth::default(),
             incarnation: 0,
             digest_cache: ((u64::MAX, u64::MAX), 0),
+            known_buf: senders::Known::default(),
+            index: foca_index::FocaIndex::default(),
             last_change: now,
             sync,
             rng: rng(seed.map(|s| s.wrapping_add(1))),

@@ -27,7 +27,8 @@
 //! - [`discover`]: the `--discover` beacon's format.
 //! - [`seal`]: sealed gossip (AES-GCM, the keyring), the cluster label and replay protection.
 //! - [`snapshot`]: the `--snapshot` file: known members, written atomically.
-//! - [`fs`]: atomic file replacement; `fnv`: the hash digests use.
+//! - [`fs`]: atomic file replacement; `fnv`: the hash digests use, and the one of maps by
+//!   address.
 //!
 //! **Engine** (`engine.rs`, `engine/`, crate-private): one node's protocol, sans I/O. Inputs
 //! (commands, datagrams, timers, each with the current `Instant`) go in; an outbox of

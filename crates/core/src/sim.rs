@@ -142,8 +142,11 @@ pub struct Sim {
     audiences: BTreeMap<SocketAddr, BTreeSet<SocketAddr>>,
     /// Whether push-pull frames are encoded to count their bytes (on by default).
     count_frames: bool,
-    deliveries: BTreeMap<usize, Delivery>,
-    next_delivery: usize,
+    /// What each queued delivery carries, by the slot its `queue` entry names (a slab: slots
+    /// are reused through `free`, so queuing allocates nothing; a map here cost 3% of a
+    /// 1,000-node run).
+    deliveries: Vec<Option<Delivery>>,
+    free: Vec<usize>,
     /// Partition group of each address; packets between different groups are dropped.
     groups: BTreeMap<SocketAddr, u8>,
     loss: f64,
@@ -218,8 +221,8 @@ impl Sim {
             leaving: BTreeSet::new(),
             audiences: BTreeMap::new(),
             count_frames: true,
-            deliveries: BTreeMap::new(),
-            next_delivery: 0,
+            deliveries: Vec::new(),
+            free: Vec::new(),
             groups: BTreeMap::new(),
             loss: 0.0,
             tcp_loss: 0.0,
@@ -534,7 +537,9 @@ impl Sim {
                 let Some(Reverse((_, _, id))) = self.queue.pop() else {
                     break;
                 };
-                if let Some(delivery) = self.deliveries.remove(&id) {
+                let slot = self.deliveries.get_mut(id).and_then(Option::take);
+                self.free.push(id);
+                if let Some(delivery) = slot {
                     self.deliver(delivery);
                 }
             } else {

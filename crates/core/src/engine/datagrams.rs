@@ -123,6 +123,7 @@ impl Engine {
             self.dropped(from, len, &DropReason::TooLarge { len, limit });
             return;
         }
+        self.index.refresh(self.foca.iter_membership_state());
         let result = input::decode(packet).and_then(|datagram| match datagram {
             Datagram::Swim(payload, digest) => match self.screen_swim(from, payload).map(|s| {
                 let result = self.swim(from, (&s.payload, s.trusted), digest);

@@ -313,13 +313,16 @@ impl Engine {
     /// Queries that arrived this turn: those this node passes the filters of are acked (when
     /// asked) and go to the handlers.
     pub(super) fn take_new_queries(&mut self) {
+        // Runs after every input: the local meta (name and tags, for the filters) is cloned
+        // only when a query arrived (a clone per datagram was 2% of a 1,000-node simulation).
         let (fresh, local) = {
             let mut shared = lock(&self.shared);
-            (shared.queries.take_new(), shared.table.local_meta().clone())
+            let fresh = shared.queries.take_new();
+            if fresh.is_empty() {
+                return;
+            }
+            (fresh, shared.table.local_meta().clone())
         };
-        if fresh.is_empty() {
-            return;
-        }
         // The view carries the query memory the snapshot keeps.
         self.republish = true;
         for query in fresh {

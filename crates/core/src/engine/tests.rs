@@ -13,6 +13,7 @@ use crate::profile::Profile;
 
 mod direct;
 mod leaves;
+mod screening;
 mod suspicion;
 
 fn addr(port: u16) -> SocketAddr {

@@ -63,6 +63,10 @@ impl Engine {
                 if self.suspicion_was_refuted(&timer) {
                     return;
                 }
+                if matches!(timer, foca::Timer::RemoveDown(_)) {
+                    // The only way foca's set of member addresses shrinks.
+                    self.index.removing();
+                }
                 if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                     debug!(%error, "timer failed");
                 }

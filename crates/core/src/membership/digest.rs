@@ -120,6 +120,7 @@ impl Membership {
         if let Some(e) = self.entries.get(&addr) {
             self.sums.add(e);
         }
+        debug_assert!(self.meta_order_agrees(addr), "meta order index out of step");
         result
     }
 
@@ -165,6 +166,7 @@ impl Membership {
                 (fresh.digest, &fresh.down_names, fresh.reapable),
                 "the running sums missed a change"
             );
+            assert!(self.indexes_agree(), "the meta index missed a change");
         }
         self.sums.digest
     }

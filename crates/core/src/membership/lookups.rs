@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Membership, Status};
+use super::{Entry, Membership, Status};
 use crate::identity::Identity;
 
 impl Membership {
@@ -16,7 +16,54 @@ impl Membership {
     /// True when the table has a meta (a name, tags) for the member at `addr`: it spoke as a
     /// shoal agent, not merely as a foca sender.
     pub fn has_meta(&self, addr: SocketAddr) -> bool {
-        (self.entries.get(&addr)).is_some_and(|e| e.meta.is_some())
+        self.meta_orders.contains_key(&addr)
+    }
+
+    /// True when the member at `id.addr` has a meta for `id`'s generation or newer, and none
+    /// newer was announced without being carried ([`Self::announce_meta`]).
+    pub fn has_current_meta(&self, id: Identity) -> bool {
+        if self.announced == 0 {
+            // Nothing announced: the index alone answers (asked for every member by
+            // housekeeping after a change, and after every `MemberUp`).
+            return self
+                .meta_orders
+                .get(&id.addr)
+                .is_some_and(|order| order.0 >= id.generation);
+        }
+        self.entries.get(&id.addr).is_some_and(|e| {
+            e.meta.as_ref().is_some_and(|m| {
+                m.id.generation >= id.generation && e.announced.is_none_or(|a| m.order() >= a)
+            })
+        })
+    }
+
+    /// True when [`Self::meta_orders`] holds for the entry at `addr` what the entry says
+    /// (checked in debug builds after every tracked change).
+    pub(super) fn meta_order_agrees(&self, addr: SocketAddr) -> bool {
+        let entry = self.entries.get(&addr).and_then(|e| e.meta.as_ref());
+        entry.map(super::Meta::order) == self.meta_orders.get(&addr).copied()
+            && self.meta_orders.len() <= self.entries.len()
+    }
+
+    /// True when the meta index and the count of announced metas agree with every entry
+    /// (checked in debug builds on every digest read, as the digest's sums are).
+    #[cfg(debug_assertions)]
+    pub(super) fn indexes_agree(&self) -> bool {
+        let with_meta = self.entries.values().filter(|e| e.meta.is_some()).count();
+        let announced = self
+            .entries
+            .values()
+            .filter(|e| e.announced.is_some())
+            .count();
+        with_meta == self.meta_orders.len()
+            && announced == self.announced
+            && self.entries.keys().all(|a| self.meta_order_agrees(*a))
+    }
+
+    /// An entry left the table: out of the meta index and the count of announced metas.
+    pub(super) fn forget_indexed(&mut self, gone: &Entry) {
+        self.meta_orders.remove(&gone.id.addr);
+        self.announced = (self.announced).saturating_sub(usize::from(gone.announced.is_some()));
     }
 
     /// True when the member at `addr` is up (alive, suspect or leaving) in the table.

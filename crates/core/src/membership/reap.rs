@@ -44,6 +44,7 @@ impl Membership {
         let mut reaped = Vec::with_capacity(expired.len());
         for addr in expired {
             if let Some(entry) = self.entries.remove(&addr) {
+                self.forget_indexed(&entry);
                 self.sums.remove(&entry);
                 if !entry.known {
                     continue;

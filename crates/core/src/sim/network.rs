@@ -107,9 +107,16 @@ impl Sim {
 
     pub(super) fn schedule(&mut self, at: Instant, delivery: Delivery) {
         self.seq += 1;
-        let id = self.next_delivery;
-        self.next_delivery += 1;
-        self.deliveries.insert(id, delivery);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.deliveries[id] = Some(delivery);
+                id
+            }
+            None => {
+                self.deliveries.push(Some(delivery));
+                self.deliveries.len() - 1
+            }
+        };
         self.queue.push(Reverse((at, self.seq, id)));
     }
 
@@ -169,10 +176,13 @@ impl Sim {
             let mut joined = 0;
             // As in the driver, the join is reported done after every answer was applied.
             let mut done = Duration::ZERO;
-            for peer in pp.addrs {
-                if !self.linked(at, peer) || !self.nodes.contains_key(&peer) {
-                    continue;
-                }
+            // The state is cloned for every peer but the last reached, which takes it.
+            let reached: Vec<SocketAddr> = (pp.addrs.into_iter())
+                .filter(|peer| self.linked(at, *peer) && self.nodes.contains_key(peer))
+                .collect();
+            let mut state = Some(pp.state);
+            let last = reached.len().saturating_sub(1);
+            for (i, peer) in reached.into_iter().enumerate() {
                 joined += 1;
                 if let Some(node) = self.nodes.get_mut(&at) {
                     node.sent.push_pulls += 1;
@@ -182,10 +192,15 @@ impl Sim {
                 let there = self.tcp_time(3);
                 let back = self.latency();
                 done = done.max(there + back + Duration::from_millis(1));
+                let state = if i == last {
+                    state.take().unwrap_or_default()
+                } else {
+                    state.clone().unwrap_or_default()
+                };
                 let exchange = Delivery::Exchange {
                     to: peer,
                     from: at,
-                    state: pp.state.clone(),
+                    state,
                     back,
                     join: pp.join,
                 };

@@ -5,8 +5,10 @@
 //! `cargo test --release -p shoal-core sim_scale_table -- --ignored --nocapture`
 //! (`SHOAL_SIM_SCALE=10,100,300,1000` picks the sizes, `SEED=N` the seed, `SHOAL_SIM_PHASES=1`
 //! prints each phase's wall and CPU time). Each row runs in two halves on two threads, both
-//! from the same seed and so the same start: one measures convergence, idle traffic and kills,
-//! the other false failures under loss and pauses on the freshly converged cluster.
+//! from the same seed and so the same start: one measures convergence, idle traffic, kills,
+//! then false failures under pauses; the other false failures under loss on the freshly
+//! converged cluster. (The pauses ran in the second half until the 20% loss window, the
+//! dearest phase, made it the slower half by a quarter.)
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -106,7 +108,7 @@ struct Row {
     faults: Faults,
 }
 
-/// The first half: start, idle traffic, kills.
+/// The first half: start, idle traffic, kills, then pauses.
 #[derive(Debug)]
 struct Start {
     converged: Option<f64>,
@@ -116,18 +118,19 @@ struct Start {
     idle: (f64, f64),
     /// Kill detection times, sorted (infinite: not detected).
     kills: Vec<f64>,
+    /// False failures (and renewals) around 2 s pauses, after the kills.
+    paused: (usize, u64),
+    /// How many nodes were paused at once.
+    pauses: usize,
     cost: Cost,
 }
 
-/// The second half: false failures (and renewals) under 10 % UDP loss, 20 % UDP+TCP loss,
-/// and 2 s pauses, each on the converged cluster in turn.
+/// The second half: false failures (and renewals) under 10 % UDP loss, then 20 % UDP+TCP
+/// loss, each on the converged cluster in turn.
 #[derive(Debug)]
 struct Faults {
     udp10: (usize, u64),
     both20: (usize, u64),
-    paused: (usize, u64),
-    /// How many nodes were paused at once.
-    pauses: usize,
     cost: Cost,
 }
 
@@ -163,13 +166,23 @@ const WINDOW: f64 = 10.0;
 const AFTER: f64 = 5.0;
 const KILLS: usize = 3;
 
-/// Prints a phase's wall and CPU time when `SHOAL_SIM_PHASES` is set.
-fn phase(n: usize, half: &str, what: &str, wall: Instant, cpu0: f64) {
+/// Prints a phase's wall and CPU time when `SHOAL_SIM_PHASES` is set, with the datagrams
+/// and bytes sent and delivered so far: a fingerprint of the run (a change that only makes
+/// the simulator faster leaves it as it was).
+fn phase(sim: &Sim, half: &str, what: &str, wall: Instant, cpu0: f64) {
     if std::env::var("SHOAL_SIM_PHASES").is_ok() {
+        let pp = sim.sent_by_live();
         eprintln!(
-            "N={n} {half}: {what} by {:.1} s wall, {:.1} s CPU",
+            "N={} {half}: {what} by {:.1} s wall, {:.1} s CPU (sent {} datagrams, {} B, \
+             delivered {}; live nodes' push-pulls {}, {} B)",
+            sim.names.len(),
             wall.elapsed().as_secs_f64(),
-            thread_cpu() - cpu0
+            thread_cpu() - cpu0,
+            sim.sent.0,
+            sim.sent.1,
+            sim.delivered,
+            pp.push_pulls,
+            pp.push_pull_bytes,
         );
     }
 }
@@ -178,7 +191,7 @@ fn start_half(seed: u64, n: usize) -> Start {
     let (wall, cpu0) = (Instant::now(), thread_cpu());
     let mut sim = Sim::new(seed, n, Profile::Lan);
     let converged = converge(&mut sim, n, 60.0);
-    phase(n, "start", "converged", wall, cpu0);
+    phase(&sim, "start", "converged", wall, cpu0);
     let start_bytes = sim.sent_by_live().bytes() as f64 / n as f64;
     // Quiet for a while (the last joins' gossip dies down), then idle traffic over 10 s.
     let t = sim.elapsed().as_secs_f64() + 5.0;
@@ -188,7 +201,7 @@ fn start_half(seed: u64, n: usize) -> Start {
     let after = sim.sent_by_live();
     let per = |f: fn(&Traffic) -> u64| (f(&after) - f(&before)) as f64 / n as f64 / 10.0;
     let idle = (per(Traffic::bytes), per(|t| t.datagrams + t.push_pulls));
-    phase(n, "start", "idle measured", wall, cpu0);
+    phase(&sim, "start", "idle measured", wall, cpu0);
     let live = sim.live();
     let mut kills: Vec<f64> = (0..KILLS)
         .map(|k| {
@@ -200,17 +213,42 @@ fn start_half(seed: u64, n: usize) -> Start {
         })
         .collect();
     kills.sort_by(f64::total_cmp);
-    phase(n, "start", "kills detected", wall, cpu0);
+    phase(&sim, "start", "kills detected", wall, cpu0);
+    let (paused, pauses) = pauses(&mut sim, n);
+    phase(&sim, "start", "pauses done", wall, cpu0);
     Start {
         converged,
         start_bytes,
         idle,
         kills,
+        paused,
+        pauses,
         cost: Cost {
             wall: wall.elapsed(),
             cpu: thread_cpu() - cpu0,
         },
     }
+}
+
+/// Pauses 1% of the nodes of a row of `n` (at least one) for 2 s at once, then waits long
+/// enough for a confirmed suspicion of them to time out (foca's suspicion time grows with
+/// log N, 9 s at N = 1,000; a suspicion confirmed by three others ends at half of it, 4.5 s):
+/// the false failures (and renewals), and how many were paused.
+fn pauses(sim: &mut Sim, n: usize) -> ((usize, u64), usize) {
+    let pauses = (n / 100).max(1);
+    let paused = false_failures(
+        sim,
+        2.0,
+        10.0,
+        |s| {
+            let live = s.live();
+            for i in 0..pauses {
+                s.pause(live[(i * 37 + 1) % live.len()], Duration::from_secs(2));
+            }
+        },
+        |_| {},
+    );
+    (paused, pauses)
 }
 
 fn faults_half(seed: u64, n: usize) -> Faults {
@@ -220,7 +258,7 @@ fn faults_half(seed: u64, n: usize) -> Faults {
     let _ = converge(&mut sim, n, 60.0);
     let t = sim.elapsed().as_secs_f64() + 5.0;
     sim.run_until(Duration::from_secs_f64(t));
-    phase(n, "faults", "converged", wall, cpu0);
+    phase(&sim, "faults", "converged", wall, cpu0);
     let udp10 = false_failures(
         &mut sim,
         WINDOW,
@@ -228,7 +266,7 @@ fn faults_half(seed: u64, n: usize) -> Faults {
         |s| s.set_loss(0.1),
         |s| s.set_loss(0.0),
     );
-    phase(n, "faults", "10% UDP loss done", wall, cpu0);
+    phase(&sim, "faults", "10% UDP loss done", wall, cpu0);
     let both20 = false_failures(
         &mut sim,
         WINDOW,
@@ -242,34 +280,63 @@ fn faults_half(seed: u64, n: usize) -> Faults {
             s.set_tcp_loss(0.0);
         },
     );
-    phase(n, "faults", "20% UDP+TCP loss done", wall, cpu0);
-    let pauses = (n / 100).max(1);
-    // The pause, then long enough for a confirmed suspicion of the paused nodes to time out
-    // (foca's suspicion time grows with log N, 9 s at N = 1,000; a suspicion confirmed by
-    // three others ends at half of it, 4.5 s).
-    let paused = false_failures(
-        &mut sim,
-        2.0,
-        10.0,
-        |s| {
-            let live = s.live();
-            for i in 0..pauses {
-                s.pause(live[(i * 37 + 1) % live.len()], Duration::from_secs(2));
-            }
-        },
-        |_| {},
-    );
-    phase(n, "faults", "pauses done", wall, cpu0);
+    phase(&sim, "faults", "20% UDP+TCP loss done", wall, cpu0);
     Faults {
         udp10,
         both20,
-        paused,
-        pauses,
         cost: Cost {
             wall: wall.elapsed(),
             cpu: thread_cpu() - cpu0,
         },
     }
+}
+
+/// Threads the halves run on: the table is measured on two cores, and more threads would only
+/// share them (a row's wall time would count the other rows' work: the N = 1,000 row took 6 s
+/// longer beside the smaller rows than alone).
+const WORKERS: usize = 2;
+
+/// Every row of `sizes`, its two halves taken in turn by [`WORKERS`] threads, the largest row
+/// first (both its halves at once, then the next row's).
+fn run_rows(seed: u64, sizes: Vec<usize>) -> Vec<Row> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(sizes[*i]));
+    let jobs: std::collections::VecDeque<(usize, bool)> = order
+        .iter()
+        .flat_map(|i| [(*i, true), (*i, false)])
+        .collect();
+    let jobs = std::sync::Mutex::new(jobs);
+    let starts = std::sync::Mutex::new((0..sizes.len()).map(|_| None).collect::<Vec<_>>());
+    let faults = std::sync::Mutex::new((0..sizes.len()).map(|_| None).collect::<Vec<_>>());
+    let next = || {
+        jobs.lock()
+            .expect("no worker panics holding it")
+            .pop_front()
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| {
+                while let Some((i, first)) = next() {
+                    if first {
+                        let half = start_half(seed, sizes[i]);
+                        starts.lock().expect("no worker panics holding it")[i] = Some(half);
+                    } else {
+                        let half = faults_half(seed, sizes[i]);
+                        faults.lock().expect("no worker panics holding it")[i] = Some(half);
+                    }
+                }
+            });
+        }
+    });
+    let starts = starts.into_inner().expect("the workers are done");
+    let faults = faults.into_inner().expect("the workers are done");
+    (sizes.into_iter().zip(starts).zip(faults))
+        .map(|((n, start), faults)| Row {
+            n,
+            start: start.expect("every start half ran"),
+            faults: faults.expect("every faults half ran"),
+        })
+        .collect()
 }
 
 fn sizes() -> Vec<usize> {
@@ -291,29 +358,12 @@ fn sim_scale_table() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let wall = Instant::now();
-    let mut rows: Vec<Row> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sizes()
-            .into_iter()
-            .map(|n| {
-                let start = scope.spawn(move || start_half(seed, n));
-                let faults = scope.spawn(move || faults_half(seed, n));
-                (n, start, faults)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(n, start, faults)| Row {
-                n,
-                start: start.join().expect("a start half panicked"),
-                faults: faults.join().expect("a faults half panicked"),
-            })
-            .collect()
-    });
+    let mut rows = run_rows(seed, sizes());
     rows.sort_by_key(|r| r.n);
     let probe = Profile::Lan.timings().probe_period.as_secs_f64();
     println!(
         "lan profile, seed {seed}; loss windows {WINDOW} s (+{AFTER} s), 2 s pauses (+10 s); \
-         {KILLS} kills; each row's two halves on two threads"
+         {KILLS} kills; each row's two halves on two threads, largest row first"
     );
     println!(
         "| N | converge s | probe periods | log2 N | start KB/node | idle B/node/s | idle pkts/node/s | kill detected: median / worst s | false failed (renewals): 10% UDP | 20% UDP+TCP | 2 s pause | wall s | CPU s |"
@@ -340,9 +390,9 @@ fn sim_scale_table() {
             faults.udp10.1,
             faults.both20.0,
             faults.both20.1,
-            faults.paused.0,
-            faults.paused.1,
-            faults.pauses,
+            start.paused.0,
+            start.paused.1,
+            start.pauses,
         );
     }
     println!(

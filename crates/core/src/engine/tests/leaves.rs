@@ -35,7 +35,7 @@ fn gossip(src: Identity, dst: Identity, items: &[Broadcast]) -> Vec<u8> {
 }
 
 /// A foca gossip message from `src` to `dst` carrying member `updates`.
-fn updates(src: Identity, dst: Identity, updates: &[foca::Member<Identity>]) -> Vec<u8> {
+pub(super) fn updates(src: Identity, dst: Identity, updates: &[foca::Member<Identity>]) -> Vec<u8> {
     let mut body = Vec::new();
     let header = foca::Header {
         src,
