@@ -105,6 +105,8 @@ pub(crate) struct Engine {
     /// `(table epoch, foca's member count)` of the last housekeeping round that found every
     /// member's current meta in the table (`None`: one was missing, or not checked yet).
     metas_current: Option<(u64, usize)>,
+    /// foca's periodic gossip timer, held while foca has nothing to gossip (see `confirm.rs`).
+    parked_gossip: Option<(Duration, foca::Timer<Identity>)>,
     /// A member known without its current meta (it came up so, or spoke without it): fetched
     /// at once, or as soon as the limit allows (`fetch_armed`: the timer for that is set).
     meta_wanted: Option<SocketAddr>,
@@ -228,6 +230,7 @@ impl Engine {
             suspects: SuspectTracker::default(),
             suspicions: HeldTimers::default(),
             metas_current: None,
+            parked_gossip: None,
             meta_wanted: None,
             stranger: None,
             fetch_armed: false,

@@ -365,6 +365,7 @@ pub async fn start(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Eve
     let writer = snapshot_path.map(|p| tasks::spawn_snapshot_writer(p, view_rx.clone()));
     let owner = owner::Owner {
         engine,
+        source: udp.local_addr().ok().map(|a| a.ip()),
         socket: Arc::new(udp),
         beacon,
         inbox_tx: inbox_tx.clone(),

@@ -21,6 +21,14 @@ impl Engine {
     /// each independent accuser (at half foca's time at once where nobody can confirm: a
     /// pair), and our accusation goes out.
     pub(super) fn schedule_foca(&mut self, after: Duration, timer: Timer<Identity>) {
+        if matches!(timer, Timer::PeriodicGossip(_)) && !self.foca_has_gossip() {
+            // foca's gossip timer (every 100 ms on lan) sends nothing while its queues are
+            // empty: held instead of firing, it costs an idle agent no wake-ups, and it goes
+            // back in as soon as there is something to gossip (`unpark_gossip`), after the
+            // news itself went out at once (`gossip_now`).
+            self.parked_gossip = Some((after, timer));
+            return;
+        }
         let after = self.stretched(after, &timer);
         let Timer::ChangeSuspectToDown {
             member_id,
@@ -63,6 +71,20 @@ impl Engine {
             incarnation,
             accuser,
         }));
+    }
+
+    /// Whether foca holds member updates or custom broadcasts still to gossip.
+    fn foca_has_gossip(&self) -> bool {
+        self.foca.updates_backlog() > 0 || self.foca.custom_broadcast_backlog() > 0
+    }
+
+    /// Schedules foca's gossip timer again once it has something to gossip.
+    pub(super) fn unpark_gossip(&mut self) {
+        if self.parked_gossip.is_some() && self.foca_has_gossip() {
+            if let Some((after, timer)) = self.parked_gossip.take() {
+                self.timers.push(self.now + after, Tick::Foca(timer));
+            }
+        }
     }
 
     /// Members newly accused by others: our suspicions of them move closer.

@@ -54,6 +54,7 @@ impl Engine {
                 self.schedule_foca(after, timer);
             }
             self.take_confirmations();
+            self.unpark_gossip();
             let mut news = false;
             while let Some(notification) = self.runtime.to_notify() {
                 news |= self.notify(notification);
@@ -75,6 +76,7 @@ impl Engine {
         self.fetch_announced_metas();
         self.take_new_queries();
         self.publish();
+        self.unpark_gossip();
     }
 
     /// Applies one foca notification; true when it was news worth forwarding.

@@ -35,6 +35,9 @@ enum Input {
 pub(super) struct Owner {
     pub(super) engine: Engine,
     pub(super) socket: Arc<UdpSocket>,
+    /// The gossip socket's IP, the source of push-pulls and TCP pings (asked once: a
+    /// `getsockname` per turn was a sixth of an idle agent's system calls).
+    pub(super) source: Option<std::net::IpAddr>,
     pub(super) beacon: Option<Arc<UdpSocket>>,
     pub(super) inbox_tx: mpsc::Sender<Command>,
     pub(super) inbox: mpsc::Receiver<Command>,
@@ -141,7 +144,7 @@ impl Owner {
             }
         }
         let limit = self.engine.sync_limit();
-        let source = self.socket.local_addr().ok().map(|a| a.ip());
+        let source = self.source;
         for pp in push_pulls {
             let (inbox, stats, sealer) = (
                 self.inbox_tx.clone(),

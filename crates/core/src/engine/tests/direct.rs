@@ -328,3 +328,49 @@ fn a_tag_change_goes_to_every_member_directly_and_a_meta_is_taken_only_from_its_
         out.events
     );
 }
+
+/// foca's gossip timer (100 ms on lan) is held while there is nothing to gossip, so an idle
+/// engine wakes only for its probes and housekeeping; a user event brings it back, and the
+/// event is gossiped again at its ticks (foca's retransmissions), then it is held again.
+#[test]
+fn the_gossip_timer_sleeps_while_there_is_nothing_to_gossip_and_wakes_for_news() {
+    let t0 = Instant::now();
+    let mut engine = started(config("a", 1), 1, Vec::new(), t0);
+    with_members(&mut engine, t0, &[2, 3, 4]);
+    run_until(&mut engine, t0 + Duration::from_secs(5));
+    let idle = run_until(&mut engine, t0 + Duration::from_secs(15)).len();
+    // A probe, its RTT check and 2.5 housekeeping rounds a second; 100 gossip ticks alone
+    // when the timer ran.
+    assert!(idle < 60, "{idle} timer turns in 10 idle seconds");
+    let at = t0 + Duration::from_secs(15);
+    let (reply, mut sent) = oneshot::channel();
+    let cmd = Command::UserEvent {
+        name: "deploy".into(),
+        payload: b"v1".to_vec(),
+        coalesce: true,
+        reply,
+    };
+    engine.handle_command(at, cmd);
+    sent.try_recv().expect("answered").expect("sent");
+    engine.take_outbox();
+    let gossip_turns = run_until(&mut engine, at + Duration::from_secs(2))
+        .iter()
+        .filter(|(_, out)| {
+            out.datagrams
+                .iter()
+                .filter_map(|(_, p)| envelope::open(p).ok())
+                .filter_map(|(kind, payload)| match kind {
+                    Kind::SwimDigest => payload.get(4..),
+                    _ => None,
+                })
+                .filter_map(crate::engine::probe::header)
+                .any(|h| h.message == foca::Message::Gossip)
+        })
+        .count();
+    assert!(
+        gossip_turns >= 2,
+        "the event's retransmissions: {gossip_turns} turns"
+    );
+    let later = run_until(&mut engine, at + Duration::from_secs(12)).len();
+    assert!(later < 60, "{later} timer turns once the event was spread");
+}
