@@ -80,10 +80,11 @@ impl Engine {
 
     /// Schedules foca's gossip timer again once it has something to gossip.
     pub(super) fn unpark_gossip(&mut self) {
-        if self.parked_gossip.is_some() && self.foca_has_gossip() {
-            if let Some((after, timer)) = self.parked_gossip.take() {
-                self.timers.push(self.now + after, Tick::Foca(timer));
-            }
+        if self.parked_gossip.is_some()
+            && self.foca_has_gossip()
+            && let Some((after, timer)) = self.parked_gossip.take()
+        {
+            self.timers.push(self.now + after, Tick::Foca(timer));
         }
     }
 
