@@ -455,8 +455,8 @@ fn a_digest_makes_the_node_push_pull_with_its_udp_source_not_an_address_it_names
     assert_eq!(pp[0].addrs, [addr(2)], "only the UDP source");
 }
 
-/// A foca message from `src` to `dst`, in a SWIM envelope.
-fn swim_from(src: Identity, dst: Identity, message: foca::Message<Identity>) -> Vec<u8> {
+/// The encoded foca header of a message from `src` (at incarnation 0) to `dst`.
+fn foca_header(src: Identity, dst: Identity, message: foca::Message<Identity>) -> Vec<u8> {
     let mut body = Vec::new();
     let header = foca::Header {
         src,
@@ -465,7 +465,12 @@ fn swim_from(src: Identity, dst: Identity, message: foca::Message<Identity>) -> 
         message,
     };
     foca::Codec::encode_header(&mut foca::PostcardCodec, &header, &mut body).expect("encode");
-    envelope::seal(Kind::Swim, &body)
+    body
+}
+
+/// A foca message from `src` to `dst`, in a SWIM envelope.
+fn swim_from(src: Identity, dst: Identity, message: foca::Message<Identity>) -> Vec<u8> {
+    envelope::seal(Kind::Swim, &foca_header(src, dst, message))
 }
 
 #[test]

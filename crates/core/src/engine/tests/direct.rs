@@ -19,6 +19,24 @@ fn with_members(engine: &mut Engine, t0: Instant, ports: &[u16]) {
     engine.take_outbox();
 }
 
+/// `shoal event NAME PAYLOAD` (coalesced), and where its answer comes.
+fn user_event(
+    name: &str,
+    payload: &[u8],
+) -> (
+    Command,
+    oneshot::Receiver<Result<u64, crate::error::CommandError>>,
+) {
+    let (reply, sent) = oneshot::channel();
+    let cmd = Command::UserEvent {
+        name: name.into(),
+        payload: payload.to_vec(),
+        coalesce: true,
+        reply,
+    };
+    (cmd, sent)
+}
+
 /// The items sent directly to `to`.
 fn items_to(out: &Outbox, to: SocketAddr) -> Vec<Broadcast> {
     (out.datagrams.iter())
@@ -55,13 +73,7 @@ fn a_user_event_goes_to_every_live_member_directly_twice_besides_its_gossip() {
     let t0 = Instant::now();
     let mut engine = started(config("a", 1), 1, Vec::new(), t0);
     with_members(&mut engine, t0, &[2, 3, 4]);
-    let (reply, mut sent) = oneshot::channel();
-    let cmd = Command::UserEvent {
-        name: "deploy".into(),
-        payload: b"v42".to_vec(),
-        coalesce: true,
-        reply,
-    };
+    let (cmd, mut sent) = user_event("deploy", b"v42");
     engine.handle_command(t0, cmd);
     let ltime = sent.try_recv().expect("answered").expect("sent");
     let out = engine.take_outbox();
@@ -343,13 +355,7 @@ fn the_gossip_timer_sleeps_while_there_is_nothing_to_gossip_and_wakes_for_news()
     // when the timer ran.
     assert!(idle < 60, "{idle} timer turns in 10 idle seconds");
     let at = t0 + Duration::from_secs(15);
-    let (reply, mut sent) = oneshot::channel();
-    let cmd = Command::UserEvent {
-        name: "deploy".into(),
-        payload: b"v1".to_vec(),
-        coalesce: true,
-        reply,
-    };
+    let (cmd, mut sent) = user_event("deploy", b"v1");
     engine.handle_command(at, cmd);
     sent.try_recv().expect("answered").expect("sent");
     engine.take_outbox();

@@ -11,15 +11,7 @@ fn payload(packet: &[u8]) -> &[u8] {
 
 /// The length of a foca header from `src` to `dst` alone.
 fn header_len(src: Identity, dst: Identity) -> usize {
-    let header = foca::Header {
-        src,
-        src_incarnation: 0,
-        dst,
-        message: foca::Message::Gossip,
-    };
-    let mut body = Vec::new();
-    foca::Codec::encode_header(&mut foca::PostcardCodec, &header, &mut body).expect("encode");
-    body.len()
+    foca_header(src, dst, foca::Message::Gossip).len()
 }
 
 #[test]

@@ -7,14 +7,7 @@ use crate::broadcast::Broadcast;
 
 /// A foca gossip message from `src` carrying `items` as custom broadcasts.
 fn gossip_with(src: Identity, dst: Identity, items: &[Broadcast]) -> Vec<u8> {
-    let header = foca::Header {
-        src,
-        src_incarnation: 0,
-        dst,
-        message: foca::Message::Gossip,
-    };
-    let mut body = Vec::new();
-    foca::Codec::encode_header(&mut foca::PostcardCodec, &header, &mut body).expect("encode");
+    let mut body = foca_header(src, dst, foca::Message::Gossip);
     body.extend_from_slice(&0u16.to_be_bytes());
     for item in items {
         let data = item.encode().expect("encode");
